@@ -1,0 +1,282 @@
+//! Alerts: the ECS document a rule match becomes, and its one-line summary.
+//!
+//! Contract: every field outside `mapwatch.*` is a real ECS field with its
+//! ECS type (ids of users are keywords, pids are longs). Attacker-controlled
+//! bytes (argv, paths, comm, exe) are carried losslessly: valid UTF-8 as is
+//! (JSON escaping takes care of control characters), anything else through
+//! [`escape_bytes`]. The text summary is escaped for a terminal.
+
+mod escape;
+mod time;
+
+pub use escape::{escape_bytes, escape_for_terminal};
+pub use time::rfc3339_millis;
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::process::EventContext;
+use crate::rule::RuleMeta;
+
+/// Facts about this host, gathered once.
+#[derive(Clone, Debug)]
+pub struct HostInfo {
+    pub name: String,
+    pub kernel: String,
+}
+
+impl HostInfo {
+    pub fn detect() -> Self {
+        let name = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        HostInfo { name, kernel }
+    }
+}
+
+/// uid -> user name, looked up once per uid.
+#[derive(Default)]
+pub struct UserNames {
+    cache: HashMap<u32, Option<String>>,
+}
+
+impl UserNames {
+    pub fn name(&mut self, uid: u32) -> Option<&str> {
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .as_deref()
+    }
+}
+
+/// One alert, ready for the sinks.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub document: Value,
+    pub summary: String,
+}
+
+/// Everything an alert is built from besides the event itself.
+pub struct AlertInputs<'a> {
+    pub rule: &'a RuleMeta,
+    pub host: &'a HostInfo,
+    pub maps_paths: &'a [&'a [u8]],
+}
+
+/// ECS numeric severity of Elastic's severity names.
+fn severity_number(severity: &str) -> u32 {
+    match severity {
+        "critical" => 99,
+        "high" => 73,
+        "medium" => 47,
+        _ => 21,
+    }
+}
+
+fn text(bytes: &[u8]) -> Value {
+    Value::String(escape_bytes(bytes).into_owned())
+}
+
+fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+fn user_object(uid: Option<u32>, users: &mut UserNames) -> Option<Value> {
+    let uid = uid?;
+    let mut user = Map::new();
+    user.insert("id".into(), Value::String(uid.to_string()));
+    insert_some(&mut user, "name", users.name(uid).map(|n| Value::String(n.to_owned())));
+    Some(Value::Object(user))
+}
+
+/// The pid a `/proc/<pid>/...` path names, resolving `self` and `thread-self`
+/// to the reader.
+pub fn target_pid(path: &[u8], reader_pid: u32) -> Option<u32> {
+    let mut parts = path.split(|b| *b == b'/').filter(|p| !p.is_empty());
+    if !parts.next()?.eq_ignore_ascii_case(b"proc") {
+        return None;
+    }
+    match parts.next()? {
+        b"self" | b"thread-self" => Some(reader_pid),
+        digits => std::str::from_utf8(digits).ok()?.parse().ok(),
+    }
+}
+
+pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &mut UserNames) -> Alert {
+    let event = ctx.event;
+    let rule = inputs.rule;
+    let name = event.name();
+    let args: Vec<Value> = event.argv.iter().map(text).collect();
+    let command_line = event.argv.iter().map(|a| escape_bytes(a).into_owned()).collect::<Vec<_>>().join(" ");
+
+    let mut process = Map::new();
+    process.insert("pid".into(), json!(event.pid));
+    process.insert("name".into(), text(name));
+    insert_some(&mut process, "executable", event.exe.as_deref().map(text));
+    process.insert("args".into(), Value::Array(args));
+    process.insert("args_count".into(), json!(event.argv.len()));
+    process.insert("command_line".into(), Value::String(command_line.clone()));
+    insert_some(&mut process, "working_directory", event.cwd.as_deref().map(text));
+    insert_some(&mut process, "title", event.proctitle.as_deref().map(|t| {
+        let spaced: Vec<u8> = t.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect();
+        text(&spaced)
+    }));
+    insert_some(&mut process, "user", user_object(event.euid, users));
+    insert_some(&mut process, "real_user", user_object(event.uid, users));
+
+    let parent = ctx.parent().cloned();
+    let mut parent_obj = Map::new();
+    parent_obj.insert("pid".into(), json!(event.ppid));
+    if let Some(p) = &parent {
+        parent_obj.insert("name".into(), text(&p.name));
+    }
+    insert_some(&mut parent_obj, "executable", live_executable(event.ppid).map(|e| text(&e)));
+    process.insert("parent".into(), Value::Object(parent_obj));
+
+    let session_leader = ctx.session_leader().cloned();
+    if let Some(s) = &session_leader {
+        process.insert("session_leader".into(), json!({"pid": s.pid, "name": text(&s.name)}));
+    }
+    let entry_leader = ctx.entry_leader().cloned();
+    if let Some(e) = &entry_leader {
+        process.insert(
+            "entry_leader".into(),
+            json!({"pid": e.pid, "name": text(&e.name), "entry_meta": {"type": e.kind.as_str()}}),
+        );
+    }
+
+    let first_path = inputs.maps_paths.first().copied();
+    let target = first_path.and_then(|p| target_pid(p, event.pid));
+    let reason = format!(
+        "{} (pid {}) ran with argument {} under entry leader {}",
+        escape_bytes(name),
+        event.pid,
+        first_path.map(escape_bytes).unwrap_or_default(),
+        entry_leader
+            .as_ref()
+            .map(|e| format!("{} (pid {}, {})", escape_bytes(&e.name), e.pid, e.kind.as_str()))
+            .unwrap_or_else(|| "unknown".into()),
+    );
+
+    let mut mapwatch = Map::new();
+    mapwatch.insert(
+        "audit".into(),
+        json!({
+            "sequence": event.id.map(|id| id.serial.0),
+            "session": event.ses,
+            "login_uid": event.auid,
+            "complete": event.complete,
+        }),
+    );
+    if let Some(target_pid) = target {
+        let mut target_obj = Map::new();
+        target_obj.insert("pid".into(), json!(target_pid));
+        if let Ok(stat) = crate::process::stat::read_stat(target_pid) {
+            target_obj.insert("name".into(), text(stat.comm.as_bytes()));
+        }
+        insert_some(&mut target_obj, "executable", live_executable(target_pid).map(|e| text(&e)));
+        mapwatch.insert("target".into(), Value::Object(target_obj));
+    }
+
+    let timestamp = event
+        .id
+        .map(|id| rfc3339_millis(id.timestamp.secs, id.timestamp.millis))
+        .unwrap_or_default();
+
+    let mut document = json!({
+        "@timestamp": timestamp,
+        "ecs": {"version": "8.11.0"},
+        "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
+        "event": {
+            "kind": "alert",
+            "category": ["process"],
+            "type": ["start"],
+            "action": "exec",
+            "module": "mapwatch",
+            "dataset": "mapwatch.alert",
+            "severity": severity_number(&rule.severity),
+            "risk_score": rule.risk_score,
+            "reason": reason,
+        },
+        "rule": {
+            "id": rule.rule_id,
+            "name": rule.name,
+            "description": rule.description,
+            "version": rule.version.to_string(),
+            "author": rule.author,
+            "license": rule.license,
+            "ruleset": rule.ruleset,
+        },
+        "threat": {
+            "framework": rule.framework,
+            "tactic": {"id": [rule.tactic.id], "name": [rule.tactic.name], "reference": [rule.tactic.reference]},
+            "technique": {"id": [rule.technique.id], "name": [rule.technique.name], "reference": [rule.technique.reference]},
+        },
+        "host": {"name": inputs.host.name, "hostname": inputs.host.name, "os": {"type": "linux", "kernel": inputs.host.kernel}},
+        "process": Value::Object(process),
+        "mapwatch": Value::Object(mapwatch),
+    });
+    if let Some(reference) = rule.references.first() {
+        document["rule"]["reference"] = Value::String(reference.clone());
+    }
+    if let Some(user) = user_object(event.euid, users) {
+        document["user"] = user;
+    }
+    if let Some(path) = first_path {
+        document["file"] = json!({"path": text(path)});
+    }
+
+    let summary = format!(
+        "{timestamp} {severity:<6} {rule_name}: pid={pid} user={user} {command} parent={parent}[{ppid}] entry_leader={leader}",
+        severity = rule.severity,
+        rule_name = rule.name,
+        pid = event.pid,
+        user = event
+            .euid
+            .map(|uid| users.name(uid).map(str::to_owned).unwrap_or_else(|| uid.to_string()))
+            .unwrap_or_else(|| "?".into()),
+        command = escape_for_terminal(command_line.as_bytes()),
+        parent = parent.as_ref().map(|p| escape_for_terminal(&p.name)).unwrap_or_else(|| "?".into()),
+        ppid = event.ppid,
+        leader = entry_leader
+            .as_ref()
+            .map(|e| format!("{}[{}]({})", escape_for_terminal(&e.name), e.pid, e.kind.as_str()))
+            .unwrap_or_else(|| "unknown".into()),
+    );
+    Alert { document, summary }
+}
+
+fn live_executable(pid: u32) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.into_os_string().into_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_pids() {
+        assert_eq!(target_pid(b"/proc/42/maps", 7), Some(42));
+        assert_eq!(target_pid(b"/proc/self/maps", 7), Some(7));
+        assert_eq!(target_pid(b"/proc/thread-self/maps", 7), Some(7));
+        assert_eq!(target_pid(b"/proc//42/maps", 7), Some(42));
+        assert_eq!(target_pid(b"/PROC/42/MAPS", 7), Some(42));
+        assert_eq!(target_pid(b"/proc/x/maps", 7), None);
+        assert_eq!(target_pid(b"/tmp/42/maps", 7), None);
+    }
+}

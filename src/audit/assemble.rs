@@ -1,0 +1,421 @@
+//! Records -> events, grouped by `(timestamp, serial)`, and exec events out.
+//!
+//! Contract: records of different events may interleave. An event is complete
+//! at its EOE record; one that never gets EOE is flushed after
+//! `timeout` by [`Assembler::flush_expired`], and at most `max_in_flight`
+//! events are held (the oldest is flushed to make room). Successful
+//! execve/execveat events come out as [`ExecEvent`]s; everything else is only
+//! counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::execve::{ArgvBuilder, ArgvDefects, Argv};
+use super::record::{EventId, Record, RecordType, Value};
+use super::syscall::{AuditArch, is_exec};
+
+/// `(uid_t)-1`: the kernel's "not set" for auid and ses.
+const UNSET_ID: u32 = u32::MAX;
+
+/// One successful exec, with what its records say about the process.
+#[derive(Clone, Debug, Default)]
+pub struct ExecEvent {
+    pub id: Option<EventId>,
+    pub arch: Option<AuditArch>,
+    pub syscall: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: Option<u32>,
+    pub euid: Option<u32>,
+    pub auid: Option<u32>,
+    pub ses: Option<u32>,
+    pub tty: Option<Vec<u8>>,
+    pub comm: Option<Vec<u8>>,
+    pub exe: Option<Vec<u8>>,
+    pub argv: Argv,
+    pub argv_defects: ArgvDefects,
+    pub cwd: Option<Vec<u8>>,
+    pub paths: Vec<PathItem>,
+    pub proctitle: Option<Vec<u8>>,
+    /// False when the event was flushed without its EOE record.
+    pub complete: bool,
+}
+
+/// A PATH record: one file the syscall touched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathItem {
+    pub item: u32,
+    pub name: Option<Vec<u8>>,
+    pub nametype: Option<Vec<u8>>,
+}
+
+impl ExecEvent {
+    /// `process.name`: the basename of the path given to execve (PATH item 0),
+    /// which is what the process was started as; `comm` when that is missing.
+    pub fn name(&self) -> &[u8] {
+        self.paths
+            .iter()
+            .find(|p| p.item == 0)
+            .and_then(|p| p.name.as_deref())
+            .map(basename)
+            .filter(|n| !n.is_empty())
+            .or(self.comm.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// The last path component (`/usr/bin/cat` -> `cat`).
+pub fn basename(path: &[u8]) -> &[u8] {
+    let trimmed = match path.iter().rposition(|b| *b != b'/') {
+        Some(last) => &path[..=last],
+        None => return path,
+    };
+    match trimmed.iter().rposition(|b| *b == b'/') {
+        Some(slash) => &trimmed[slash + 1..],
+        None => trimmed,
+    }
+}
+
+/// What the assembler saw, for the stats line.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct AssemblerStats {
+    pub exec_events: u64,
+    pub failed_execs: u64,
+    pub other_events: u64,
+    pub flushed_without_eoe: u64,
+    pub evicted: u64,
+    pub malformed_argv: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    syscall: Option<ExecEvent>,
+    success: bool,
+    ignored: bool,
+    argv: ArgvBuilder,
+    cwd: Option<Vec<u8>>,
+    paths: Vec<PathItem>,
+    proctitle: Option<Vec<u8>>,
+}
+
+pub struct Assembler {
+    pending: HashMap<EventId, Pending>,
+    arrival: VecDeque<(EventId, Instant)>,
+    timeout: Duration,
+    max_in_flight: usize,
+    stats: AssemblerStats,
+}
+
+impl Assembler {
+    pub fn new(timeout: Duration, max_in_flight: usize) -> Self {
+        Assembler {
+            pending: HashMap::new(),
+            arrival: VecDeque::new(),
+            timeout,
+            max_in_flight: max_in_flight.max(1),
+            stats: AssemblerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> AssemblerStats {
+        self.stats
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds one record; completed exec events are appended to `out`.
+    pub fn push(&mut self, record: &Record<'_>, now: Instant, out: &mut Vec<ExecEvent>) {
+        if record.rtype == RecordType::EOE {
+            if let Some(pending) = self.pending.remove(&record.id) {
+                self.finish(record.id, pending, true, out);
+            }
+            self.drop_stale_arrivals();
+            return;
+        }
+        if !is_event_part(record.rtype) {
+            return;
+        }
+        if !self.pending.contains_key(&record.id) {
+            if self.pending.len() >= self.max_in_flight {
+                self.evict_oldest(out);
+            }
+            self.pending.insert(record.id, Pending::default());
+            self.arrival.push_back((record.id, now));
+        }
+        if let Some(pending) = self.pending.get_mut(&record.id) {
+            add_record(pending, record);
+        }
+    }
+
+    /// Flushes events older than the timeout (sources without EOE).
+    pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<ExecEvent>) {
+        while let Some(&(id, arrived)) = self.arrival.front() {
+            if !self.pending.contains_key(&id) {
+                self.arrival.pop_front();
+                continue;
+            }
+            if now.saturating_duration_since(arrived) < self.timeout {
+                break;
+            }
+            self.arrival.pop_front();
+            if let Some(pending) = self.pending.remove(&id) {
+                self.stats.flushed_without_eoe += 1;
+                self.finish(id, pending, false, out);
+            }
+        }
+    }
+
+    /// Flushes everything (end of input, shutdown).
+    pub fn flush_all(&mut self, out: &mut Vec<ExecEvent>) {
+        while let Some((id, _)) = self.arrival.pop_front() {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.stats.flushed_without_eoe += 1;
+                self.finish(id, pending, false, out);
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self, out: &mut Vec<ExecEvent>) {
+        while let Some((id, _)) = self.arrival.pop_front() {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.stats.evicted += 1;
+                self.finish(id, pending, false, out);
+                return;
+            }
+        }
+    }
+
+    fn drop_stale_arrivals(&mut self) {
+        while let Some((id, _)) = self.arrival.front() {
+            if self.pending.contains_key(id) {
+                break;
+            }
+            self.arrival.pop_front();
+        }
+    }
+
+    fn finish(&mut self, id: EventId, pending: Pending, complete: bool, out: &mut Vec<ExecEvent>) {
+        let Some(mut event) = pending.syscall.filter(|_| !pending.ignored) else {
+            self.stats.other_events += 1;
+            return;
+        };
+        if !pending.success {
+            self.stats.failed_execs += 1;
+            return;
+        }
+        let (argv, defects) = pending.argv.finish();
+        if defects.any() {
+            self.stats.malformed_argv += 1;
+        }
+        event.id = Some(id);
+        event.argv = argv;
+        event.argv_defects = defects;
+        event.cwd = pending.cwd;
+        event.paths = pending.paths;
+        event.proctitle = pending.proctitle;
+        event.complete = complete;
+        self.stats.exec_events += 1;
+        out.push(event);
+    }
+}
+
+fn is_event_part(rtype: RecordType) -> bool {
+    matches!(
+        rtype,
+        RecordType::SYSCALL
+            | RecordType::EXECVE
+            | RecordType::CWD
+            | RecordType::PATH
+            | RecordType::PROCTITLE
+    )
+}
+
+fn add_record(pending: &mut Pending, record: &Record<'_>) {
+    if pending.ignored {
+        return;
+    }
+    match record.rtype {
+        RecordType::SYSCALL => {
+            let (event, success) = parse_syscall(record);
+            if event.arch.is_none_or(|arch| !is_exec(arch, event.syscall)) {
+                // Not an exec: drop what was buffered and skip the rest cheaply.
+                *pending = Pending {
+                    ignored: true,
+                    ..Pending::default()
+                };
+                return;
+            }
+            pending.syscall = Some(event);
+            pending.success = success;
+        }
+        RecordType::EXECVE => pending.argv.add_record(record),
+        RecordType::CWD => pending.cwd = untrusted(record.get(b"cwd")),
+        RecordType::PATH => pending.paths.push(parse_path(record)),
+        RecordType::PROCTITLE => pending.proctitle = untrusted(record.get(b"proctitle")),
+        _ => {}
+    }
+}
+
+fn untrusted(value: Option<Value<'_>>) -> Option<Vec<u8>> {
+    value.and_then(|v| v.untrusted()).map(|c| c.into_owned())
+}
+
+fn id_field(value: Value<'_>) -> Option<u32> {
+    value.decimal::<u32>().filter(|id| *id != UNSET_ID)
+}
+
+fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool) {
+    let mut event = ExecEvent::default();
+    let mut success = false;
+    for (key, value) in record.fields() {
+        match key {
+            b"arch" => event.arch = value.hex_u32().map(AuditArch),
+            b"syscall" => event.syscall = value.decimal().unwrap_or(u32::MAX),
+            b"success" => success = value.raw() == b"yes",
+            b"pid" => event.pid = value.decimal().unwrap_or(0),
+            b"ppid" => event.ppid = value.decimal().unwrap_or(0),
+            b"uid" => event.uid = id_field(value),
+            b"euid" => event.euid = id_field(value),
+            b"auid" => event.auid = id_field(value),
+            b"ses" => event.ses = id_field(value),
+            b"tty" => event.tty = Some(value.raw().to_vec()).filter(|t| t != b"(none)"),
+            b"comm" => event.comm = untrusted(Some(value)),
+            b"exe" => event.exe = untrusted(Some(value)),
+            _ => {}
+        }
+    }
+    (event, success)
+}
+
+fn parse_path(record: &Record<'_>) -> PathItem {
+    let mut item = PathItem::default();
+    for (key, value) in record.fields() {
+        match key {
+            b"item" => item.item = value.decimal().unwrap_or(u32::MAX),
+            b"name" => item.name = untrusted(Some(value)),
+            b"nametype" => item.nametype = Some(value.raw().to_vec()),
+            _ => {}
+        }
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(assembler: &mut Assembler, text: &str, now: Instant) -> Vec<ExecEvent> {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let record = Record::parse_log_line(line.as_bytes()).expect("test record parses");
+            assembler.push(&record, now, &mut out);
+        }
+        out
+    }
+
+    const CAT_EVENT: &str = r#"type=SYSCALL msg=audit(1700000000.100:42): arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=4 items=2 ppid=100 pid=101 auid=1000 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=3 comm="cat" exe="/usr/bin/cat" key="mapwatch"
+type=EXECVE msg=audit(1700000000.100:42): argc=2 a0="cat" a1="/proc/1/maps"
+type=CWD msg=audit(1700000000.100:42): cwd="/root"
+type=PATH msg=audit(1700000000.100:42): item=0 name="/usr/bin/cat" inode=1 dev=fe:01 mode=0100755 ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0
+type=PATH msg=audit(1700000000.100:42): item=1 name="/lib64/ld-linux-x86-64.so.2" inode=2 dev=fe:01 mode=0100755 ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0
+type=PROCTITLE msg=audit(1700000000.100:42): proctitle=636174002F70726F632F312F6D617073
+type=EOE msg=audit(1700000000.100:42):
+"#;
+
+    #[test]
+    fn complete_exec_event() {
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        let events = feed(&mut a, CAT_EVENT, Instant::now());
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!((e.pid, e.ppid, e.uid, e.auid, e.ses), (101, 100, Some(0), Some(1000), Some(3)));
+        assert_eq!(e.name(), b"cat");
+        assert_eq!(e.exe.as_deref(), Some(&b"/usr/bin/cat"[..]));
+        assert_eq!(e.argv.get(1), Some(&b"/proc/1/maps"[..]));
+        assert_eq!(e.cwd.as_deref(), Some(&b"/root"[..]));
+        assert_eq!(e.proctitle.as_deref(), Some(&b"cat\0/proc/1/maps"[..]));
+        assert_eq!(e.tty.as_deref(), Some(&b"pts0"[..]));
+        assert!(e.complete);
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn interleaved_events_are_kept_apart() {
+        let other = CAT_EVENT.replace(":42)", ":43)").replace("pid=101", "pid=201").replace("/proc/1/maps", "/etc/hosts");
+        let mut lines: Vec<&str> = Vec::new();
+        for (a, b) in CAT_EVENT.lines().zip(other.lines()) {
+            lines.push(a);
+            lines.push(b);
+        }
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        let events = feed(&mut a, &lines.join("\n"), Instant::now());
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].pid, events[0].argv.get(1)), (101, Some(&b"/proc/1/maps"[..])));
+        assert_eq!((events[1].pid, events[1].argv.get(1)), (201, Some(&b"/etc/hosts"[..])));
+    }
+
+    #[test]
+    fn failed_exec_is_not_an_event() {
+        let failed = CAT_EVENT.replace("success=yes exit=0", "success=no exit=-2");
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        assert!(feed(&mut a, &failed, Instant::now()).is_empty());
+        assert_eq!(a.stats().failed_execs, 1);
+    }
+
+    #[test]
+    fn event_without_eoe_is_flushed_by_the_timer() {
+        let no_eoe: String = CAT_EVENT.lines().filter(|l| !l.starts_with("type=EOE")).collect::<Vec<_>>().join("\n");
+        let start = Instant::now();
+        let mut a = Assembler::new(Duration::from_millis(100), 16);
+        assert!(feed(&mut a, &no_eoe, start).is_empty());
+        let mut out = Vec::new();
+        a.flush_expired(start + Duration::from_millis(50), &mut out);
+        assert!(out.is_empty());
+        a.flush_expired(start + Duration::from_millis(150), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].complete);
+        assert_eq!(out[0].argv.get(1), Some(&b"/proc/1/maps"[..]));
+    }
+
+    #[test]
+    fn in_flight_events_are_capped() {
+        let mut a = Assembler::new(Duration::from_secs(60), 4);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for serial in 0..100 {
+            let line = format!("type=SYSCALL msg=audit(1.000:{serial}): arch=c000003e syscall=59 success=yes pid={serial} ppid=1");
+            let record = Record::parse_log_line(line.as_bytes()).expect("parses");
+            a.push(&record, now, &mut out);
+        }
+        assert!(a.in_flight() <= 4);
+        assert_eq!(a.stats().evicted, 96);
+        assert_eq!(out.len(), 96);
+    }
+
+    #[test]
+    fn non_exec_syscalls_are_dropped() {
+        let open = CAT_EVENT.replace("syscall=59", "syscall=257");
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        assert!(feed(&mut a, &open, Instant::now()).is_empty());
+        assert_eq!(a.stats().other_events, 1);
+    }
+
+    #[test]
+    fn name_is_basename_of_path_item_zero_not_of_exe() {
+        let sh = CAT_EVENT.replace("name=\"/usr/bin/cat\"", "name=\"/bin/sh\"").replace("exe=\"/usr/bin/cat\"", "exe=\"/usr/bin/dash\"");
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        let events = feed(&mut a, &sh, Instant::now());
+        assert_eq!(events[0].name(), b"sh");
+    }
+
+    #[test]
+    fn basenames() {
+        assert_eq!(basename(b"/usr/bin/cat"), b"cat");
+        assert_eq!(basename(b"cat"), b"cat");
+        assert_eq!(basename(b"/usr/bin/"), b"bin");
+        assert_eq!(basename(b"/"), b"/");
+        assert_eq!(basename(b""), b"");
+    }
+}

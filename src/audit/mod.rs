@@ -1,0 +1,8 @@
+//! The audit record format: parsing records, reassembling EXECVE arguments,
+//! and grouping records into exec events. Pure functions of their input: no
+//! I/O, so every source (netlink, log replay, auditd plugin) shares them.
+
+pub mod assemble;
+pub mod execve;
+pub mod record;
+pub mod syscall;

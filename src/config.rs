@@ -1,0 +1,203 @@
+//! The TOML configuration (`/etc/mapwatch/mapwatch.toml`).
+//!
+//! Contract: every key has a default (documented in
+//! `packaging/mapwatch.toml`); unknown keys and invalid values are errors that
+//! name the file, the key and its line. A missing file at the default path
+//! means "all defaults"; a missing file given with `--config` is an error.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/mapwatch/mapwatch.toml";
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub audit: AuditConfig,
+    pub process: ProcessConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Kernel queue of records awaiting delivery (`auditctl -b`).
+    pub backlog_limit: u32,
+    /// SO_RCVBUF of the record socket, bytes.
+    pub receive_buffer: usize,
+    /// Where the pre-start audit status is kept until a clean shutdown.
+    pub state_file: PathBuf,
+    /// Events held waiting for their EOE record, at most.
+    pub max_events_in_flight: usize,
+    /// How long an event without EOE waits before it is flushed, ms.
+    pub event_timeout_ms: u64,
+    /// Record batches queued between the reader and the pipeline.
+    pub queue_batches: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            backlog_limit: 8192,
+            receive_buffer: 8 << 20,
+            state_file: PathBuf::from("/run/mapwatch/audit-state.json"),
+            max_events_in_flight: 4096,
+            event_timeout_ms: 500,
+            queue_batches: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Processes remembered, live and recently gone.
+    pub table_capacity: usize,
+    /// How long a gone process stays in the table, seconds.
+    pub gone_grace_secs: u64,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            table_capacity: 65536,
+            gone_grace_secs: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Seconds between stats lines on stderr; 0 turns them off.
+    pub stats_interval_secs: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { stats_interval_secs: 60 }
+    }
+}
+
+/// A configuration that cannot be used; the message names file, key and line.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads `path`, or the defaults when `path` is the default path and
+    /// there is no file there.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text).map_err(|message| ConfigError { path, message }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(ConfigError {
+                path,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), String> {
+        let checks: [(&str, &str, bool); 6] = [
+            ("audit", "backlog_limit", self.audit.backlog_limit > 0),
+            ("audit", "max_events_in_flight", self.audit.max_events_in_flight > 0),
+            ("audit", "event_timeout_ms", self.audit.event_timeout_ms > 0),
+            ("audit", "queue_batches", self.audit.queue_batches > 0),
+            ("audit", "receive_buffer", self.audit.receive_buffer >= 65536),
+            ("process", "table_capacity", self.process.table_capacity >= 1024),
+        ];
+        for (table, key, ok) in checks {
+            if !ok {
+                let line = line_of_key(text, table, key)
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
+                let limit = match key {
+                    "receive_buffer" => "at least 65536",
+                    "table_capacity" => "at least 1024",
+                    _ => "greater than 0",
+                };
+                return Err(format!("{line}`{table}.{key}` must be {limit}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line where `key` is set inside `[table]`.
+fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut in_table = false;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_table = line == header;
+        } else if in_table && line.split('=').next().is_some_and(|k| k.trim() == key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        assert_eq!(Config::parse("").expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("[audit]\nbacklog_limit = 100\nbacklog = 5\n").expect_err("unknown key");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("backlog"), "{err}");
+    }
+
+    #[test]
+    fn unknown_table_is_an_error() {
+        let err = Config::parse("[auditd]\n").expect_err("unknown table");
+        assert!(err.contains("auditd"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = Config::parse("\n[audit]\nbacklog_limit = \"big\"\n").expect_err("wrong type");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_line() {
+        let err = Config::parse("[audit]\n\nbacklog_limit = 0\n").expect_err("zero");
+        assert_eq!(err, "line 3: `audit.backlog_limit` must be greater than 0");
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid_and_matches_defaults() {
+        let text = include_str!("../packaging/mapwatch.toml");
+        assert_eq!(Config::parse(text).expect("shipped config parses"), Config::default());
+    }
+}

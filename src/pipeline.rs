@@ -1,0 +1,346 @@
+//! The pipeline: one task owns all mutable detection state and turns record
+//! batches into alerts; the netlink reader and the sink run beside it,
+//! joined by bounded channels.
+//!
+//! Contract: [`Detector`] is the synchronous core (records in, alerts out),
+//! free of I/O other than procfs, so every source can drive it. [`run`] is
+//! the live service: it sets up the audit session, logs `ready` once the
+//! rules are installed (and tells systemd), and on SIGTERM/SIGINT removes
+//! the rules and restores the kernel's audit status before it returns.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
+use crate::audit::assemble::{Assembler, ExecEvent};
+use crate::audit::record::Record;
+use crate::config::Config;
+use crate::process::{EventContext, ProcessTable};
+use crate::rule::ProcMapsDiscovery;
+use crate::sink::{self, OutputFormat};
+use crate::source::RecordBatch;
+use crate::source::audit::{AuditError, AuditSession, SessionOptions, SourceStats, read_records};
+
+/// Counters of the detection core.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DetectorStats {
+    pub records: u64,
+    pub malformed_records: u64,
+    pub alerts: u64,
+    pub unresolved_entry_leaders: u64,
+}
+
+/// Malformed records logged in full before logging turns to sampling.
+const MALFORMED_LOGGED: u64 = 10;
+const MALFORMED_SAMPLE_EVERY: u64 = 1000;
+
+/// Records in, alerts out.
+pub struct Detector {
+    assembler: Assembler,
+    table: ProcessTable,
+    rule: ProcMapsDiscovery,
+    host: HostInfo,
+    users: UserNames,
+    stats: DetectorStats,
+    events: Vec<ExecEvent>,
+    log_events: bool,
+}
+
+impl Detector {
+    pub fn new(config: &Config, log_events: bool) -> Self {
+        Detector {
+            assembler: Assembler::new(
+                Duration::from_millis(config.audit.event_timeout_ms),
+                config.audit.max_events_in_flight,
+            ),
+            table: ProcessTable::new(
+                config.process.table_capacity,
+                Duration::from_secs(config.process.gone_grace_secs),
+            ),
+            rule: ProcMapsDiscovery::default(),
+            host: HostInfo::detect(),
+            users: UserNames::default(),
+            stats: DetectorStats::default(),
+            events: Vec::new(),
+            log_events,
+        }
+    }
+
+    pub fn seed_process_table(&mut self) -> std::io::Result<usize> {
+        self.table.seed_from_procfs(Instant::now())
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        self.stats
+    }
+
+    /// One record in netlink form (type from the header).
+    pub fn on_netlink_record(&mut self, record_type: u16, text: &[u8], now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.stats.records += 1;
+        match Record::parse_netlink(record_type, text) {
+            Ok(record) => self.assembler.push(&record, now, &mut self.events),
+            Err(e) => self.malformed(record_type, text, e),
+        }
+        self.evaluate_pending(now, emit);
+    }
+
+    /// Events whose EOE never came, once their time is up.
+    pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.assembler.flush_expired(now, &mut self.events);
+        self.evaluate_pending(now, emit);
+    }
+
+    /// End of input: every event still held is evaluated.
+    pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
+        self.assembler.flush_all(&mut self.events);
+        self.evaluate_pending(Instant::now(), emit);
+    }
+
+    pub fn prune(&mut self, now: Instant) {
+        self.table.prune(now);
+    }
+
+    fn malformed(&mut self, record_type: u16, text: &[u8], error: crate::audit::record::ParseError) {
+        self.stats.malformed_records += 1;
+        let n = self.stats.malformed_records;
+        if n <= MALFORMED_LOGGED || n % MALFORMED_SAMPLE_EVERY == 0 {
+            let preview = &text[..text.len().min(200)];
+            tracing::warn!(
+                "malformed audit record #{n} (type {record_type}): {error}: {}",
+                escape_for_terminal(preview)
+            );
+        }
+    }
+
+    fn evaluate_pending(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            self.evaluate(&event, now, emit);
+        }
+        self.events = events;
+    }
+
+    fn evaluate(&mut self, event: &ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.table.record_exec(event, now);
+        if self.log_events {
+            tracing::debug!(
+                "exec pid={} ppid={} name={} argv={}",
+                event.pid,
+                event.ppid,
+                escape_for_terminal(event.name()),
+                escape_for_terminal(&event.argv.iter().collect::<Vec<_>>().join(&b' '))
+            );
+        }
+        let mut ctx = EventContext::new(event, &mut self.table, now);
+        let matched = self.rule.matches(&mut ctx);
+        if ctx.entry_leader_unresolved() {
+            self.stats.unresolved_entry_leaders += 1;
+        }
+        if !matched {
+            return;
+        }
+        let paths = self.rule.matching_args(&ctx);
+        let inputs = AlertInputs {
+            rule: self.rule.meta(),
+            host: &self.host,
+            maps_paths: &paths,
+        };
+        let alert = alert::build(&mut ctx, &inputs, &mut self.users);
+        self.stats.alerts += 1;
+        emit(alert);
+    }
+}
+
+/// Options of `mapwatch run`.
+pub struct RunOptions {
+    pub config: Config,
+    pub format: OutputFormat,
+    pub verbose: bool,
+}
+
+/// Why the service stopped with an error.
+#[derive(Debug)]
+pub enum RunError {
+    Audit(AuditError),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Audit(e) => e.fmt(f),
+            RunError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<std::io::Error> for RunError {
+    fn from(e: std::io::Error) -> Self {
+        RunError::Io(e)
+    }
+}
+
+const TICK: Duration = Duration::from_millis(100);
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+const KERNEL_POLL_EVERY: Duration = Duration::from_secs(5);
+const ALERT_QUEUE: usize = 4096;
+const MAX_BATCH: usize = 256;
+
+/// The live service, until SIGTERM or SIGINT.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let config = &options.config;
+    let mut detector = Detector::new(config, options.verbose);
+    let seeded = detector.seed_process_table()?;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let session_options = SessionOptions {
+        backlog_limit: config.audit.backlog_limit,
+        receive_buffer: config.audit.receive_buffer,
+        state_file: config.audit.state_file.clone(),
+    };
+    let (mut session, record_socket) = AuditSession::start(&session_options).map_err(RunError::Audit)?;
+    if session.stale_rules_removed > 0 {
+        tracing::warn!(
+            "removed {} stale audit rules keyed `mapwatch` left by an earlier run",
+            session.stale_rules_removed
+        );
+    }
+
+    let source_stats = Arc::new(SourceStats::default());
+    let (record_tx, mut record_rx) = mpsc::channel::<RecordBatch>(config.audit.queue_batches);
+    let reader = tokio::spawn(read_records(record_socket, record_tx, source_stats.clone(), MAX_BATCH));
+
+    let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
+    let format = options.format;
+    let sink = std::thread::Builder::new()
+        .name("mapwatch-sink".into())
+        .spawn(move || sink::write_alerts(alert_rx, format, std::io::stdout().lock()))?;
+    let dropped_alerts = Cell::new(0u64);
+    let dropped = &dropped_alerts;
+    // Owns the sender: dropping `emit` closes the channel and ends the sink.
+    let mut emit = move |alert: Alert| {
+        if alert_tx.try_send(alert).is_err() {
+            dropped.set(dropped.get() + 1);
+        }
+    };
+
+    tracing::info!(
+        "ready: registered as the audit daemon (pid {}), {} audit rules installed, {} processes known",
+        std::process::id(),
+        session.rules_installed,
+        seeded
+    );
+    notify_systemd(b"READY=1");
+
+    let mut ticker = tokio::time::interval(TICK);
+    let mut last_prune = Instant::now();
+    let mut last_poll = Instant::now();
+    let mut last_stats = Instant::now();
+    let stats_every = Duration::from_secs(config.log.stats_interval_secs);
+    let mut kernel_lost_at_start = None;
+    let stop_signal = loop {
+        tokio::select! {
+            batch = record_rx.recv() => match batch {
+                Some(batch) => {
+                    let now = Instant::now();
+                    for (record_type, text) in batch.iter() {
+                        detector.on_netlink_record(record_type, text, now, &mut emit);
+                    }
+                }
+                None => break "reader stopped",
+            },
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                detector.on_tick(now, &mut emit);
+                if now.duration_since(last_prune) >= PRUNE_EVERY {
+                    detector.prune(now);
+                    last_prune = now;
+                }
+                if now.duration_since(last_poll) >= KERNEL_POLL_EVERY {
+                    poll_kernel_lost(&mut session, &mut kernel_lost_at_start);
+                    last_poll = now;
+                }
+                if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
+                    log_stats(&detector, &source_stats, dropped_alerts.get());
+                    last_stats = now;
+                }
+            }
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+    };
+    tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
+    let restored = session.stop();
+    // What was already queued still gets evaluated.
+    while let Ok(batch) = record_rx.try_recv() {
+        let now = Instant::now();
+        for (record_type, text) in batch.iter() {
+            detector.on_netlink_record(record_type, text, now, &mut emit);
+        }
+    }
+    detector.flush(&mut emit);
+    reader.abort();
+    drop(emit);
+    log_stats(&detector, &source_stats, dropped_alerts.get());
+    match sink.join() {
+        Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => tracing::error!("writing alerts: {e}"),
+        Err(_) => tracing::error!("the sink thread panicked"),
+        _ => {}
+    }
+    restored.map_err(RunError::Io)
+}
+
+fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>) {
+    match session.kernel_status() {
+        Ok(status) => {
+            let base = *baseline.get_or_insert(status.lost);
+            let lost = status.lost.wrapping_sub(base);
+            if lost > 0 {
+                tracing::warn!("kernel lost {lost} audit records since start (backlog {})", status.backlog);
+            }
+        }
+        Err(e) => tracing::warn!("reading the kernel audit status: {e}"),
+    }
+}
+
+fn log_stats(detector: &Detector, source: &SourceStats, dropped_alerts: u64) {
+    let d = detector.stats();
+    tracing::info!(
+        "stats: records={} malformed={} alerts={} alerts_dropped={} unresolved_entry_leaders={} queue_dropped_records={} enobufs={}",
+        d.records,
+        d.malformed_records,
+        d.alerts,
+        dropped_alerts,
+        d.unresolved_entry_leaders,
+        source.dropped_records.load(Ordering::Relaxed),
+        source.enobufs.load(Ordering::Relaxed),
+    );
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+fn notify_systemd(message: &[u8]) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.as_encoded_bytes();
+    let addr = match path.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(path)),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(message, &addr));
+    if let Err(e) = sent {
+        tracing::warn!("notifying systemd: {e}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Session and entry leaders of an exec event.
+//!
+//! Contract: resolved when an event needs them, from procfs as it is then,
+//! with the process table standing in for processes that are gone.
+//! The entry leader follows Elastic's definition ("first process from
+//! terminal or remote access via SSH, SSM, etc, or a service directly started
+//! by the init process") as Elastic's public code (quark) computes it:
+//! a session leader (pid == sid) is an entry leader when it holds a real
+//! terminal (`terminal`; `console` for `login` on /dev/console), when its
+//! parent is `ssm-session-worker` and it is on a pts (`ssm`), when its parent
+//! is sshd and it is not sshd itself (`sshd`), when its parent is a container
+//! runtime (`container`), or when its parent is pid 1 (`init`). Every other
+//! process inherits its parent's entry leader. Unknown when the chain breaks.
+
+use std::time::Instant;
+
+use super::stat::{TtyKind, tty_kind};
+use super::table::{Process, ProcessTable};
+use crate::audit::assemble::ExecEvent;
+
+/// `process.entry_leader.entry_meta.type`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EntryType {
+    Init,
+    Kthread,
+    Sshd,
+    Ssm,
+    Container,
+    Terminal,
+    Console,
+}
+
+impl EntryType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::Init => "init",
+            EntryType::Kthread => "kthread",
+            EntryType::Sshd => "sshd",
+            EntryType::Ssm => "ssm",
+            EntryType::Container => "container",
+            EntryType::Terminal => "terminal",
+            EntryType::Console => "console",
+        }
+    }
+}
+
+/// A related process named in an alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Related {
+    pub pid: u32,
+    pub name: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryLeader {
+    pub pid: u32,
+    pub name: Vec<u8>,
+    pub kind: EntryType,
+}
+
+/// Ancestry longer than this is treated as a loop (a corrupt table).
+const MAX_DEPTH: usize = 256;
+
+/// Session-leader names that never start an entry session of their own
+/// (quark keeps the inherited leader for them).
+const RUNTIME_PREFIXES: [&[u8]; 6] = [
+    b"runc",
+    b"containerd-shim",
+    b"calico-node",
+    b"check-status",
+    b"pause",
+    b"conmon",
+];
+
+const CONTAINER_PARENT_PREFIXES: [&[u8]; 3] = [b"containerd-shim", b"runc", b"conmon"];
+
+/// Resolves leaders for one event; borrows the table mutably because lookups
+/// refresh it from procfs.
+pub struct LeaderResolver<'t> {
+    table: &'t mut ProcessTable,
+    event_pid: u32,
+    now: Instant,
+}
+
+/// A copy of what a leader decision needs about one process.
+struct Node {
+    pid: u32,
+    ppid: u32,
+    sid: Option<u32>,
+    tty: TtyKind,
+    name: Vec<u8>,
+}
+
+impl<'t> LeaderResolver<'t> {
+    pub fn new(table: &'t mut ProcessTable, event: &ExecEvent, now: Instant) -> Self {
+        LeaderResolver {
+            table,
+            event_pid: event.pid,
+            now,
+        }
+    }
+
+    /// The process as a leader decision sees it. For the exec'ing process
+    /// itself that is the program it ran when it called execve.
+    fn node(&mut self, pid: u32) -> Option<Node> {
+        let event_pid = self.event_pid;
+        let process = self.table.lookup(pid, self.now)?;
+        Some(Node {
+            pid,
+            ppid: process.ppid,
+            sid: process.sid,
+            tty: process.tty_nr.map_or(TtyKind::None, tty_kind),
+            name: leader_name(process, pid == event_pid).to_vec(),
+        })
+    }
+
+    /// `process.parent`: pid and name.
+    pub fn parent(&mut self, ppid: u32) -> Option<Related> {
+        self.node(ppid).map(|n| Related {
+            pid: n.pid,
+            name: n.name,
+        })
+    }
+
+    /// `process.session_leader`: the process whose pid is our session id.
+    pub fn session_leader(&mut self, pid: u32) -> Option<Related> {
+        let sid = self.node(pid)?.sid?;
+        if sid == 0 {
+            return None;
+        }
+        self.node(sid).map(|n| Related { pid: sid, name: n.name })
+    }
+
+    /// `process.entry_leader` with its `entry_meta.type`.
+    pub fn entry_leader(&mut self, pid: u32) -> Option<EntryLeader> {
+        let mut current = pid;
+        for _ in 0..MAX_DEPTH {
+            if current == 0 {
+                return None;
+            }
+            let node = self.node(current)?;
+            if current == 1 {
+                return Some(leader(node, EntryType::Init));
+            }
+            if current == 2 || node.ppid == 2 {
+                return Some(if node.sid == Some(current) {
+                    leader(node, EntryType::Kthread)
+                } else {
+                    EntryLeader {
+                        pid: 2,
+                        name: b"kthreadd".to_vec(),
+                        kind: EntryType::Kthread,
+                    }
+                });
+            }
+            if node.sid == Some(current) {
+                if let Some(kind) = self.session_entry_type(&node) {
+                    return Some(leader(node, kind));
+                }
+            }
+            current = node.ppid;
+        }
+        None
+    }
+
+    /// Whether a session leader starts an entry session, and of which type.
+    fn session_entry_type(&mut self, node: &Node) -> Option<EntryType> {
+        match node.tty {
+            TtyKind::Tty => return Some(EntryType::Terminal),
+            TtyKind::Console if node.name == b"login" => return Some(EntryType::Console),
+            _ => {}
+        }
+        if RUNTIME_PREFIXES.iter().any(|p| node.name.starts_with(p)) {
+            return None;
+        }
+        let parent_name = self.node(node.ppid).map(|p| p.name).unwrap_or_default();
+        if node.tty == TtyKind::Pts && parent_name == b"ssm-session-worker" {
+            return Some(EntryType::Ssm);
+        }
+        // OpenSSH 9.8 moved the per-session process to `sshd-session`.
+        if is_sshd(&parent_name) && !is_sshd(&node.name) {
+            return Some(EntryType::Sshd);
+        }
+        if CONTAINER_PARENT_PREFIXES.iter().any(|p| parent_name.starts_with(p)) {
+            return Some(EntryType::Container);
+        }
+        if node.ppid == 1 {
+            return Some(EntryType::Init);
+        }
+        None
+    }
+}
+
+fn is_sshd(name: &[u8]) -> bool {
+    name == b"sshd" || name == b"sshd-session"
+}
+
+fn leader(node: Node, kind: EntryType) -> EntryLeader {
+    EntryLeader {
+        pid: node.pid,
+        name: node.name,
+        kind,
+    }
+}
+
+fn leader_name(process: &Process, is_event_process: bool) -> &[u8] {
+    if is_event_process {
+        if let Some(before) = process.name_before_exec.as_deref() {
+            return before;
+        }
+    }
+    &process.name
+}

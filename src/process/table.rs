@@ -1,0 +1,309 @@
+//! The process table: what mapwatch knows of every process, live or recently
+//! gone, so a short-lived `cat` can be placed in its tree after it exited.
+//!
+//! Contract: seeded from /proc, updated from every exec event, and refreshed
+//! from procfs whenever a lookup finds the process alive. An entry is one
+//! process, identified by `(pid, start time)`: when procfs shows a different
+//! start time under the same pid, the old entry is replaced. Entries of gone
+//! processes are kept for a grace period, then pruned; the table never holds
+//! more than its capacity.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::stat::{ProcStat, read_stat};
+use crate::audit::assemble::ExecEvent;
+
+/// What is known about one process.
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub pid: u32,
+    pub start_ticks: Option<u64>,
+    pub ppid: u32,
+    pub sid: Option<u32>,
+    pub tty_nr: Option<u32>,
+    /// The program it runs: the name it was exec'd as, else its `comm`.
+    pub name: Vec<u8>,
+    /// The program it ran before its last exec (for a fresh fork: its
+    /// parent's). An exec does not create a process: to the leader logic, an
+    /// exec'ing process is still what it was when it called execve.
+    pub name_before_exec: Option<Vec<u8>>,
+    pub exe: Option<Vec<u8>>,
+    gone_since: Option<Instant>,
+    touched: Instant,
+}
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct TableStats {
+    pub entries: usize,
+    pub seeded: usize,
+    pub pid_reuse: u64,
+    pub pruned: u64,
+}
+
+pub struct ProcessTable {
+    entries: HashMap<u32, Process>,
+    capacity: usize,
+    grace: Duration,
+    stats: TableStats,
+}
+
+impl ProcessTable {
+    pub fn new(capacity: usize, grace: Duration) -> Self {
+        ProcessTable {
+            entries: HashMap::new(),
+            capacity: capacity.max(16),
+            grace,
+            stats: TableStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            entries: self.entries.len(),
+            ..self.stats
+        }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.entries.get(&pid)
+    }
+
+    /// Loads every process visible in /proc.
+    pub fn seed_from_procfs(&mut self, now: Instant) -> std::io::Result<usize> {
+        let mut seeded = 0;
+        for entry in std::fs::read_dir("/proc")? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(stat) = read_stat(pid) {
+                self.insert_from_stat(&stat, now);
+                seeded += 1;
+            }
+        }
+        self.stats.seeded = seeded;
+        Ok(seeded)
+    }
+
+    fn insert_from_stat(&mut self, stat: &ProcStat, now: Instant) -> &mut Process {
+        let process = Process {
+            pid: stat.pid,
+            start_ticks: Some(stat.start_ticks),
+            ppid: stat.ppid,
+            sid: Some(stat.sid),
+            tty_nr: Some(stat.tty_nr),
+            name: stat.comm.as_bytes().to_vec(),
+            name_before_exec: None,
+            exe: None,
+            gone_since: None,
+            touched: now,
+        };
+        self.make_room();
+        self.entries.insert(stat.pid, process);
+        self.entries
+            .get_mut(&stat.pid)
+            .expect("entry inserted just above")
+    }
+
+    /// Records an exec: the process now runs `event.name()`.
+    pub fn record_exec(&mut self, event: &ExecEvent, now: Instant) {
+        let live = read_stat(event.pid).ok();
+        let parent_name = self.entries.get(&event.ppid).map(|p| p.name.clone());
+        let same_process = match (self.entries.get(&event.pid), &live) {
+            (Some(known), Some(live)) => known.start_ticks.is_none_or(|s| s == live.start_ticks),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !same_process && self.entries.contains_key(&event.pid) {
+            self.stats.pid_reuse += 1;
+        }
+        let name_before_exec = if same_process {
+            self.entries.get(&event.pid).map(|p| p.name.clone())
+        } else {
+            parent_name
+        };
+        if !same_process {
+            self.make_room();
+        }
+        let process = self.entries.entry(event.pid).or_insert_with(|| Process {
+            pid: event.pid,
+            start_ticks: None,
+            ppid: event.ppid,
+            sid: None,
+            tty_nr: None,
+            name: Vec::new(),
+            name_before_exec: None,
+            exe: None,
+            gone_since: None,
+            touched: now,
+        });
+        if !same_process {
+            process.start_ticks = None;
+            process.sid = None;
+            process.tty_nr = None;
+        }
+        process.ppid = event.ppid;
+        if let Some(live) = live {
+            apply_stat(process, &live);
+        } else {
+            process.gone_since.get_or_insert(now);
+        }
+        process.name = event.name().to_vec();
+        process.name_before_exec = name_before_exec;
+        process.exe = event.exe.clone();
+        process.touched = now;
+    }
+
+    /// The process as procfs shows it now, merged with what the table knows;
+    /// the table alone when the process is gone. `None` when neither knows it.
+    pub fn lookup(&mut self, pid: u32, now: Instant) -> Option<&Process> {
+        match read_stat(pid) {
+            Ok(live) => {
+                let reused = self
+                    .entries
+                    .get(&pid)
+                    .is_some_and(|p| p.start_ticks.is_some_and(|s| s != live.start_ticks));
+                if reused {
+                    self.stats.pid_reuse += 1;
+                    self.entries.remove(&pid);
+                }
+                if !self.entries.contains_key(&pid) {
+                    self.insert_from_stat(&live, now);
+                }
+                let process = self.entries.get_mut(&pid)?;
+                apply_stat(process, &live);
+                process.touched = now;
+                Some(process)
+            }
+            Err(_) => {
+                let process = self.entries.get_mut(&pid)?;
+                process.gone_since.get_or_insert(now);
+                Some(process)
+            }
+        }
+    }
+
+    /// Drops entries of processes gone for longer than the grace period.
+    pub fn prune(&mut self, now: Instant) {
+        let grace = self.grace;
+        let before = self.entries.len();
+        for process in self.entries.values_mut() {
+            if process.gone_since.is_none() && !is_alive(process) {
+                process.gone_since = Some(now);
+            }
+        }
+        self.entries.retain(|_, p| {
+            p.gone_since
+                .is_none_or(|since| now.saturating_duration_since(since) < grace)
+        });
+        self.stats.pruned += (before - self.entries.len()) as u64;
+    }
+
+    /// Keeps the table within capacity: gone processes go first, then the
+    /// least recently touched.
+    fn make_room(&mut self) {
+        if self.entries.len() < self.capacity {
+            return;
+        }
+        let mut victims: Vec<(bool, Instant, u32)> = self
+            .entries
+            .values()
+            .map(|p| (p.gone_since.is_none(), p.touched, p.pid))
+            .collect();
+        victims.sort_unstable();
+        let excess = self.entries.len() + 1 - self.capacity;
+        // Free a tenth at once so a full table doesn't sort on every insert.
+        let count = excess.max(self.capacity / 10).min(victims.len());
+        for (_, _, pid) in victims.into_iter().take(count) {
+            self.entries.remove(&pid);
+        }
+        self.stats.pruned += count as u64;
+    }
+}
+
+fn apply_stat(process: &mut Process, live: &ProcStat) {
+    process.start_ticks = Some(live.start_ticks);
+    process.ppid = live.ppid;
+    process.sid = Some(live.sid);
+    process.tty_nr = Some(live.tty_nr);
+    process.gone_since = None;
+    if process.name.is_empty() {
+        process.name = live.comm.as_bytes().to_vec();
+    }
+}
+
+fn is_alive(process: &Process) -> bool {
+    read_stat(process.pid).is_ok_and(|live| process.start_ticks.is_none_or(|s| s == live.start_ticks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(pid: u32, ppid: u32, name: &str) -> ExecEvent {
+        ExecEvent {
+            pid,
+            ppid,
+            paths: vec![crate::audit::assemble::PathItem {
+                item: 0,
+                name: Some(format!("/usr/bin/{name}").into_bytes()),
+                nametype: None,
+            }],
+            ..ExecEvent::default()
+        }
+    }
+
+    // Pids above pid_max's usual range are never live: the table alone answers.
+    const GONE: u32 = 4_000_000_000;
+
+    #[test]
+    fn exec_history_gives_the_name_before_exec() {
+        let now = Instant::now();
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec(GONE, GONE - 1, "bash"), now);
+        table.record_exec(&exec(GONE, GONE - 1, "cat"), now);
+        let p = table.get(GONE).expect("known");
+        assert_eq!(p.name, b"cat");
+        assert_eq!(p.name_before_exec.as_deref(), Some(&b"bash"[..]));
+    }
+
+    #[test]
+    fn fresh_fork_inherits_the_parent_name_as_before_exec() {
+        let now = Instant::now();
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec(GONE - 1, 1, "zsh"), now);
+        table.record_exec(&exec(GONE, GONE - 1, "grep"), now);
+        assert_eq!(table.get(GONE).and_then(|p| p.name_before_exec.clone()), Some(b"zsh".to_vec()));
+    }
+
+    #[test]
+    fn gone_processes_survive_the_grace_period_then_go() {
+        let now = Instant::now();
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec(GONE, 1, "cat"), now);
+        assert!(table.lookup(GONE, now).is_some());
+        table.prune(now + Duration::from_secs(30));
+        assert!(table.get(GONE).is_some());
+        table.prune(now + Duration::from_secs(61));
+        assert!(table.get(GONE).is_none());
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let now = Instant::now();
+        let mut table = ProcessTable::new(50, Duration::from_secs(60));
+        for i in 0..500 {
+            table.record_exec(&exec(GONE - i, 1, "x"), now);
+        }
+        assert!(table.stats().entries <= 50);
+    }
+
+    #[test]
+    fn seeding_sees_ourselves() {
+        let mut table = ProcessTable::new(1 << 16, Duration::from_secs(60));
+        let seeded = table.seed_from_procfs(Instant::now()).expect("/proc readable");
+        assert!(seeded > 1);
+        assert!(table.get(std::process::id()).is_some());
+    }
+}

@@ -1,0 +1,628 @@
+//! The kernel audit subsystem over netlink: status, registration as the audit
+//! daemon, our rules, and the record read loop.
+//!
+//! Contract:
+//! - [`AuditSession::start`] saves the kernel's audit status, deletes stale
+//!   rules keyed `mapwatch` (a crashed run's), sets the backlog limit, enables
+//!   audit, registers our pid on the record socket, then adds a `never` rule
+//!   for our own pid (prepended) and `always,exit` rules for execve and
+//!   execveat on every ABI of this machine, all keyed `mapwatch`.
+//! - [`AuditSession::stop`] (or dropping the session, e.g. on a panic) deletes
+//!   our rules, unregisters and restores the saved status. The original status
+//!   is also written to a state file, so that a run following a SIGKILL
+//!   restores what the machine had before the crashed run, not what it left.
+//! - Status and rule requests go on a control socket of their own, so queued
+//!   records can never fill the socket a reply must arrive on.
+//! - [`read_records`] never blocks the pipeline: records go out in batches
+//!   through a bounded channel, and a full channel drops (and counts) the
+//!   batch. ENOBUFS is counted, not fatal.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use netlink_packet_audit::{
+    AuditMessage, RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls, StatusMessage,
+};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_AUDIT};
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv, setsockopt, sockopt};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::RecordBatch;
+use crate::audit::syscall::native_exec_syscalls;
+
+/// The key on every rule mapwatch installs, and how stale ones are found.
+pub const RULE_KEY: &str = "mapwatch";
+
+const AUDIT_STATUS_ENABLED: u32 = 0x1;
+const AUDIT_STATUS_PID: u32 = 0x4;
+const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
+const AUDIT_FILTER_EXIT: u32 = 0x4;
+const AUDIT_FILTER_PREPEND: u32 = 0x10;
+/// Kernel audit record types start here; lower ones are netlink and audit
+/// control messages (acks, status replies).
+const FIRST_RECORD_TYPE: u16 = 1100;
+const AUDIT_REPLACE: u16 = 1329;
+const NLMSG_HDRLEN: usize = 16;
+/// MAX_AUDIT_MESSAGE_LENGTH is 8970; leave room for the header.
+const RECORD_BUF_LEN: usize = 16 * 1024;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the audit session could not be set up.
+#[derive(Debug)]
+pub enum AuditError {
+    MissingCapability(&'static str),
+    Locked,
+    DaemonRunning { pid: u32, name: String },
+    Kernel { what: &'static str, source: io::Error },
+    StateFile { path: PathBuf, source: io::Error },
+}
+
+impl std::fmt::Display for AuditError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditError::MissingCapability(cap) => write!(
+                f,
+                "missing capability {cap}: mapwatch must run as root (or with {cap}) to register as the audit daemon and install its rules"
+            ),
+            AuditError::Locked => f.write_str(
+                "the kernel's audit configuration is locked (enabled=2, `auditctl -e 2`): no rule can be added until reboot",
+            ),
+            AuditError::DaemonRunning { pid, name } => write!(
+                f,
+                "another audit daemon is registered with the kernel: pid {pid} ({name}); stop it first (e.g. `systemctl stop auditd`)"
+            ),
+            AuditError::Kernel { what, source } => write!(f, "audit netlink: {what}: {source}"),
+            AuditError::StateFile { path, source } => {
+                write!(f, "audit state file {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for AuditError {}
+
+fn kernel(what: &'static str) -> impl FnOnce(io::Error) -> AuditError {
+    move |source| AuditError::Kernel { what, source }
+}
+
+/// A netlink audit socket speaking request/reply.
+pub struct AuditSocket {
+    socket: Socket,
+    seq: u32,
+}
+
+impl AuditSocket {
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_AUDIT)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        setsockopt(&socket, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0))
+            .map_err(io::Error::from)?;
+        Ok(AuditSocket { socket, seq: 0 })
+    }
+
+    fn send(&mut self, message: AuditMessage, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+        Ok(self.seq)
+    }
+
+    /// Receives the replies to request `seq` until `done` says so. Messages
+    /// that are records (on the registered socket) go to `on_record`.
+    fn replies(
+        &mut self,
+        seq: u32,
+        on_record: &mut dyn FnMut(u16, &[u8]),
+        mut done: impl FnMut(&NetlinkPayload<AuditMessage>) -> bool,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let len = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io::Error::from)?;
+            let mut offset = 0;
+            while offset + NLMSG_HDRLEN <= len {
+                let (msg_len, msg_type, msg_seq) = header_fields(&buf[offset..len]);
+                if msg_type >= FIRST_RECORD_TYPE && msg_seq != seq {
+                    // A record: the unicast framing omits the header from nlmsg_len.
+                    let end = (offset + NLMSG_HDRLEN + msg_len).min(len);
+                    on_record(msg_type, &buf[offset + NLMSG_HDRLEN..end]);
+                    offset = align4(end);
+                    continue;
+                }
+                let end = (offset + msg_len.max(NLMSG_HDRLEN)).min(len);
+                let message = NetlinkMessage::<AuditMessage>::deserialize(&buf[offset..end]);
+                offset = align4(end);
+                let Ok(message) = message else { continue };
+                if message.header.sequence_number != seq {
+                    continue;
+                }
+                if let NetlinkPayload::Error(err) = &message.payload {
+                    if let Some(code) = err.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()));
+                    }
+                }
+                if done(&message.payload) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sends a request that only expects an acknowledgement.
+    fn request_ack(&mut self, message: AuditMessage, on_record: &mut dyn FnMut(u16, &[u8])) -> io::Result<()> {
+        let seq = self.send(message, NLM_F_REQUEST | NLM_F_ACK)?;
+        self.replies(seq, on_record, |p| matches!(p, NetlinkPayload::Error(_)))
+    }
+
+    pub fn status(&mut self) -> io::Result<StatusMessage> {
+        let seq = self.send(AuditMessage::GetStatus(None), NLM_F_REQUEST)?;
+        let mut status = None;
+        self.replies(seq, &mut |_, _| {}, |p| {
+            if let NetlinkPayload::InnerMessage(AuditMessage::GetStatus(Some(s))) = p {
+                status = Some(s.clone());
+                true
+            } else {
+                false
+            }
+        })?;
+        status.ok_or_else(|| io::Error::other("no status in the kernel's reply"))
+    }
+
+    pub fn set_status(&mut self, status: StatusMessage) -> io::Result<()> {
+        self.request_ack(AuditMessage::SetStatus(status), &mut |_, _| {})
+    }
+
+    pub fn list_rules(&mut self) -> io::Result<Vec<RuleMessage>> {
+        let seq = self.send(AuditMessage::ListRules(None), NLM_F_REQUEST | NLM_F_DUMP)?;
+        let mut rules = Vec::new();
+        self.replies(seq, &mut |_, _| {}, |p| match p {
+            NetlinkPayload::InnerMessage(AuditMessage::ListRules(Some(rule))) => {
+                rules.push(rule.clone());
+                false
+            }
+            NetlinkPayload::Done(_) => true,
+            _ => false,
+        })?;
+        Ok(rules)
+    }
+
+    pub fn add_rule(&mut self, rule: RuleMessage) -> io::Result<()> {
+        self.request_ack(AuditMessage::AddRule(rule), &mut |_, _| {})
+    }
+
+    pub fn delete_rule(&mut self, rule: RuleMessage) -> io::Result<()> {
+        self.request_ack(AuditMessage::DelRule(rule), &mut |_, _| {})
+    }
+
+    /// Deletes every rule carrying our key; returns how many.
+    pub fn delete_keyed_rules(&mut self) -> io::Result<usize> {
+        let stale: Vec<RuleMessage> = self.list_rules()?.into_iter().filter(has_our_key).collect();
+        let count = stale.len();
+        for rule in stale {
+            self.delete_rule(rule)?;
+        }
+        Ok(count)
+    }
+}
+
+fn header_fields(buf: &[u8]) -> (usize, u16, u32) {
+    let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let msg_type = u16::from_ne_bytes([buf[4], buf[5]]);
+    let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    (len, msg_type, seq)
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// True for rules whose key list includes ours (auditctl joins several keys
+/// with \x01).
+pub fn has_our_key(rule: &RuleMessage) -> bool {
+    rule.fields.iter().any(|(field, _)| {
+        matches!(field, RuleField::Filterkey(key) if key.split('\x01').any(|k| k == RULE_KEY))
+    })
+}
+
+fn exit_rule(action: RuleAction, prepend: bool) -> RuleMessage {
+    let mut rule = RuleMessage::new();
+    let flags = AUDIT_FILTER_EXIT | if prepend { AUDIT_FILTER_PREPEND } else { 0 };
+    rule.flags = RuleFlags::from(flags);
+    rule.action = action;
+    rule
+}
+
+/// `-a never,exit -F pid=OURS -k mapwatch`, first in the list: our own
+/// activity must never feed back into our input.
+fn self_exclusion_rule(pid: u32) -> RuleMessage {
+    let mut rule = exit_rule(RuleAction::Never, true);
+    rule.syscalls = RuleSyscalls::new_maxed();
+    rule.fields.push((RuleField::Pid(pid), RuleFieldFlags::Equal));
+    rule.fields.push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rule
+}
+
+/// `-a always,exit -F arch=ARCH -S execve,execveat -k mapwatch`.
+fn exec_rule(arch: u32, execve: u32, execveat: u32) -> RuleMessage {
+    let mut rule = exit_rule(RuleAction::Always, false);
+    rule.syscalls.set(execve).set(execveat);
+    rule.fields.push((RuleField::Arch(arch), RuleFieldFlags::Equal));
+    rule.fields.push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rule
+}
+
+/// The kernel settings mapwatch changes, as they were before it started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedStatus {
+    /// The mapwatch process that saved this (to tell a crashed run's file).
+    pub saved_by: u32,
+    pub enabled: u32,
+    pub backlog_limit: u32,
+}
+
+/// Settings of the audit session.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub backlog_limit: u32,
+    pub receive_buffer: usize,
+    pub state_file: PathBuf,
+}
+
+/// Counters shared between the reader task and the stats reporter.
+#[derive(Default, Debug)]
+pub struct SourceStats {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub enobufs: AtomicU64,
+    pub dropped_records: AtomicU64,
+}
+
+/// Our registration with the kernel, undone on [`AuditSession::stop`] or drop.
+pub struct AuditSession {
+    control: AuditSocket,
+    saved: SavedStatus,
+    state_file: PathBuf,
+    active: bool,
+    pub stale_rules_removed: usize,
+    pub rules_installed: usize,
+}
+
+/// The registered socket records arrive on, plus any records that arrived
+/// while registration was being acknowledged.
+pub struct RecordSocket {
+    socket: Socket,
+    pub early_records: RecordBatch,
+}
+
+impl AuditSession {
+    pub fn start(options: &SessionOptions) -> Result<(AuditSession, RecordSocket), AuditError> {
+        require_capability(CAP_AUDIT_CONTROL, "CAP_AUDIT_CONTROL")?;
+        let mut control = AuditSocket::open().map_err(kernel("opening the control socket"))?;
+        let status = control.status().map_err(kernel("reading the audit status"))?;
+        if status.enabled == 2 {
+            return Err(AuditError::Locked);
+        }
+        let me = std::process::id();
+        if status.pid != 0 && status.pid != me && process_alive(status.pid) {
+            return Err(daemon_running(status.pid));
+        }
+        let saved = original_status(&options.state_file, &status, me)?;
+        write_state_file(&options.state_file, &saved)?;
+
+        let mut session = AuditSession {
+            control,
+            saved,
+            state_file: options.state_file.clone(),
+            active: true,
+            stale_rules_removed: 0,
+            rules_installed: 0,
+        };
+        session.stale_rules_removed = session
+            .control
+            .delete_keyed_rules()
+            .map_err(kernel("deleting stale mapwatch rules"))?;
+
+        let mut enable = StatusMessage::new();
+        enable.mask = AUDIT_STATUS_ENABLED | AUDIT_STATUS_BACKLOG_LIMIT;
+        enable.enabled = 1;
+        enable.backlog_limit = options.backlog_limit;
+        session
+            .control
+            .set_status(enable)
+            .map_err(kernel("enabling audit and setting backlog_limit"))?;
+
+        let records = register(me, options.receive_buffer).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) => daemon_running(status.pid),
+            _ => AuditError::Kernel {
+                what: "registering as the audit daemon",
+                source: e,
+            },
+        })?;
+
+        session
+            .control
+            .add_rule(self_exclusion_rule(me))
+            .map_err(kernel("adding the self-exclusion rule"))?;
+        session.rules_installed = 1;
+        for (arch, execve, execveat) in native_exec_syscalls() {
+            session
+                .control
+                .add_rule(exec_rule(arch.0, *execve, *execveat))
+                .map_err(kernel("adding the exec rules"))?;
+            session.rules_installed += 1;
+        }
+        Ok((session, records))
+    }
+
+    /// Reads the kernel's counters (lost, backlog) on the control socket.
+    pub fn kernel_status(&mut self) -> io::Result<StatusMessage> {
+        self.control.status()
+    }
+
+    /// Deletes our rules, unregisters and restores the saved status.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.restore()
+    }
+
+    fn restore(&mut self) -> io::Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        self.active = false;
+        let rules = self.control.delete_keyed_rules();
+        let mut unregister = StatusMessage::new();
+        unregister.mask = AUDIT_STATUS_PID;
+        unregister.pid = 0;
+        let unregistered = self.control.set_status(unregister);
+        let mut original = StatusMessage::new();
+        original.mask = AUDIT_STATUS_ENABLED | AUDIT_STATUS_BACKLOG_LIMIT;
+        original.enabled = self.saved.enabled;
+        original.backlog_limit = self.saved.backlog_limit;
+        let restored = self.control.set_status(original);
+        rules?;
+        unregistered?;
+        restored?;
+        match fs::remove_file(&self.state_file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for AuditSession {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            tracing::error!("restoring the kernel audit state failed: {e}; run `auditctl -D -k {RULE_KEY}` and check `auditctl -s`");
+        }
+    }
+}
+
+fn daemon_running(pid: u32) -> AuditError {
+    let name = fs::read(format!("/proc/{pid}/comm"))
+        .map(|c| String::from_utf8_lossy(c.trim_ascii_end()).into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    AuditError::DaemonRunning { pid, name }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+/// What to restore at exit: the state file of a crashed run if there is one
+/// (its saver is gone), otherwise the status as it is now.
+fn original_status(path: &Path, now: &StatusMessage, me: u32) -> Result<SavedStatus, AuditError> {
+    if let Ok(text) = fs::read_to_string(path) {
+        if let Ok(saved) = serde_json::from_str::<SavedStatus>(&text) {
+            if saved.saved_by != me && !process_alive(saved.saved_by) {
+                tracing::warn!(
+                    "a previous mapwatch (pid {}) did not shut down cleanly; will restore the audit status it saved (enabled={}, backlog_limit={})",
+                    saved.saved_by,
+                    saved.enabled,
+                    saved.backlog_limit
+                );
+                return Ok(SavedStatus { saved_by: me, ..saved });
+            }
+        }
+    }
+    Ok(SavedStatus {
+        saved_by: me,
+        enabled: now.enabled,
+        backlog_limit: now.backlog_limit,
+    })
+}
+
+fn write_state_file(path: &Path, saved: &SavedStatus) -> Result<(), AuditError> {
+    let err = |source| AuditError::StateFile {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let text = serde_json::to_string(saved).map_err(io::Error::other).map_err(err)?;
+    fs::write(path, text).map_err(err)
+}
+
+/// Opens the record socket and registers it as the audit daemon.
+fn register(pid: u32, receive_buffer: usize) -> io::Result<RecordSocket> {
+    let mut socket = AuditSocket::open()?;
+    // Larger than the default so bursts wait in the kernel, not get lost.
+    if setsockopt(&socket.socket, sockopt::RcvBufForce, &receive_buffer).is_err() {
+        setsockopt(&socket.socket, sockopt::RcvBuf, &receive_buffer).map_err(io::Error::from)?;
+    }
+    let mut register = StatusMessage::new();
+    register.mask = AUDIT_STATUS_PID;
+    register.pid = pid;
+    let mut early = RecordBatch::default();
+    socket.request_ack(AuditMessage::SetStatus(register), &mut |t, text| {
+        if t != AUDIT_REPLACE {
+            early.push(t, text);
+        }
+    })?;
+    socket.socket.set_non_blocking(true)?;
+    Ok(RecordSocket {
+        socket: socket.socket,
+        early_records: early,
+    })
+}
+
+const CAP_AUDIT_CONTROL: u32 = 30;
+
+/// Checks the effective capability set, to fail with the capability's name
+/// rather than the kernel's bare EPERM.
+fn require_capability(cap: u32, name: &'static str) -> Result<(), AuditError> {
+    let status = fs::read_to_string("/proc/self/status").map_err(kernel("reading /proc/self/status"))?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << cap) == 0 {
+        return Err(AuditError::MissingCapability(name));
+    }
+    Ok(())
+}
+
+/// Reads records until `tx` closes. Each wake-up drains the socket into one
+/// batch (at most `max_batch` records) and hands it on without waiting.
+pub async fn read_records(
+    socket: RecordSocket,
+    tx: mpsc::Sender<RecordBatch>,
+    stats: Arc<SourceStats>,
+    max_batch: usize,
+) -> io::Result<()> {
+    let early = socket.early_records;
+    if !early.is_empty() {
+        send_batch(&tx, early, &stats);
+    }
+    // SAFETY: `register` requires the fd to stay open while registered; the
+    // netlink `Socket` owns it and is moved into (and dropped with) the AsyncFd.
+    let fd = unsafe { AsyncFd::register(socket.socket) }.map_err(io::Error::from)?;
+    let mut buf = vec![0u8; RECORD_BUF_LEN];
+    loop {
+        let mut guard = tokio::select! {
+            ready = fd.readable() => ready?,
+            _ = tx.closed() => return Ok(()),
+        };
+        let mut batch = RecordBatch::default();
+        loop {
+            match recv(fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(len) => {
+                    split_unicast(&buf[..len.min(buf.len())], &mut batch);
+                    if batch.len() >= max_batch {
+                        break;
+                    }
+                }
+                Err(Errno::EAGAIN) => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(Errno::ENOBUFS) => {
+                    stats.enobufs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !batch.is_empty() {
+            send_batch(&tx, batch, &stats);
+        }
+    }
+}
+
+fn send_batch(tx: &mpsc::Sender<RecordBatch>, batch: RecordBatch, stats: &SourceStats) {
+    let count = batch.len() as u64;
+    stats.records.fetch_add(count, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    if tx.try_send(batch).is_err() {
+        stats.dropped_records.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+/// Splits a datagram from the registered socket into records. Unicast
+/// records carry an `nlmsg_len` that omits the 16-byte header (a kernel quirk
+/// kept for auditd's sake).
+pub fn split_unicast(datagram: &[u8], batch: &mut RecordBatch) {
+    let mut offset = 0;
+    while offset + NLMSG_HDRLEN <= datagram.len() {
+        let (payload_len, msg_type, _) = header_fields(&datagram[offset..]);
+        let start = offset + NLMSG_HDRLEN;
+        let end = start.saturating_add(payload_len).min(datagram.len());
+        if msg_type >= FIRST_RECORD_TYPE && msg_type != AUDIT_REPLACE {
+            batch.push(msg_type, &datagram[start..end]);
+        }
+        offset = align4(end.max(start));
+        if payload_len == 0 {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(msg_type: u16, text: &[u8], header_in_len: bool) -> Vec<u8> {
+        let len = text.len() + if header_in_len { NLMSG_HDRLEN } else { 0 };
+        let mut d = Vec::new();
+        d.extend_from_slice(&(len as u32).to_ne_bytes());
+        d.extend_from_slice(&msg_type.to_ne_bytes());
+        d.extend_from_slice(&0u16.to_ne_bytes());
+        d.extend_from_slice(&0u32.to_ne_bytes());
+        d.extend_from_slice(&0u32.to_ne_bytes());
+        d.extend_from_slice(text);
+        d
+    }
+
+    #[test]
+    fn unicast_quirk_framing() {
+        let text = b"audit(1.000:1): argc=1 a0=\"x\"";
+        let mut batch = RecordBatch::default();
+        split_unicast(&datagram(1309, text, false), &mut batch);
+        let records: Vec<_> = batch.iter().collect();
+        assert_eq!(records, vec![(1309, &text[..])]);
+    }
+
+    #[test]
+    fn truncated_and_replace_messages() {
+        let mut batch = RecordBatch::default();
+        split_unicast(&datagram(1300, b"audit(1.000:1): x=1", true), &mut batch);
+        split_unicast(&datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false), &mut batch);
+        split_unicast(&[1, 2, 3], &mut batch);
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn rule_key_detection() {
+        assert!(has_our_key(&exec_rule(0xc000003e, 59, 322)));
+        assert!(has_our_key(&self_exclusion_rule(1)));
+        let mut other = exit_rule(RuleAction::Always, false);
+        other.fields.push((RuleField::Filterkey("exec\x01mapwatch".into()), RuleFieldFlags::Equal));
+        assert!(has_our_key(&other));
+        other.fields[0] = (RuleField::Filterkey("mapwatcher".into()), RuleFieldFlags::Equal);
+        assert!(!has_our_key(&other));
+    }
+}

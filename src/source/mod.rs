@@ -1,0 +1,36 @@
+//! Sources: where audit records come from. Each source hands the pipeline
+//! [`RecordBatch`]es of raw record text, never parsed structures, so the
+//! reader does no work beyond copying bytes out of the socket.
+
+pub mod audit;
+
+/// Records read in one go: their types and texts in one buffer (one
+/// allocation per batch, not per record).
+#[derive(Default, Debug, Clone)]
+pub struct RecordBatch {
+    bytes: Vec<u8>,
+    spans: Vec<(u16, usize, usize)>,
+}
+
+impl RecordBatch {
+    pub fn push(&mut self, record_type: u16, text: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(text);
+        self.spans.push((record_type, start, self.bytes.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// `(record type, text)` pairs in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|&(t, start, end)| (t, &self.bytes[start..end]))
+    }
+}
