@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
-use crate::audit::assemble::{Assembler, ExecEvent};
+use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::record::Record;
 use crate::config::Config;
 use crate::process::{EventContext, ProcessTable};
@@ -77,6 +77,10 @@ impl Detector {
 
     pub fn stats(&self) -> DetectorStats {
         self.stats
+    }
+
+    pub fn assembler_stats(&self) -> AssemblerStats {
+        self.assembler.stats()
     }
 
     /// One record in netlink form (type from the header).

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::audit::assemble::ExecEvent;
 use crate::process::EventContext;
 use crate::rule::RuleMeta;
 
@@ -171,23 +172,14 @@ pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &m
     );
 
     let mut mapwatch = Map::new();
-    mapwatch.insert(
-        "audit".into(),
-        json!({
-            "sequence": event.id.map(|id| id.serial.0),
-            "session": event.ses,
-            "login_uid": event.auid,
-            "complete": event.complete,
-        }),
-    );
+    let mut audit = Map::new();
+    insert_some(&mut audit, "sequence", event.id.map(|id| json!(id.serial.0)));
+    insert_some(&mut audit, "session", event.ses.map(|s| json!(s)));
+    insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
+    audit.insert("complete".into(), json!(event.complete));
+    mapwatch.insert("audit".into(), Value::Object(audit));
     if let Some(target_pid) = target {
-        let mut target_obj = Map::new();
-        target_obj.insert("pid".into(), json!(target_pid));
-        if let Ok(stat) = crate::process::stat::read_stat(target_pid) {
-            target_obj.insert("name".into(), text(stat.comm.as_bytes()));
-        }
-        insert_some(&mut target_obj, "executable", live_executable(target_pid).map(|e| text(&e)));
-        mapwatch.insert("target".into(), Value::Object(target_obj));
+        mapwatch.insert("target".into(), target_object(target_pid, ctx.event));
     }
 
     let timestamp = event
@@ -256,6 +248,23 @@ pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &m
             .unwrap_or_else(|| "unknown".into()),
     );
     Alert { document, summary }
+}
+
+/// The process whose map is read. A reader of its own map (`self`) is
+/// described by its exec event, since it has often exited by now.
+fn target_object(pid: u32, event: &ExecEvent) -> Value {
+    let mut target = Map::new();
+    target.insert("pid".into(), json!(pid));
+    if pid == event.pid {
+        target.insert("name".into(), text(event.name()));
+        insert_some(&mut target, "executable", event.exe.as_deref().map(text));
+    } else {
+        if let Ok(stat) = crate::process::stat::read_stat(pid) {
+            target.insert("name".into(), text(stat.comm.as_bytes()));
+        }
+        insert_some(&mut target, "executable", live_executable(pid).map(|e| text(&e)));
+    }
+    Value::Object(target)
 }
 
 fn live_executable(pid: u32) -> Option<Vec<u8>> {

@@ -123,12 +123,20 @@ impl<'t> LeaderResolver<'t> {
     }
 
     /// `process.session_leader`: the process whose pid is our session id.
+    /// A process gone before procfs was read has no known sid: it has its
+    /// parent's, as fork gives it (cat and grep don't call setsid).
     pub fn session_leader(&mut self, pid: u32) -> Option<Related> {
-        let sid = self.node(pid)?.sid?;
-        if sid == 0 {
-            return None;
+        let mut current = pid;
+        for _ in 0..MAX_DEPTH {
+            let node = self.node(current)?;
+            match node.sid {
+                Some(0) => return None,
+                Some(sid) => return self.node(sid).map(|n| Related { pid: sid, name: n.name }),
+                None if node.ppid == 0 => return None,
+                None => current = node.ppid,
+            }
         }
-        self.node(sid).map(|n| Related { pid: sid, name: n.name })
+        None
     }
 
     /// `process.entry_leader` with its `entry_meta.type`.
