@@ -300,6 +300,7 @@ pub struct AuditSession {
     saved: SavedStatus,
     state_file: PathBuf,
     active: bool,
+    registered: bool,
     pub stale_rules_removed: usize,
     pub rules_installed: usize,
 }
@@ -331,6 +332,7 @@ impl AuditSession {
             saved,
             state_file: options.state_file.clone(),
             active: true,
+            registered: false,
             stale_rules_removed: 0,
             rules_installed: 0,
         };
@@ -355,6 +357,7 @@ impl AuditSession {
                 source: e,
             },
         })?;
+        session.registered = true;
 
         session
             .control
@@ -387,10 +390,16 @@ impl AuditSession {
         }
         self.active = false;
         let rules = self.control.delete_keyed_rules();
-        let mut unregister = StatusMessage::new();
-        unregister.mask = AUDIT_STATUS_PID;
-        unregister.pid = 0;
-        let unregistered = self.control.set_status(unregister);
+        // Only the registered daemon may unregister (the kernel says EACCES
+        // to anyone else): never touch a registration that isn't ours.
+        let unregistered = if self.registered {
+            let mut unregister = StatusMessage::new();
+            unregister.mask = AUDIT_STATUS_PID;
+            unregister.pid = 0;
+            self.control.set_status(unregister)
+        } else {
+            Ok(())
+        };
         let mut original = StatusMessage::new();
         original.mask = AUDIT_STATUS_ENABLED | AUDIT_STATUS_BACKLOG_LIMIT;
         original.enabled = self.saved.enabled;

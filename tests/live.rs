@@ -1,0 +1,260 @@
+//! Live detection on the real kernel: mapwatch registers as the audit daemon,
+//! real shells run real `cat` and `grep`, and the alerts on stdout are
+//! checked. Needs root; the tests take a lock because only one audit daemon
+//! can be registered at a time.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::*;
+
+fn alerts_for<'a>(alerts: &'a [Value], pred: impl Fn(&Value) -> bool + 'a) -> Vec<&'a Value> {
+    alerts.iter().filter(|a| pred(a)).collect()
+}
+
+fn assert_started_under_shell(alert: &Value, name: &str, args: &[String], shell: &str, shell_pid: u32) {
+    let p = &alert["process"];
+    assert_eq!(p["name"], name, "{alert:#}");
+    assert_eq!(&args_of(alert), args, "{alert:#}");
+    assert_eq!(p["args_count"], args.len(), "{alert:#}");
+    let pid = p["pid"].as_u64().expect("process.pid");
+    assert!(pid > 1 && pid != u64::from(shell_pid), "{alert:#}");
+    assert_eq!(p["parent"]["pid"], shell_pid, "{alert:#}");
+    assert_eq!(p["parent"]["name"], shell, "{alert:#}");
+    assert_eq!(p["entry_leader"]["pid"], shell_pid, "{alert:#}");
+    assert_eq!(p["entry_leader"]["name"], shell, "{alert:#}");
+    assert_eq!(p["entry_leader"]["entry_meta"]["type"], "init", "{alert:#}");
+    assert_eq!(p["session_leader"]["pid"], shell_pid, "{alert:#}");
+    assert_eq!(alert["event"]["kind"], "alert");
+    assert_eq!(alert["rule"]["id"], "2f95540c-923e-4f57-9dae-de30169c68b9");
+    assert_eq!(alert["threat"]["technique"]["id"][0], "T1057");
+}
+
+#[test]
+fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
+    let _lock = audit_lock();
+    for shell in SHELLS {
+        let package = match shell {
+            "csh" => "csh",
+            "sh" | "dash" => "dash",
+            other => other,
+        };
+        require_program(shell, package);
+    }
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+
+    let mut runs = Vec::new();
+    for shell in SHELLS {
+        let target = Target::spawn();
+        let grep_marker = format!("mapwatch-{shell}");
+        let body = format!(
+            "cat {} > /dev/null; grep -c {grep_marker} /proc/self/maps > /dev/null",
+            target.maps()
+        );
+        let shell_pid = run_entry_leader(shell, &body, dir.path());
+        runs.push((shell, shell_pid, target, grep_marker));
+    }
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+
+    for (shell, shell_pid, target, grep_marker) in &runs {
+        let cat = alerts_for(&alerts, |a| a["file"]["path"] == target.maps().as_str());
+        assert_eq!(cat.len(), 1, "{shell}: cat alerts: {cat:#?}");
+        assert_started_under_shell(cat[0], "cat", &["cat".into(), target.maps()], shell, *shell_pid);
+        assert_eq!(cat[0]["mapwatch"]["target"]["pid"], target.pid());
+        assert_eq!(cat[0]["mapwatch"]["target"]["name"], "sleep");
+        assert_eq!(cat[0]["process"]["executable"], "/usr/bin/cat");
+
+        let grep = alerts_for(&alerts, |a| args_of(a).contains(grep_marker));
+        assert_eq!(grep.len(), 1, "{shell}: grep alerts: {grep:#?}");
+        // fish's `grep` is a function running `command grep --color=auto $argv`.
+        let color: &[&str] = if *shell == "fish" { &["--color=auto"] } else { &[] };
+        let grep_args: Vec<String> = ["grep"]
+            .iter()
+            .chain(color)
+            .chain(&["-c", grep_marker.as_str(), "/proc/self/maps"])
+            .map(|s| s.to_string())
+            .collect();
+        assert_started_under_shell(grep[0], "grep", &grep_args, shell, *shell_pid);
+        assert_eq!(grep[0]["file"]["path"], "/proc/self/maps");
+        assert_eq!(grep[0]["mapwatch"]["target"]["pid"], grep[0]["process"]["pid"]);
+    }
+    let expected = SHELLS.len() * 2 + 1;
+    assert_eq!(alerts.len(), expected, "one alert per read plus the sync sentinel: {alerts:#?}");
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{status:?}\n{stderr}");
+}
+
+#[test]
+fn shell_that_execs_its_only_command_is_still_the_entry_leader() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let target = Target::spawn();
+    // bash -c with a single simple command replaces itself with cat: cat then
+    // is the session leader, and the shell it was is the entry leader.
+    let status = Command::new("setsid")
+        .args(["-f", "bash", "-c"])
+        .arg(format!("cat {}", target.maps()))
+        .stdout(Stdio::null())
+        .status()
+        .expect("setsid");
+    assert!(status.success());
+    let alert = mapwatch.wait_for_alert("exec-optimised bash -c cat", |a| a["file"]["path"] == target.maps().as_str());
+    let p = &alert["process"];
+    assert_eq!(p["name"], "cat");
+    assert_eq!(p["entry_leader"]["pid"], p["pid"], "{alert:#}");
+    assert_eq!(p["entry_leader"]["name"], "bash", "{alert:#}");
+    assert_eq!(p["entry_leader"]["entry_meta"]["type"], "init", "{alert:#}");
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn no_alert_for_what_the_seed_rule_does_not_cover() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+
+    // A python3 session leader (not a shell) running cat.
+    let py_target = Target::spawn();
+    let py_done = dir.path().join("done-python");
+    let code = format!(
+        "import subprocess, time\ntime.sleep(0.2)\nsubprocess.run(['cat', '{}'], stdout=subprocess.DEVNULL)\nopen('{}', 'w').close()\n",
+        py_target.maps(),
+        py_done.display()
+    );
+    let status = Command::new("setsid").args(["-f", "python3", "-c", &code]).status().expect("setsid python3");
+    assert!(status.success());
+    wait_for_file(&py_done);
+
+    // Under a bash entry leader: other /proc files, another reader, a failed
+    // exec of something named cat, and a copy of cat named CAT.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::fs::copy("/usr/bin/cat", bin.join("CAT")).expect("copy cat to CAT");
+    std::fs::write(bin.join("cat"), "not a program").expect("write non-executable cat");
+    let head_target = Target::spawn();
+    let failed_target = Target::spawn();
+    let upper_target = Target::spawn();
+    let body = format!(
+        "cat /proc/1/smaps > /dev/null; cat /proc/1/status > /dev/null; head {} > /dev/null; {}/cat {}; {}/CAT {} > /dev/null",
+        head_target.maps(),
+        bin.display(),
+        failed_target.maps(),
+        bin.display(),
+        upper_target.maps()
+    );
+    run_entry_leader("bash", &body, dir.path());
+
+    let sentinel = mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let unexpected: Vec<&Value> = alerts.iter().filter(|a| a["file"]["path"] != sentinel.as_str()).collect();
+    assert!(unexpected.is_empty(), "unexpected alerts: {unexpected:#?}");
+    assert_eq!(alerts.len(), 1);
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn sigterm_restores_the_kernel_audit_state() {
+    let _lock = audit_lock();
+    require_program("auditctl", "auditd");
+    let _audit = AuditStateGuard::new();
+    // A distinctive starting state: audit off, an unusual backlog limit and
+    // a rule of someone else's that must survive.
+    set_status(0, 321);
+    let foreign = ["-a", "always,exit", "-F", "arch=b64", "-S", "kill", "-k", "mapwatch-test-foreign"];
+    let added = Command::new("auditctl").args(foreign).status().expect("auditctl");
+    assert!(added.success(), "adding a foreign rule with auditctl");
+    let _foreign = scopeguard(|| {
+        let _ = Command::new("auditctl").args(["-D", "-k", "mapwatch-test-foreign"]).stdout(Stdio::null()).status();
+    });
+    let before = snapshot();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let during = snapshot();
+    assert_eq!(during.enabled, 1);
+    assert_eq!(during.pid, mapwatch.pid());
+    assert_eq!(during.backlog_limit, 8192);
+    assert_eq!(mapwatch_rule_count(), 3, "never rule + b64 + b32 exec rules");
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(snapshot(), before, "audit state after SIGTERM");
+    assert!(!dir.path().join("audit-state.json").exists(), "state file removed on clean exit");
+}
+
+#[test]
+fn after_sigkill_a_new_start_cleans_up_and_works() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    set_status(0, 321);
+    let before = snapshot();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let crashed = Mapwatch::start(dir.path());
+    let crashed_pid = crashed.pid();
+    crashed.kill();
+    assert_eq!(mapwatch_rule_count(), 3, "a SIGKILLed run leaves its rules behind");
+    assert_eq!(snapshot().pid, crashed_pid);
+
+    let mapwatch = Mapwatch::start(dir.path());
+    let stderr = mapwatch.stderr();
+    assert!(stderr.contains("removed 3 stale audit rules"), "{stderr}");
+    assert!(stderr.contains("did not shut down cleanly"), "{stderr}");
+    assert_eq!(snapshot().pid, mapwatch.pid());
+    assert_eq!(mapwatch_rule_count(), 3);
+    mapwatch.sync();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(snapshot(), before, "the state from before the crashed run is restored");
+}
+
+#[test]
+fn a_second_daemon_is_refused_naming_the_first() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Mapwatch::start(dir.path());
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let config = second_dir.path().join("mapwatch.toml");
+    std::fs::write(
+        &config,
+        format!("[audit]\nstate_file = \"{}\"\n", second_dir.path().join("state.json").display()),
+    )
+    .expect("config");
+    let output = Command::new(BIN)
+        .args(["run", "--foreground", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("running a second mapwatch");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    assert_eq!(snapshot().pid, first.pid(), "the first daemon keeps its registration");
+    assert_eq!(mapwatch_rule_count(), 3, "the first daemon keeps its rules");
+    first.sync();
+    let (status, stderr) = first.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

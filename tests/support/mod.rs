@@ -1,0 +1,332 @@
+//! Test harness for the live tests: a running `mapwatch` whose alerts are
+//! collected, target processes, shells started as entry leaders, and a guard
+//! that puts the kernel's audit state back whatever happens.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use mapwatch::source::audit::{AuditSocket, has_our_key};
+use netlink_packet_audit::StatusMessage;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mapwatch");
+pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Tests that register the audit daemon must not overlap.
+static AUDIT_LOCK: Mutex<()> = Mutex::new(());
+
+pub fn audit_lock() -> MutexGuard<'static, ()> {
+    require_root();
+    AUDIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it uses the kernel audit subsystem over netlink (run the suite as root, as CI does)"
+    );
+}
+
+pub fn require_program(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{name}` is not installed: `apt-get install -y {package}` (.ci/run does)");
+}
+
+/// The audit settings a test must find unchanged.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KernelSnapshot {
+    pub enabled: u32,
+    pub pid: u32,
+    pub backlog_limit: u32,
+    pub rules: Vec<String>,
+}
+
+pub fn snapshot() -> KernelSnapshot {
+    let mut socket = AuditSocket::open().expect("audit netlink socket");
+    let status = socket.status().expect("audit status");
+    let mut rules: Vec<String> = socket
+        .list_rules()
+        .expect("audit rules")
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    rules.sort();
+    KernelSnapshot {
+        enabled: status.enabled,
+        pid: status.pid,
+        backlog_limit: status.backlog_limit,
+        rules,
+    }
+}
+
+pub fn mapwatch_rule_count() -> usize {
+    let mut socket = AuditSocket::open().expect("audit netlink socket");
+    socket.list_rules().expect("audit rules").iter().filter(|r| has_our_key(r)).count()
+}
+
+pub fn set_status(enabled: u32, backlog_limit: u32) {
+    let mut socket = AuditSocket::open().expect("audit netlink socket");
+    let mut status = StatusMessage::new();
+    status.mask = 0x1 | 0x10;
+    status.enabled = enabled;
+    status.backlog_limit = backlog_limit;
+    socket.set_status(status).expect("setting audit status");
+}
+
+/// Restores `enabled` and `backlog_limit` and removes rules keyed `mapwatch`
+/// when dropped, even if the test panicked.
+pub struct AuditStateGuard {
+    enabled: u32,
+    backlog_limit: u32,
+}
+
+impl AuditStateGuard {
+    pub fn new() -> Self {
+        let before = snapshot();
+        AuditStateGuard {
+            enabled: before.enabled,
+            backlog_limit: before.backlog_limit,
+        }
+    }
+}
+
+impl Drop for AuditStateGuard {
+    fn drop(&mut self) {
+        if let Ok(mut socket) = AuditSocket::open() {
+            let _ = socket.delete_keyed_rules();
+        }
+        set_status(self.enabled, self.backlog_limit);
+    }
+}
+
+/// A running `mapwatch run --foreground --format json`.
+pub struct Mapwatch {
+    child: Child,
+    alerts: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Mapwatch {
+    /// Starts mapwatch with its state file in `dir`, and waits for `ready`.
+    pub fn start(dir: &Path) -> Mapwatch {
+        let config = dir.join("mapwatch.toml");
+        std::fs::write(
+            &config,
+            format!("[audit]\nstate_file = \"{}\"\n", dir.join("audit-state.json").display()),
+        )
+        .expect("writing test config");
+        let mut child = Command::new(BIN)
+            .args(["run", "--foreground", "--format", "json", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning mapwatch");
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let sink = alerts.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let doc: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not one JSON document ({e}): {line}"));
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(doc);
+            }
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let err_sink = stderr.clone();
+        let child_stderr = child.stderr.take().expect("stderr piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = ready_tx.send(());
+                }
+                let mut log = err_sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut mapwatch = Mapwatch { child, alerts, stderr };
+        if ready_rx.recv_timeout(WAIT).is_err() {
+            let _ = mapwatch.child.kill();
+            let _ = mapwatch.child.wait();
+            panic!("mapwatch did not become ready; stderr:\n{}", mapwatch.stderr());
+        }
+        mapwatch
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn alerts(&self) -> Vec<Value> {
+        self.alerts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until an alert satisfies `pred`.
+    pub fn wait_for_alert(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(alert) = self.alerts().into_iter().find(|a| pred(a)) {
+                return alert;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no alert for {what} within {WAIT:?}; alerts: {:#?}\nstderr:\n{}",
+            self.alerts(),
+            self.stderr()
+        );
+    }
+
+    /// Raises a fresh positive and waits for it: alerts are emitted in event
+    /// order, so every alert of an earlier exec is in by then. Returns the
+    /// sentinel's maps path.
+    pub fn sync(&self) -> String {
+        let target = Target::spawn();
+        let path = format!("/proc/{}/maps", target.pid());
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_entry_leader("bash", &format!("cat {path} > /dev/null"), dir.path());
+        self.wait_for_alert("the sync sentinel", |a| a["file"]["path"] == path.as_str());
+        path
+    }
+
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        let status = wait_with_timeout(&mut self.child);
+        (status, self.stderr())
+    }
+
+    pub fn kill(mut self) {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGKILL);
+        wait_with_timeout(&mut self.child);
+    }
+}
+
+impl Drop for Mapwatch {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits i32"));
+    nix::sys::signal::kill(pid, sig).expect("signalling mapwatch");
+}
+
+fn wait_with_timeout(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for mapwatch") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mapwatch did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A live process whose memory map tests read (`sleep`), killed on drop.
+pub struct Target(Child);
+
+impl Target {
+    pub fn spawn() -> Target {
+        Target(
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawning sleep"),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn maps(&self) -> String {
+        format!("/proc/{}/maps", self.pid())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `$$` in every shell of the seed list but fish.
+pub fn own_pid_var(shell: &str) -> &'static str {
+    if shell == "fish" { "$fish_pid" } else { "$$" }
+}
+
+/// Runs `body` in `shell` started as an entry leader (`setsid -f`, so its
+/// parent becomes pid 1), and waits until it has finished. Returns the
+/// shell's pid.
+pub fn run_entry_leader(shell: &str, body: &str, dir: &Path) -> u32 {
+    run_detached(&[shell, "-c"], shell, body, dir)
+}
+
+/// Like [`run_entry_leader`] for any interpreter given as argv prefix.
+pub fn run_detached(prefix: &[&str], shell: &str, body: &str, dir: &Path) -> u32 {
+    let done = dir.join(format!("done-{shell}"));
+    let pid_file = dir.join(format!("pid-{shell}"));
+    let _ = std::fs::remove_file(&done);
+    // The sleep lets `setsid -f`'s parent exit, so the shell is reparented to
+    // pid 1 before it runs anything.
+    let script = format!(
+        "echo {} > {}; sleep 0.2; {body}; touch {}",
+        own_pid_var(shell),
+        pid_file.display(),
+        done.display()
+    );
+    let status = Command::new("setsid")
+        .arg("-f")
+        .args(prefix)
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running setsid");
+    assert!(status.success(), "setsid -f {prefix:?} failed");
+    wait_for_file(&done);
+    std::fs::read_to_string(&pid_file)
+        .expect("shell wrote its pid")
+        .trim()
+        .parse()
+        .expect("pid is a number")
+}
+
+pub fn wait_for_file(path: &PathBuf) {
+    let deadline = Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn args_of(alert: &Value) -> Vec<String> {
+    alert["process"]["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
