@@ -77,7 +77,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { stats_interval_secs: 60 }
+        LogConfig {
+            stats_interval_secs: 60,
+        }
     }
 }
 
@@ -106,7 +108,9 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text).map_err(|message| ConfigError { path, message }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
             Err(e) => Err(ConfigError {
                 path,
                 message: e.to_string(),
@@ -115,7 +119,8 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         config.validate(text)?;
         Ok(config)
     }
@@ -123,11 +128,23 @@ impl Config {
     fn validate(&self, text: &str) -> Result<(), String> {
         let checks: [(&str, &str, bool); 6] = [
             ("audit", "backlog_limit", self.audit.backlog_limit > 0),
-            ("audit", "max_events_in_flight", self.audit.max_events_in_flight > 0),
+            (
+                "audit",
+                "max_events_in_flight",
+                self.audit.max_events_in_flight > 0,
+            ),
             ("audit", "event_timeout_ms", self.audit.event_timeout_ms > 0),
             ("audit", "queue_batches", self.audit.queue_batches > 0),
-            ("audit", "receive_buffer", self.audit.receive_buffer >= 65536),
-            ("process", "table_capacity", self.process.table_capacity >= 1024),
+            (
+                "audit",
+                "receive_buffer",
+                self.audit.receive_buffer >= 65536,
+            ),
+            (
+                "process",
+                "table_capacity",
+                self.process.table_capacity >= 1024,
+            ),
         ];
         for (table, key, ok) in checks {
             if !ok {
@@ -172,7 +189,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = Config::parse("[audit]\nbacklog_limit = 100\nbacklog = 5\n").expect_err("unknown key");
+        let err =
+            Config::parse("[audit]\nbacklog_limit = 100\nbacklog = 5\n").expect_err("unknown key");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("backlog"), "{err}");
     }
@@ -198,6 +216,9 @@ mod tests {
     #[test]
     fn shipped_default_config_is_valid_and_matches_defaults() {
         let text = include_str!("../packaging/mapwatch.toml");
-        assert_eq!(Config::parse(text).expect("shipped config parses"), Config::default());
+        assert_eq!(
+            Config::parse(text).expect("shipped config parses"),
+            Config::default()
+        );
     }
 }

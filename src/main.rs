@@ -111,8 +111,13 @@ fn run(options: RunOptions) -> ExitCode {
 
 fn init_logging(verbose: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if verbose { "mapwatch=debug" } else { "mapwatch=info" };
-    let filter = EnvFilter::try_from_env("MAPWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let default = if verbose {
+        "mapwatch=debug"
+    } else {
+        "mapwatch=info"
+    };
+    let filter =
+        EnvFilter::try_from_env("MAPWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

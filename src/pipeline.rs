@@ -84,7 +84,13 @@ impl Detector {
     }
 
     /// One record in netlink form (type from the header).
-    pub fn on_netlink_record(&mut self, record_type: u16, text: &[u8], now: Instant, emit: &mut dyn FnMut(Alert)) {
+    pub fn on_netlink_record(
+        &mut self,
+        record_type: u16,
+        text: &[u8],
+        now: Instant,
+        emit: &mut dyn FnMut(Alert),
+    ) {
         self.stats.records += 1;
         match Record::parse_netlink(record_type, text) {
             Ok(record) => self.assembler.push(&record, now, &mut self.events),
@@ -109,10 +115,15 @@ impl Detector {
         self.table.prune(now);
     }
 
-    fn malformed(&mut self, record_type: u16, text: &[u8], error: crate::audit::record::ParseError) {
+    fn malformed(
+        &mut self,
+        record_type: u16,
+        text: &[u8],
+        error: crate::audit::record::ParseError,
+    ) {
         self.stats.malformed_records += 1;
         let n = self.stats.malformed_records;
-        if n <= MALFORMED_LOGGED || n % MALFORMED_SAMPLE_EVERY == 0 {
+        if n <= MALFORMED_LOGGED || n.is_multiple_of(MALFORMED_SAMPLE_EVERY) {
             let preview = &text[..text.len().min(200)];
             tracing::warn!(
                 "malformed audit record #{n} (type {record_type}): {error}: {}",
@@ -211,7 +222,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         receive_buffer: config.audit.receive_buffer,
         state_file: config.audit.state_file.clone(),
     };
-    let (mut session, record_socket) = AuditSession::start(&session_options).map_err(RunError::Audit)?;
+    let (mut session, record_socket) =
+        AuditSession::start(&session_options).map_err(RunError::Audit)?;
     if session.stale_rules_removed > 0 {
         tracing::warn!(
             "removed {} stale audit rules keyed `mapwatch` left by an earlier run",
@@ -221,7 +233,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
     let source_stats = Arc::new(SourceStats::default());
     let (record_tx, mut record_rx) = mpsc::channel::<RecordBatch>(config.audit.queue_batches);
-    let reader = tokio::spawn(read_records(record_socket, record_tx, source_stats.clone(), MAX_BATCH));
+    let reader = tokio::spawn(read_records(
+        record_socket,
+        record_tx,
+        source_stats.clone(),
+        MAX_BATCH,
+    ));
 
     let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
     let format = options.format;
@@ -296,7 +313,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     drop(emit);
     log_stats(&detector, &source_stats, dropped_alerts.get());
     match sink.join() {
-        Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => tracing::error!("writing alerts: {e}"),
+        Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            tracing::error!("writing alerts: {e}")
+        }
         Err(_) => tracing::error!("the sink thread panicked"),
         _ => {}
     }
@@ -309,7 +328,10 @@ fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>) {
             let base = *baseline.get_or_insert(status.lost);
             let lost = status.lost.wrapping_sub(base);
             if lost > 0 {
-                tracing::warn!("kernel lost {lost} audit records since start (backlog {})", status.backlog);
+                tracing::warn!(
+                    "kernel lost {lost} audit records since start (backlog {})",
+                    status.backlog
+                );
             }
         }
         Err(e) => tracing::warn!("reading the kernel audit status: {e}"),

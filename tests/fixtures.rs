@@ -12,7 +12,9 @@ use mapwatch::pipeline::Detector;
 fn testdata_dir() -> PathBuf {
     let dir = std::env::var_os("MAPWATCH_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/peer-laurel"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/peer-laurel")
+        });
     assert!(
         dir.is_dir(),
         "audit record samples not found at {}: check out shared/ beside the repository or set MAPWATCH_TESTDATA",
@@ -22,7 +24,8 @@ fn testdata_dir() -> PathBuf {
 }
 
 fn record_lines(name: &str) -> Vec<Vec<u8>> {
-    let text = std::fs::read(testdata_dir().join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"));
+    let text =
+        std::fs::read(testdata_dir().join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"));
     text.split(|b| *b == b'\n')
         .filter(|l| l.starts_with(b"type=") || l.starts_with(b"node="))
         .map(<[u8]>::to_vec)
@@ -36,7 +39,11 @@ fn all_sample_files() -> Vec<String> {
         .filter(|n| n.ends_with(".txt"))
         .collect();
     names.sort();
-    assert!(names.len() >= 30, "expected the full sample set, found {}", names.len());
+    assert!(
+        names.len() >= 30,
+        "expected the full sample set, found {}",
+        names.len()
+    );
     names
 }
 
@@ -103,8 +110,16 @@ fn long_argument_split_over_three_records() {
     let long = argv.get(1).expect("second argument");
     // a1_len=16384 counts the hex digits of the encoded argument.
     assert_eq!(long.len(), 8192);
-    assert!(long.starts_with(b"baaa"), "{:?}", String::from_utf8_lossy(&long[..8]));
-    assert!(!events[0].argv_defects.any(), "{:?}", events[0].argv_defects);
+    assert!(
+        long.starts_with(b"baaa"),
+        "{:?}",
+        String::from_utf8_lossy(&long[..8])
+    );
+    assert!(
+        !events[0].argv_defects.any(),
+        "{:?}",
+        events[0].argv_defects
+    );
 }
 
 #[test]
@@ -112,23 +127,36 @@ fn hex_encoded_script_argument() {
     let events = exec_events("record-perl-reverse-shell.txt");
     assert_eq!(events.len(), 1);
     let script = events[0].argv.get(2).expect("perl -e script");
-    assert!(script.starts_with(b"use Socket;$i=\"10.0.0.1\";"), "{}", String::from_utf8_lossy(script));
+    assert!(
+        script.starts_with(b"use Socket;$i=\"10.0.0.1\";"),
+        "{}",
+        String::from_utf8_lossy(script)
+    );
     assert_eq!(events[0].name(), b"perl");
 }
 
 #[test]
 fn interleaved_shell_traces_yield_every_successful_exec() {
-    for name in ["shell-proc-trace.txt", "shell-proc-trace-reordered.txt", "shell-proc-trace-confusion.txt"] {
+    for name in [
+        "shell-proc-trace.txt",
+        "shell-proc-trace-reordered.txt",
+        "shell-proc-trace-confusion.txt",
+    ] {
         let expected = record_lines(name)
             .iter()
             .filter(|l| {
                 let l = String::from_utf8_lossy(l);
-                l.contains("type=SYSCALL") && (l.contains("success=yes") || l.contains("success=\"yes\"")) && (l.contains("syscall=59 ") || l.contains("syscall=execve"))
+                l.contains("type=SYSCALL")
+                    && (l.contains("success=yes") || l.contains("success=\"yes\""))
+                    && (l.contains("syscall=59 ") || l.contains("syscall=execve"))
             })
             .count();
         let events = exec_events(name);
         assert_eq!(events.len(), expected, "{name}");
-        assert!(events.iter().all(|e| !e.argv.is_empty()), "{name}: an exec without argv");
+        assert!(
+            events.iter().all(|e| !e.argv.is_empty()),
+            "{name}: an exec without argv"
+        );
     }
 }
 
@@ -148,18 +176,31 @@ fn detector_counts_malformed_records_and_keeps_going() {
     let mut detector = Detector::new(&Config::default(), false);
     let now = Instant::now();
     let mut alerts = Vec::new();
-    let garbage: [&[u8]; 6] = [b"", b"garbage", b"audit(", b"audit(1.2:3", b"audit(x.1:2): a=1", b"\xff\xfe\x00"];
+    let garbage: [&[u8]; 6] = [
+        b"",
+        b"garbage",
+        b"audit(",
+        b"audit(1.2:3",
+        b"audit(x.1:2): a=1",
+        b"\xff\xfe\x00",
+    ];
     for text in garbage {
         detector.on_netlink_record(1300, text, now, &mut |a| alerts.push(a));
     }
     // Valid records after the garbage are still assembled into events.
     for line in record_lines("record-execve.txt") {
         let record = Record::parse_log_line(&line).expect("sample parses");
-        let text = &line[line.windows(6).position(|w| w == b"audit(").expect("header")..];
+        let text = &line[line
+            .windows(6)
+            .position(|w| w == b"audit(")
+            .expect("header")..];
         detector.on_netlink_record(record.rtype.0, text, now, &mut |a| alerts.push(a));
     }
     assert_eq!(detector.assembler_stats().exec_events, 1);
     assert_eq!(detector.stats().malformed_records, 6);
-    assert_eq!(detector.stats().records, 6 + record_lines("record-execve.txt").len() as u64);
+    assert_eq!(
+        detector.stats().records,
+        6 + record_lines("record-execve.txt").len() as u64
+    );
     assert!(alerts.is_empty());
 }

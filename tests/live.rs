@@ -14,7 +14,13 @@ fn alerts_for<'a>(alerts: &'a [Value], pred: impl Fn(&Value) -> bool + 'a) -> Ve
     alerts.iter().filter(|a| pred(a)).collect()
 }
 
-fn assert_started_under_shell(alert: &Value, name: &str, args: &[String], shell: &str, shell_pid: u32) {
+fn assert_started_under_shell(
+    alert: &Value,
+    name: &str,
+    args: &[String],
+    shell: &str,
+    shell_pid: u32,
+) {
     let p = &alert["process"];
     assert_eq!(p["name"], name, "{alert:#}");
     assert_eq!(&args_of(alert), args, "{alert:#}");
@@ -64,7 +70,13 @@ fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
     for (shell, shell_pid, target, grep_marker) in &runs {
         let cat = alerts_for(&alerts, |a| a["file"]["path"] == target.maps().as_str());
         assert_eq!(cat.len(), 1, "{shell}: cat alerts: {cat:#?}");
-        assert_started_under_shell(cat[0], "cat", &["cat".into(), target.maps()], shell, *shell_pid);
+        assert_started_under_shell(
+            cat[0],
+            "cat",
+            &["cat".into(), target.maps()],
+            shell,
+            *shell_pid,
+        );
         assert_eq!(cat[0]["mapwatch"]["target"]["pid"], target.pid());
         assert_eq!(cat[0]["mapwatch"]["target"]["name"], "sleep");
         assert_eq!(cat[0]["process"]["executable"], "/usr/bin/cat");
@@ -72,7 +84,11 @@ fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
         let grep = alerts_for(&alerts, |a| args_of(a).contains(grep_marker));
         assert_eq!(grep.len(), 1, "{shell}: grep alerts: {grep:#?}");
         // fish's `grep` is a function running `command grep --color=auto $argv`.
-        let color: &[&str] = if *shell == "fish" { &["--color=auto"] } else { &[] };
+        let color: &[&str] = if *shell == "fish" {
+            &["--color=auto"]
+        } else {
+            &[]
+        };
         let grep_args: Vec<String> = ["grep"]
             .iter()
             .chain(color)
@@ -81,10 +97,17 @@ fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
             .collect();
         assert_started_under_shell(grep[0], "grep", &grep_args, shell, *shell_pid);
         assert_eq!(grep[0]["file"]["path"], "/proc/self/maps");
-        assert_eq!(grep[0]["mapwatch"]["target"]["pid"], grep[0]["process"]["pid"]);
+        assert_eq!(
+            grep[0]["mapwatch"]["target"]["pid"],
+            grep[0]["process"]["pid"]
+        );
     }
     let expected = SHELLS.len() * 2 + 1;
-    assert_eq!(alerts.len(), expected, "one alert per read plus the sync sentinel: {alerts:#?}");
+    assert_eq!(
+        alerts.len(),
+        expected,
+        "one alert per read plus the sync sentinel: {alerts:#?}"
+    );
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{status:?}\n{stderr}");
 }
@@ -105,7 +128,9 @@ fn shell_that_execs_its_only_command_is_still_the_entry_leader() {
         .status()
         .expect("setsid");
     assert!(status.success());
-    let alert = mapwatch.wait_for_alert("exec-optimised bash -c cat", |a| a["file"]["path"] == target.maps().as_str());
+    let alert = mapwatch.wait_for_alert("exec-optimised bash -c cat", |a| {
+        a["file"]["path"] == target.maps().as_str()
+    });
     let p = &alert["process"];
     assert_eq!(p["name"], "cat");
     assert_eq!(p["entry_leader"]["pid"], p["pid"], "{alert:#}");
@@ -131,7 +156,10 @@ fn no_alert_for_what_the_seed_rule_does_not_cover() {
         py_target.maps(),
         py_done.display()
     );
-    let status = Command::new("setsid").args(["-f", "python3", "-c", &code]).status().expect("setsid python3");
+    let status = Command::new("setsid")
+        .args(["-f", "python3", "-c", &code])
+        .status()
+        .expect("setsid python3");
     assert!(status.success());
     wait_for_file(&py_done);
 
@@ -156,7 +184,10 @@ fn no_alert_for_what_the_seed_rule_does_not_cover() {
 
     let sentinel = mapwatch.sync();
     let alerts = mapwatch.alerts();
-    let unexpected: Vec<&Value> = alerts.iter().filter(|a| a["file"]["path"] != sentinel.as_str()).collect();
+    let unexpected: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["file"]["path"] != sentinel.as_str())
+        .collect();
     assert!(unexpected.is_empty(), "unexpected alerts: {unexpected:#?}");
     assert_eq!(alerts.len(), 1);
     let (status, stderr) = mapwatch.terminate();
@@ -171,11 +202,26 @@ fn sigterm_restores_the_kernel_audit_state() {
     // A distinctive starting state: audit off, an unusual backlog limit and
     // a rule of someone else's that must survive.
     set_status(0, 321);
-    let foreign = ["-a", "always,exit", "-F", "arch=b64", "-S", "kill", "-k", "mapwatch-test-foreign"];
-    let added = Command::new("auditctl").args(foreign).status().expect("auditctl");
+    let foreign = [
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "kill",
+        "-k",
+        "mapwatch-test-foreign",
+    ];
+    let added = Command::new("auditctl")
+        .args(foreign)
+        .status()
+        .expect("auditctl");
     assert!(added.success(), "adding a foreign rule with auditctl");
     let _foreign = scopeguard(|| {
-        let _ = Command::new("auditctl").args(["-D", "-k", "mapwatch-test-foreign"]).stdout(Stdio::null()).status();
+        let _ = Command::new("auditctl")
+            .args(["-D", "-k", "mapwatch-test-foreign"])
+            .stdout(Stdio::null())
+            .status();
     });
     let before = snapshot();
 
@@ -185,11 +231,18 @@ fn sigterm_restores_the_kernel_audit_state() {
     assert_eq!(during.enabled, 1);
     assert_eq!(during.pid, mapwatch.pid());
     assert_eq!(during.backlog_limit, 8192);
-    assert_eq!(mapwatch_rule_count(), 3, "never rule + b64 + b32 exec rules");
+    assert_eq!(
+        mapwatch_rule_count(),
+        3,
+        "never rule + b64 + b32 exec rules"
+    );
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{status:?}\n{stderr}");
     assert_eq!(snapshot(), before, "audit state after SIGTERM");
-    assert!(!dir.path().join("audit-state.json").exists(), "state file removed on clean exit");
+    assert!(
+        !dir.path().join("audit-state.json").exists(),
+        "state file removed on clean exit"
+    );
 }
 
 #[test]
@@ -203,7 +256,11 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     let crashed = Mapwatch::start(dir.path());
     let crashed_pid = crashed.pid();
     crashed.kill();
-    assert_eq!(mapwatch_rule_count(), 3, "a SIGKILLed run leaves its rules behind");
+    assert_eq!(
+        mapwatch_rule_count(),
+        3,
+        "a SIGKILLed run leaves its rules behind"
+    );
     assert_eq!(snapshot().pid, crashed_pid);
 
     let mapwatch = Mapwatch::start(dir.path());
@@ -215,7 +272,11 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     mapwatch.sync();
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
-    assert_eq!(snapshot(), before, "the state from before the crashed run is restored");
+    assert_eq!(
+        snapshot(),
+        before,
+        "the state from before the crashed run is restored"
+    );
 }
 
 #[test]
@@ -228,7 +289,10 @@ fn a_second_daemon_is_refused_naming_the_first() {
     let config = second_dir.path().join("mapwatch.toml");
     std::fs::write(
         &config,
-        format!("[audit]\nstate_file = \"{}\"\n", second_dir.path().join("state.json").display()),
+        format!(
+            "[audit]\nstate_file = \"{}\"\n",
+            second_dir.path().join("state.json").display()
+        ),
     )
     .expect("config");
     let output = Command::new(BIN)
@@ -239,7 +303,11 @@ fn a_second_daemon_is_refused_naming_the_first() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
-    assert_eq!(snapshot().pid, first.pid(), "the first daemon keeps its registration");
+    assert_eq!(
+        snapshot().pid,
+        first.pid(),
+        "the first daemon keeps its registration"
+    );
     assert_eq!(mapwatch_rule_count(), 3, "the first daemon keeps its rules");
     first.sync();
     let (status, stderr) = first.terminate();

@@ -69,7 +69,10 @@ mod tests {
 
     #[test]
     fn terminal_escaping_neutralises_control_bytes() {
-        assert_eq!(escape_for_terminal(b"a\nb\x1b[31m\rc\x7f"), "a\\x0ab\\x1b[31m\\x0dc\\x7f");
+        assert_eq!(
+            escape_for_terminal(b"a\nb\x1b[31m\rc\x7f"),
+            "a\\x0ab\\x1b[31m\\x0dc\\x7f"
+        );
         assert_eq!(escape_for_terminal("\u{9b}".as_bytes()), "\\xc2\\x9b");
         assert_eq!(escape_for_terminal(b"x\xfe"), "x\\xfe");
     }

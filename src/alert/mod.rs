@@ -98,7 +98,11 @@ fn user_object(uid: Option<u32>, users: &mut UserNames) -> Option<Value> {
     let uid = uid?;
     let mut user = Map::new();
     user.insert("id".into(), Value::String(uid.to_string()));
-    insert_some(&mut user, "name", users.name(uid).map(|n| Value::String(n.to_owned())));
+    insert_some(
+        &mut user,
+        "name",
+        users.name(uid).map(|n| Value::String(n.to_owned())),
+    );
     Some(Value::Object(user))
 }
 
@@ -115,12 +119,21 @@ pub fn target_pid(path: &[u8], reader_pid: u32) -> Option<u32> {
     }
 }
 
-pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &mut UserNames) -> Alert {
+pub fn build(
+    ctx: &mut EventContext<'_, '_>,
+    inputs: &AlertInputs<'_>,
+    users: &mut UserNames,
+) -> Alert {
     let event = ctx.event;
     let rule = inputs.rule;
     let name = event.name();
     let args: Vec<Value> = event.argv.iter().map(text).collect();
-    let command_line = event.argv.iter().map(|a| escape_bytes(a).into_owned()).collect::<Vec<_>>().join(" ");
+    let command_line = event
+        .argv
+        .iter()
+        .map(|a| escape_bytes(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
 
     let mut process = Map::new();
     process.insert("pid".into(), json!(event.pid));
@@ -129,11 +142,19 @@ pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &m
     process.insert("args".into(), Value::Array(args));
     process.insert("args_count".into(), json!(event.argv.len()));
     process.insert("command_line".into(), Value::String(command_line.clone()));
-    insert_some(&mut process, "working_directory", event.cwd.as_deref().map(text));
-    insert_some(&mut process, "title", event.proctitle.as_deref().map(|t| {
-        let spaced: Vec<u8> = t.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect();
-        text(&spaced)
-    }));
+    insert_some(
+        &mut process,
+        "working_directory",
+        event.cwd.as_deref().map(text),
+    );
+    insert_some(
+        &mut process,
+        "title",
+        event.proctitle.as_deref().map(|t| {
+            let spaced: Vec<u8> = t.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect();
+            text(&spaced)
+        }),
+    );
     insert_some(&mut process, "user", user_object(event.euid, users));
     insert_some(&mut process, "real_user", user_object(event.uid, users));
 
@@ -143,12 +164,19 @@ pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &m
     if let Some(p) = &parent {
         parent_obj.insert("name".into(), text(&p.name));
     }
-    insert_some(&mut parent_obj, "executable", live_executable(event.ppid).map(|e| text(&e)));
+    insert_some(
+        &mut parent_obj,
+        "executable",
+        live_executable(event.ppid).map(|e| text(&e)),
+    );
     process.insert("parent".into(), Value::Object(parent_obj));
 
     let session_leader = ctx.session_leader().cloned();
     if let Some(s) = &session_leader {
-        process.insert("session_leader".into(), json!({"pid": s.pid, "name": text(&s.name)}));
+        process.insert(
+            "session_leader".into(),
+            json!({"pid": s.pid, "name": text(&s.name)}),
+        );
     }
     let entry_leader = ctx.entry_leader().cloned();
     if let Some(e) = &entry_leader {
@@ -167,13 +195,22 @@ pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &m
         first_path.map(escape_bytes).unwrap_or_default(),
         entry_leader
             .as_ref()
-            .map(|e| format!("{} (pid {}, {})", escape_bytes(&e.name), e.pid, e.kind.as_str()))
+            .map(|e| format!(
+                "{} (pid {}, {})",
+                escape_bytes(&e.name),
+                e.pid,
+                e.kind.as_str()
+            ))
             .unwrap_or_else(|| "unknown".into()),
     );
 
     let mut mapwatch = Map::new();
     let mut audit = Map::new();
-    insert_some(&mut audit, "sequence", event.id.map(|id| json!(id.serial.0)));
+    insert_some(
+        &mut audit,
+        "sequence",
+        event.id.map(|id| json!(id.serial.0)),
+    );
     insert_some(&mut audit, "session", event.ses.map(|s| json!(s)));
     insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
     audit.insert("complete".into(), json!(event.complete));
@@ -237,14 +274,25 @@ pub fn build(ctx: &mut EventContext<'_, '_>, inputs: &AlertInputs<'_>, users: &m
         pid = event.pid,
         user = event
             .euid
-            .map(|uid| users.name(uid).map(str::to_owned).unwrap_or_else(|| uid.to_string()))
+            .map(|uid| users
+                .name(uid)
+                .map(str::to_owned)
+                .unwrap_or_else(|| uid.to_string()))
             .unwrap_or_else(|| "?".into()),
         command = escape_for_terminal(command_line.as_bytes()),
-        parent = parent.as_ref().map(|p| escape_for_terminal(&p.name)).unwrap_or_else(|| "?".into()),
+        parent = parent
+            .as_ref()
+            .map(|p| escape_for_terminal(&p.name))
+            .unwrap_or_else(|| "?".into()),
         ppid = event.ppid,
         leader = entry_leader
             .as_ref()
-            .map(|e| format!("{}[{}]({})", escape_for_terminal(&e.name), e.pid, e.kind.as_str()))
+            .map(|e| format!(
+                "{}[{}]({})",
+                escape_for_terminal(&e.name),
+                e.pid,
+                e.kind.as_str()
+            ))
             .unwrap_or_else(|| "unknown".into()),
     );
     Alert { document, summary }
@@ -262,7 +310,11 @@ fn target_object(pid: u32, event: &ExecEvent) -> Value {
         if let Ok(stat) = crate::process::stat::read_stat(pid) {
             target.insert("name".into(), text(stat.comm.as_bytes()));
         }
-        insert_some(&mut target, "executable", live_executable(pid).map(|e| text(&e)));
+        insert_some(
+            &mut target,
+            "executable",
+            live_executable(pid).map(|e| text(&e)),
+        );
     }
     Value::Object(target)
 }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::execve::{ArgvBuilder, ArgvDefects, Argv};
+use super::execve::{Argv, ArgvBuilder, ArgvDefects};
 use super::record::{EventId, Record, RecordType, Value};
 use super::syscall::{AuditArch, is_exec};
 
@@ -330,7 +330,10 @@ type=EOE msg=audit(1700000000.100:42):
         let events = feed(&mut a, CAT_EVENT, Instant::now());
         assert_eq!(events.len(), 1);
         let e = &events[0];
-        assert_eq!((e.pid, e.ppid, e.uid, e.auid, e.ses), (101, 100, Some(0), Some(1000), Some(3)));
+        assert_eq!(
+            (e.pid, e.ppid, e.uid, e.auid, e.ses),
+            (101, 100, Some(0), Some(1000), Some(3))
+        );
         assert_eq!(e.name(), b"cat");
         assert_eq!(e.exe.as_deref(), Some(&b"/usr/bin/cat"[..]));
         assert_eq!(e.argv.get(1), Some(&b"/proc/1/maps"[..]));
@@ -343,7 +346,10 @@ type=EOE msg=audit(1700000000.100:42):
 
     #[test]
     fn interleaved_events_are_kept_apart() {
-        let other = CAT_EVENT.replace(":42)", ":43)").replace("pid=101", "pid=201").replace("/proc/1/maps", "/etc/hosts");
+        let other = CAT_EVENT
+            .replace(":42)", ":43)")
+            .replace("pid=101", "pid=201")
+            .replace("/proc/1/maps", "/etc/hosts");
         let mut lines: Vec<&str> = Vec::new();
         for (a, b) in CAT_EVENT.lines().zip(other.lines()) {
             lines.push(a);
@@ -352,8 +358,14 @@ type=EOE msg=audit(1700000000.100:42):
         let mut a = Assembler::new(Duration::from_secs(1), 16);
         let events = feed(&mut a, &lines.join("\n"), Instant::now());
         assert_eq!(events.len(), 2);
-        assert_eq!((events[0].pid, events[0].argv.get(1)), (101, Some(&b"/proc/1/maps"[..])));
-        assert_eq!((events[1].pid, events[1].argv.get(1)), (201, Some(&b"/etc/hosts"[..])));
+        assert_eq!(
+            (events[0].pid, events[0].argv.get(1)),
+            (101, Some(&b"/proc/1/maps"[..]))
+        );
+        assert_eq!(
+            (events[1].pid, events[1].argv.get(1)),
+            (201, Some(&b"/etc/hosts"[..]))
+        );
     }
 
     #[test]
@@ -366,7 +378,11 @@ type=EOE msg=audit(1700000000.100:42):
 
     #[test]
     fn event_without_eoe_is_flushed_by_the_timer() {
-        let no_eoe: String = CAT_EVENT.lines().filter(|l| !l.starts_with("type=EOE")).collect::<Vec<_>>().join("\n");
+        let no_eoe: String = CAT_EVENT
+            .lines()
+            .filter(|l| !l.starts_with("type=EOE"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let start = Instant::now();
         let mut a = Assembler::new(Duration::from_millis(100), 16);
         assert!(feed(&mut a, &no_eoe, start).is_empty());
@@ -385,7 +401,9 @@ type=EOE msg=audit(1700000000.100:42):
         let now = Instant::now();
         let mut out = Vec::new();
         for serial in 0..100 {
-            let line = format!("type=SYSCALL msg=audit(1.000:{serial}): arch=c000003e syscall=59 success=yes pid={serial} ppid=1");
+            let line = format!(
+                "type=SYSCALL msg=audit(1.000:{serial}): arch=c000003e syscall=59 success=yes pid={serial} ppid=1"
+            );
             let record = Record::parse_log_line(line.as_bytes()).expect("parses");
             a.push(&record, now, &mut out);
         }
@@ -404,7 +422,9 @@ type=EOE msg=audit(1700000000.100:42):
 
     #[test]
     fn name_is_basename_of_path_item_zero_not_of_exe() {
-        let sh = CAT_EVENT.replace("name=\"/usr/bin/cat\"", "name=\"/bin/sh\"").replace("exe=\"/usr/bin/cat\"", "exe=\"/usr/bin/dash\"");
+        let sh = CAT_EVENT
+            .replace("name=\"/usr/bin/cat\"", "name=\"/bin/sh\"")
+            .replace("exe=\"/usr/bin/cat\"", "exe=\"/usr/bin/dash\"");
         let mut a = Assembler::new(Duration::from_secs(1), 16);
         let events = feed(&mut a, &sh, Instant::now());
         assert_eq!(events[0].name(), b"sh");

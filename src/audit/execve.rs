@@ -168,7 +168,11 @@ impl ArgvBuilder {
         if !self.pieces.is_sorted() {
             self.pieces.sort();
         }
-        let highest = self.pieces.last().map(|p| p.index as usize + 1).unwrap_or(0);
+        let highest = self
+            .pieces
+            .last()
+            .map(|p| p.index as usize + 1)
+            .unwrap_or(0);
         let declared = self.argc.map(|n| n as usize).unwrap_or(0);
         let wanted = highest.max(declared);
         let distinct = count_distinct_indices(&self.pieces);
@@ -190,14 +194,18 @@ impl ArgvBuilder {
                     next_index += 1;
                 }
             }
-            argv.bytes.extend_from_slice(&self.buf[first.start..first.end]);
+            argv.bytes
+                .extend_from_slice(&self.buf[first.start..first.end]);
             let mut len = first.end - first.start;
             while let Some(more) = pieces.next_if(|p| p.index == first.index) {
-                argv.bytes.extend_from_slice(&self.buf[more.start..more.end]);
+                argv.bytes
+                    .extend_from_slice(&self.buf[more.start..more.end]);
                 len += more.end - more.start;
             }
             argv.ends.push(argv.bytes.len());
-            if let Some((_, declared_len)) = self.declared_lens.iter().find(|(i, _)| *i == first.index) {
+            if let Some((_, declared_len)) =
+                self.declared_lens.iter().find(|(i, _)| *i == first.index)
+            {
                 // The kernel declares the logged length: hex digits when the
                 // argument was hex-encoded, bytes when it was quoted.
                 if *declared_len != len && *declared_len != 2 * len {
@@ -251,7 +259,10 @@ mod tests {
         let (argv, defects) = build(&[
             "type=EXECVE msg=audit(1.000:1): argc=3 a0=\"cat\" a1=2F70726F632F312F6D617073 a2=\"-n\"",
         ]);
-        assert_eq!(args(&argv), vec![b"cat".to_vec(), b"/proc/1/maps".to_vec(), b"-n".to_vec()]);
+        assert_eq!(
+            args(&argv),
+            vec![b"cat".to_vec(), b"/proc/1/maps".to_vec(), b"-n".to_vec()]
+        );
         assert!(!defects.any());
     }
 
@@ -266,7 +277,8 @@ mod tests {
 
     #[test]
     fn split_argument_length_mismatch_is_flagged() {
-        let (argv, defects) = build(&["type=EXECVE msg=audit(1.000:1): argc=1 a0_len=9 a0[0]=616263"]);
+        let (argv, defects) =
+            build(&["type=EXECVE msg=audit(1.000:1): argc=1 a0_len=9 a0[0]=616263"]);
         assert_eq!(args(&argv), vec![b"abc".to_vec()]);
         assert_eq!(defects.length_mismatches, 1);
     }
@@ -284,7 +296,10 @@ mod tests {
     #[test]
     fn argc_is_a_hint_missing_become_empty_extra_are_kept() {
         let (argv, defects) = build(&["type=EXECVE msg=audit(1.000:1): argc=4 a0=\"x\" a2=\"z\""]);
-        assert_eq!(args(&argv), vec![b"x".to_vec(), vec![], b"z".to_vec(), vec![]]);
+        assert_eq!(
+            args(&argv),
+            vec![b"x".to_vec(), vec![], b"z".to_vec(), vec![]]
+        );
         assert_eq!(defects.missing_args, 2);
 
         let (argv, _) = build(&["type=EXECVE msg=audit(1.000:1): argc=1 a0=\"x\" a1=\"extra\""]);
@@ -299,14 +314,16 @@ mod tests {
 
     #[test]
     fn huge_index_does_not_allocate_gaps() {
-        let (argv, defects) = build(&["type=EXECVE msg=audit(1.000:1): argc=4294967295 a0=\"x\" a4294967294=\"y\""]);
+        let (argv, defects) =
+            build(&["type=EXECVE msg=audit(1.000:1): argc=4294967295 a0=\"x\" a4294967294=\"y\""]);
         assert_eq!(args(&argv), vec![b"x".to_vec(), b"y".to_vec()]);
         assert!(defects.sparse);
     }
 
     #[test]
     fn index_above_u32_is_an_unknown_field() {
-        let (argv, defects) = build(&["type=EXECVE msg=audit(1.000:1): argc=1 a0=\"x\" a4294967296=\"y\""]);
+        let (argv, defects) =
+            build(&["type=EXECVE msg=audit(1.000:1): argc=1 a0=\"x\" a4294967296=\"y\""]);
         assert_eq!(argv.len(), 1);
         assert_eq!(defects.unknown_fields, 1);
     }

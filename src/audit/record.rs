@@ -310,7 +310,7 @@ pub fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
 
 /// Appends the decoded bytes to `out`; on invalid input `out` is left unchanged.
 pub fn decode_hex_into(hex: &[u8], out: &mut Vec<u8>) -> bool {
-    if hex.len() % 2 != 0 || !hex.iter().all(|b| hex_digit(*b).is_some()) {
+    if !hex.len().is_multiple_of(2) || !hex.iter().all(|b| hex_digit(*b).is_some()) {
         return false;
     }
     out.extend(hex.chunks_exact(2).map(|pair| {
@@ -348,10 +348,19 @@ mod tests {
         let line = b"node=work type=EXECVE msg=audit(1615114232.375:15558): argc=1 a0=\"whoami\"\n";
         let r = Record::parse_log_line(line).expect("parses");
         assert_eq!(r.rtype, RecordType::EXECVE);
-        assert_eq!(r.id.timestamp, AuditTimestamp { secs: 1615114232, millis: 375 });
+        assert_eq!(
+            r.id.timestamp,
+            AuditTimestamp {
+                secs: 1615114232,
+                millis: 375
+            }
+        );
         assert_eq!(r.id.serial, Serial(15558));
         assert_eq!(r.get(b"argc").and_then(|v| v.decimal::<u32>()), Some(1));
-        assert_eq!(r.get(b"a0").and_then(|v| v.untrusted()).as_deref(), Some(&b"whoami"[..]));
+        assert_eq!(
+            r.get(b"a0").and_then(|v| v.untrusted()).as_deref(),
+            Some(&b"whoami"[..])
+        );
     }
 
     #[test]
@@ -379,9 +388,14 @@ mod tests {
 
     #[test]
     fn hex_values_decode_to_bytes_including_non_utf8() {
-        let r = Record::parse_log_line(b"type=EXECVE msg=audit(1.000:2): argc=2 a0=\"cat\" a1=2F746D702F61FF0A62")
-            .expect("parses");
-        assert_eq!(r.get(b"a1").and_then(|v| v.untrusted()).as_deref(), Some(&b"/tmp/a\xff\nb"[..]));
+        let r = Record::parse_log_line(
+            b"type=EXECVE msg=audit(1.000:2): argc=2 a0=\"cat\" a1=2F746D702F61FF0A62",
+        )
+        .expect("parses");
+        assert_eq!(
+            r.get(b"a1").and_then(|v| v.untrusted()).as_deref(),
+            Some(&b"/tmp/a\xff\nb"[..])
+        );
     }
 
     #[test]
@@ -393,8 +407,14 @@ mod tests {
 
     #[test]
     fn invalid_hex_is_kept_raw() {
-        assert_eq!(Value::Bare(b"xyz").untrusted().as_deref(), Some(&b"xyz"[..]));
-        assert_eq!(Value::Bare(b"abc").untrusted().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(
+            Value::Bare(b"xyz").untrusted().as_deref(),
+            Some(&b"xyz"[..])
+        );
+        assert_eq!(
+            Value::Bare(b"abc").untrusted().as_deref(),
+            Some(&b"abc"[..])
+        );
     }
 
     #[test]
@@ -407,7 +427,8 @@ mod tests {
 
     #[test]
     fn unknown_numeric_type() {
-        let r = Record::parse_log_line(b"type=UNKNOWN[1334] msg=audit(1.000:2): x=1").expect("parses");
+        let r =
+            Record::parse_log_line(b"type=UNKNOWN[1334] msg=audit(1.000:2): x=1").expect("parses");
         assert_eq!(r.rtype, RecordType(1334));
     }
 
@@ -425,13 +446,18 @@ mod tests {
             b"node= type=SYSCALL msg=audit(99999999999999999999.1:2):",
         ];
         for case in cases {
-            assert!(Record::parse_log_line(case).is_err(), "{:?}", String::from_utf8_lossy(case));
+            assert!(
+                Record::parse_log_line(case).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
         }
     }
 
     #[test]
     fn unterminated_quote_runs_to_end() {
-        let r = Record::parse_log_line(b"type=CWD msg=audit(1.000:2): cwd=\"/tmp x").expect("parses");
+        let r =
+            Record::parse_log_line(b"type=CWD msg=audit(1.000:2): cwd=\"/tmp x").expect("parses");
         assert_eq!(r.get(b"cwd").map(|v| v.raw()), Some(&b"/tmp x"[..]));
     }
 }

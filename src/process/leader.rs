@@ -131,7 +131,12 @@ impl<'t> LeaderResolver<'t> {
             let node = self.node(current)?;
             match node.sid {
                 Some(0) => return None,
-                Some(sid) => return self.node(sid).map(|n| Related { pid: sid, name: n.name }),
+                Some(sid) => {
+                    return self.node(sid).map(|n| Related {
+                        pid: sid,
+                        name: n.name,
+                    });
+                }
                 None if node.ppid == 0 => return None,
                 None => current = node.ppid,
             }
@@ -161,10 +166,10 @@ impl<'t> LeaderResolver<'t> {
                     }
                 });
             }
-            if node.sid == Some(current) {
-                if let Some(kind) = self.session_entry_type(&node) {
-                    return Some(leader(node, kind));
-                }
+            if node.sid == Some(current)
+                && let Some(kind) = self.session_entry_type(&node)
+            {
+                return Some(leader(node, kind));
             }
             current = node.ppid;
         }
@@ -189,7 +194,10 @@ impl<'t> LeaderResolver<'t> {
         if is_sshd(&parent_name) && !is_sshd(&node.name) {
             return Some(EntryType::Sshd);
         }
-        if CONTAINER_PARENT_PREFIXES.iter().any(|p| parent_name.starts_with(p)) {
+        if CONTAINER_PARENT_PREFIXES
+            .iter()
+            .any(|p| parent_name.starts_with(p))
+        {
             return Some(EntryType::Container);
         }
         if node.ppid == 1 {
@@ -212,10 +220,8 @@ fn leader(node: Node, kind: EntryType) -> EntryLeader {
 }
 
 fn leader_name(process: &Process, is_event_process: bool) -> &[u8] {
-    if is_event_process {
-        if let Some(before) = process.name_before_exec.as_deref() {
-            return before;
-        }
+    if is_event_process && let Some(before) = process.name_before_exec.as_deref() {
+        return before;
     }
     &process.name
 }

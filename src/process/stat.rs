@@ -81,7 +81,10 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
     let pid = parse_num(text[..open].trim_ascii())?;
     let comm = Comm::new(&text[open + 1..close]);
     // Fields after the comm, numbered from 3 (state).
-    let mut fields = text.get(close + 1..)?.split(|b| *b == b' ').filter(|f| !f.is_empty());
+    let mut fields = text
+        .get(close + 1..)?
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty());
     let mut nth = |skip: usize| fields.nth(skip);
     let _state = nth(0)?;
     let ppid = parse_num(nth(0)?)?;
@@ -140,7 +143,10 @@ mod tests {
     fn parses_a_real_stat_line() {
         let line = b"2669 (sh) S 1 2669 2669 0 -1 4194560 120 0 0 0 0 0 0 0 20 0 1 0 123456 2576384 224 18446744073709551615 1 1 0 0 0 0 0 0 65538 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
         let st = parse_stat(line).expect("parses");
-        assert_eq!((st.pid, st.ppid, st.sid, st.tty_nr, st.start_ticks), (2669, 1, 2669, 0, 123456));
+        assert_eq!(
+            (st.pid, st.ppid, st.sid, st.tty_nr, st.start_ticks),
+            (2669, 1, 2669, 0, 123456)
+        );
         assert_eq!(st.comm.as_bytes(), b"sh");
     }
 

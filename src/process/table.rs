@@ -74,7 +74,11 @@ impl ProcessTable {
         let mut seeded = 0;
         for entry in std::fs::read_dir("/proc")? {
             let Ok(entry) = entry else { continue };
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Ok(stat) = read_stat(pid) {
@@ -234,7 +238,8 @@ fn apply_stat(process: &mut Process, live: &ProcStat) {
 }
 
 fn is_alive(process: &Process) -> bool {
-    read_stat(process.pid).is_ok_and(|live| process.start_ticks.is_none_or(|s| s == live.start_ticks))
+    read_stat(process.pid)
+        .is_ok_and(|live| process.start_ticks.is_none_or(|s| s == live.start_ticks))
 }
 
 #[cfg(test)]
@@ -274,7 +279,10 @@ mod tests {
         let mut table = ProcessTable::new(100, Duration::from_secs(60));
         table.record_exec(&exec(GONE - 1, 1, "zsh"), now);
         table.record_exec(&exec(GONE, GONE - 1, "grep"), now);
-        assert_eq!(table.get(GONE).and_then(|p| p.name_before_exec.clone()), Some(b"zsh".to_vec()));
+        assert_eq!(
+            table.get(GONE).and_then(|p| p.name_before_exec.clone()),
+            Some(b"zsh".to_vec())
+        );
     }
 
     #[test]
@@ -302,7 +310,9 @@ mod tests {
     #[test]
     fn seeding_sees_ourselves() {
         let mut table = ProcessTable::new(1 << 16, Duration::from_secs(60));
-        let seeded = table.seed_from_procfs(Instant::now()).expect("/proc readable");
+        let seeded = table
+            .seed_from_procfs(Instant::now())
+            .expect("/proc readable");
         assert!(seeded > 1);
         assert!(table.get(std::process::id()).is_some());
     }

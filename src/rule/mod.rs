@@ -61,7 +61,9 @@ impl Default for ProcMapsDiscovery {
             meta: seed_meta(),
             names: [b"cat", b"grep"],
             args: Wildcard::new(b"/proc/*/maps"),
-            entry_leader_names: [b"bash", b"dash", b"sh", b"tcsh", b"csh", b"zsh", b"ksh", b"fish"],
+            entry_leader_names: [
+                b"bash", b"dash", b"sh", b"tcsh", b"csh", b"zsh", b"ksh", b"fish",
+            ],
         }
     }
 }
@@ -85,7 +87,11 @@ impl ProcMapsDiscovery {
 
     /// The maps files the event's arguments name (`file.path`).
     pub fn matching_args<'a>(&self, ctx: &EventContext<'a, '_>) -> Vec<&'a [u8]> {
-        ctx.event.argv.iter().filter(|arg| self.args.matches(arg)).collect()
+        ctx.event
+            .argv
+            .iter()
+            .filter(|arg| self.args.matches(arg))
+            .collect()
     }
 }
 

@@ -47,7 +47,11 @@ impl Wildcard {
 }
 
 fn starts_with_folded(value: &[u8], lit: &[u8]) -> bool {
-    value.len() >= lit.len() && value.iter().zip(lit).all(|(v, l)| v.to_ascii_lowercase() == *l)
+    value.len() >= lit.len()
+        && value
+            .iter()
+            .zip(lit)
+            .all(|(v, l)| v.to_ascii_lowercase() == *l)
 }
 
 /// Length of the character at the start of `value`: a UTF-8 sequence when
@@ -119,10 +123,23 @@ mod tests {
     #[test]
     fn seed_pattern_semantics_from_design() {
         let p = "/proc/*/maps";
-        for yes in ["/proc/self/maps", "/proc/1/task/1/maps", "/proc//1/maps", "/PROC/1/MAPS", "/proc/1234/maps"] {
+        for yes in [
+            "/proc/self/maps",
+            "/proc/1/task/1/maps",
+            "/proc//1/maps",
+            "/PROC/1/MAPS",
+            "/proc/1234/maps",
+        ] {
             assert!(m(p, yes.as_bytes()), "{yes} should match");
         }
-        for no in ["/proc/1/smaps", "/proc/1/numa_maps", "//proc/1/maps", "--file=/proc/1/maps", "/proc/1/maps2", "/proc/maps"] {
+        for no in [
+            "/proc/1/smaps",
+            "/proc/1/numa_maps",
+            "//proc/1/maps",
+            "--file=/proc/1/maps",
+            "/proc/1/maps2",
+            "/proc/maps",
+        ] {
             assert!(!m(p, no.as_bytes()), "{no} should not match");
         }
     }

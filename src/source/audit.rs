@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use netlink_packet_audit::{
-    AuditMessage, RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls, StatusMessage,
+    AuditMessage, RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls,
+    StatusMessage,
 };
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -63,9 +64,18 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum AuditError {
     MissingCapability(&'static str),
     Locked,
-    DaemonRunning { pid: u32, name: String },
-    Kernel { what: &'static str, source: io::Error },
-    StateFile { path: PathBuf, source: io::Error },
+    DaemonRunning {
+        pid: u32,
+        name: String,
+    },
+    Kernel {
+        what: &'static str,
+        source: io::Error,
+    },
+    StateFile {
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for AuditError {
@@ -107,8 +117,12 @@ impl AuditSocket {
         let mut socket = Socket::new(NETLINK_AUDIT)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        setsockopt(&socket, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0))
-            .map_err(io::Error::from)?;
+        setsockopt(
+            &socket,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0),
+        )
+        .map_err(io::Error::from)?;
         Ok(AuditSocket { socket, seq: 0 })
     }
 
@@ -135,7 +149,8 @@ impl AuditSocket {
     ) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let len = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io::Error::from)?;
+            let len = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty())
+                .map_err(io::Error::from)?;
             let mut offset = 0;
             while offset + NLMSG_HDRLEN <= len {
                 let (msg_len, msg_type, msg_seq) = header_fields(&buf[offset..len]);
@@ -153,10 +168,10 @@ impl AuditSocket {
                 if message.header.sequence_number != seq {
                     continue;
                 }
-                if let NetlinkPayload::Error(err) = &message.payload {
-                    if let Some(code) = err.code {
-                        return Err(io::Error::from_raw_os_error(-code.get()));
-                    }
+                if let NetlinkPayload::Error(err) = &message.payload
+                    && let Some(code) = err.code
+                {
+                    return Err(io::Error::from_raw_os_error(-code.get()));
                 }
                 if done(&message.payload) {
                     return Ok(());
@@ -166,7 +181,11 @@ impl AuditSocket {
     }
 
     /// Sends a request that only expects an acknowledgement.
-    fn request_ack(&mut self, message: AuditMessage, on_record: &mut dyn FnMut(u16, &[u8])) -> io::Result<()> {
+    fn request_ack(
+        &mut self,
+        message: AuditMessage,
+        on_record: &mut dyn FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
         let seq = self.send(message, NLM_F_REQUEST | NLM_F_ACK)?;
         self.replies(seq, on_record, |p| matches!(p, NetlinkPayload::Error(_)))
     }
@@ -254,8 +273,10 @@ fn exit_rule(action: RuleAction, prepend: bool) -> RuleMessage {
 fn self_exclusion_rule(pid: u32) -> RuleMessage {
     let mut rule = exit_rule(RuleAction::Never, true);
     rule.syscalls = RuleSyscalls::new_maxed();
-    rule.fields.push((RuleField::Pid(pid), RuleFieldFlags::Equal));
-    rule.fields.push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Pid(pid), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
     rule
 }
 
@@ -263,8 +284,10 @@ fn self_exclusion_rule(pid: u32) -> RuleMessage {
 fn exec_rule(arch: u32, execve: u32, execveat: u32) -> RuleMessage {
     let mut rule = exit_rule(RuleAction::Always, false);
     rule.syscalls.set(execve).set(execveat);
-    rule.fields.push((RuleField::Arch(arch), RuleFieldFlags::Equal));
-    rule.fields.push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Arch(arch), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
     rule
 }
 
@@ -316,7 +339,9 @@ impl AuditSession {
     pub fn start(options: &SessionOptions) -> Result<(AuditSession, RecordSocket), AuditError> {
         require_capability(CAP_AUDIT_CONTROL, "CAP_AUDIT_CONTROL")?;
         let mut control = AuditSocket::open().map_err(kernel("opening the control socket"))?;
-        let status = control.status().map_err(kernel("reading the audit status"))?;
+        let status = control
+            .status()
+            .map_err(kernel("reading the audit status"))?;
         if status.enabled == 2 {
             return Err(AuditError::Locked);
         }
@@ -418,7 +443,9 @@ impl AuditSession {
 impl Drop for AuditSession {
     fn drop(&mut self) {
         if let Err(e) = self.restore() {
-            tracing::error!("restoring the kernel audit state failed: {e}; run `auditctl -D -k {RULE_KEY}` and check `auditctl -s`");
+            tracing::error!(
+                "restoring the kernel audit state failed: {e}; run `auditctl -D -k {RULE_KEY}` and check `auditctl -s`"
+            );
         }
     }
 }
@@ -443,18 +470,21 @@ fn process_alive(pid: u32) -> bool {
 /// What to restore at exit: the state file of a crashed run if there is one
 /// (its saver is gone), otherwise the status as it is now.
 fn original_status(path: &Path, now: &StatusMessage, me: u32) -> Result<SavedStatus, AuditError> {
-    if let Ok(text) = fs::read_to_string(path) {
-        if let Ok(saved) = serde_json::from_str::<SavedStatus>(&text) {
-            if saved.saved_by != me && !process_alive(saved.saved_by) {
-                tracing::warn!(
-                    "a previous mapwatch (pid {}) did not shut down cleanly; will restore the audit status it saved (enabled={}, backlog_limit={})",
-                    saved.saved_by,
-                    saved.enabled,
-                    saved.backlog_limit
-                );
-                return Ok(SavedStatus { saved_by: me, ..saved });
-            }
-        }
+    let crashed = fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<SavedStatus>(&text).ok())
+        .filter(|saved| saved.saved_by != me && !process_alive(saved.saved_by));
+    if let Some(saved) = crashed {
+        tracing::warn!(
+            "a previous mapwatch (pid {}) did not shut down cleanly; will restore the audit status it saved (enabled={}, backlog_limit={})",
+            saved.saved_by,
+            saved.enabled,
+            saved.backlog_limit
+        );
+        return Ok(SavedStatus {
+            saved_by: me,
+            ..saved
+        });
     }
     Ok(SavedStatus {
         saved_by: me,
@@ -471,7 +501,9 @@ fn write_state_file(path: &Path, saved: &SavedStatus) -> Result<(), AuditError> 
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(err)?;
     }
-    let text = serde_json::to_string(saved).map_err(io::Error::other).map_err(err)?;
+    let text = serde_json::to_string(saved)
+        .map_err(io::Error::other)
+        .map_err(err)?;
     fs::write(path, text).map_err(err)
 }
 
@@ -503,7 +535,8 @@ const CAP_AUDIT_CONTROL: u32 = 30;
 /// Checks the effective capability set, to fail with the capability's name
 /// rather than the kernel's bare EPERM.
 fn require_capability(cap: u32, name: &'static str) -> Result<(), AuditError> {
-    let status = fs::read_to_string("/proc/self/status").map_err(kernel("reading /proc/self/status"))?;
+    let status =
+        fs::read_to_string("/proc/self/status").map_err(kernel("reading /proc/self/status"))?;
     let effective = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -619,7 +652,10 @@ mod tests {
     fn truncated_and_replace_messages() {
         let mut batch = RecordBatch::default();
         split_unicast(&datagram(1300, b"audit(1.000:1): x=1", true), &mut batch);
-        split_unicast(&datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false), &mut batch);
+        split_unicast(
+            &datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false),
+            &mut batch,
+        );
         split_unicast(&[1, 2, 3], &mut batch);
         assert_eq!(batch.len(), 1);
     }
@@ -629,9 +665,15 @@ mod tests {
         assert!(has_our_key(&exec_rule(0xc000003e, 59, 322)));
         assert!(has_our_key(&self_exclusion_rule(1)));
         let mut other = exit_rule(RuleAction::Always, false);
-        other.fields.push((RuleField::Filterkey("exec\x01mapwatch".into()), RuleFieldFlags::Equal));
+        other.fields.push((
+            RuleField::Filterkey("exec\x01mapwatch".into()),
+            RuleFieldFlags::Equal,
+        ));
         assert!(has_our_key(&other));
-        other.fields[0] = (RuleField::Filterkey("mapwatcher".into()), RuleFieldFlags::Equal);
+        other.fields[0] = (
+            RuleField::Filterkey("mapwatcher".into()),
+            RuleFieldFlags::Equal,
+        );
         assert!(!has_our_key(&other));
     }
 }

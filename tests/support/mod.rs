@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
@@ -23,7 +23,9 @@ static AUDIT_LOCK: Mutex<()> = Mutex::new(());
 
 pub fn audit_lock() -> MutexGuard<'static, ()> {
     require_root();
-    AUDIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    AUDIT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn require_root() {
@@ -37,7 +39,10 @@ pub fn require_program(name: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
         .unwrap_or(false);
-    assert!(found, "`{name}` is not installed: `apt-get install -y {package}` (.ci/run does)");
+    assert!(
+        found,
+        "`{name}` is not installed: `apt-get install -y {package}` (.ci/run does)"
+    );
 }
 
 /// The audit settings a test must find unchanged.
@@ -69,7 +74,12 @@ pub fn snapshot() -> KernelSnapshot {
 
 pub fn mapwatch_rule_count() -> usize {
     let mut socket = AuditSocket::open().expect("audit netlink socket");
-    socket.list_rules().expect("audit rules").iter().filter(|r| has_our_key(r)).count()
+    socket
+        .list_rules()
+        .expect("audit rules")
+        .iter()
+        .filter(|r| has_our_key(r))
+        .count()
 }
 
 pub fn set_status(enabled: u32, backlog_limit: u32) {
@@ -120,7 +130,10 @@ impl Mapwatch {
         let config = dir.join("mapwatch.toml");
         std::fs::write(
             &config,
-            format!("[audit]\nstate_file = \"{}\"\n", dir.join("audit-state.json").display()),
+            format!(
+                "[audit]\nstate_file = \"{}\"\n",
+                dir.join("audit-state.json").display()
+            ),
         )
         .expect("writing test config");
         let mut child = Command::new(BIN)
@@ -137,8 +150,9 @@ impl Mapwatch {
         let sink = alerts.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let doc: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not one JSON document ({e}): {line}"));
+                let doc: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("stdout line is not one JSON document ({e}): {line}")
+                });
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(doc);
             }
         });
@@ -155,11 +169,18 @@ impl Mapwatch {
                 log.push('\n');
             }
         });
-        let mut mapwatch = Mapwatch { child, alerts, stderr };
+        let mut mapwatch = Mapwatch {
+            child,
+            alerts,
+            stderr,
+        };
         if ready_rx.recv_timeout(WAIT).is_err() {
             let _ = mapwatch.child.kill();
             let _ = mapwatch.child.wait();
-            panic!("mapwatch did not become ready; stderr:\n{}", mapwatch.stderr());
+            panic!(
+                "mapwatch did not become ready; stderr:\n{}",
+                mapwatch.stderr()
+            );
         }
         mapwatch
     }
@@ -169,11 +190,17 @@ impl Mapwatch {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn alerts(&self) -> Vec<Value> {
-        self.alerts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Waits until an alert satisfies `pred`.
@@ -316,10 +343,14 @@ pub fn run_detached(prefix: &[&str], shell: &str, body: &str, dir: &Path) -> u32
         .expect("pid is a number")
 }
 
-pub fn wait_for_file(path: &PathBuf) {
+pub fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + WAIT;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -327,6 +358,10 @@ pub fn wait_for_file(path: &PathBuf) {
 pub fn args_of(alert: &Value) -> Vec<String> {
     alert["process"]["args"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
