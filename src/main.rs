@@ -80,6 +80,7 @@ fn main() -> ExitCode {
             });
             run(RunOptions {
                 config,
+                foreground,
                 format,
                 verbose,
             })

@@ -174,6 +174,8 @@ impl Detector {
 /// Options of `mapwatch run`.
 pub struct RunOptions {
     pub config: Config,
+    /// The debugging mode: a hangup (closed terminal) stops it cleanly.
+    pub foreground: bool,
     pub format: OutputFormat,
     pub verbose: bool,
 }
@@ -208,7 +210,7 @@ const KERNEL_POLL_EVERY: Duration = Duration::from_secs(5);
 const ALERT_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 
-/// The live service, until SIGTERM or SIGINT.
+/// The live service, until SIGTERM, SIGINT or SIGQUIT (or SIGHUP in the foreground).
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = &options.config;
     let mut detector = Detector::new(config, options.verbose);
@@ -216,6 +218,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigquit = signal(SignalKind::quit())?;
+    // Left at its default, SIGHUP (a dropped ssh session) would kill the
+    // process without removing its rules.
+    let mut sighup = signal(SignalKind::hangup())?;
 
     let session_options = SessionOptions {
         backlog_limit: config.audit.backlog_limit,
@@ -297,6 +303,13 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
+            _ = sigquit.recv() => break "SIGQUIT",
+            _ = sighup.recv() => {
+                if options.foreground {
+                    break "SIGHUP";
+                }
+                tracing::info!("SIGHUP: configuration reload is not supported yet; still running");
+            }
         }
     };
     tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");

@@ -326,3 +326,28 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+#[test]
+fn hostile_argument_stays_one_json_line_and_recoverable() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    // Matches /proc/*/maps; carries a forged log line, an ANSI escape and a
+    // byte that is not UTF-8. cat fails to open it, but the exec happened.
+    let body = r"cat $'/proc/1/\nJan  1 00:00:00 host sshd[1]: Accepted password for root\x1b[31m\xff/maps' 2>/dev/null";
+    run_entry_leader("bash", body, dir.path());
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let hostile: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| args_of(a).iter().any(|x| x.contains("Accepted")))
+        .collect();
+    assert_eq!(hostile.len(), 1, "{alerts:#?}");
+    let expected =
+        "/proc/1/\nJan  1 00:00:00 host sshd[1]: Accepted password for root\u{1b}[31m\\xff/maps";
+    assert_eq!(args_of(hostile[0])[1], expected);
+    assert_eq!(hostile[0]["file"]["path"], expected);
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
