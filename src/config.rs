@@ -10,14 +10,53 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::rule::file::ExceptionSpec;
+
 pub const DEFAULT_PATH: &str = "/etc/mapwatch/mapwatch.toml";
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub audit: AuditConfig,
     pub process: ProcessConfig,
     pub log: LogConfig,
+    pub rules: RulesConfig,
+    /// Global exceptions: a match of any rule is suppressed when one holds.
+    pub exceptions: Vec<ExceptionSpec>,
+    /// The text the configuration was read from (for error positions).
+    #[serde(skip)]
+    pub source_text: String,
+    #[serde(skip)]
+    pub source_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Load the rules shipped with mapwatch (compiled into the binary).
+    pub shipped: bool,
+    /// Directories whose `*.toml` rule files are loaded, in order.
+    pub directories: Vec<PathBuf>,
+    /// A rule file that fails to load: stop (`fail`) or log and go on (`skip`).
+    pub on_error: OnRuleError,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            shipped: true,
+            directories: vec![PathBuf::from("/etc/mapwatch/rules.d")],
+            on_error: OnRuleError::Fail,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRuleError {
+    #[default]
+    Fail,
+    Skip,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -107,7 +146,13 @@ impl Config {
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Config::parse(&text).map_err(|message| ConfigError { path, message }),
+            Ok(text) => match Config::parse(&text) {
+                Ok(config) => Ok(Config {
+                    source_path: Some(path),
+                    ..config
+                }),
+                Err(message) => Err(ConfigError { path, message }),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Ok(Config::default())
             }
@@ -122,7 +167,18 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         config.validate(text)?;
-        Ok(config)
+        Ok(Config {
+            source_text: text.to_owned(),
+            ..config
+        })
+    }
+
+    /// How errors name the configuration.
+    pub fn source_name(&self) -> String {
+        self.source_path.as_ref().map_or_else(
+            || "(default configuration)".to_owned(),
+            |p| p.display().to_string(),
+        )
     }
 
     fn validate(&self, text: &str) -> Result<(), String> {
@@ -184,7 +240,9 @@ mod tests {
 
     #[test]
     fn empty_config_is_all_defaults() {
-        assert_eq!(Config::parse("").expect("valid"), Config::default());
+        let parsed = Config::parse("").expect("valid");
+        assert_eq!(parsed.audit, Config::default().audit);
+        assert_eq!(parsed.rules, Config::default().rules);
     }
 
     #[test]
@@ -216,9 +274,12 @@ mod tests {
     #[test]
     fn shipped_default_config_is_valid_and_matches_defaults() {
         let text = include_str!("../packaging/mapwatch.toml");
-        assert_eq!(
-            Config::parse(text).expect("shipped config parses"),
-            Config::default()
-        );
+        let shipped = Config::parse(text).expect("shipped config parses");
+        let defaults = Config::default();
+        assert_eq!(shipped.audit, defaults.audit);
+        assert_eq!(shipped.process, defaults.process);
+        assert_eq!(shipped.log, defaults.log);
+        assert_eq!(shipped.rules, defaults.rules);
+        assert_eq!(shipped.exceptions, defaults.exceptions);
     }
 }

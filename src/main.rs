@@ -1,14 +1,17 @@
 //! The `mapwatch` command line: parses arguments, loads the configuration
-//! and hands over to the library. Exit codes: 0 ok, 1 runtime error, 2 usage
-//! or configuration error.
+//! and rules, and hands over to the library. Exit codes: 0 ok, 1 runtime
+//! error, 2 usage, configuration or rule error.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mapwatch::config::Config;
 use mapwatch::pipeline::{self, RunOptions};
+use mapwatch::rule::RuleSet;
+use mapwatch::rule::file::load_rule_file;
+use mapwatch::rule::json::JsonEvent;
 use mapwatch::sink::OutputFormat;
 
 /// Real-time detection of /proc/<pid>/maps reads (MITRE ATT&CK T1057) from
@@ -38,26 +41,52 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Validate the configuration file and exit.
+    /// Validate the configuration file and the rules it loads, and exit.
     CheckConfig {
         /// Configuration file [default: /etc/mapwatch/mapwatch.toml]
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Work with detection rules.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// List the rules in force: shipped ones and those of the configured
+    /// directories.
+    List {
+        /// Configuration file [default: /etc/mapwatch/mapwatch.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check rule files; errors name file, line and column.
+    Check {
+        /// Rule files (TOML)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Evaluate a rule against ECS events (one JSON document per line) and
+    /// print the matching ones.
+    Test {
+        /// Rule file (TOML)
+        rule: PathBuf,
+        /// Events file, or `-` for stdin [default: -]
+        events: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
-            Ok(_) => {
-                println!("configuration OK");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mapwatch: configuration error: {e}");
-                ExitCode::from(2)
-            }
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Rules { action } => match action {
+            RulesCommand::List { config } => list_rules(config.as_deref()),
+            RulesCommand::Check { files } => check_rules(&files),
+            RulesCommand::Test { rule, events } => test_rule(&rule, events.as_deref()),
         },
         Command::Run {
             config,
@@ -66,10 +95,10 @@ fn main() -> ExitCode {
             verbose,
         } => {
             init_logging(verbose);
-            let config = match Config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("configuration error: {e}");
+            let (config, rules) = match load(config.as_deref()) {
+                Ok(loaded) => loaded,
+                Err(message) => {
+                    tracing::error!("{message}");
                     return ExitCode::from(2);
                 }
             };
@@ -83,8 +112,148 @@ fn main() -> ExitCode {
                 foreground,
                 format,
                 verbose,
+                rules,
             })
         }
+    }
+}
+
+/// The configuration and the rules it names.
+fn load(path: Option<&Path>) -> Result<(Config, RuleSet), String> {
+    let config = Config::load(path).map_err(|e| format!("configuration error: {e}"))?;
+    let rules = RuleSet::load(&config).map_err(|e| format!("rule error: {e}"))?;
+    Ok((config, rules))
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    match load(path) {
+        Ok((config, rules)) => {
+            println!(
+                "{}: OK, {} rules, {} global exceptions",
+                config.source_name(),
+                rules.rules.len(),
+                rules.global_exceptions.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("mapwatch: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn list_rules(path: Option<&Path>) -> ExitCode {
+    let rules = match load(path) {
+        Ok((_, rules)) => rules,
+        Err(message) => {
+            eprintln!("mapwatch: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<38} {:<8} {:<8} {:<4} {:<40} SOURCE",
+        "RULE_ID", "SEVERITY", "CATEGORY", "EXC", "NAME"
+    );
+    for rule in &rules.rules {
+        let _ = writeln!(
+            out,
+            "{:<38} {:<8} {:<8} {:<4} {:<40} {}",
+            rule.meta.rule_id,
+            rule.meta.severity,
+            rule.category.as_str(),
+            rule.exceptions.len(),
+            rule.meta.name,
+            rule.source
+        );
+    }
+    if !rules.global_exceptions.is_empty() {
+        let _ = writeln!(out, "{} global exceptions", rules.global_exceptions.len());
+    }
+    ExitCode::SUCCESS
+}
+
+fn check_rules(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match load_rule_file(file) {
+            Ok(rule) => println!(
+                "{}: OK: {} ({})",
+                file.display(),
+                rule.meta.name,
+                rule.meta.rule_id
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn test_rule(rule_path: &Path, events: Option<&Path>) -> ExitCode {
+    let rule = match load_rule_file(rule_path) {
+        Ok(rule) => rule,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (name, reader): (String, Box<dyn BufRead>) = match events {
+        None => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
+        Some(p) if p == Path::new("-") => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => (
+                p.display().to_string(),
+                Box::new(std::io::BufReader::new(f)),
+            ),
+            Err(e) => {
+                eprintln!("mapwatch: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let (mut total, mut matched, mut invalid) = (0u64, 0u64, 0u64);
+    for (number, line) in reader.lines().enumerate() {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("mapwatch: {name}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        total += 1;
+        let doc: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(doc) => doc,
+            Err(e) => {
+                eprintln!("{name}:{}: not a JSON document: {e}", number + 1);
+                invalid += 1;
+                continue;
+            }
+        };
+        if rule.matches(&mut JsonEvent::new(&doc)) {
+            matched += 1;
+            if writeln!(out, "{line}").is_err() {
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("{total} events, {matched} matched, {invalid} invalid");
+    if invalid > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

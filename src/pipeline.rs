@@ -21,7 +21,8 @@ use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::record::Record;
 use crate::config::Config;
 use crate::process::{EventContext, ProcessTable};
-use crate::rule::ProcMapsDiscovery;
+use crate::rule::RuleSet;
+use crate::rule::live::ExecFields;
 use crate::sink::{self, OutputFormat};
 use crate::source::RecordBatch;
 use crate::source::audit::{AuditError, AuditSession, SessionOptions, SourceStats, read_records};
@@ -43,16 +44,17 @@ const MALFORMED_SAMPLE_EVERY: u64 = 1000;
 pub struct Detector {
     assembler: Assembler,
     table: ProcessTable,
-    rule: ProcMapsDiscovery,
+    rules: RuleSet,
     host: HostInfo,
     users: UserNames,
     stats: DetectorStats,
     events: Vec<ExecEvent>,
+    matched: Vec<usize>,
     log_events: bool,
 }
 
 impl Detector {
-    pub fn new(config: &Config, log_events: bool) -> Self {
+    pub fn new(config: &Config, rules: RuleSet, log_events: bool) -> Self {
         Detector {
             assembler: Assembler::new(
                 Duration::from_millis(config.audit.event_timeout_ms),
@@ -62,11 +64,12 @@ impl Detector {
                 config.process.table_capacity,
                 Duration::from_secs(config.process.gone_grace_secs),
             ),
-            rule: ProcMapsDiscovery::default(),
+            rules,
             host: HostInfo::detect(),
             users: UserNames::default(),
             stats: DetectorStats::default(),
             events: Vec::new(),
+            matched: Vec::new(),
             log_events,
         }
     }
@@ -151,23 +154,32 @@ impl Detector {
                 escape_for_terminal(&event.argv.iter().collect::<Vec<_>>().join(&b' '))
             );
         }
-        let mut ctx = EventContext::new(event, &mut self.table, now);
-        let matched = self.rule.matches(&mut ctx);
+        let Detector {
+            table,
+            rules,
+            host,
+            users,
+            stats,
+            matched,
+            ..
+        } = self;
+        let mut ctx = EventContext::new(event, table, now);
+        matched.clear();
+        rules.evaluate(&mut ExecFields::new(&mut ctx, host, users), &mut |index| {
+            matched.push(index)
+        });
         if ctx.entry_leader_unresolved() {
-            self.stats.unresolved_entry_leaders += 1;
+            stats.unresolved_entry_leaders += 1;
         }
-        if !matched {
-            return;
+        for &index in matched.iter() {
+            let inputs = AlertInputs {
+                rule: &rules.rules[index].meta,
+                host,
+            };
+            let alert = alert::build(&mut ctx, &inputs, users);
+            stats.alerts += 1;
+            emit(alert);
         }
-        let paths = self.rule.matching_args(&ctx);
-        let inputs = AlertInputs {
-            rule: self.rule.meta(),
-            host: &self.host,
-            maps_paths: &paths,
-        };
-        let alert = alert::build(&mut ctx, &inputs, &mut self.users);
-        self.stats.alerts += 1;
-        emit(alert);
     }
 }
 
@@ -178,6 +190,7 @@ pub struct RunOptions {
     pub foreground: bool,
     pub format: OutputFormat,
     pub verbose: bool,
+    pub rules: RuleSet,
 }
 
 /// Why the service stopped with an error.
@@ -213,7 +226,7 @@ const MAX_BATCH: usize = 256;
 /// The live service, until SIGTERM, SIGINT or SIGQUIT (or SIGHUP in the foreground).
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = &options.config;
-    let mut detector = Detector::new(config, options.verbose);
+    let mut detector = Detector::new(config, options.rules, options.verbose);
     let seeded = detector.seed_process_table()?;
 
     let mut sigterm = signal(SignalKind::terminate())?;

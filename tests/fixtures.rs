@@ -173,7 +173,9 @@ fn enriched_apt_tree_samples() {
 
 #[test]
 fn detector_counts_malformed_records_and_keeps_going() {
-    let mut detector = Detector::new(&Config::default(), false);
+    let config = Config::default();
+    let rules = mapwatch::rule::RuleSet::load(&config).expect("shipped rules load");
+    let mut detector = Detector::new(&config, rules, false);
     let now = Instant::now();
     let mut alerts = Vec::new();
     let garbage: [&[u8]; 6] = [

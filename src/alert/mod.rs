@@ -14,11 +14,14 @@ pub use time::rfc3339_millis;
 
 use std::collections::HashMap;
 
+use std::sync::LazyLock;
+
 use serde_json::{Map, Value, json};
 
 use crate::audit::assemble::ExecEvent;
 use crate::process::EventContext;
 use crate::rule::RuleMeta;
+use crate::rule::wildcard::Wildcard;
 
 /// Facts about this host, gathered once.
 #[derive(Clone, Debug)]
@@ -71,7 +74,42 @@ pub struct Alert {
 pub struct AlertInputs<'a> {
     pub rule: &'a RuleMeta,
     pub host: &'a HostInfo,
-    pub maps_paths: &'a [&'a [u8]],
+}
+
+/// Arguments naming a memory map: `file.path` and the target process.
+static MAPS_PATH: LazyLock<Wildcard> = LazyLock::new(|| Wildcard::insensitive("/proc/*/maps"));
+
+/// The threat fields of ECS, from every `[[rule.threat]]` of the rule.
+fn threat_object(rule: &RuleMeta) -> Value {
+    let mut tactic = (Vec::new(), Vec::new(), Vec::new());
+    let mut technique = (Vec::new(), Vec::new(), Vec::new());
+    let mut subtechnique = (Vec::new(), Vec::new(), Vec::new());
+    for threat in &rule.threats {
+        tactic.0.push(threat.tactic.id.clone());
+        tactic.1.push(threat.tactic.name.clone());
+        tactic.2.push(threat.tactic.reference.clone());
+        for (tech, subs) in &threat.techniques {
+            technique.0.push(tech.id.clone());
+            technique.1.push(tech.name.clone());
+            technique.2.push(tech.reference.clone());
+            for sub in subs {
+                subtechnique.0.push(sub.id.clone());
+                subtechnique.1.push(sub.name.clone());
+                subtechnique.2.push(sub.reference.clone());
+            }
+        }
+    }
+    let mut technique_obj =
+        json!({"id": technique.0, "name": technique.1, "reference": technique.2});
+    if !subtechnique.0.is_empty() {
+        technique_obj["subtechnique"] =
+            json!({"id": subtechnique.0, "name": subtechnique.1, "reference": subtechnique.2});
+    }
+    json!({
+        "framework": rule.threats.first().map(|t| t.framework.as_str()).unwrap_or("MITRE ATT&CK"),
+        "tactic": {"id": tactic.0, "name": tactic.1, "reference": tactic.2},
+        "technique": technique_obj,
+    })
 }
 
 /// ECS numeric severity of Elastic's severity names.
@@ -186,7 +224,7 @@ pub fn build(
         );
     }
 
-    let first_path = inputs.maps_paths.first().copied();
+    let first_path = event.argv.iter().find(|arg| MAPS_PATH.matches(arg));
     let target = first_path.and_then(|p| target_pid(p, event.pid));
     let reason = format!(
         "{} (pid {}) ran with argument {} under entry leader {}",
@@ -241,6 +279,7 @@ pub fn build(
         },
         "rule": {
             "id": rule.rule_id,
+            "uuid": rule.rule_id,
             "name": rule.name,
             "description": rule.description,
             "version": rule.version.to_string(),
@@ -248,17 +287,18 @@ pub fn build(
             "license": rule.license,
             "ruleset": rule.ruleset,
         },
-        "threat": {
-            "framework": rule.framework,
-            "tactic": {"id": [rule.tactic.id], "name": [rule.tactic.name], "reference": [rule.tactic.reference]},
-            "technique": {"id": [rule.technique.id], "name": [rule.technique.name], "reference": [rule.technique.reference]},
-        },
+        "threat": threat_object(rule),
         "host": {"name": inputs.host.name, "hostname": inputs.host.name, "os": {"type": "linux", "kernel": inputs.host.kernel}},
         "process": Value::Object(process),
         "mapwatch": Value::Object(mapwatch),
     });
-    if let Some(reference) = rule.references.first() {
-        document["rule"]["reference"] = Value::String(reference.clone());
+    if !rule.references.is_empty() {
+        document["rule"]["reference"] = json!(rule.references);
+    }
+    if !rule.tags.is_empty() {
+        document["mapwatch"]["rule"] = json!({"tags": rule.tags, "severity": rule.severity});
+    } else {
+        document["mapwatch"]["rule"] = json!({"severity": rule.severity});
     }
     if let Some(user) = user_object(event.euid, users) {
         document["user"] = user;
@@ -319,7 +359,8 @@ fn target_object(pid: u32, event: &ExecEvent) -> Value {
     Value::Object(target)
 }
 
-fn live_executable(pid: u32) -> Option<Vec<u8>> {
+/// The executable of a live process (`/proc/<pid>/exe`).
+pub fn live_executable(pid: u32) -> Option<Vec<u8>> {
     use std::os::unix::ffi::OsStringExt;
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()

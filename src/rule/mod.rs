@@ -1,25 +1,29 @@
-//! Detection rules: their metadata and their evaluation against exec events.
+//! Detection rules as data: EQL queries in TOML rule files, compiled once and
+//! evaluated against every event.
 //!
-//! Contract: a rule decides on an [`EventContext`], asking for the cheap
-//! fields of the event first and for procfs-backed relations (leaders) only
-//! when those hold. The seed rule, "Suspicious /proc/maps Discovery" (Elastic,
-//! v3), is built in with exactly its query's Elasticsearch semantics:
-//!
-//! ```text
-//! process where host.os.type == "linux" and event.type == "start" and event.action == "exec" and
-//! process.name in ("cat", "grep") and process.args : "/proc/*/maps" and process.entry_leader.name in (
-//! "bash", "dash", "sh", "tcsh", "csh", "zsh", "ksh", "fish"
-//! )
-//! ```
-//!
-//! `in` is case-sensitive and exact; `:` is a case-insensitive whole-value
-//! wildcard match; on the array `process.args` (argv[0] included) any element
-//! may match; a missing field (an unresolved entry leader) never matches.
+//! Contract: [`RuleSet::load`] reads the shipped rules (compiled into the
+//! binary from `rules/`) and every `*.toml` of the configured directories; a
+//! file that fails to load stops the load with its `file:line:col` unless the
+//! configuration says to skip it. A rule in a directory with the `rule_id` of
+//! a shipped rule replaces it. A rule matches an event when the event has the
+//! rule's category, its query is true, and neither one of its exceptions nor
+//! one of the global exceptions is true.
 
+pub mod eql;
+pub mod eval;
+pub mod field;
+pub mod file;
+pub mod json;
+pub mod live;
 pub mod wildcard;
 
-use crate::process::EventContext;
-use wildcard::Wildcard;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eval::{Category, Event, Expr};
+use file::{RuleError, SourceText};
+
+use crate::config::{Config, OnRuleError};
 
 /// A MITRE ATT&CK reference (`threat.tactic`, `threat.technique`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +31,14 @@ pub struct AttackRef {
     pub id: String,
     pub name: String,
     pub reference: String,
+}
+
+/// One `[[rule.threat]]`: a tactic and its techniques (with sub-techniques).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Threat {
+    pub framework: String,
+    pub tactic: AttackRef,
+    pub techniques: Vec<(AttackRef, Vec<AttackRef>)>,
 }
 
 /// What an alert says about the rule that raised it.
@@ -42,85 +54,173 @@ pub struct RuleMeta {
     pub author: Vec<String>,
     pub license: String,
     pub ruleset: String,
-    pub framework: String,
-    pub tactic: AttackRef,
-    pub technique: AttackRef,
+    pub tags: Vec<String>,
+    pub threats: Vec<Threat>,
 }
 
-/// The seed rule, compiled.
-pub struct ProcMapsDiscovery {
-    meta: RuleMeta,
-    names: [&'static [u8]; 2],
-    args: Wildcard,
-    entry_leader_names: [&'static [u8]; 8],
+/// A condition that suppresses a match.
+#[derive(Clone, Debug)]
+pub struct Exception {
+    pub description: String,
+    pub condition: Expr,
 }
 
-impl Default for ProcMapsDiscovery {
-    fn default() -> Self {
-        ProcMapsDiscovery {
-            meta: seed_meta(),
-            names: [b"cat", b"grep"],
-            args: Wildcard::new(b"/proc/*/maps"),
-            entry_leader_names: [
-                b"bash", b"dash", b"sh", b"tcsh", b"csh", b"zsh", b"ksh", b"fish",
-            ],
+/// A compiled rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub meta: RuleMeta,
+    pub category: Category,
+    pub query: Expr,
+    pub query_text: String,
+    pub exceptions: Vec<Exception>,
+    /// The file it came from.
+    pub source: String,
+    pub interval: Duration,
+    pub max_signals: u32,
+}
+
+impl Rule {
+    /// The query holds and no exception of the rule's own does.
+    pub fn matches(&self, event: &mut dyn Event) -> bool {
+        event.is_category(self.category)
+            && self.query.matches(event)
+            && !self.exceptions.iter().any(|e| e.condition.matches(event))
+    }
+}
+
+/// The rules shipped with mapwatch, as (file name, text).
+pub const SHIPPED: &[(&str, &str)] = &[(
+    "proc_maps_discovery.toml",
+    include_str!("../../rules/proc_maps_discovery.toml"),
+)];
+
+/// Every rule in force, with the global exceptions.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub global_exceptions: Vec<Exception>,
+    /// Files skipped under `on_error = "skip"`.
+    pub skipped: Vec<RuleError>,
+}
+
+impl RuleSet {
+    pub fn load(config: &Config) -> Result<RuleSet, RuleError> {
+        let mut set = RuleSet::default();
+        if config.rules.shipped {
+            for (name, text) in SHIPPED {
+                set.rules
+                    .push(file::parse_rule(text, &format!("rules/{name} (built in)"))?);
+            }
+        }
+        let shipped_count = set.rules.len();
+        for dir in &config.rules.directories {
+            for path in rule_files(dir)? {
+                match file::load_rule_file(&path) {
+                    Ok(rule) => set.add_local(rule, shipped_count)?,
+                    Err(e) if config.rules.on_error == OnRuleError::Skip => {
+                        tracing::error!("skipping rule file: {e}");
+                        set.skipped.push(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let src = SourceText {
+            name: &config.source_name(),
+            text: &config.source_text,
+        };
+        for spec in &config.exceptions {
+            let at = spec
+                .query
+                .as_ref()
+                .or(spec.field.as_ref())
+                .map_or(0, |s| s.span().start);
+            set.global_exceptions.push(spec.compile(&src, at)?);
+        }
+        if set.rules.is_empty() {
+            return Err(RuleError {
+                source: config.source_name(),
+                line: 0,
+                column: 0,
+                message: "no rules loaded: enable `rules.shipped` or add rule files to `rules.directories`".into(),
+            });
+        }
+        Ok(set)
+    }
+
+    /// From a single file, for `mapwatch rules check|test`.
+    pub fn from_rule(rule: Rule) -> RuleSet {
+        RuleSet {
+            rules: vec![rule],
+            ..RuleSet::default()
+        }
+    }
+
+    fn add_local(&mut self, rule: Rule, shipped_count: usize) -> Result<(), RuleError> {
+        match self
+            .rules
+            .iter()
+            .position(|r| r.meta.rule_id == rule.meta.rule_id)
+        {
+            Some(i) if i < shipped_count => {
+                tracing::info!(
+                    "{} replaces the shipped rule {} ({})",
+                    rule.source,
+                    rule.meta.rule_id,
+                    rule.meta.name
+                );
+                self.rules[i] = rule;
+                Ok(())
+            }
+            Some(i) => Err(RuleError {
+                source: rule.source.clone(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "rule_id {} is also used by {}",
+                    rule.meta.rule_id, self.rules[i].source
+                ),
+            }),
+            None => {
+                self.rules.push(rule);
+                Ok(())
+            }
+        }
+    }
+
+    /// Calls `on_match` with the index of each rule that matches `event`.
+    pub fn evaluate(&self, event: &mut dyn Event, on_match: &mut dyn FnMut(usize)) {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.matches(event)
+                && !self
+                    .global_exceptions
+                    .iter()
+                    .any(|e| e.condition.matches(event))
+            {
+                on_match(index);
+            }
         }
     }
 }
 
-impl ProcMapsDiscovery {
-    pub fn meta(&self) -> &RuleMeta {
-        &self.meta
-    }
-
-    /// `host.os.type == "linux"`, `event.type == "start"` and
-    /// `event.action == "exec"` hold for every [`EventContext`] (a successful
-    /// exec on this Linux host); the rest is checked cheapest first.
-    pub fn matches(&self, ctx: &mut EventContext<'_, '_>) -> bool {
-        let event = ctx.event;
-        self.names.contains(&event.name())
-            && event.argv.iter().any(|arg| self.args.matches(arg))
-            && ctx
-                .entry_leader()
-                .is_some_and(|leader| self.entry_leader_names.contains(&leader.name.as_slice()))
-    }
-
-    /// The maps files the event's arguments name (`file.path`).
-    pub fn matching_args<'a>(&self, ctx: &EventContext<'a, '_>) -> Vec<&'a [u8]> {
-        ctx.event
-            .argv
-            .iter()
-            .filter(|arg| self.args.matches(arg))
-            .collect()
-    }
-}
-
-fn seed_meta() -> RuleMeta {
-    RuleMeta {
-        name: "Suspicious /proc/maps Discovery".into(),
-        rule_id: "2f95540c-923e-4f57-9dae-de30169c68b9".into(),
-        description: "Monitors for /proc/*/maps file reads. The /proc/*/maps file in Linux provides a memory map \
-            for a specific process, detailing the memory segments, permissions, and what files are mapped to these \
-            segments. Attackers may read a process's memory map to identify memory addresses for code injection or \
-            process hijacking."
-            .into(),
-        version: 3,
-        severity: "low".into(),
-        risk_score: 21,
-        references: Vec::new(),
-        author: vec!["Elastic".into()],
-        license: "Elastic License v2".into(),
-        ruleset: "elastic-prebuilt".into(),
-        framework: "MITRE ATT&CK".into(),
-        tactic: AttackRef {
-            id: "TA0007".into(),
-            name: "Discovery".into(),
-            reference: "https://attack.mitre.org/tactics/TA0007/".into(),
-        },
-        technique: AttackRef {
-            id: "T1057".into(),
-            name: "Process Discovery".into(),
-            reference: "https://attack.mitre.org/techniques/T1057/".into(),
-        },
-    }
+/// `*.toml` files of a directory, sorted; a missing directory has none.
+fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(RuleError {
+                source: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: e.to_string(),
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }

@@ -1,113 +1,166 @@
-//! EQL's `:` wildcard match: `*` is any run of bytes (including `/`), `?` is
-//! one character, the whole value must match, case-insensitively.
+//! Text matching for rules: exact, case-insensitive, and wildcard (`*` any run
+//! of characters including `/`, `?` exactly one character, whole value).
 //!
-//! Contract: a pattern is compiled once ([`Wildcard::new`]); matching never
-//! allocates and runs in O(pattern × value) worst case, with no backtracking
-//! blow-up. Case folding is ASCII; bytes outside ASCII compare exactly, and a
-//! `?` matches one whole UTF-8 character (or one byte where the value is not
-//! valid UTF-8).
+//! Contract: patterns are compiled once, at rule load; matching never
+//! allocates and is O(pattern × value) at worst (one backtrack point, no
+//! exponential blow-up). Case-insensitive comparisons fold with Unicode
+//! lowercase mappings, as Elasticsearch does; ASCII takes a fast path. Values
+//! are bytes: a byte that is not part of valid UTF-8 is one character and
+//! only matches `?`, `*` or itself (case-sensitive mode).
+
+/// Case-insensitive equality of `value` with `lower`, a lowercased literal.
+pub fn eq_folded(value: &[u8], lower: &str) -> bool {
+    prefix_folded(value, lower) == Some(value.len())
+}
+
+/// When `value` starts with `lower` (case-insensitively), the number of
+/// bytes of `value` it covers.
+fn prefix_folded(value: &[u8], lower: &str) -> Option<usize> {
+    let mut lit = lower.chars();
+    let mut pending = lit.next();
+    let mut used = 0;
+    while let Some(want) = pending {
+        let rest = &value[used..];
+        let first = *rest.first()?;
+        if first.is_ascii() {
+            if first.to_ascii_lowercase() as u32 != want as u32 {
+                return None;
+            }
+            used += 1;
+            pending = lit.next();
+            continue;
+        }
+        let (c, width) = decode_char(rest)?;
+        for folded in c.to_lowercase() {
+            if pending != Some(folded) {
+                return None;
+            }
+            pending = lit.next();
+        }
+        used += width;
+    }
+    Some(used)
+}
+
+/// The UTF-8 character at the start of `bytes` and its width; `None` for an
+/// invalid sequence.
+fn decode_char(bytes: &[u8]) -> Option<(char, usize)> {
+    let width = match bytes.first()? {
+        b if *b < 0x80 => 1,
+        b if b & 0xe0 == 0xc0 => 2,
+        b if b & 0xf0 == 0xe0 => 3,
+        b if b & 0xf8 == 0xf0 => 4,
+        _ => return None,
+    };
+    let s = std::str::from_utf8(bytes.get(..width)?).ok()?;
+    s.chars().next().map(|c| (c, width))
+}
+
+/// Width of one character at the start of `bytes` (1 for an invalid byte).
+fn char_width(bytes: &[u8]) -> usize {
+    decode_char(bytes).map_or(1, |(_, w)| w)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Token {
-    Literal(Vec<u8>),
+    /// Lowercased when the pattern is case-insensitive.
+    Literal(String),
     AnyOne,
     AnyRun,
 }
 
-/// A compiled, case-insensitive wildcard pattern.
+/// A compiled wildcard pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wildcard {
     tokens: Vec<Token>,
+    case_insensitive: bool,
 }
 
 impl Wildcard {
-    pub fn new(pattern: &[u8]) -> Self {
+    /// `:` and `like~` patterns.
+    pub fn insensitive(pattern: &str) -> Self {
+        Self::compile(pattern, true)
+    }
+
+    /// `like` patterns.
+    pub fn sensitive(pattern: &str) -> Self {
+        Self::compile(pattern, false)
+    }
+
+    fn compile(pattern: &str, case_insensitive: bool) -> Self {
         let mut tokens: Vec<Token> = Vec::new();
-        for &b in pattern {
-            match b {
-                b'*' => {
-                    if tokens.last() != Some(&Token::AnyRun) {
-                        tokens.push(Token::AnyRun);
+        for c in pattern.chars() {
+            match c {
+                '*' if tokens.last() == Some(&Token::AnyRun) => {}
+                '*' => tokens.push(Token::AnyRun),
+                '?' => tokens.push(Token::AnyOne),
+                c => {
+                    if !matches!(tokens.last(), Some(Token::Literal(_))) {
+                        tokens.push(Token::Literal(String::new()));
+                    }
+                    if let Some(Token::Literal(lit)) = tokens.last_mut() {
+                        if case_insensitive {
+                            lit.extend(c.to_lowercase());
+                        } else {
+                            lit.push(c);
+                        }
                     }
                 }
-                b'?' => tokens.push(Token::AnyOne),
-                _ => match tokens.last_mut() {
-                    Some(Token::Literal(lit)) => lit.push(b.to_ascii_lowercase()),
-                    _ => tokens.push(Token::Literal(vec![b.to_ascii_lowercase()])),
-                },
             }
         }
-        Wildcard { tokens }
+        Wildcard {
+            tokens,
+            case_insensitive,
+        }
     }
 
-    /// Whole-value, case-insensitive match.
+    /// Whole-value match.
     pub fn matches(&self, value: &[u8]) -> bool {
-        match_tokens(&self.tokens, value)
-    }
-}
-
-fn starts_with_folded(value: &[u8], lit: &[u8]) -> bool {
-    value.len() >= lit.len()
-        && value
-            .iter()
-            .zip(lit)
-            .all(|(v, l)| v.to_ascii_lowercase() == *l)
-}
-
-/// Length of the character at the start of `value`: a UTF-8 sequence when
-/// well-formed, else one byte.
-fn char_len(value: &[u8]) -> usize {
-    let width = match value.first() {
-        Some(b) if *b < 0x80 => 1,
-        Some(b) if b & 0xe0 == 0xc0 => 2,
-        Some(b) if b & 0xf0 == 0xe0 => 3,
-        Some(b) if b & 0xf8 == 0xf0 => 4,
-        _ => 1,
-    };
-    if width > 1 && value.len() >= width && std::str::from_utf8(&value[..width]).is_ok() {
-        width
-    } else {
-        1
-    }
-}
-
-/// Greedy matching with a single backtrack point at the last `*`: linear in
-/// practice, O(n·m) at worst.
-fn match_tokens(tokens: &[Token], value: &[u8]) -> bool {
-    let (mut t, mut v) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    loop {
-        if t < tokens.len() {
-            match &tokens[t] {
-                Token::AnyRun => {
-                    star = Some((t, v));
-                    t += 1;
-                    continue;
+        let (mut t, mut v) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        loop {
+            if t < self.tokens.len() {
+                match &self.tokens[t] {
+                    Token::AnyRun => {
+                        star = Some((t, v));
+                        t += 1;
+                        continue;
+                    }
+                    Token::AnyOne if v < value.len() => {
+                        v += char_width(&value[v..]);
+                        t += 1;
+                        continue;
+                    }
+                    Token::Literal(lit) => {
+                        if let Some(used) = self.literal_at(&value[v..], lit) {
+                            v += used;
+                            t += 1;
+                            continue;
+                        }
+                    }
+                    Token::AnyOne => {}
                 }
-                Token::AnyOne if v < value.len() => {
-                    v += char_len(&value[v..]);
-                    t += 1;
-                    continue;
-                }
-                Token::Literal(lit) if starts_with_folded(&value[v..], lit) => {
-                    v += lit.len();
-                    t += 1;
-                    continue;
-                }
-                _ => {}
+            } else if v == value.len() {
+                return true;
             }
-        } else if v == value.len() {
-            return true;
+            // Mismatch: let the last `*` take one more character.
+            match star {
+                Some((star_t, star_v)) if star_v < value.len() => {
+                    let next = star_v + char_width(&value[star_v..]);
+                    star = Some((star_t, next));
+                    t = star_t + 1;
+                    v = next;
+                }
+                _ => return false,
+            }
         }
-        // Mismatch: let the last `*` swallow one more character.
-        match star {
-            Some((star_t, star_v)) if star_v < value.len() => {
-                let next_v = star_v + char_len(&value[star_v..]);
-                star = Some((star_t, next_v));
-                t = star_t + 1;
-                v = next_v;
-            }
-            _ => return false,
+    }
+
+    fn literal_at(&self, value: &[u8], lit: &str) -> Option<usize> {
+        if self.case_insensitive {
+            prefix_folded(value, lit)
+        } else {
+            value.starts_with(lit.as_bytes()).then_some(lit.len())
         }
     }
 }
@@ -117,7 +170,7 @@ mod tests {
     use super::*;
 
     fn m(pattern: &str, value: &[u8]) -> bool {
-        Wildcard::new(pattern.as_bytes()).matches(value)
+        Wildcard::insensitive(pattern).matches(value)
     }
 
     #[test]
@@ -165,7 +218,23 @@ mod tests {
     }
 
     #[test]
-    fn pathological_pattern_is_fast_enough_to_finish() {
+    fn unicode_case_folding() {
+        assert!(m("ÉTÉ*", "été.txt".as_bytes()));
+        assert!(eq_folded("ΣΟΦΙΑ".as_bytes(), "σοφια"));
+        assert!(eq_folded("KELVIN\u{212a}".as_bytes(), "kelvink"));
+        assert!(!eq_folded(b"cat\xff", "cat"));
+        assert!(!eq_folded(b"ca", "cat"));
+    }
+
+    #[test]
+    fn sensitive_patterns_keep_case() {
+        let like = Wildcard::sensitive("/proc/*/maps");
+        assert!(like.matches(b"/proc/1/maps"));
+        assert!(!like.matches(b"/PROC/1/MAPS"));
+    }
+
+    #[test]
+    fn pathological_pattern_finishes() {
         let value = vec![b'a'; 10_000];
         assert!(!m("*a*a*a*a*a*a*a*a*b", &value));
     }

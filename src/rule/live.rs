@@ -1,0 +1,188 @@
+//! Exec events as rules see them: an [`Event`] over an [`EventContext`].
+//!
+//! Contract: fields in the exec event are read in place; relations (parent,
+//! leaders) and user names are resolved only when a rule reads them, once per
+//! event; the few derived strings (command line, title, parent executable)
+//! are built on first use only. A non-matching event that fails on
+//! `process.name` costs no allocation.
+
+use std::ops::ControlFlow;
+
+use super::eval::{Category, Event, Scalar};
+use super::field::Field;
+use crate::alert::{HostInfo, UserNames};
+use crate::process::EventContext;
+
+/// A live exec event with the host and user-name lookups it may need.
+pub struct ExecFields<'c, 'e, 't> {
+    ctx: &'c mut EventContext<'e, 't>,
+    host: &'c HostInfo,
+    users: &'c mut UserNames,
+    command_line: Option<Vec<u8>>,
+    title: Option<Vec<u8>>,
+    parent_executable: Option<Option<Vec<u8>>>,
+}
+
+impl<'c, 'e, 't> ExecFields<'c, 'e, 't> {
+    pub fn new(
+        ctx: &'c mut EventContext<'e, 't>,
+        host: &'c HostInfo,
+        users: &'c mut UserNames,
+    ) -> Self {
+        ExecFields {
+            ctx,
+            host,
+            users,
+            command_line: None,
+            title: None,
+            parent_executable: None,
+        }
+    }
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn one(visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>, value: Option<Scalar<'_>>) -> bool {
+    match value {
+        Some(v) => {
+            let _ = visit(v);
+            true
+        }
+        None => false,
+    }
+}
+
+fn keyword(bytes: Option<&[u8]>) -> Option<Scalar<'_>> {
+    bytes.map(Scalar::Keyword)
+}
+
+impl Event for ExecFields<'_, '_, '_> {
+    fn is_category(&self, category: Category) -> bool {
+        category == Category::Process
+    }
+
+    fn visit(
+        &mut self,
+        field: Field,
+        visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
+    ) -> bool {
+        let event = self.ctx.event;
+        let mut buf = [0u8; 10];
+        match field {
+            Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
+            Field::HostName => one(visit, Some(Scalar::Keyword(self.host.name.as_bytes()))),
+            Field::EventKind => one(visit, Some(Scalar::Keyword(b"event"))),
+            Field::EventCategory => one(visit, Some(Scalar::Keyword(b"process"))),
+            Field::EventType => one(visit, Some(Scalar::Keyword(b"start"))),
+            Field::EventAction => one(visit, Some(Scalar::Keyword(b"exec"))),
+            Field::ProcessPid => one(visit, Some(Scalar::Long(event.pid.into()))),
+            Field::ProcessName => one(visit, Some(Scalar::Keyword(event.name()))),
+            Field::ProcessExecutable => one(visit, keyword(event.exe.as_deref())),
+            Field::ProcessArgs => {
+                for arg in event.argv.iter() {
+                    if visit(Scalar::Keyword(arg)).is_break() {
+                        break;
+                    }
+                }
+                !event.argv.is_empty()
+            }
+            Field::ProcessArgsCount => one(visit, Some(Scalar::Long(event.argv.len() as i64))),
+            Field::ProcessCommandLine => {
+                let line = self
+                    .command_line
+                    .get_or_insert_with(|| event.argv.iter().collect::<Vec<_>>().join(&b' '));
+                one(visit, Some(Scalar::Keyword(line)))
+            }
+            Field::ProcessWorkingDirectory => one(visit, keyword(event.cwd.as_deref())),
+            Field::ProcessTitle => {
+                let Some(raw) = event.proctitle.as_deref() else {
+                    return false;
+                };
+                let title = self.title.get_or_insert_with(|| {
+                    raw.iter()
+                        .map(|b| if *b == 0 { b' ' } else { *b })
+                        .collect()
+                });
+                one(visit, Some(Scalar::Keyword(title)))
+            }
+            Field::ProcessUserId | Field::UserId => one(
+                visit,
+                event.euid.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
+            ),
+            Field::ProcessRealUserId => one(
+                visit,
+                event.uid.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
+            ),
+            Field::ProcessUserName | Field::UserName => {
+                let name = event.euid.and_then(|id| self.users.name(id));
+                one(visit, keyword(name.map(str::as_bytes)))
+            }
+            Field::ProcessRealUserName => {
+                let name = event.uid.and_then(|id| self.users.name(id));
+                one(visit, keyword(name.map(str::as_bytes)))
+            }
+            Field::ProcessParentPid => one(visit, Some(Scalar::Long(event.ppid.into()))),
+            Field::ProcessParentName => {
+                let name = self.ctx.parent().map(|p| p.name.as_slice());
+                one(visit, keyword(name))
+            }
+            Field::ProcessParentExecutable => {
+                let ppid = event.ppid;
+                let exe = self
+                    .parent_executable
+                    .get_or_insert_with(|| crate::alert::live_executable(ppid))
+                    .as_deref();
+                one(visit, keyword(exe))
+            }
+            Field::ProcessSessionLeaderPid => {
+                let pid = self
+                    .ctx
+                    .session_leader()
+                    .map(|s| Scalar::Long(s.pid.into()));
+                one(visit, pid)
+            }
+            Field::ProcessSessionLeaderName => {
+                let name = self.ctx.session_leader().map(|s| s.name.as_slice());
+                one(visit, keyword(name))
+            }
+            Field::ProcessEntryLeaderPid => {
+                let pid = self.ctx.entry_leader().map(|e| Scalar::Long(e.pid.into()));
+                one(visit, pid)
+            }
+            Field::ProcessEntryLeaderName => {
+                let name = self.ctx.entry_leader().map(|e| e.name.as_slice());
+                one(visit, keyword(name))
+            }
+            Field::ProcessEntryLeaderType => {
+                let kind = self.ctx.entry_leader().map(|e| e.kind.as_str().as_bytes());
+                one(visit, keyword(kind))
+            }
+            Field::FilePath | Field::FileName => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_formatting() {
+        let mut buf = [0u8; 10];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1000, &mut buf), b"1000");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
+    }
+}
