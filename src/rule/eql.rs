@@ -102,6 +102,7 @@ fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
             '>' => simple(Tok::Unsupported(">"), 1),
             '|' => simple(Tok::Unsupported("|"), 1),
             '[' => simple(Tok::Unsupported("["), 1),
+            ']' => simple(Tok::Unsupported("]"), 1),
             '"' => {
                 let (text, len) = lex_string(src, i)?;
                 (

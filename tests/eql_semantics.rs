@@ -1,0 +1,690 @@
+//! The EQL subset's semantics, pinned case by case (DESIGN.md, "Rules"):
+//! case rules, `*` crossing `/`, whole-value matching, lists on the right of
+//! `:`, arrays, missing fields, `not`, precedence, escapes, numbers.
+
+use mapwatch::rule::eql::parse_query;
+use mapwatch::rule::json::JsonEvent;
+use serde_json::{Value, json};
+
+/// A process event with the given fields merged in (dotted keys allowed).
+fn process(fields: Value) -> Value {
+    let mut doc = json!({"event": {"category": ["process"], "type": ["start"], "action": "exec"}, "host": {"os": {"type": "linux"}}});
+    if let (Some(doc), Some(fields)) = (doc.as_object_mut(), fields.as_object()) {
+        for (k, v) in fields {
+            doc.insert(k.clone(), v.clone());
+        }
+    }
+    doc
+}
+
+fn eval(query: &str, doc: &Value) -> bool {
+    let q = parse_query(query).unwrap_or_else(|e| panic!("{query}: {e} at {}", e.offset));
+    let mut event = JsonEvent::new(doc);
+    use mapwatch::rule::eval::Event;
+    event.is_category(q.category) && q.condition.matches(&mut event)
+}
+
+const SEED: &str = r#"process where host.os.type == "linux" and event.type == "start" and event.action == "exec" and
+process.name in ("cat", "grep") and process.args : "/proc/*/maps" and process.entry_leader.name in (
+"bash", "dash", "sh", "tcsh", "csh", "zsh", "ksh", "fish"
+)"#;
+
+#[test]
+fn semantics_table() {
+    let cat = || {
+        process(
+            json!({"process.name": "cat", "process.pid": 42, "process.args": ["cat", "/proc/1/maps"], "process.args_count": 2}),
+        )
+    };
+    let named = |name: &str| process(json!({"process.name": name}));
+    let args = |a: Value| process(json!({"process.args": a}));
+    let seed_event = |name: &str, arg: &str, leader: Option<&str>| {
+        let mut doc = process(json!({"process.name": name, "process.args": [name, arg]}));
+        if let Some(leader) = leader {
+            doc["process.entry_leader.name"] = json!(leader);
+        }
+        doc
+    };
+    let cases: Vec<(&str, Value, bool, &str)> = vec![
+        // == and != are case-sensitive, exact, without wildcards.
+        (
+            r#"process where process.name == "cat""#,
+            named("cat"),
+            true,
+            "== exact",
+        ),
+        (
+            r#"process where process.name == "cat""#,
+            named("CAT"),
+            false,
+            "== is case-sensitive",
+        ),
+        (
+            r#"process where process.name == "c*""#,
+            named("cat"),
+            false,
+            "== has no wildcards",
+        ),
+        (
+            r#"process where process.name == "c*""#,
+            named("c*"),
+            true,
+            "== compares the star literally",
+        ),
+        (
+            r#"process where process.name != "cat""#,
+            named("grep"),
+            true,
+            "!= differs",
+        ),
+        (
+            r#"process where process.name != "cat""#,
+            named("cat"),
+            false,
+            "!= same",
+        ),
+        (
+            r#"process where process.name != "cat""#,
+            process(json!({})),
+            false,
+            "!= on a missing field is null",
+        ),
+        (
+            r#"process where process.name != "CAT""#,
+            named("cat"),
+            true,
+            "!= is case-sensitive",
+        ),
+        // in / in~
+        (
+            r#"process where process.name in ("cat", "grep")"#,
+            named("grep"),
+            true,
+            "in: member",
+        ),
+        (
+            r#"process where process.name in ("cat", "grep")"#,
+            named("CAT"),
+            false,
+            "in is case-sensitive: CAT",
+        ),
+        (
+            r#"process where process.name in ("cat", "grep")"#,
+            named("cats"),
+            false,
+            "in is whole-value",
+        ),
+        (
+            r#"process where process.name in~ ("cat", "grep")"#,
+            named("CAT"),
+            true,
+            "in~ is case-insensitive",
+        ),
+        (
+            r#"process where process.name in~ ("CAT")"#,
+            named("cat"),
+            true,
+            "in~ folds the list too",
+        ),
+        (
+            r#"process where process.name in ("c*")"#,
+            named("cat"),
+            false,
+            "in has no wildcards",
+        ),
+        (
+            r#"process where process.name not in ("cat", "grep")"#,
+            named("head"),
+            true,
+            "not in",
+        ),
+        (
+            r#"process where process.name not in ("cat", "grep")"#,
+            named("cat"),
+            false,
+            "not in: member",
+        ),
+        (
+            r#"process where process.name not in~ ("CAT")"#,
+            named("cat"),
+            false,
+            "not in~",
+        ),
+        (
+            r#"process where process.name not in ("cat")"#,
+            process(json!({})),
+            false,
+            "not in on missing is null",
+        ),
+        // `:` — case-insensitive wildcard, whole value, * crosses /
+        (
+            r#"process where process.name : "cat""#,
+            named("CAT"),
+            true,
+            ": without wildcard is insensitive equality",
+        ),
+        (
+            r#"process where process.name : "ca?""#,
+            named("cat"),
+            true,
+            ": ? is one character",
+        ),
+        (
+            r#"process where process.name : "ca?""#,
+            named("ca"),
+            false,
+            ": ? is exactly one character",
+        ),
+        (
+            r#"process where process.name : "c*""#,
+            named("cat"),
+            true,
+            ": * suffix",
+        ),
+        (
+            r#"process where process.name : "a*""#,
+            named("cat"),
+            false,
+            ": is anchored at the start",
+        ),
+        (
+            r#"process where process.name : "*a""#,
+            named("cat"),
+            false,
+            ": is anchored at the end",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc/self/maps"])),
+            true,
+            "self",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc/1/task/1/maps"])),
+            true,
+            "* crosses /",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc//1/maps"])),
+            true,
+            "double slash inside",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/PROC/1/MAPS"])),
+            true,
+            "upper case",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc/1/smaps"])),
+            false,
+            "smaps",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc/1/numa_maps"])),
+            false,
+            "numa_maps",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["//proc/1/maps"])),
+            false,
+            "leading //",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["--file=/proc/1/maps"])),
+            false,
+            "prefix",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc/1/maps.bak"])),
+            false,
+            "suffix",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["/proc/maps"])),
+            false,
+            "* needs its slashes",
+        ),
+        (
+            r#"process where process.args : ("x*", "/proc/*/maps")"#,
+            args(json!(["/proc/1/maps"])),
+            true,
+            "list on the right of :",
+        ),
+        (
+            r#"process where process.args : ("x*", "y*")"#,
+            args(json!(["/proc/1/maps"])),
+            false,
+            "list: none matches",
+        ),
+        (
+            r#"process where process.name : """#,
+            named(""),
+            true,
+            "empty pattern, empty value",
+        ),
+        (
+            r#"process where process.name : "*""#,
+            named(""),
+            true,
+            "* matches the empty value",
+        ),
+        (
+            r#"process where process.name : "*""#,
+            process(json!({})),
+            false,
+            "* does not match a missing field",
+        ),
+        // like / like~
+        (
+            r#"process where process.args like "/proc/*/maps""#,
+            args(json!(["/proc/1/maps"])),
+            true,
+            "like matches",
+        ),
+        (
+            r#"process where process.args like "/proc/*/maps""#,
+            args(json!(["/PROC/1/MAPS"])),
+            false,
+            "like is case-sensitive",
+        ),
+        (
+            r#"process where process.args like~ "/proc/*/maps""#,
+            args(json!(["/PROC/1/MAPS"])),
+            true,
+            "like~ is not",
+        ),
+        (
+            r#"process where process.args like ("/etc/*", "/proc/*")"#,
+            args(json!(["/proc/x"])),
+            true,
+            "like with a list",
+        ),
+        // Arrays: any element
+        (
+            r#"process where process.args == "cat""#,
+            cat(),
+            true,
+            "args include argv[0]",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            cat(),
+            true,
+            "any element matches",
+        ),
+        (
+            r#"process where process.args : "/proc/*/maps""#,
+            args(json!(["cat", "/etc/passwd"])),
+            false,
+            "no element matches",
+        ),
+        (
+            r#"process where process.args != "cat""#,
+            args(json!(["cat", "x"])),
+            true,
+            "!= on an array: some element differs",
+        ),
+        (
+            r#"process where process.args != "cat""#,
+            args(json!(["cat"])),
+            false,
+            "!= on an array: none differs",
+        ),
+        (
+            r#"process where process.args in ("x", "y")"#,
+            args(json!(["a", "y"])),
+            true,
+            "in on an array",
+        ),
+        (
+            r#"process where process.args : "*""#,
+            args(json!([])),
+            false,
+            "an empty array is missing",
+        ),
+        (
+            r#"process where process.args : "*""#,
+            args(json!([null, null])),
+            false,
+            "an array of nulls is missing",
+        ),
+        // Missing fields and null
+        (
+            SEED,
+            seed_event("cat", "/proc/1/maps", None),
+            false,
+            "seed: unresolved entry leader never matches",
+        ),
+        (
+            r#"process where not process.entry_leader.name in ("bash")"#,
+            process(json!({})),
+            false,
+            "not null is null",
+        ),
+        (
+            r#"process where process.entry_leader.name == null"#,
+            process(json!({})),
+            true,
+            "== null: missing",
+        ),
+        (
+            r#"process where process.entry_leader.name != null"#,
+            process(json!({})),
+            false,
+            "!= null: missing",
+        ),
+        (
+            r#"process where process.name != null"#,
+            named("cat"),
+            true,
+            "!= null: present",
+        ),
+        (
+            r#"process where process.name == null"#,
+            named("cat"),
+            false,
+            "== null: present",
+        ),
+        (
+            r#"process where process.name == null"#,
+            process(json!({"process.name": null})),
+            true,
+            "JSON null is missing",
+        ),
+        (
+            r#"process where process.title == "x" or process.name == "cat""#,
+            named("cat"),
+            true,
+            "null or true",
+        ),
+        (
+            r#"process where process.title == "x" or process.name == "dog""#,
+            named("cat"),
+            false,
+            "null or false",
+        ),
+        (
+            r#"process where process.title == "x" and process.name == "dog""#,
+            named("cat"),
+            false,
+            "null and false",
+        ),
+        (
+            r#"process where not (process.title == "x" and process.name == "dog")"#,
+            named("cat"),
+            true,
+            "not (null and false)",
+        ),
+        (
+            r#"process where not (process.title == "x" or process.name == "dog")"#,
+            named("cat"),
+            false,
+            "not (null or false)",
+        ),
+        // not
+        (
+            r#"process where not process.name == "cat""#,
+            named("cat"),
+            false,
+            "not true",
+        ),
+        (
+            r#"process where not process.name == "cat""#,
+            named("grep"),
+            true,
+            "not false",
+        ),
+        (
+            r#"process where not not process.name == "cat""#,
+            named("cat"),
+            true,
+            "double not",
+        ),
+        // Precedence: not > and > or; parentheses
+        (
+            r#"process where process.name == "cat" or process.name == "x" and process.pid == 1"#,
+            cat(),
+            true,
+            "and binds tighter than or",
+        ),
+        (
+            r#"process where (process.name == "cat" or process.name == "x") and process.pid == 1"#,
+            cat(),
+            false,
+            "parentheses",
+        ),
+        (
+            r#"process where not process.name == "x" and process.pid == 42"#,
+            cat(),
+            true,
+            "not binds tighter than and",
+        ),
+        (
+            r#"process where not (process.name == "cat" and process.pid == 1)"#,
+            cat(),
+            true,
+            "not over a group",
+        ),
+        (
+            r#"process where process.name == "x" or process.name == "y" or process.pid == 42"#,
+            cat(),
+            true,
+            "or chain",
+        ),
+        // Numbers
+        (r#"process where process.pid == 42"#, cat(), true, "long =="),
+        (
+            r#"process where process.pid == 43"#,
+            cat(),
+            false,
+            "long == differs",
+        ),
+        (
+            r#"process where process.pid in (1, 42)"#,
+            cat(),
+            true,
+            "long in",
+        ),
+        (r#"process where process.pid != 1"#, cat(), true, "long !="),
+        (
+            r#"process where process.args_count == 2"#,
+            cat(),
+            true,
+            "args_count",
+        ),
+        (
+            r#"process where process.pid == -1"#,
+            cat(),
+            false,
+            "negative literal",
+        ),
+        (
+            r#"process where user.id == "0""#,
+            process(json!({"user": {"id": 0}})),
+            true,
+            "numbers coerce to keyword text",
+        ),
+        // Strings and escapes
+        (
+            r#"process where process.args == "a\"b""#,
+            args(json!(["a\"b"])),
+            true,
+            "escaped quote",
+        ),
+        (
+            r#"process where process.args == "a\\b""#,
+            args(json!(["a\\b"])),
+            true,
+            "escaped backslash",
+        ),
+        (
+            r#"process where process.args == "line\nbreak""#,
+            args(json!(["line\nbreak"])),
+            true,
+            "escaped newline",
+        ),
+        (
+            r#"process where process.args == "tab\there""#,
+            args(json!(["tab\there"])),
+            true,
+            "escaped tab",
+        ),
+        (
+            r#"process where process.args == """C:\raw\n""""#,
+            args(json!(["C:\\raw\\n"])),
+            true,
+            "raw string keeps backslashes",
+        ),
+        (
+            r#"process where process.args == "\u{e9}t\u{E9}""#,
+            args(json!(["été"])),
+            true,
+            "unicode escape",
+        ),
+        // Unicode case folding
+        (
+            r#"process where process.name : "ÉTÉ""#,
+            named("été"),
+            true,
+            ": folds non-ASCII",
+        ),
+        (
+            r#"process where process.name in~ ("ΣΟΦΙΑ")"#,
+            named("σοφια"),
+            true,
+            "in~ folds Greek",
+        ),
+        (
+            r#"process where process.name == "é""#,
+            named("É"),
+            false,
+            "== does not fold",
+        ),
+        // Field names
+        (
+            r#"process where process.entry_leader.entry_meta.type == "init""#,
+            process(json!({"process": {"entry_leader": {"entry_meta": {"type": "init"}}}})),
+            true,
+            "nested objects",
+        ),
+        (
+            r#"process where `process.name` == "cat""#,
+            named("cat"),
+            true,
+            "backquoted field",
+        ),
+        // Categories
+        (
+            r#"file where file.path : "/proc/*/maps""#,
+            args(json!(["x"])),
+            false,
+            "file rule on a process event",
+        ),
+        (
+            r#"file where file.path : "/proc/*/maps""#,
+            json!({"event": {"category": "file"}, "file": {"path": "/proc/9/maps"}}),
+            true,
+            "file rule on a file event",
+        ),
+        (r#"process where true"#, named("x"), true, "constant true"),
+        (
+            r#"process where false"#,
+            named("x"),
+            false,
+            "constant false",
+        ),
+        (
+            r#"process where process.name == "cat""#,
+            json!({"process": {"name": "cat"}}),
+            false,
+            "no event.category: no category matches",
+        ),
+        // The seed query as a whole
+        (
+            SEED,
+            seed_event("cat", "/proc/1/maps", Some("bash")),
+            true,
+            "seed: cat under bash",
+        ),
+        (
+            SEED,
+            seed_event("grep", "/proc/self/maps", Some("fish")),
+            true,
+            "seed: grep under fish",
+        ),
+        (
+            SEED,
+            seed_event("cat", "/PROC/1/MAPS", Some("zsh")),
+            true,
+            "seed: upper-case path",
+        ),
+        (
+            SEED,
+            seed_event("cat", "/proc/1/maps", Some("python3")),
+            false,
+            "seed: non-shell leader",
+        ),
+        (
+            SEED,
+            seed_event("cat", "/proc/1/maps", Some("Bash")),
+            false,
+            "seed: leader names are case-sensitive",
+        ),
+        (
+            SEED,
+            seed_event("head", "/proc/1/maps", Some("bash")),
+            false,
+            "seed: head",
+        ),
+        (
+            SEED,
+            seed_event("CAT", "/proc/1/maps", Some("bash")),
+            false,
+            "seed: CAT",
+        ),
+        (
+            SEED,
+            seed_event("cat", "/proc/1/smaps", Some("bash")),
+            false,
+            "seed: smaps",
+        ),
+    ];
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (query, event, expected, why) in &cases {
+        if eval(query, event) != *expected {
+            failures.push(format!("{why}: `{query}` on {event} should be {expected}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn seed_event_fields_outside_the_query_do_not_matter() {
+    let mut doc = process(
+        json!({"process.name": "cat", "process.args": ["cat", "/proc/1/maps"], "process.entry_leader.name": "bash"}),
+    );
+    assert!(eval(SEED, &doc));
+    doc["event"]["type"] = json!(["start", "change"]);
+    assert!(eval(SEED, &doc), "event.type is multi-valued in ECS");
+    doc["event"]["type"] = json!(["end"]);
+    assert!(!eval(SEED, &doc));
+    doc["event"]["type"] = json!("start");
+    doc["host"]["os"]["type"] = json!("windows");
+    assert!(!eval(SEED, &doc));
+}
