@@ -351,3 +351,56 @@ fn hostile_argument_stays_one_json_line_and_recoverable() {
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn exceptions_and_local_rules_apply_to_live_events() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules_d = dir.path().join("rules.d");
+    std::fs::create_dir(&rules_d).expect("mkdir rules.d");
+    // A local copy of the seed rule (same rule_id: it replaces the shipped
+    // one) with an exception for zsh sessions; a global exception for dash.
+    let local = include_str!("../rules/proc_maps_discovery.toml").replace(
+        "[[rule.threat]]",
+        "[[rule.exceptions]]\ndescription = \"zsh users\"\nfield = \"process.entry_leader.name\"\nvalues = [\"zsh\"]\n\n[[rule.threat]]",
+    );
+    std::fs::write(rules_d.join("seed-local.toml"), local).expect("write local rule");
+    let extra = format!(
+        "[rules]\ndirectories = [\"{}\"]\n\n[[exceptions]]\ndescription = \"dash\"\nquery = 'process.parent.name == \"dash\"'\n",
+        rules_d.display()
+    );
+    let mapwatch = Mapwatch::start_with(dir.path(), &extra);
+    let targets: Vec<(&str, Target)> = ["bash", "dash", "zsh"]
+        .into_iter()
+        .map(|s| (s, Target::spawn()))
+        .collect();
+    for (shell, target) in &targets {
+        run_entry_leader(
+            shell,
+            &format!("cat {} > /dev/null", target.maps()),
+            dir.path(),
+        );
+    }
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let count = |target: &Target| {
+        alerts
+            .iter()
+            .filter(|a| a["file"]["path"] == target.maps().as_str())
+            .count()
+    };
+    assert_eq!(count(&targets[0].1), 1, "bash: no exception applies");
+    assert_eq!(
+        count(&targets[1].1),
+        0,
+        "dash: the global exception applies"
+    );
+    assert_eq!(
+        count(&targets[2].1),
+        0,
+        "zsh: the local rule's exception applies"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}

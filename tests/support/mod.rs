@@ -127,11 +127,16 @@ pub struct Mapwatch {
 impl Mapwatch {
     /// Starts mapwatch with its state file in `dir`, and waits for `ready`.
     pub fn start(dir: &Path) -> Mapwatch {
+        Self::start_with(dir, "")
+    }
+
+    /// Like [`Mapwatch::start`], with more configuration appended.
+    pub fn start_with(dir: &Path, extra_config: &str) -> Mapwatch {
         let config = dir.join("mapwatch.toml");
         std::fs::write(
             &config,
             format!(
-                "[audit]\nstate_file = \"{}\"\n",
+                "[audit]\nstate_file = \"{}\"\n{extra_config}",
                 dir.join("audit-state.json").display()
             ),
         )

@@ -1,0 +1,119 @@
+//! Rule evaluation cost on the hot path: the shipped seed rule (loaded from
+//! its TOML file) against exec events that do not match, exactly as the
+//! pipeline evaluates them (fresh EventContext per event), with heap
+//! allocations counted.
+//!
+//! `cargo bench --bench rules`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mapwatch::alert::{HostInfo, UserNames};
+use mapwatch::audit::assemble::{ExecEvent, PathItem};
+use mapwatch::config::Config;
+use mapwatch::process::{EventContext, ProcessTable};
+use mapwatch::rule::RuleSet;
+use mapwatch::rule::live::ExecFields;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn exec(path: &str, args: &[&str]) -> ExecEvent {
+    ExecEvent {
+        pid: 4_000_000_000,
+        ppid: 4_000_000_001,
+        euid: Some(1000),
+        uid: Some(1000),
+        exe: Some(path.as_bytes().to_vec()),
+        argv: args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>().into(),
+        paths: vec![PathItem {
+            item: 0,
+            name: Some(path.as_bytes().to_vec()),
+            nametype: None,
+        }],
+        complete: true,
+        ..ExecEvent::default()
+    }
+}
+
+struct Harness {
+    rules: RuleSet,
+    table: ProcessTable,
+    host: HostInfo,
+    users: UserNames,
+    matched: Vec<usize>,
+}
+
+impl Harness {
+    fn evaluate(&mut self, event: &ExecEvent) -> usize {
+        let mut ctx = EventContext::new(event, &mut self.table, Instant::now());
+        self.matched.clear();
+        let matched = &mut self.matched;
+        self.rules.evaluate(
+            &mut ExecFields::new(&mut ctx, &self.host, &mut self.users),
+            &mut |i| matched.push(i),
+        );
+        matched.len()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let config = Config::default();
+    let mut harness = Harness {
+        rules: RuleSet::load(&config).expect("shipped rules load"),
+        table: ProcessTable::new(65536, Duration::from_secs(60)),
+        host: HostInfo::detect(),
+        users: UserNames::default(),
+        matched: Vec::with_capacity(8),
+    };
+    let events = [
+        ("ls", exec("/usr/bin/ls", &["ls", "-la", "/tmp"])),
+        (
+            "cat_other_file",
+            exec(
+                "/usr/bin/cat",
+                &["cat", "/etc/hosts", "/var/log/syslog", "/proc/1/smaps"],
+            ),
+        ),
+    ];
+    for (name, event) in &events {
+        assert_eq!(harness.evaluate(event), 0, "{name} must not match");
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..10_000 {
+            black_box(harness.evaluate(black_box(event)));
+        }
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        println!("{name}: {allocations} allocations in 10000 evaluations");
+        c.bench_function(&format!("seed_rule_non_matching/{name}"), |b| {
+            b.iter(|| harness.evaluate(black_box(event)))
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
