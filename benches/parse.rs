@@ -7,38 +7,16 @@
 //!
 //! `cargo bench --bench parse`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mapwatch::audit::record::Record;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
 const EXEC_EVENT: &str = r#"type=SYSCALL msg=audit(1700000000.100:42): arch=c000003e syscall=59 success=yes exit=0 a0=55d0c9 a1=55d0ca a2=55d0cb a3=8 items=2 ppid=1000 pid=1001 auid=1000 uid=1000 gid=1000 euid=1000 suid=1000 fsuid=1000 egid=1000 sgid=1000 fsgid=1000 tty=pts0 ses=3 comm="cat" exe="/usr/bin/cat" key="mapwatch"
 type=EXECVE msg=audit(1700000000.100:42): argc=2 a0="cat" a1="/proc/1/maps"
@@ -118,9 +96,9 @@ fn theirs(lines: &[Vec<u8>]) -> usize {
 }
 
 fn allocations_per_record(lines: &[Vec<u8>], f: fn(&[Vec<u8>]) -> usize) -> f64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = common::allocations();
     black_box(f(black_box(lines)));
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / lines.len() as f64
+    (common::allocations() - before) as f64 / lines.len() as f64
 }
 
 fn bench(c: &mut Criterion) {

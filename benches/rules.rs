@@ -5,9 +5,7 @@
 //!
 //! `cargo bench --bench rules`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -18,30 +16,10 @@ use mapwatch::process::{EventContext, ProcessTable};
 use mapwatch::rule::RuleSet;
 use mapwatch::rule::live::ExecFields;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
 fn exec(path: &str, args: &[&str]) -> ExecEvent {
     ExecEvent {
@@ -103,11 +81,11 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, event) in &events {
         assert_eq!(harness.evaluate(event), 0, "{name} must not match");
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = common::allocations();
         for _ in 0..10_000 {
             black_box(harness.evaluate(black_box(event)));
         }
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let allocations = common::allocations() - before;
         println!("{name}: {allocations} allocations in 10000 evaluations");
         c.bench_function(&format!("seed_rule_non_matching/{name}"), |b| {
             b.iter(|| harness.evaluate(black_box(event)))

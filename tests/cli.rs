@@ -4,39 +4,32 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::{BIN, require_root, snapshot};
-
-fn mapwatch(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("running mapwatch")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{BIN, mapwatch, require_root, snapshot, stderr_of};
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
     let out = mapwatch(&["run", "--frobnicate"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--frobnicate"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("--frobnicate"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
 fn unknown_subcommand_is_a_usage_error() {
     let out = mapwatch(&["frobnicate"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
 }
 
 #[test]
 fn bad_format_value_is_a_usage_error() {
     let out = mapwatch(&["run", "--format", "xml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("xml"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("xml"), "{}", stderr_of(&out));
 }
 
 #[test]
@@ -61,7 +54,7 @@ fn bad_config_names_key_and_line_and_exits_2() {
         vec!["run", "--foreground", "--config", path],
     ] {
         let out = mapwatch(&args);
-        let err = stderr(&out);
+        let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("baklog_limit"), "{args:?}: {err}");
         assert!(err.contains("line 3"), "{args:?}: {err}");
@@ -72,15 +65,15 @@ fn bad_config_names_key_and_line_and_exits_2() {
 #[test]
 fn missing_explicit_config_exits_2() {
     let out = mapwatch(&["check-config", "--config", "/nonexistent/mapwatch.toml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("/nonexistent/mapwatch.toml"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("/nonexistent/mapwatch.toml"));
 }
 
 #[test]
 fn shipped_config_checks_ok() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/mapwatch.toml");
     let out = mapwatch(&["check-config", "--config", shipped]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr_of(&out));
 }
 
 #[test]
@@ -100,7 +93,7 @@ fn without_root_it_exits_1_naming_the_capability() {
         .args(["run", "--foreground", "--format", "json"])
         .output()
         .expect("running setpriv");
-    let err = stderr(&out);
+    let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CAP_AUDIT_CONTROL"), "{err}");
     assert!(out.stdout.is_empty(), "nothing but alerts on stdout");

@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use mapwatch::config::Config;
 use mapwatch::rule::RuleSet;
@@ -13,20 +13,9 @@ use mapwatch::rule::eql::parse_query;
 use mapwatch::rule::file::parse_rule;
 use mapwatch::rule::json::JsonEvent;
 use serde_json::json;
-use support::BIN;
+use support::{BIN, mapwatch, stderr_of};
 
 const SHIPPED: &str = include_str!("../rules/proc_maps_discovery.toml");
-
-fn mapwatch(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("running mapwatch")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// 1-based line and column of the first `needle` in `text`.
 fn position_of(text: &str, needle: &str) -> (usize, usize) {
@@ -212,7 +201,7 @@ fn rule_file_errors_are_reported_at_file_line_column_and_exit_2() {
         let path = write(dir.path(), &format!("bad{i}.toml"), text);
         let (line, column) = position_of(text, at);
         let out = mapwatch(&["rules", "check", path.to_str().expect("utf-8 path")]);
-        let err = stderr(&out);
+        let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
         let location = format!("{}:{line}:{column}:", path.display());
         assert!(err.contains(&location), "expected `{location}` in: {err}");
@@ -238,8 +227,12 @@ fn a_bad_rule_in_a_rule_directory_stops_start_up_unless_skipped() {
     };
     let fail = config("fail");
     let out = mapwatch(&["check-config", "--config", fail.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("broken.toml:1:1"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("broken.toml:1:1"),
+        "{}",
+        stderr_of(&out)
+    );
     let out = mapwatch(&[
         "run",
         "--foreground",
@@ -250,13 +243,17 @@ fn a_bad_rule_in_a_rule_directory_stops_start_up_unless_skipped() {
         out.status.code(),
         Some(2),
         "run refuses to start: {}",
-        stderr(&out)
+        stderr_of(&out)
     );
-    assert!(stderr(&out).contains("broken.toml"), "{}", stderr(&out));
+    assert!(
+        stderr_of(&out).contains("broken.toml"),
+        "{}",
+        stderr_of(&out)
+    );
 
     let skip = config("skip");
     let out = mapwatch(&["check-config", "--config", skip.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 rules"));
 }
 
@@ -369,7 +366,7 @@ fn rules_list_shows_shipped_and_local_rules() {
         &format!("[rules]\ndirectories = [\"{}\"]\n", rules_d.display()),
     );
     let out = mapwatch(&["rules", "list", "--config", config.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr_of(&out));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
         listing.contains("2f95540c-923e-4f57-9dae-de30169c68b9"),
@@ -381,7 +378,11 @@ fn rules_list_shows_shipped_and_local_rules() {
     write(&rules_d, "dup.toml", &local);
     let out = mapwatch(&["rules", "list", "--config", config.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("also used by"), "{}", stderr(&out));
+    assert!(
+        stderr_of(&out).contains("also used by"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -417,7 +418,7 @@ fn rules_test_prints_the_matching_events() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, vec![event("cat", "bash"), event("grep", "zsh")]);
-    let err = stderr(&out);
+    let err = stderr_of(&out);
     assert!(err.contains("<stdin>:5: not a JSON document"), "{err}");
     assert!(err.contains("4 events, 2 matched, 1 invalid"), "{err}");
     assert_eq!(out.status.code(), Some(2), "an invalid line is bad input");

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,18 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_mapwatch");
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs the mapwatch binary to completion.
+pub fn mapwatch(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running mapwatch")
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 /// Tests that register the audit daemon must not overlap.
 static AUDIT_LOCK: Mutex<()> = Mutex::new(());
