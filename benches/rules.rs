@@ -49,11 +49,12 @@ struct Harness {
 
 impl Harness {
     fn evaluate(&mut self, event: &ExecEvent) -> usize {
-        let mut ctx = EventContext::new(event, &mut self.table, Instant::now());
+        let mut ctx =
+            EventContext::for_exec(event.pid, event.ppid, &mut self.table, Instant::now());
         self.matched.clear();
         let matched = &mut self.matched;
         self.rules.evaluate(
-            &mut ExecFields::new(&mut ctx, &self.host, &mut self.users),
+            &mut ExecFields::new(event, &mut ctx, &self.host, &mut self.users),
             &mut |i| matched.push(i),
         );
         matched.len()

@@ -163,11 +163,12 @@ impl Detector {
             matched,
             ..
         } = self;
-        let mut ctx = EventContext::new(event, table, now);
+        let mut ctx = EventContext::for_exec(event.pid, event.ppid, table, now);
         matched.clear();
-        rules.evaluate(&mut ExecFields::new(&mut ctx, host, users), &mut |index| {
-            matched.push(index)
-        });
+        rules.evaluate(
+            &mut ExecFields::new(event, &mut ctx, host, users),
+            &mut |index| matched.push(index),
+        );
         if ctx.entry_leader_unresolved() {
             stats.unresolved_entry_leaders += 1;
         }
@@ -176,7 +177,7 @@ impl Detector {
                 rule: &rules.rules[index].meta,
                 host,
             };
-            let alert = alert::build(&mut ctx, &inputs, users);
+            let alert = alert::build(event, &mut ctx, &inputs, users);
             stats.alerts += 1;
             emit(alert);
         }

@@ -33,6 +33,11 @@ fn comparison() -> impl Strategy<Value = String> {
         .prop_map(|(field, op, values, n)| {
             let path = field.path();
             match field.kind() {
+                Kind::Boolean => match op % 3 {
+                    0 => format!("{path} == true"),
+                    1 => format!("{path} != false"),
+                    _ => format!("{path} == null"),
+                },
                 Kind::Long => match op % 4 {
                     0 => format!("{path} == {n}"),
                     1 => format!("{path} != {n}"),

@@ -158,11 +158,11 @@ pub fn target_pid(path: &[u8], reader_pid: u32) -> Option<u32> {
 }
 
 pub fn build(
-    ctx: &mut EventContext<'_, '_>,
+    event: &ExecEvent,
+    ctx: &mut EventContext<'_>,
     inputs: &AlertInputs<'_>,
     users: &mut UserNames,
 ) -> Alert {
-    let event = ctx.event;
     let rule = inputs.rule;
     let name = event.name();
     let args: Vec<Value> = event.argv.iter().map(text).collect();
@@ -254,7 +254,7 @@ pub fn build(
     audit.insert("complete".into(), json!(event.complete));
     mapwatch.insert("audit".into(), Value::Object(audit));
     if let Some(target_pid) = target {
-        mapwatch.insert("target".into(), target_object(target_pid, ctx.event));
+        mapwatch.insert("target".into(), target_object(target_pid, event));
     }
 
     let timestamp = event

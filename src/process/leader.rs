@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use super::stat::{TtyKind, tty_kind};
 use super::table::{Process, ProcessTable};
-use crate::audit::assemble::ExecEvent;
 
 /// `process.entry_leader.entry_meta.type`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -78,7 +77,8 @@ const CONTAINER_PARENT_PREFIXES: [&[u8]; 3] = [b"containerd-shim", b"runc", b"co
 /// refresh it from procfs.
 pub struct LeaderResolver<'t> {
     table: &'t mut ProcessTable,
-    event_pid: u32,
+    /// The process that just exec'd, if the event is an exec.
+    exec_pid: Option<u32>,
     now: Instant,
 }
 
@@ -92,10 +92,12 @@ struct Node {
 }
 
 impl<'t> LeaderResolver<'t> {
-    pub fn new(table: &'t mut ProcessTable, event: &ExecEvent, now: Instant) -> Self {
+    /// `exec_pid` is the process of an exec event (whose leader decisions
+    /// use the program it ran before the exec), `None` for other events.
+    pub fn new(table: &'t mut ProcessTable, exec_pid: Option<u32>, now: Instant) -> Self {
         LeaderResolver {
             table,
-            event_pid: event.pid,
+            exec_pid,
             now,
         }
     }
@@ -103,15 +105,19 @@ impl<'t> LeaderResolver<'t> {
     /// The process as a leader decision sees it. For the exec'ing process
     /// itself that is the program it ran when it called execve.
     fn node(&mut self, pid: u32) -> Option<Node> {
-        let event_pid = self.event_pid;
+        let exec_pid = self.exec_pid;
         let process = self.table.lookup(pid, self.now)?;
         Some(Node {
             pid,
             ppid: process.ppid,
             sid: process.sid,
             tty: process.tty_nr.map_or(TtyKind::None, tty_kind),
-            name: leader_name(process, pid == event_pid).to_vec(),
+            name: leader_name(process, Some(pid) == exec_pid).to_vec(),
         })
+    }
+
+    pub fn table(&mut self) -> &mut ProcessTable {
+        self.table
     }
 
     /// `process.parent`: pid and name.

@@ -11,32 +11,53 @@ pub mod table;
 
 use std::time::Instant;
 
-use crate::audit::assemble::ExecEvent;
 use leader::{EntryLeader, LeaderResolver, Related};
 pub use table::ProcessTable;
 
-/// An exec event with lazily resolved relations.
-pub struct EventContext<'e, 't> {
-    pub event: &'e ExecEvent,
+/// The process an event is about, with lazily resolved relations.
+pub struct EventContext<'t> {
+    pid: u32,
+    ppid: Option<u32>,
     resolver: LeaderResolver<'t>,
     entry_leader: Option<Option<EntryLeader>>,
     session_leader: Option<Option<Related>>,
     parent: Option<Option<Related>>,
 }
 
-impl<'e, 't> EventContext<'e, 't> {
-    pub fn new(event: &'e ExecEvent, table: &'t mut ProcessTable, now: Instant) -> Self {
+impl<'t> EventContext<'t> {
+    /// For an exec event: the parent is the event's ppid, and leader
+    /// decisions see the exec'ing process as the program it was before.
+    pub fn for_exec(pid: u32, ppid: u32, table: &'t mut ProcessTable, now: Instant) -> Self {
+        Self::build(pid, Some(ppid), LeaderResolver::new(table, Some(pid), now))
+    }
+
+    /// For any other event about a (usually live) process.
+    pub fn for_process(pid: u32, table: &'t mut ProcessTable, now: Instant) -> Self {
+        let ppid = table.lookup(pid, now).map(|p| p.ppid);
+        Self::build(pid, ppid, LeaderResolver::new(table, None, now))
+    }
+
+    fn build(pid: u32, ppid: Option<u32>, resolver: LeaderResolver<'t>) -> Self {
         EventContext {
-            event,
-            resolver: LeaderResolver::new(table, event, now),
+            pid,
+            ppid,
+            resolver,
             entry_leader: None,
             session_leader: None,
             parent: None,
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn ppid(&self) -> Option<u32> {
+        self.ppid
+    }
+
     pub fn entry_leader(&mut self) -> Option<&EntryLeader> {
-        let pid = self.event.pid;
+        let pid = self.pid;
         let resolver = &mut self.resolver;
         self.entry_leader
             .get_or_insert_with(|| resolver.entry_leader(pid))
@@ -49,7 +70,7 @@ impl<'e, 't> EventContext<'e, 't> {
     }
 
     pub fn session_leader(&mut self) -> Option<&Related> {
-        let pid = self.event.pid;
+        let pid = self.pid;
         let resolver = &mut self.resolver;
         self.session_leader
             .get_or_insert_with(|| resolver.session_leader(pid))
@@ -57,10 +78,15 @@ impl<'e, 't> EventContext<'e, 't> {
     }
 
     pub fn parent(&mut self) -> Option<&Related> {
-        let ppid = self.event.ppid;
+        let ppid = self.ppid;
         let resolver = &mut self.resolver;
         self.parent
-            .get_or_insert_with(|| resolver.parent(ppid))
+            .get_or_insert_with(|| ppid.and_then(|ppid| resolver.parent(ppid)))
             .as_ref()
+    }
+
+    /// The process table, for lookups beyond the leaders.
+    pub fn table(&mut self) -> &mut ProcessTable {
+        self.resolver.table()
     }
 }

@@ -487,6 +487,18 @@ impl Parser {
             (Tok::Word(w), _) if w == "null" => return Ok(None),
             (Tok::Str(s), Kind::Keyword) => Literal::Keyword(s),
             (Tok::Int(n), Kind::Long) => Literal::Long(n),
+            (Tok::Word(w), Kind::Boolean) if w == "true" || w == "false" => {
+                Literal::Boolean(w == "true")
+            }
+            (_, Kind::Boolean) => {
+                return error(
+                    token.offset,
+                    format!(
+                        "`{}` is a boolean: compare it with true or false",
+                        field.path()
+                    ),
+                );
+            }
             (Tok::Str(_), Kind::Long) => {
                 return error(
                     token.offset,
@@ -586,7 +598,9 @@ impl Parser {
             .into_iter()
             .map(|(lit, at)| match lit {
                 Literal::Keyword(s) => Ok(compile(&s)),
-                Literal::Long(_) => error(at, "wildcard patterns are strings"),
+                Literal::Long(_) | Literal::Boolean(_) => {
+                    error(at, "wildcard patterns are strings")
+                }
             })
             .collect()
     }

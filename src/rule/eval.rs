@@ -33,6 +33,7 @@ impl Category {
 pub enum Scalar<'a> {
     Keyword(&'a [u8]),
     Long(i64),
+    Boolean(bool),
 }
 
 /// What rules evaluate: an event whose fields can be read by name.
@@ -50,6 +51,7 @@ pub trait Event {
 pub enum Literal {
     Keyword(String),
     Long(i64),
+    Boolean(bool),
 }
 
 impl Literal {
@@ -57,6 +59,7 @@ impl Literal {
         match (self, value) {
             (Literal::Keyword(s), Scalar::Keyword(v)) => s.as_bytes() == v,
             (Literal::Long(n), Scalar::Long(v)) => *n == v,
+            (Literal::Boolean(b), Scalar::Boolean(v)) => *b == v,
             _ => false,
         }
     }
@@ -92,7 +95,7 @@ impl Test {
             Test::InFolded(list) => list.iter().any(|lit| lit.equals_folded(value)),
             Test::Wildcard(patterns) => match value {
                 Scalar::Keyword(v) => patterns.iter().any(|p| p.matches(v)),
-                Scalar::Long(_) => false,
+                Scalar::Long(_) | Scalar::Boolean(_) => false,
             },
             Test::IsNull | Test::NotNull => true,
         }

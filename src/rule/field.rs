@@ -10,6 +10,7 @@
 pub enum Kind {
     Keyword,
     Long,
+    Boolean,
 }
 
 /// How much it costs to read a field.
@@ -91,6 +92,10 @@ fields! {
     ProcessEntryLeaderType => "process.entry_leader.entry_meta.type", Keyword, Lookup;
     FilePath => "file.path", Keyword, Event;
     FileName => "file.name", Keyword, Event;
+    TargetPid => "mapwatch.target.pid", Long, Event;
+    TargetName => "mapwatch.target.name", Keyword, Lookup;
+    TargetExecutable => "mapwatch.target.executable", Keyword, Lookup;
+    ReadSelf => "mapwatch.read.self", Boolean, Event;
 }
 
 #[cfg(test)]

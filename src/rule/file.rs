@@ -294,6 +294,12 @@ fn field_exception(
                     format!("`{}` takes numbers", id.path()),
                 )
             }),
+            Kind::Boolean => v.parse().map(Literal::Boolean).map_err(|_| {
+                src.error_at(
+                    values.span().start,
+                    format!("`{}` takes true or false", id.path()),
+                )
+            }),
         }
     };
     let test = match mode {

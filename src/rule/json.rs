@@ -100,6 +100,7 @@ impl Event for JsonEvent<'_> {
                 (Value::Bool(b), Kind::Keyword) => {
                     Scalar::Keyword(if *b { b"true" } else { b"false" })
                 }
+                (Value::Bool(b), Kind::Boolean) => Scalar::Boolean(*b),
                 _ => return ControlFlow::Continue(()),
             };
             present = true;
@@ -121,6 +122,7 @@ mod tests {
             out.push(match v {
                 Scalar::Keyword(k) => String::from_utf8_lossy(k).into_owned(),
                 Scalar::Long(n) => n.to_string(),
+                Scalar::Boolean(b) => b.to_string(),
             });
             ControlFlow::Continue(())
         });

@@ -11,11 +11,13 @@ use std::ops::ControlFlow;
 use super::eval::{Category, Event, Scalar};
 use super::field::Field;
 use crate::alert::{HostInfo, UserNames};
+use crate::audit::assemble::ExecEvent;
 use crate::process::EventContext;
 
 /// A live exec event with the host and user-name lookups it may need.
-pub struct ExecFields<'c, 'e, 't> {
-    ctx: &'c mut EventContext<'e, 't>,
+pub struct ExecFields<'c, 't> {
+    event: &'c ExecEvent,
+    ctx: &'c mut EventContext<'t>,
     host: &'c HostInfo,
     users: &'c mut UserNames,
     command_line: Option<Vec<u8>>,
@@ -23,13 +25,15 @@ pub struct ExecFields<'c, 'e, 't> {
     parent_executable: Option<Option<Vec<u8>>>,
 }
 
-impl<'c, 'e, 't> ExecFields<'c, 'e, 't> {
+impl<'c, 't> ExecFields<'c, 't> {
     pub fn new(
-        ctx: &'c mut EventContext<'e, 't>,
+        event: &'c ExecEvent,
+        ctx: &'c mut EventContext<'t>,
         host: &'c HostInfo,
         users: &'c mut UserNames,
     ) -> Self {
         ExecFields {
+            event,
             ctx,
             host,
             users,
@@ -68,7 +72,7 @@ fn keyword(bytes: Option<&[u8]>) -> Option<Scalar<'_>> {
     bytes.map(Scalar::Keyword)
 }
 
-impl Event for ExecFields<'_, '_, '_> {
+impl Event for ExecFields<'_, '_> {
     fn is_category(&self, category: Category) -> bool {
         category == Category::Process
     }
@@ -78,7 +82,7 @@ impl Event for ExecFields<'_, '_, '_> {
         field: Field,
         visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
     ) -> bool {
-        let event = self.ctx.event;
+        let event = self.event;
         let mut buf = [0u8; 10];
         match field {
             Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
@@ -169,7 +173,12 @@ impl Event for ExecFields<'_, '_, '_> {
                 let kind = self.ctx.entry_leader().map(|e| e.kind.as_str().as_bytes());
                 one(visit, keyword(kind))
             }
-            Field::FilePath | Field::FileName => false,
+            Field::FilePath
+            | Field::FileName
+            | Field::TargetPid
+            | Field::TargetName
+            | Field::TargetExecutable
+            | Field::ReadSelf => false,
         }
     }
 }
