@@ -20,6 +20,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub process: ProcessConfig,
     pub log: LogConfig,
+    pub fanotify: FanotifyConfig,
     pub rules: RulesConfig,
     /// Global exceptions: a match of any rule is suppressed when one holds.
     pub exceptions: Vec<ExceptionSpec>,
@@ -32,6 +33,27 @@ pub struct Config {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
+pub struct FanotifyConfig {
+    /// Watch /proc with fanotify to confirm reads and see reads no argument names.
+    pub enabled: bool,
+    /// How long an exec alert waits for the read that confirms it, ms.
+    pub confirm_window_ms: u64,
+    /// How long a read waits for its exec event before the file rules see it, ms.
+    pub hold_ms: u64,
+}
+
+impl Default for FanotifyConfig {
+    fn default() -> Self {
+        FanotifyConfig {
+            enabled: true,
+            confirm_window_ms: 250,
+            hold_ms: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Load the rules shipped with mapwatch (compiled into the binary).
     pub shipped: bool,
@@ -39,6 +61,8 @@ pub struct RulesConfig {
     pub directories: Vec<PathBuf>,
     /// A rule file that fails to load: stop (`fail`) or log and go on (`skip`).
     pub on_error: OnRuleError,
+    /// Rules (by `rule_id`) not to load.
+    pub disabled: Vec<String>,
 }
 
 impl Default for RulesConfig {
@@ -47,6 +71,7 @@ impl Default for RulesConfig {
             shipped: true,
             directories: vec![PathBuf::from("/etc/mapwatch/rules.d")],
             on_error: OnRuleError::Fail,
+            disabled: Vec::new(),
         }
     }
 }
@@ -182,7 +207,13 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), String> {
-        let checks: [(&str, &str, bool); 6] = [
+        let checks: [(&str, &str, bool); 8] = [
+            (
+                "fanotify",
+                "confirm_window_ms",
+                self.fanotify.confirm_window_ms > 0,
+            ),
+            ("fanotify", "hold_ms", self.fanotify.hold_ms > 0),
             ("audit", "backlog_limit", self.audit.backlog_limit > 0),
             (
                 "audit",
@@ -279,6 +310,7 @@ mod tests {
         assert_eq!(shipped.audit, defaults.audit);
         assert_eq!(shipped.process, defaults.process);
         assert_eq!(shipped.log, defaults.log);
+        assert_eq!(shipped.fanotify, defaults.fanotify);
         assert_eq!(shipped.rules, defaults.rules);
         assert_eq!(shipped.exceptions, defaults.exceptions);
     }

@@ -10,6 +10,7 @@
 pub mod alert;
 pub mod audit;
 pub mod config;
+pub mod correlate;
 pub mod pipeline;
 pub mod process;
 pub mod rule;

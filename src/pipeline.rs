@@ -20,12 +20,15 @@ use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_ter
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::record::Record;
 use crate::config::Config;
+use crate::correlate::{Correlator, CorrelatorStats, maps_args};
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
-use crate::rule::live::ExecFields;
+use crate::rule::live::{ExecFields, ReadFields};
+use crate::rule::wildcard::Wildcard;
 use crate::sink::{self, OutputFormat};
 use crate::source::RecordBatch;
 use crate::source::audit::{AuditError, AuditSession, SessionOptions, SourceStats, read_records};
+use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, read_events};
 
 /// Counters of the detection core.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -35,6 +38,10 @@ pub struct DetectorStats {
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
 }
+
+/// The seed rule's pattern for arguments naming a memory map.
+static MAPS_ARG: std::sync::LazyLock<Wildcard> =
+    std::sync::LazyLock::new(|| Wildcard::insensitive("/proc/*/maps"));
 
 /// Malformed records logged in full before logging turns to sampling.
 const MALFORMED_LOGGED: u64 = 10;
@@ -50,6 +57,9 @@ pub struct Detector {
     stats: DetectorStats,
     events: Vec<ExecEvent>,
     matched: Vec<usize>,
+    /// Read confirmation; `None` when fanotify is off or unavailable.
+    correlator: Option<Correlator>,
+    due_reads: Vec<ReadEvent>,
     log_events: bool,
 }
 
@@ -70,7 +80,42 @@ impl Detector {
             stats: DetectorStats::default(),
             events: Vec::new(),
             matched: Vec::new(),
+            correlator: None,
+            due_reads: Vec::new(),
             log_events,
+        }
+    }
+
+    /// Turns on read confirmation (fanotify is running).
+    pub fn confirm_reads(&mut self, window: Duration, hold: Duration) {
+        self.correlator = Some(Correlator::new(window, hold));
+    }
+
+    pub fn correlator_stats(&self) -> Option<CorrelatorStats> {
+        self.correlator.as_ref().map(Correlator::stats)
+    }
+
+    /// When the detector next has something to release on its own.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.correlator.as_ref().and_then(Correlator::next_deadline)
+    }
+
+    /// Reads of memory maps seen by fanotify.
+    pub fn on_reads(&mut self, reads: Vec<ReadEvent>, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let Some(correlator) = self.correlator.as_mut() else {
+            return;
+        };
+        for read in reads {
+            if self.log_events {
+                tracing::debug!(
+                    "read pid={} path={} open={} read={}",
+                    read.pid,
+                    escape_for_terminal(&read.path),
+                    read.mask.opened,
+                    read.mask.read
+                );
+            }
+            correlator.read(read, now, emit);
         }
     }
 
@@ -106,12 +151,50 @@ impl Detector {
     pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
         self.assembler.flush_expired(now, &mut self.events);
         self.evaluate_pending(now, emit);
+        if let Some(correlator) = self.correlator.as_mut() {
+            correlator.tick(now, emit, &mut self.due_reads);
+        }
+        self.evaluate_reads(emit);
     }
 
     /// End of input: every event still held is evaluated.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
         self.assembler.flush_all(&mut self.events);
-        self.evaluate_pending(Instant::now(), emit);
+        let now = Instant::now();
+        self.evaluate_pending(now, emit);
+        if let Some(correlator) = self.correlator.as_mut() {
+            correlator.flush(emit, &mut self.due_reads);
+        }
+        self.evaluate_reads(emit);
+    }
+
+    /// Reads released by the correlator go to the `file where` rules.
+    fn evaluate_reads(&mut self, emit: &mut dyn FnMut(Alert)) {
+        let Detector {
+            table,
+            rules,
+            host,
+            users,
+            stats,
+            matched,
+            due_reads,
+            ..
+        } = self;
+        for read in due_reads.drain(..) {
+            // Relations as they were when the read happened.
+            let mut ctx = EventContext::for_process(read.pid, table, read.seen);
+            let mut fields = ReadFields::new(&read, &mut ctx, host, users);
+            matched.clear();
+            rules.evaluate(&mut fields, &mut |index| matched.push(index));
+            for &index in matched.iter() {
+                let inputs = AlertInputs {
+                    rule: &rules.rules[index].meta,
+                    host,
+                };
+                stats.alerts += 1;
+                emit(alert::build_read(&mut fields, &inputs));
+            }
+        }
     }
 
     pub fn prune(&mut self, now: Instant) {
@@ -161,6 +244,7 @@ impl Detector {
             users,
             stats,
             matched,
+            correlator,
             ..
         } = self;
         let mut ctx = EventContext::for_exec(event.pid, event.ppid, table, now);
@@ -172,14 +256,25 @@ impl Detector {
         if ctx.entry_leader_unresolved() {
             stats.unresolved_entry_leaders += 1;
         }
+        if matched.is_empty() {
+            return;
+        }
+        let maps = maps_args(event, &MAPS_ARG);
+        let targets: Vec<u32> = maps.iter().filter_map(|m| m.target).collect();
         for &index in matched.iter() {
             let inputs = AlertInputs {
                 rule: &rules.rules[index].meta,
                 host,
             };
-            let alert = alert::build(event, &mut ctx, &inputs, users);
+            let alert = alert::build(event, targets.first().copied(), &mut ctx, &inputs, users);
             stats.alerts += 1;
-            emit(alert);
+            match correlator.as_mut() {
+                // An alert about maps files waits for proof of the read.
+                Some(correlator) if !maps.is_empty() => {
+                    correlator.exec_alert(alert, event.pid, targets.clone(), now, emit)
+                }
+                _ => emit(alert),
+            }
         }
     }
 }
@@ -227,6 +322,7 @@ const MAX_BATCH: usize = 256;
 /// The live service, until SIGTERM, SIGINT or SIGQUIT (or SIGHUP in the foreground).
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = &options.config;
+    let rule_count = options.rules.rules.len();
     let mut detector = Detector::new(config, options.rules, options.verbose);
     let seeded = detector.seed_process_table()?;
 
@@ -260,6 +356,34 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         MAX_BATCH,
     ));
 
+    let watch_stats = Arc::new(WatchStats::default());
+    let (read_tx, mut read_rx) = mpsc::channel::<Vec<ReadEvent>>(config.audit.queue_batches);
+    let watcher = if config.fanotify.enabled {
+        match ProcWatch::open() {
+            Ok(watch) => {
+                detector.confirm_reads(
+                    Duration::from_millis(config.fanotify.confirm_window_ms),
+                    Duration::from_millis(config.fanotify.hold_ms),
+                );
+                Some(tokio::spawn(read_events(
+                    watch,
+                    read_tx,
+                    watch_stats.clone(),
+                )))
+            }
+            Err(why) => {
+                tracing::warn!("running without read confirmation: {why}");
+                None
+            }
+        }
+    } else {
+        tracing::info!(
+            "fanotify is off (fanotify.enabled = false): alerts carry no read confirmation"
+        );
+        None
+    };
+    let fanotify_on = watcher.is_some();
+
     let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
     let format = options.format;
     let sink = std::thread::Builder::new()
@@ -275,10 +399,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     };
 
     tracing::info!(
-        "ready: registered as the audit daemon (pid {}), {} audit rules installed, {} processes known",
+        "ready: registered as the audit daemon (pid {}), {} audit rules installed, {} detection rules, {} processes known, read confirmation {}",
         std::process::id(),
         session.rules_installed,
-        seeded
+        rule_count,
+        seeded,
+        if fanotify_on { "on" } else { "off" }
     );
     notify_systemd(b"READY=1");
 
@@ -288,8 +414,18 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut last_stats = Instant::now();
     let stats_every = Duration::from_secs(config.log.stats_interval_secs);
     let mut kernel_lost_at_start = None;
+    let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let stop_signal = loop {
+        let deadline = detector
+            .next_deadline()
+            .map_or_else(far_future, tokio::time::Instant::from_std);
         tokio::select! {
+            reads = read_rx.recv(), if fanotify_on => {
+                if let Some(reads) = reads {
+                    detector.on_reads(reads, Instant::now(), &mut emit);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => detector.on_tick(Instant::now(), &mut emit),
             batch = record_rx.recv() => match batch {
                 Some(batch) => {
                     let now = Instant::now();
@@ -311,7 +447,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     last_poll = now;
                 }
                 if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
-                    log_stats(&detector, &source_stats, dropped_alerts.get());
+                    log_stats(&detector, &source_stats, &watch_stats, dropped_alerts.get());
                     last_stats = now;
                 }
             }
@@ -335,10 +471,16 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             detector.on_netlink_record(record_type, text, now, &mut emit);
         }
     }
+    while let Ok(reads) = read_rx.try_recv() {
+        detector.on_reads(reads, Instant::now(), &mut emit);
+    }
     detector.flush(&mut emit);
     reader.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     drop(emit);
-    log_stats(&detector, &source_stats, dropped_alerts.get());
+    log_stats(&detector, &source_stats, &watch_stats, dropped_alerts.get());
     match sink.join() {
         Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             tracing::error!("writing alerts: {e}")
@@ -365,10 +507,12 @@ fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>) {
     }
 }
 
-fn log_stats(detector: &Detector, source: &SourceStats, dropped_alerts: u64) {
+fn log_stats(detector: &Detector, source: &SourceStats, watch: &WatchStats, dropped_alerts: u64) {
     let d = detector.stats();
+    let c = detector.correlator_stats().unwrap_or_default();
     tracing::info!(
-        "stats: records={} malformed={} alerts={} alerts_dropped={} unresolved_entry_leaders={} queue_dropped_records={} enobufs={}",
+        "stats: records={} malformed={} alerts={} alerts_dropped={} unresolved_entry_leaders={} queue_dropped_records={} enobufs={} \
+         proc_events={} maps_reads={} unresolved_reads={} fanotify_overflows={} read_batches_dropped={} confirmed={} unconfirmed={} file_events={}",
         d.records,
         d.malformed_records,
         d.alerts,
@@ -376,6 +520,14 @@ fn log_stats(detector: &Detector, source: &SourceStats, dropped_alerts: u64) {
         d.unresolved_entry_leaders,
         source.dropped_records.load(Ordering::Relaxed),
         source.enobufs.load(Ordering::Relaxed),
+        watch.events.load(Ordering::Relaxed),
+        watch.maps_events.load(Ordering::Relaxed),
+        watch.unresolved.load(Ordering::Relaxed),
+        watch.overflows.load(Ordering::Relaxed),
+        watch.dropped.load(Ordering::Relaxed),
+        c.confirmed,
+        c.unconfirmed,
+        c.file_events,
     );
 }
 

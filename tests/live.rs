@@ -5,6 +5,9 @@
 
 mod support;
 
+const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
+const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
+
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -184,12 +187,31 @@ fn no_alert_for_what_the_seed_rule_does_not_cover() {
 
     let sentinel = mapwatch.sync();
     let alerts = mapwatch.alerts();
-    let unexpected: Vec<&Value> = alerts
+    let seed: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"]["id"] == SEED_ID)
+        .collect();
+    let unexpected: Vec<&&Value> = seed
         .iter()
         .filter(|a| a["file"]["path"] != sentinel.as_str())
         .collect();
-    assert!(unexpected.is_empty(), "unexpected alerts: {unexpected:#?}");
-    assert_eq!(alerts.len(), 1);
+    assert!(
+        unexpected.is_empty(),
+        "unexpected seed-rule alerts: {unexpected:#?}"
+    );
+    assert_eq!(seed.len(), 1);
+    // What the seed rule leaves out, the kernel still saw: head and the copy
+    // named CAT really read another process's map (the extended rule's).
+    for (reader, target) in [("head", &head_target), ("CAT", &upper_target)] {
+        let extended: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| {
+                a["rule"]["id"] == EXTENDED_ID && a["file"]["path"] == target.maps().as_str()
+            })
+            .collect();
+        assert_eq!(extended.len(), 1, "{reader}: {alerts:#?}");
+        assert_eq!(extended[0]["process"]["name"], reader);
+    }
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
@@ -384,22 +406,31 @@ fn exceptions_and_local_rules_apply_to_live_events() {
     }
     mapwatch.sync();
     let alerts = mapwatch.alerts();
-    let count = |target: &Target| {
+    let count = |rule: &str, target: &Target| {
         alerts
             .iter()
-            .filter(|a| a["file"]["path"] == target.maps().as_str())
+            .filter(|a| a["rule"]["id"] == rule && a["file"]["path"] == target.maps().as_str())
             .count()
     };
-    assert_eq!(count(&targets[0].1), 1, "bash: no exception applies");
     assert_eq!(
-        count(&targets[1].1),
-        0,
-        "dash: the global exception applies"
+        count(SEED_ID, &targets[0].1),
+        1,
+        "bash: no exception applies"
     );
     assert_eq!(
-        count(&targets[2].1),
+        count(SEED_ID, &targets[1].1) + count(EXTENDED_ID, &targets[1].1),
+        0,
+        "dash: the global exception applies to every rule"
+    );
+    assert_eq!(
+        count(SEED_ID, &targets[2].1),
         0,
         "zsh: the local rule's exception applies"
+    );
+    assert_eq!(
+        count(EXTENDED_ID, &targets[2].1),
+        1,
+        "zsh: a rule's exception is its own; the extended rule still sees the read"
     );
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");

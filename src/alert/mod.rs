@@ -19,8 +19,12 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value, json};
 
 use crate::audit::assemble::ExecEvent;
+use crate::audit::execve::Argv;
 use crate::process::EventContext;
+use crate::process::leader::{EntryLeader, Related};
+use crate::process::live::LiveProcess;
 use crate::rule::RuleMeta;
+use crate::rule::live::ReadFields;
 use crate::rule::wildcard::Wildcard;
 
 /// Facts about this host, gathered once.
@@ -144,73 +148,67 @@ fn user_object(uid: Option<u32>, users: &mut UserNames) -> Option<Value> {
     Some(Value::Object(user))
 }
 
-/// The pid a `/proc/<pid>/...` path names, resolving `self` and `thread-self`
-/// to the reader.
-pub fn target_pid(path: &[u8], reader_pid: u32) -> Option<u32> {
-    let mut parts = path.split(|b| *b == b'/').filter(|p| !p.is_empty());
-    if !parts.next()?.eq_ignore_ascii_case(b"proc") {
-        return None;
-    }
-    match parts.next()? {
-        b"self" | b"thread-self" => Some(reader_pid),
-        digits => std::str::from_utf8(digits).ok()?.parse().ok(),
-    }
+/// The process an alert is about, as plain facts.
+struct Subject<'a> {
+    pid: u32,
+    ppid: Option<u32>,
+    name: &'a [u8],
+    executable: Option<&'a [u8]>,
+    args: Option<&'a Argv>,
+    cwd: Option<&'a [u8]>,
+    title: Option<Vec<u8>>,
+    euid: Option<u32>,
+    uid: Option<u32>,
 }
 
-pub fn build(
-    event: &ExecEvent,
-    ctx: &mut EventContext<'_>,
-    inputs: &AlertInputs<'_>,
-    users: &mut UserNames,
-) -> Alert {
-    let rule = inputs.rule;
-    let name = event.name();
-    let args: Vec<Value> = event.argv.iter().map(text).collect();
-    let command_line = event
-        .argv
-        .iter()
-        .map(|a| escape_bytes(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+/// What happened, in ECS terms.
+struct Action<'a> {
+    category: &'static str,
+    kind: &'static str,
+    name: &'static str,
+    timestamp: String,
+    file_path: Option<&'a [u8]>,
+    reason: String,
+    target: Option<Value>,
+    audit: Option<Value>,
+}
 
+/// The parts of the document about the process and its relations; returns
+/// the process object and the pieces the summary line needs.
+fn process_object(
+    subject: &Subject<'_>,
+    ctx: &mut EventContext<'_>,
+    users: &mut UserNames,
+) -> (Map<String, Value>, Option<Related>, Option<EntryLeader>) {
     let mut process = Map::new();
-    process.insert("pid".into(), json!(event.pid));
-    process.insert("name".into(), text(name));
-    insert_some(&mut process, "executable", event.exe.as_deref().map(text));
-    process.insert("args".into(), Value::Array(args));
-    process.insert("args_count".into(), json!(event.argv.len()));
-    process.insert("command_line".into(), Value::String(command_line.clone()));
-    insert_some(
-        &mut process,
-        "working_directory",
-        event.cwd.as_deref().map(text),
-    );
-    insert_some(
-        &mut process,
-        "title",
-        event.proctitle.as_deref().map(|t| {
-            let spaced: Vec<u8> = t.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect();
-            text(&spaced)
-        }),
-    );
-    insert_some(&mut process, "user", user_object(event.euid, users));
-    insert_some(&mut process, "real_user", user_object(event.uid, users));
+    process.insert("pid".into(), json!(subject.pid));
+    process.insert("name".into(), text(subject.name));
+    insert_some(&mut process, "executable", subject.executable.map(text));
+    if let Some(args) = subject.args {
+        process.insert("args".into(), Value::Array(args.iter().map(text).collect()));
+        process.insert("args_count".into(), json!(args.len()));
+        process.insert("command_line".into(), Value::String(command_line(args)));
+    }
+    insert_some(&mut process, "working_directory", subject.cwd.map(text));
+    insert_some(&mut process, "title", subject.title.as_deref().map(text));
+    insert_some(&mut process, "user", user_object(subject.euid, users));
+    insert_some(&mut process, "real_user", user_object(subject.uid, users));
 
     let parent = ctx.parent().cloned();
-    let mut parent_obj = Map::new();
-    parent_obj.insert("pid".into(), json!(event.ppid));
-    if let Some(p) = &parent {
-        parent_obj.insert("name".into(), text(&p.name));
+    if let Some(ppid) = subject.ppid {
+        let mut parent_obj = Map::new();
+        parent_obj.insert("pid".into(), json!(ppid));
+        if let Some(p) = &parent {
+            parent_obj.insert("name".into(), text(&p.name));
+        }
+        insert_some(
+            &mut parent_obj,
+            "executable",
+            live_executable(ppid).map(|e| text(&e)),
+        );
+        process.insert("parent".into(), Value::Object(parent_obj));
     }
-    insert_some(
-        &mut parent_obj,
-        "executable",
-        live_executable(event.ppid).map(|e| text(&e)),
-    );
-    process.insert("parent".into(), Value::Object(parent_obj));
-
-    let session_leader = ctx.session_leader().cloned();
-    if let Some(s) = &session_leader {
+    if let Some(s) = ctx.session_leader() {
         process.insert(
             "session_leader".into(),
             json!({"pid": s.pid, "name": text(&s.name)}),
@@ -223,59 +221,63 @@ pub fn build(
             json!({"pid": e.pid, "name": text(&e.name), "entry_meta": {"type": e.kind.as_str()}}),
         );
     }
+    (process, parent, entry_leader)
+}
 
-    let first_path = event.argv.iter().find(|arg| MAPS_PATH.matches(arg));
-    let target = first_path.and_then(|p| target_pid(p, event.pid));
-    let reason = format!(
-        "{} (pid {}) ran with argument {} under entry leader {}",
-        escape_bytes(name),
-        event.pid,
-        first_path.map(escape_bytes).unwrap_or_default(),
-        entry_leader
-            .as_ref()
-            .map(|e| format!(
+fn command_line(args: &Argv) -> String {
+    args.iter()
+        .map(|a| escape_bytes(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn leader_text(leader: Option<&EntryLeader>) -> String {
+    leader
+        .map(|e| {
+            format!(
                 "{} (pid {}, {})",
                 escape_bytes(&e.name),
                 e.pid,
                 e.kind.as_str()
-            ))
-            .unwrap_or_else(|| "unknown".into()),
-    );
+            )
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
 
+fn document(
+    subject: &Subject<'_>,
+    action: Action<'_>,
+    ctx: &mut EventContext<'_>,
+    inputs: &AlertInputs<'_>,
+    users: &mut UserNames,
+) -> Alert {
+    let rule = inputs.rule;
+    let (process, parent, entry_leader) = process_object(subject, ctx, users);
     let mut mapwatch = Map::new();
-    let mut audit = Map::new();
-    insert_some(
-        &mut audit,
-        "sequence",
-        event.id.map(|id| json!(id.serial.0)),
+    insert_some(&mut mapwatch, "audit", action.audit);
+    insert_some(&mut mapwatch, "target", action.target);
+    mapwatch.insert(
+        "rule".into(),
+        if rule.tags.is_empty() {
+            json!({"severity": rule.severity})
+        } else {
+            json!({"severity": rule.severity, "tags": rule.tags})
+        },
     );
-    insert_some(&mut audit, "session", event.ses.map(|s| json!(s)));
-    insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
-    audit.insert("complete".into(), json!(event.complete));
-    mapwatch.insert("audit".into(), Value::Object(audit));
-    if let Some(target_pid) = target {
-        mapwatch.insert("target".into(), target_object(target_pid, event));
-    }
-
-    let timestamp = event
-        .id
-        .map(|id| rfc3339_millis(id.timestamp.secs, id.timestamp.millis))
-        .unwrap_or_default();
-
     let mut document = json!({
-        "@timestamp": timestamp,
+        "@timestamp": action.timestamp,
         "ecs": {"version": "8.11.0"},
         "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
         "event": {
             "kind": "alert",
-            "category": ["process"],
-            "type": ["start"],
-            "action": "exec",
+            "category": [action.category],
+            "type": [action.kind],
+            "action": action.name,
             "module": "mapwatch",
             "dataset": "mapwatch.alert",
             "severity": severity_number(&rule.severity),
             "risk_score": rule.risk_score,
-            "reason": reason,
+            "reason": action.reason,
         },
         "rule": {
             "id": rule.rule_id,
@@ -295,36 +297,44 @@ pub fn build(
     if !rule.references.is_empty() {
         document["rule"]["reference"] = json!(rule.references);
     }
-    if !rule.tags.is_empty() {
-        document["mapwatch"]["rule"] = json!({"tags": rule.tags, "severity": rule.severity});
-    } else {
-        document["mapwatch"]["rule"] = json!({"severity": rule.severity});
-    }
-    if let Some(user) = user_object(event.euid, users) {
+    if let Some(user) = user_object(subject.euid, users) {
         document["user"] = user;
     }
-    if let Some(path) = first_path {
-        document["file"] = json!({"path": text(path)});
+    if let Some(path) = action.file_path {
+        let name = path.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        document["file"] = json!({"path": text(path), "name": text(name)});
     }
-
     let summary = format!(
-        "{timestamp} {severity:<6} {rule_name}: pid={pid} user={user} {command} parent={parent}[{ppid}] entry_leader={leader}",
+        "{timestamp} {severity:<6} {rule_name}: pid={pid} user={user} {what} parent={parent}[{ppid}] entry_leader={leader}",
+        timestamp = action.timestamp,
         severity = rule.severity,
         rule_name = rule.name,
-        pid = event.pid,
-        user = event
+        pid = subject.pid,
+        user = subject
             .euid
             .map(|uid| users
                 .name(uid)
                 .map(str::to_owned)
                 .unwrap_or_else(|| uid.to_string()))
             .unwrap_or_else(|| "?".into()),
-        command = escape_for_terminal(command_line.as_bytes()),
+        what = match (subject.args, action.file_path) {
+            (Some(args), _) if action.name == "exec" =>
+                escape_for_terminal(command_line(args).as_bytes()),
+            (_, Some(path)) => format!(
+                "{} read {}",
+                escape_for_terminal(subject.name),
+                escape_for_terminal(path)
+            ),
+            _ => escape_for_terminal(subject.name),
+        },
         parent = parent
             .as_ref()
             .map(|p| escape_for_terminal(&p.name))
             .unwrap_or_else(|| "?".into()),
-        ppid = event.ppid,
+        ppid = subject
+            .ppid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?".into()),
         leader = entry_leader
             .as_ref()
             .map(|e| format!(
@@ -338,25 +348,150 @@ pub fn build(
     Alert { document, summary }
 }
 
+/// An alert for an exec event; `target` is the process whose map its
+/// arguments name, when one can be told.
+pub fn build(
+    event: &ExecEvent,
+    target: Option<u32>,
+    ctx: &mut EventContext<'_>,
+    inputs: &AlertInputs<'_>,
+    users: &mut UserNames,
+) -> Alert {
+    let first_path = event.argv.iter().skip(1).find(|arg| MAPS_PATH.matches(arg));
+    let title = event
+        .proctitle
+        .as_deref()
+        .map(|t| t.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect());
+    let subject = Subject {
+        pid: event.pid,
+        ppid: Some(event.ppid),
+        name: event.name(),
+        executable: event.exe.as_deref(),
+        args: Some(&event.argv),
+        cwd: event.cwd.as_deref(),
+        title,
+        euid: event.euid,
+        uid: event.uid,
+    };
+    let entry_leader = ctx.entry_leader().cloned();
+    let mut audit = Map::new();
+    insert_some(
+        &mut audit,
+        "sequence",
+        event.id.map(|id| json!(id.serial.0)),
+    );
+    insert_some(&mut audit, "session", event.ses.map(|s| json!(s)));
+    insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
+    audit.insert("complete".into(), json!(event.complete));
+    let action = Action {
+        category: "process",
+        kind: "start",
+        name: "exec",
+        timestamp: event
+            .id
+            .map(|id| rfc3339_millis(id.timestamp.secs, id.timestamp.millis))
+            .unwrap_or_else(now_rfc3339),
+        file_path: first_path,
+        reason: format!(
+            "{} (pid {}) ran with argument {} under entry leader {}",
+            escape_bytes(event.name()),
+            event.pid,
+            first_path.map(escape_bytes).unwrap_or_default(),
+            leader_text(entry_leader.as_ref()),
+        ),
+        target: target.map(|pid| target_object(pid, event, users)),
+        audit: Some(Value::Object(audit)),
+    };
+    document(&subject, action, ctx, inputs, users)
+}
+
+/// An alert for a read of a memory map seen by fanotify; the read is
+/// confirmed by construction.
+pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> Alert {
+    let name = fields.name().map(<[u8]>::to_vec).unwrap_or_default();
+    let read = fields.read;
+    let target = read.target_pid();
+    let target_name = fields
+        .target
+        .as_mut()
+        .and_then(|t| t.comm())
+        .map(<[u8]>::to_vec);
+    let target_obj = fields
+        .target
+        .as_mut()
+        .map(|t| live_target_object(t, fields.users));
+    let executable = fields.executable().map(<[u8]>::to_vec);
+    let cwd = fields.cwd().map(<[u8]>::to_vec);
+    let euid = fields.uid();
+    let args = fields.args().cloned();
+    let subject = Subject {
+        pid: read.pid,
+        ppid: fields.ctx.ppid(),
+        name: &name,
+        executable: executable.as_deref(),
+        args: args.as_ref(),
+        cwd: cwd.as_deref(),
+        title: None,
+        euid,
+        uid: None,
+    };
+    let entry_leader = fields.ctx.entry_leader().cloned();
+    let reason = format!(
+        "{} (pid {}) read the memory map of {} (pid {}): {}; entry leader {}",
+        escape_bytes(&name),
+        read.pid,
+        target_name
+            .as_deref()
+            .map(escape_bytes)
+            .unwrap_or_else(|| "?".into()),
+        target.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+        escape_bytes(&read.path),
+        leader_text(entry_leader.as_ref()),
+    );
+    let action = Action {
+        category: "file",
+        kind: "access",
+        name: "read",
+        timestamp: now_rfc3339(),
+        file_path: Some(&read.path),
+        reason,
+        target: target_obj,
+        audit: None,
+    };
+    let mut alert = document(&subject, action, fields.ctx, inputs, fields.users);
+    alert.document["mapwatch"]["read"] =
+        json!({"confirmed": true, "paths": [text(&read.path)], "self": fields.is_self_read()});
+    alert
+}
+
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339_millis(now.as_secs(), now.subsec_millis() as u16)
+}
+
+fn live_target_object(target: &mut LiveProcess, users: &mut UserNames) -> Value {
+    let mut obj = Map::new();
+    obj.insert("pid".into(), json!(target.pid()));
+    insert_some(&mut obj, "name", target.comm().map(text));
+    insert_some(&mut obj, "executable", target.exe().map(text));
+    insert_some(&mut obj, "user", user_object(target.uid(), users));
+    Value::Object(obj)
+}
+
 /// The process whose map is read. A reader of its own map (`self`) is
 /// described by its exec event, since it has often exited by now.
-fn target_object(pid: u32, event: &ExecEvent) -> Value {
-    let mut target = Map::new();
-    target.insert("pid".into(), json!(pid));
+fn target_object(pid: u32, event: &ExecEvent, users: &mut UserNames) -> Value {
     if pid == event.pid {
+        let mut target = Map::new();
+        target.insert("pid".into(), json!(pid));
         target.insert("name".into(), text(event.name()));
         insert_some(&mut target, "executable", event.exe.as_deref().map(text));
-    } else {
-        if let Ok(stat) = crate::process::stat::read_stat(pid) {
-            target.insert("name".into(), text(stat.comm.as_bytes()));
-        }
-        insert_some(
-            &mut target,
-            "executable",
-            live_executable(pid).map(|e| text(&e)),
-        );
+        insert_some(&mut target, "user", user_object(event.euid, users));
+        return Value::Object(target);
     }
-    Value::Object(target)
+    live_target_object(&mut LiveProcess::new(pid), users)
 }
 
 /// The executable of a live process (`/proc/<pid>/exe`).
@@ -365,20 +500,4 @@ pub fn live_executable(pid: u32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.into_os_string().into_vec())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_pids() {
-        assert_eq!(target_pid(b"/proc/42/maps", 7), Some(42));
-        assert_eq!(target_pid(b"/proc/self/maps", 7), Some(7));
-        assert_eq!(target_pid(b"/proc/thread-self/maps", 7), Some(7));
-        assert_eq!(target_pid(b"/proc//42/maps", 7), Some(42));
-        assert_eq!(target_pid(b"/PROC/42/MAPS", 7), Some(42));
-        assert_eq!(target_pid(b"/proc/x/maps", 7), None);
-        assert_eq!(target_pid(b"/tmp/42/maps", 7), None);
-    }
 }

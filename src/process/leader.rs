@@ -112,7 +112,7 @@ impl<'t> LeaderResolver<'t> {
             ppid: process.ppid,
             sid: process.sid,
             tty: process.tty_nr.map_or(TtyKind::None, tty_kind),
-            name: leader_name(process, Some(pid) == exec_pid).to_vec(),
+            name: leader_name(process, Some(pid) == exec_pid, self.now).to_vec(),
         })
     }
 
@@ -225,8 +225,14 @@ fn leader(node: Node, kind: EntryType) -> EntryLeader {
     }
 }
 
-fn leader_name(process: &Process, is_event_process: bool) -> &[u8] {
-    if is_event_process && let Some(before) = process.name_before_exec.as_deref() {
+/// The program a process ran as of `when`: the one before its last exec for
+/// the exec'ing process itself, and for events that happened before that
+/// exec was processed.
+fn leader_name(process: &Process, is_event_process: bool, when: Instant) -> &[u8] {
+    let exec_came_later = process.renamed_at.is_some_and(|at| at > when);
+    if (is_event_process || exec_came_later)
+        && let Some(before) = process.name_before_exec.as_deref()
+    {
         return before;
     }
     &process.name

@@ -6,6 +6,7 @@
 //! cheap predicates cost no procfs walk.
 
 pub mod leader;
+pub mod live;
 pub mod stat;
 pub mod table;
 

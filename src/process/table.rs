@@ -13,6 +13,23 @@ use std::time::{Duration, Instant};
 
 use super::stat::{ProcStat, read_stat};
 use crate::audit::assemble::ExecEvent;
+use crate::audit::execve::Argv;
+
+/// argv bytes kept per process (the rest of a huge argv is dropped).
+pub const MAX_KEPT_ARGV: usize = 4096;
+
+fn kept_args(argv: &Argv) -> Argv {
+    let mut kept = Argv::default();
+    let mut budget = MAX_KEPT_ARGV;
+    for arg in argv.iter() {
+        let Some(rest) = budget.checked_sub(arg.len()) else {
+            break;
+        };
+        budget = rest;
+        kept.push(arg);
+    }
+    kept
+}
 
 /// What is known about one process.
 #[derive(Clone, Debug)]
@@ -28,7 +45,16 @@ pub struct Process {
     /// parent's). An exec does not create a process: to the leader logic, an
     /// exec'ing process is still what it was when it called execve.
     pub name_before_exec: Option<Vec<u8>>,
+    /// When mapwatch processed the exec that set `name`: an event that
+    /// happened before it saw `name_before_exec`.
+    pub renamed_at: Option<Instant>,
     pub exe: Option<Vec<u8>>,
+    /// What its last exec event said, for events about it after it exited
+    /// (a short-lived reader of a maps file). argv is cut at
+    /// [`MAX_KEPT_ARGV`] bytes.
+    pub args: Option<Argv>,
+    pub cwd: Option<Vec<u8>>,
+    pub euid: Option<u32>,
     gone_since: Option<Instant>,
     touched: Instant,
 }
@@ -99,7 +125,11 @@ impl ProcessTable {
             tty_nr: Some(stat.tty_nr),
             name: stat.comm.as_bytes().to_vec(),
             name_before_exec: None,
+            renamed_at: None,
             exe: None,
+            args: None,
+            cwd: None,
+            euid: None,
             gone_since: None,
             touched: now,
         };
@@ -138,7 +168,11 @@ impl ProcessTable {
             tty_nr: None,
             name: Vec::new(),
             name_before_exec: None,
+            renamed_at: None,
             exe: None,
+            args: None,
+            cwd: None,
+            euid: None,
             gone_since: None,
             touched: now,
         });
@@ -155,7 +189,11 @@ impl ProcessTable {
         }
         process.name = event.name().to_vec();
         process.name_before_exec = name_before_exec;
+        process.renamed_at = Some(now);
         process.exe = event.exe.clone();
+        process.args = Some(kept_args(&event.argv));
+        process.cwd = event.cwd.clone();
+        process.euid = event.euid;
         process.touched = now;
     }
 

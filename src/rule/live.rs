@@ -1,4 +1,5 @@
-//! Exec events as rules see them: an [`Event`] over an [`EventContext`].
+//! Live events as rules see them: exec events ([`ExecFields`]) and reads of
+//! memory maps ([`ReadFields`]), each an [`Event`] over an [`EventContext`].
 //!
 //! Contract: fields in the exec event are read in place; relations (parent,
 //! leaders) and user names are resolved only when a rule reads them, once per
@@ -12,7 +13,10 @@ use super::eval::{Category, Event, Scalar};
 use super::field::Field;
 use crate::alert::{HostInfo, UserNames};
 use crate::audit::assemble::ExecEvent;
+use crate::audit::execve::Argv;
 use crate::process::EventContext;
+use crate::process::live::LiveProcess;
+use crate::source::fanotify::ReadEvent;
 
 /// A live exec event with the host and user-name lookups it may need.
 pub struct ExecFields<'c, 't> {
@@ -193,5 +197,218 @@ mod tests {
         assert_eq!(decimal(0, &mut buf), b"0");
         assert_eq!(decimal(1000, &mut buf), b"1000");
         assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
+    }
+}
+
+/// What the process table remembers of a reader's last exec.
+#[derive(Default)]
+struct KnownExec {
+    name: Option<Vec<u8>>,
+    exe: Option<Vec<u8>>,
+    args: Option<Argv>,
+    cwd: Option<Vec<u8>>,
+    euid: Option<u32>,
+}
+
+/// A read of a memory map (fanotify) as rules see it: a `file` event whose
+/// process is the reader. The reader is described by its last exec event
+/// (process table) where mapwatch saw one, else by procfs, read lazily; a
+/// short-lived reader has often exited by now.
+pub struct ReadFields<'c, 't> {
+    pub read: &'c ReadEvent,
+    pub ctx: &'c mut EventContext<'t>,
+    pub host: &'c HostInfo,
+    pub users: &'c mut UserNames,
+    pub target: Option<LiveProcess>,
+    reader: LiveProcess,
+    known: KnownExec,
+    command_line: Option<Option<Vec<u8>>>,
+}
+
+impl<'c, 't> ReadFields<'c, 't> {
+    pub fn new(
+        read: &'c ReadEvent,
+        ctx: &'c mut EventContext<'t>,
+        host: &'c HostInfo,
+        users: &'c mut UserNames,
+    ) -> Self {
+        let known = ctx
+            .table()
+            .lookup(read.pid, read.seen)
+            .map(|p| KnownExec {
+                name: Some(p.name.clone()).filter(|n| !n.is_empty()),
+                exe: p.exe.clone(),
+                args: p.args.clone(),
+                cwd: p.cwd.clone(),
+                euid: p.euid,
+            })
+            .unwrap_or_default();
+        ReadFields {
+            reader: LiveProcess::new(read.pid),
+            target: read.target_pid().map(LiveProcess::new),
+            read,
+            ctx,
+            host,
+            users,
+            known,
+            command_line: None,
+        }
+    }
+
+    /// `process.name`: the name the reader was exec'd as, else its comm.
+    pub fn name(&mut self) -> Option<&[u8]> {
+        match self.known.name {
+            Some(ref name) => Some(name),
+            None => self.reader.comm(),
+        }
+    }
+
+    pub fn executable(&mut self) -> Option<&[u8]> {
+        match self.known.exe {
+            Some(ref exe) => Some(exe),
+            None => self.reader.exe(),
+        }
+    }
+
+    pub fn args(&mut self) -> Option<&Argv> {
+        match self.known.args {
+            Some(ref args) => Some(args),
+            None => self.reader.args(),
+        }
+    }
+
+    pub fn cwd(&mut self) -> Option<&[u8]> {
+        match self.known.cwd {
+            Some(ref cwd) => Some(cwd),
+            None => self.reader.cwd(),
+        }
+    }
+
+    pub fn uid(&mut self) -> Option<u32> {
+        self.known.euid.or_else(|| self.reader.uid())
+    }
+
+    pub fn command_line(&mut self) -> Option<&[u8]> {
+        if self.command_line.is_none() {
+            let line = self
+                .args()
+                .map(|a| a.iter().collect::<Vec<_>>().join(&b' '));
+            self.command_line = Some(line);
+        }
+        self.command_line.as_ref().and_then(|l| l.as_deref())
+    }
+
+    pub fn is_self_read(&self) -> bool {
+        self.read.target_pid() == Some(self.read.pid)
+    }
+}
+
+impl Event for ReadFields<'_, '_> {
+    fn is_category(&self, category: Category) -> bool {
+        category == Category::File
+    }
+
+    fn visit(
+        &mut self,
+        field: Field,
+        visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
+    ) -> bool {
+        let mut buf = [0u8; 10];
+        match field {
+            Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
+            Field::HostName => one(visit, Some(Scalar::Keyword(self.host.name.as_bytes()))),
+            Field::EventKind => one(visit, Some(Scalar::Keyword(b"event"))),
+            Field::EventCategory => one(visit, Some(Scalar::Keyword(b"file"))),
+            Field::EventType => one(visit, Some(Scalar::Keyword(b"access"))),
+            Field::EventAction => one(visit, Some(Scalar::Keyword(b"read"))),
+            Field::FilePath => one(visit, Some(Scalar::Keyword(&self.read.path))),
+            Field::FileName => one(visit, Some(Scalar::Keyword(b"maps"))),
+            Field::ProcessPid => one(visit, Some(Scalar::Long(self.read.pid.into()))),
+            Field::ProcessName => {
+                let name = self.name();
+                one(visit, keyword(name))
+            }
+            Field::ProcessExecutable => {
+                let exe = self.executable();
+                one(visit, keyword(exe))
+            }
+            Field::ProcessArgs => match self.args() {
+                Some(args) => {
+                    for arg in args.iter() {
+                        if visit(Scalar::Keyword(arg)).is_break() {
+                            break;
+                        }
+                    }
+                    true
+                }
+                None => false,
+            },
+            Field::ProcessArgsCount => {
+                let count = self.args().map(|a| Scalar::Long(a.len() as i64));
+                one(visit, count)
+            }
+            Field::ProcessCommandLine => {
+                let line = self.command_line();
+                one(visit, keyword(line))
+            }
+            Field::ProcessWorkingDirectory => {
+                let cwd = self.cwd();
+                one(visit, keyword(cwd))
+            }
+            Field::ProcessTitle | Field::ProcessRealUserId | Field::ProcessRealUserName => false,
+            Field::ProcessUserId | Field::UserId => one(
+                visit,
+                self.uid().map(|id| Scalar::Keyword(decimal(id, &mut buf))),
+            ),
+            Field::ProcessUserName | Field::UserName => {
+                let name = self.uid().and_then(|id| self.users.name(id));
+                one(visit, keyword(name.map(str::as_bytes)))
+            }
+            Field::ProcessParentPid => one(visit, self.ctx.ppid().map(|p| Scalar::Long(p.into()))),
+            Field::ProcessParentName => {
+                let name = self.ctx.parent().map(|p| p.name.as_slice());
+                one(visit, keyword(name))
+            }
+            Field::ProcessParentExecutable => {
+                let exe = self.ctx.ppid().and_then(crate::alert::live_executable);
+                one(visit, keyword(exe.as_deref()))
+            }
+            Field::ProcessSessionLeaderPid => {
+                let pid = self
+                    .ctx
+                    .session_leader()
+                    .map(|s| Scalar::Long(s.pid.into()));
+                one(visit, pid)
+            }
+            Field::ProcessSessionLeaderName => {
+                let name = self.ctx.session_leader().map(|s| s.name.as_slice());
+                one(visit, keyword(name))
+            }
+            Field::ProcessEntryLeaderPid => {
+                let pid = self.ctx.entry_leader().map(|e| Scalar::Long(e.pid.into()));
+                one(visit, pid)
+            }
+            Field::ProcessEntryLeaderName => {
+                let name = self.ctx.entry_leader().map(|e| e.name.as_slice());
+                one(visit, keyword(name))
+            }
+            Field::ProcessEntryLeaderType => {
+                let kind = self.ctx.entry_leader().map(|e| e.kind.as_str().as_bytes());
+                one(visit, keyword(kind))
+            }
+            Field::TargetPid => one(
+                visit,
+                self.read.target_pid().map(|p| Scalar::Long(p.into())),
+            ),
+            Field::TargetName => {
+                let name = self.target.as_mut().and_then(|t| t.comm());
+                one(visit, keyword(name))
+            }
+            Field::TargetExecutable => {
+                let exe = self.target.as_mut().and_then(|t| t.exe());
+                one(visit, keyword(exe))
+            }
+            Field::ReadSelf => one(visit, Some(Scalar::Boolean(self.is_self_read()))),
+        }
     }
 }

@@ -89,10 +89,16 @@ impl Rule {
 }
 
 /// The rules shipped with mapwatch, as (file name, text).
-pub const SHIPPED: &[(&str, &str)] = &[(
-    "proc_maps_discovery.toml",
-    include_str!("../../rules/proc_maps_discovery.toml"),
-)];
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "proc_maps_discovery.toml",
+        include_str!("../../rules/proc_maps_discovery.toml"),
+    ),
+    (
+        "proc_maps_read_extended.toml",
+        include_str!("../../rules/proc_maps_read_extended.toml"),
+    ),
+];
 
 /// Every rule in force, with the global exceptions.
 #[derive(Clone, Debug, Default)]
@@ -112,10 +118,13 @@ impl RuleSet {
                     .push(file::parse_rule(text, &format!("rules/{name} (built in)"))?);
             }
         }
+        set.rules
+            .retain(|r| !config.rules.disabled.contains(&r.meta.rule_id));
         let shipped_count = set.rules.len();
         for dir in &config.rules.directories {
             for path in rule_files(dir)? {
                 match file::load_rule_file(&path) {
+                    Ok(rule) if config.rules.disabled.contains(&rule.meta.rule_id) => {}
                     Ok(rule) => set.add_local(rule, shipped_count)?,
                     Err(e) if config.rules.on_error == OnRuleError::Skip => {
                         tracing::error!("skipping rule file: {e}");

@@ -3,6 +3,7 @@
 //! reader does no work beyond copying bytes out of the socket.
 
 pub mod audit;
+pub mod fanotify;
 
 /// Records read in one go: their types and texts in one buffer (one
 /// allocation per batch, not per record).

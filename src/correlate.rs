@@ -1,0 +1,530 @@
+//! Read confirmation: joins exec alerts with the fanotify reads that prove
+//! the file was really read, and turns reads into file events.
+//!
+//! Contract:
+//! - An exec alert naming maps files leaves as soon as a read by the same
+//!   process of one of their targets is seen (`mapwatch.read.confirmed:
+//!   true`), or when its window ends without one (`false`). A read seen
+//!   shortly *before* its exec event (the two come through different
+//!   sockets) still confirms it.
+//! - A read of another process's map by a process that also named it in an
+//!   exec alert is that alert's; every other read becomes one file event
+//!   (per open) for the `file where` rules, after a short hold that lets the
+//!   exec event arrive first.
+//! - A process reading a file whose target differs from the one its
+//!   arguments name (GNU grep reads its own /proc/self/maps at start-up)
+//!   confirms nothing.
+//! - Everything held is bounded; overflow releases the oldest early and
+//!   counts it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::alert::{Alert, escape_bytes};
+use crate::audit::assemble::ExecEvent;
+use crate::rule::wildcard::Wildcard;
+use crate::source::fanotify::ReadEvent;
+
+/// Held exec alerts, recent reads and held file events, each at most.
+const MAX_HELD: usize = 16_384;
+
+/// An argument naming a memory map, and whose map that is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapsArg {
+    pub arg: Vec<u8>,
+    /// `None` when the path can't name a real maps file (e.g. `/PROC/1/MAPS`
+    /// matches the rule's case-insensitive pattern but no file).
+    pub target: Option<u32>,
+}
+
+/// The arguments of `event` matching `/proc/*/maps` (case-insensitively, as
+/// the seed rule does), with their targets: relative paths are resolved
+/// against the exec's working directory; `self` and `thread-self` are the
+/// reader.
+pub fn maps_args(event: &ExecEvent, pattern: &Wildcard) -> Vec<MapsArg> {
+    let mut out = Vec::new();
+    for arg in event.argv.iter().skip(1) {
+        let absolute = resolve(arg, event.cwd.as_deref());
+        if pattern.matches(arg)
+            || absolute
+                .as_deref()
+                .is_some_and(|a| a.ends_with(b"/maps") && a.starts_with(b"/proc/"))
+        {
+            out.push(MapsArg {
+                arg: arg.to_vec(),
+                target: absolute.as_deref().and_then(|a| proc_target(a, event.pid)),
+            });
+        }
+    }
+    out
+}
+
+/// `arg` as an absolute, normalised path.
+fn resolve(arg: &[u8], cwd: Option<&[u8]>) -> Option<Vec<u8>> {
+    let joined;
+    let path = if arg.starts_with(b"/") {
+        arg
+    } else {
+        let cwd = cwd?;
+        joined = [cwd, b"/", arg].concat();
+        &joined
+    };
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for part in parts {
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+    Some(out)
+}
+
+/// Whose map a normalised `/proc/...` path is.
+fn proc_target(path: &[u8], reader: u32) -> Option<u32> {
+    let parts: Vec<&[u8]> = path.split(|b| *b == b'/').skip(1).collect();
+    let (who, tail) = match parts.as_slice() {
+        [b"proc", who, b"maps"] => (*who, None),
+        [b"proc", who, b"task", tid, b"maps"] => (*who, Some(*tid)),
+        _ => return None,
+    };
+    if tail.is_some_and(|t| t.is_empty() || !t.iter().all(u8::is_ascii_digit)) {
+        return None;
+    }
+    match who {
+        b"self" | b"thread-self" => Some(reader),
+        digits if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(digits).ok()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+struct Pending {
+    alert: Alert,
+    reader: u32,
+    targets: Vec<u32>,
+    deadline: Instant,
+}
+
+struct RecentRead {
+    reader: u32,
+    target: u32,
+    path: Vec<u8>,
+    seen: Instant,
+}
+
+struct Held {
+    read: ReadEvent,
+    target: u32,
+    due: Instant,
+}
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    pub confirmed: u64,
+    pub unconfirmed: u64,
+    pub file_events: u64,
+    pub covered_reads: u64,
+    pub released_early: u64,
+}
+
+pub struct Correlator {
+    window: Duration,
+    hold: Duration,
+    pending: VecDeque<Pending>,
+    recent: VecDeque<RecentRead>,
+    held: VecDeque<Held>,
+    /// (reader, target) pairs an exec alert has claimed, and when.
+    covered: VecDeque<(u32, u32, Instant)>,
+    /// Last read per (reader, target), to raise one file event per open.
+    last_read: HashMap<(u32, u32), Instant>,
+    stats: CorrelatorStats,
+}
+
+fn with_read(mut alert: Alert, confirmed: bool, paths: &[Vec<u8>]) -> Alert {
+    let paths: Vec<Value> = paths
+        .iter()
+        .map(|p| Value::String(escape_bytes(p).into_owned()))
+        .collect();
+    alert.document["mapwatch"]["read"] = json!({"confirmed": confirmed, "paths": paths});
+    alert.summary.push_str(if confirmed {
+        " read=confirmed"
+    } else {
+        " read=unconfirmed"
+    });
+    alert
+}
+
+impl Correlator {
+    pub fn new(window: Duration, hold: Duration) -> Self {
+        Correlator {
+            window,
+            hold,
+            pending: VecDeque::new(),
+            recent: VecDeque::new(),
+            held: VecDeque::new(),
+            covered: VecDeque::new(),
+            last_read: HashMap::new(),
+            stats: CorrelatorStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        self.stats
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// An exec alert whose arguments name the maps of `targets`.
+    pub fn exec_alert(
+        &mut self,
+        alert: Alert,
+        reader: u32,
+        targets: Vec<u32>,
+        now: Instant,
+        emit: &mut dyn FnMut(Alert),
+    ) {
+        let earlier: Vec<Vec<u8>> = self
+            .recent
+            .iter()
+            .filter(|r| r.reader == reader && targets.contains(&r.target))
+            .map(|r| r.path.clone())
+            .collect();
+        if !earlier.is_empty() {
+            self.claim(reader, &targets, now);
+            self.stats.confirmed += 1;
+            emit(with_read(alert, true, &earlier));
+            return;
+        }
+        if targets.is_empty() {
+            // Nothing a read could confirm (no such file can exist).
+            self.stats.unconfirmed += 1;
+            emit(with_read(alert, false, &[]));
+            return;
+        }
+        if self.pending.len() >= MAX_HELD
+            && let Some(oldest) = self.pending.pop_front()
+        {
+            self.stats.released_early += 1;
+            self.stats.unconfirmed += 1;
+            emit(with_read(oldest.alert, false, &[]));
+        }
+        // Claim now, so the file rules don't raise the same read twice.
+        self.claim(reader, &targets, now + self.window);
+        self.pending.push_back(Pending {
+            alert,
+            reader,
+            targets,
+            deadline: now + self.window,
+        });
+    }
+
+    fn claim(&mut self, reader: u32, targets: &[u32], until: Instant) {
+        for target in targets {
+            self.covered.push_back((reader, *target, until));
+        }
+        while self.covered.len() > MAX_HELD {
+            self.covered.pop_front();
+        }
+    }
+
+    fn is_covered(&self, reader: u32, target: u32, now: Instant) -> bool {
+        self.covered.iter().any(|(r, t, until)| {
+            *r == reader && *t == target && now.saturating_duration_since(*until) < self.window
+        })
+    }
+
+    /// A read event from fanotify.
+    pub fn read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let Some(target) = read.target_pid() else {
+            return;
+        };
+        if read.mask.opened {
+            self.last_read.remove(&(read.pid, target));
+        }
+        if !read.mask.read {
+            return;
+        }
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].reader == read.pid && self.pending[i].targets.contains(&target) {
+                if let Some(p) = self.pending.remove(i) {
+                    self.stats.confirmed += 1;
+                    emit(with_read(p.alert, true, std::slice::from_ref(&read.path)));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.recent.push_back(RecentRead {
+            reader: read.pid,
+            target,
+            path: read.path.clone(),
+            seen: now,
+        });
+        if self.recent.len() > MAX_HELD {
+            self.recent.pop_front();
+        }
+        let fresh_open = self
+            .last_read
+            .insert((read.pid, target), now)
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.window);
+        if fresh_open {
+            if self.held.len() >= MAX_HELD {
+                self.held.pop_front();
+                self.stats.released_early += 1;
+            }
+            self.held.push_back(Held {
+                read,
+                target,
+                due: now + self.hold,
+            });
+        }
+    }
+
+    /// Releases what is due: unconfirmed alerts at the end of their window
+    /// (emitted), held reads for the file rules (returned in `due_reads`).
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        emit: &mut dyn FnMut(Alert),
+        due_reads: &mut Vec<ReadEvent>,
+    ) {
+        while self.pending.front().is_some_and(|p| p.deadline <= now) {
+            if let Some(p) = self.pending.pop_front() {
+                self.stats.unconfirmed += 1;
+                emit(with_read(p.alert, false, &[]));
+            }
+        }
+        while self.held.front().is_some_and(|h| h.due <= now) {
+            let Some(held) = self.held.pop_front() else {
+                break;
+            };
+            if self.is_covered(held.read.pid, held.target, now) {
+                self.stats.covered_reads += 1;
+            } else {
+                self.stats.file_events += 1;
+                due_reads.push(held.read);
+            }
+        }
+        let horizon = self.window;
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| now.saturating_duration_since(r.seen) > horizon)
+        {
+            self.recent.pop_front();
+        }
+        while self
+            .covered
+            .front()
+            .is_some_and(|(_, _, until)| now.saturating_duration_since(*until) > horizon)
+        {
+            self.covered.pop_front();
+        }
+        if self.last_read.len() > MAX_HELD {
+            self.last_read
+                .retain(|_, last| now.saturating_duration_since(*last) < horizon);
+        }
+    }
+
+    /// When [`Correlator::tick`] next has something to release.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let alert = self.pending.front().map(|p| p.deadline);
+        let held = self.held.front().map(|h| h.due);
+        match (alert, held) {
+            (Some(a), Some(h)) => Some(a.min(h)),
+            (a, h) => a.or(h),
+        }
+    }
+
+    /// Shutdown: everything held leaves now.
+    pub fn flush(&mut self, emit: &mut dyn FnMut(Alert), due_reads: &mut Vec<ReadEvent>) {
+        let far = Instant::now() + self.window + self.hold + Duration::from_secs(1);
+        self.tick(far, emit, due_reads);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::fanotify::ReadMask;
+
+    fn exec(args: &[&str], cwd: &str, pid: u32) -> ExecEvent {
+        ExecEvent {
+            pid,
+            argv: args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>().into(),
+            cwd: Some(cwd.as_bytes().to_vec()),
+            ..ExecEvent::default()
+        }
+    }
+
+    fn targets(args: &[&str], cwd: &str) -> Vec<Option<u32>> {
+        maps_args(&exec(args, cwd, 7), &Wildcard::insensitive("/proc/*/maps"))
+            .into_iter()
+            .map(|m| m.target)
+            .collect()
+    }
+
+    #[test]
+    fn targets_from_arguments() {
+        assert_eq!(targets(&["cat", "/proc/42/maps"], "/"), vec![Some(42)]);
+        assert_eq!(targets(&["cat", "/proc/self/maps"], "/"), vec![Some(7)]);
+        assert_eq!(
+            targets(&["cat", "/proc/thread-self/maps"], "/"),
+            vec![Some(7)]
+        );
+        assert_eq!(
+            targets(&["cat", "/proc/42/task/43/maps"], "/"),
+            vec![Some(42)]
+        );
+        assert_eq!(targets(&["cat", "/proc//42/maps"], "/"), vec![Some(42)]);
+        assert_eq!(targets(&["cat", "maps"], "/proc/42"), vec![Some(42)]);
+        assert_eq!(targets(&["cat", "../42/maps"], "/proc/1"), vec![Some(42)]);
+        assert_eq!(targets(&["cat", "/PROC/42/MAPS"], "/"), vec![None]);
+        assert_eq!(
+            targets(&["cat", "/proc/42/smaps"], "/"),
+            Vec::<Option<u32>>::new()
+        );
+        assert_eq!(
+            targets(&["/proc/42/maps"], "/"),
+            Vec::<Option<u32>>::new(),
+            "argv[0] is the program"
+        );
+    }
+
+    fn alert() -> Alert {
+        Alert {
+            document: json!({"mapwatch": {}}),
+            summary: String::new(),
+        }
+    }
+
+    fn read(pid: u32, path: &str, now: Instant) -> ReadEvent {
+        ReadEvent {
+            pid,
+            mask: ReadMask {
+                opened: true,
+                read: true,
+            },
+            path: path.as_bytes().to_vec(),
+            seen: now,
+        }
+    }
+
+    #[test]
+    fn a_read_confirms_its_alert_at_once() {
+        let now = Instant::now();
+        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let mut out = Vec::new();
+        c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
+        assert!(out.is_empty());
+        c.read(read(10, "/proc/42/maps", now), now, &mut |a| out.push(a));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].document["mapwatch"]["read"]["confirmed"], true);
+        assert_eq!(
+            out[0].document["mapwatch"]["read"]["paths"][0],
+            "/proc/42/maps"
+        );
+        let mut due = Vec::new();
+        c.tick(
+            now + Duration::from_millis(50),
+            &mut |a| out.push(a),
+            &mut due,
+        );
+        assert!(due.is_empty(), "the read belongs to the exec alert");
+    }
+
+    #[test]
+    fn a_read_before_its_exec_event_still_confirms() {
+        let now = Instant::now();
+        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let mut out = Vec::new();
+        c.read(read(10, "/proc/42/maps", now), now, &mut |a| out.push(a));
+        c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
+        assert_eq!(out[0].document["mapwatch"]["read"]["confirmed"], true);
+        let mut due = Vec::new();
+        c.tick(
+            now + Duration::from_millis(50),
+            &mut |a| out.push(a),
+            &mut due,
+        );
+        assert!(due.is_empty());
+    }
+
+    #[test]
+    fn unconfirmed_alerts_leave_at_the_end_of_the_window_not_before() {
+        let now = Instant::now();
+        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let mut out = Vec::new();
+        let mut due = Vec::new();
+        c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
+        // Another process's read, and the reader's read of another map
+        // (grep's own /proc/self/maps), confirm nothing.
+        c.read(read(11, "/proc/42/maps", now), now, &mut |a| out.push(a));
+        c.read(read(10, "/proc/10/maps", now), now, &mut |a| out.push(a));
+        c.tick(
+            now + Duration::from_millis(199),
+            &mut |a| out.push(a),
+            &mut due,
+        );
+        assert!(out.is_empty());
+        assert_eq!(c.next_deadline(), Some(now + Duration::from_millis(200)));
+        c.tick(
+            now + Duration::from_millis(200),
+            &mut |a| out.push(a),
+            &mut due,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].document["mapwatch"]["read"]["confirmed"], false);
+        let readers: Vec<u32> = due.iter().map(|r| r.pid).collect();
+        assert_eq!(readers, vec![11, 10], "both reads go to the file rules");
+    }
+
+    #[test]
+    fn one_file_event_per_open() {
+        let now = Instant::now();
+        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let mut due = Vec::new();
+        let mut again = read(5, "/proc/42/maps", now);
+        again.mask.opened = false;
+        c.read(read(5, "/proc/42/maps", now), now, &mut |_| {});
+        c.read(again.clone(), now, &mut |_| {});
+        c.read(again, now, &mut |_| {});
+        c.tick(now + Duration::from_millis(30), &mut |_| {}, &mut due);
+        assert_eq!(due.len(), 1);
+        c.read(
+            read(5, "/proc/42/maps", now),
+            now + Duration::from_millis(40),
+            &mut |_| {},
+        );
+        c.tick(now + Duration::from_millis(80), &mut |_| {}, &mut due);
+        assert_eq!(due.len(), 2, "a new open is a new event");
+    }
+
+    #[test]
+    fn held_state_is_bounded() {
+        let now = Instant::now();
+        let mut c = Correlator::new(Duration::from_secs(60), Duration::from_secs(60));
+        let mut released = 0;
+        for pid in 0..(MAX_HELD as u32 + 100) {
+            c.exec_alert(alert(), pid, vec![1], now, &mut |_| released += 1);
+            c.read(read(pid + 1_000_000, "/proc/1/maps", now), now, &mut |_| {});
+        }
+        assert!(c.pending() <= MAX_HELD);
+        assert_eq!(released, 100);
+        assert!(c.held.len() <= MAX_HELD && c.recent.len() <= MAX_HELD);
+    }
+}

@@ -1,0 +1,256 @@
+//! Kernel-confirmed reads on the real kernel: fanotify on /proc confirms the
+//! seed rule's exec alerts and catches the reads no argument names. Needs
+//! root (audit registration and CAP_SYS_ADMIN for fanotify).
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
+const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
+
+fn by_rule<'a>(alerts: &'a [Value], id: &str) -> Vec<&'a Value> {
+    alerts.iter().filter(|a| a["rule"]["id"] == id).collect()
+}
+
+/// Alerts of `rule` about `target`'s maps, the sync sentinel left out.
+fn about<'a>(alerts: &'a [Value], id: &str, target: &Target) -> Vec<&'a Value> {
+    by_rule(alerts, id)
+        .into_iter()
+        .filter(|a| a["mapwatch"]["target"]["pid"] == target.pid())
+        .collect()
+}
+
+#[test]
+fn cat_of_a_live_process_map_is_confirmed() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    assert!(
+        mapwatch.stderr().contains("read confirmation on"),
+        "{}",
+        mapwatch.stderr()
+    );
+    let target = Target::spawn();
+    run_entry_leader(
+        "bash",
+        &format!("cat {} > /dev/null", target.maps()),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let seed = about(&alerts, SEED_ID, &target);
+    assert_eq!(seed.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        seed[0]["mapwatch"]["read"]["confirmed"], true,
+        "{:#}",
+        seed[0]
+    );
+    assert_eq!(
+        seed[0]["mapwatch"]["read"]["paths"][0],
+        target.maps().as_str()
+    );
+    assert_eq!(seed[0]["mapwatch"]["target"]["name"], "sleep");
+    assert_eq!(
+        seed[0]["mapwatch"]["target"]["executable"],
+        "/usr/bin/sleep"
+    );
+    assert!(
+        about(&alerts, EXTENDED_ID, &target).is_empty(),
+        "one read, one alert: {alerts:#?}"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn refused_or_impossible_reads_are_unconfirmed() {
+    let _lock = audit_lock();
+    require_program("setpriv", "util-linux");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    // nobody may not read root's maps: the open fails with EACCES.
+    let target = Target::spawn();
+    let script = dir.path().join("refused.sh");
+    std::fs::write(
+        &script,
+        format!("cat {} > /dev/null 2>&1; true\n", target.maps()),
+    )
+    .expect("script");
+    let status = Command::new("setsid")
+        .args([
+            "-f",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "bash",
+        ])
+        .arg(&script)
+        .status()
+        .expect("setsid setpriv");
+    assert!(status.success());
+    // A pid that does not exist.
+    run_entry_leader(
+        "bash",
+        "cat /proc/4000000/maps 2>/dev/null; true",
+        dir.path(),
+    );
+    let refused = mapwatch.wait_for_alert("the refused read", |a| {
+        a["file"]["path"] == target.maps().as_str()
+    });
+    assert_eq!(
+        refused["mapwatch"]["read"]["confirmed"], false,
+        "{refused:#}"
+    );
+    assert_eq!(refused["process"]["user"]["id"], "65534");
+    let missing = mapwatch.wait_for_alert("the missing pid", |a| {
+        a["file"]["path"] == "/proc/4000000/maps"
+    });
+    assert_eq!(
+        missing["mapwatch"]["read"]["confirmed"], false,
+        "{missing:#}"
+    );
+    assert_eq!(missing["mapwatch"]["read"]["paths"], serde_json::json!([]));
+    mapwatch.sync();
+    assert!(
+        by_rule(&mapwatch.alerts(), EXTENDED_ID).is_empty(),
+        "nothing was read"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn reads_no_argument_names_raise_one_extended_alert_each() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let kitty = dir.path().join("kitty");
+    std::fs::copy("/usr/bin/cat", &kitty).expect("copy cat to kitty");
+    let cases: Vec<(&str, Target, String)> = vec![
+        ("cat", Target::spawn(), "cat < {maps} > /dev/null".into()),
+        (
+            "cat",
+            Target::spawn(),
+            "cd /proc/{pid} && cat maps > /dev/null".into(),
+        ),
+        (
+            "python3",
+            Target::spawn(),
+            "python3 -c \"open('{maps}').read()\"".into(),
+        ),
+        (
+            "kitty",
+            Target::spawn(),
+            format!("{} {{maps}} > /dev/null", kitty.display()),
+        ),
+    ];
+    for (_, target, body) in &cases {
+        let body = body
+            .replace("{maps}", &target.maps())
+            .replace("{pid}", &target.pid().to_string());
+        run_entry_leader("bash", &body, dir.path());
+    }
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for (reader, target, body) in &cases {
+        let extended = about(&alerts, EXTENDED_ID, target);
+        assert_eq!(extended.len(), 1, "`{body}`: {alerts:#?}");
+        let a = extended[0];
+        assert_eq!(a["process"]["name"], *reader, "`{body}`: {a:#}");
+        assert!(a["process"]["pid"].as_u64().is_some_and(|p| p > 1), "{a:#}");
+        assert_eq!(a["mapwatch"]["target"]["name"], "sleep", "{a:#}");
+        assert_eq!(a["file"]["path"], target.maps().as_str(), "{a:#}");
+        assert_eq!(a["event"]["category"][0], "file");
+        assert_eq!(a["event"]["action"], "read");
+        assert_eq!(a["mapwatch"]["read"]["confirmed"], true);
+        assert_eq!(a["process"]["entry_leader"]["name"], "bash", "{a:#}");
+        assert!(
+            about(&alerts, SEED_ID, target).is_empty(),
+            "`{body}` is not the seed rule's: {alerts:#?}"
+        );
+    }
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn own_map_reads_and_ordinary_proc_readers_raise_no_extended_alert() {
+    let _lock = audit_lock();
+    require_program("ps", "procps");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let file = dir.path().join("some-file");
+    std::fs::write(&file, "bar\n").expect("write");
+    let body = format!(
+        "grep foo {} ; cat /proc/self/maps > /dev/null; ps aux > /dev/null; true",
+        file.display()
+    );
+    run_entry_leader("bash", &body, dir.path());
+    let sentinel = mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let extended = by_rule(&alerts, EXTENDED_ID);
+    assert!(extended.is_empty(), "{extended:#?}");
+    // `cat /proc/self/maps` is the seed rule's, confirmed by its own read.
+    let own: Vec<&Value> = by_rule(&alerts, SEED_ID)
+        .into_iter()
+        .filter(|a| a["file"]["path"] != sentinel.as_str())
+        .collect();
+    assert_eq!(own.len(), 1, "{own:#?}");
+    assert_eq!(
+        own[0]["mapwatch"]["read"]["confirmed"], true,
+        "{:#}",
+        own[0]
+    );
+    assert_eq!(
+        own[0]["mapwatch"]["target"]["pid"],
+        own[0]["process"]["pid"]
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn fanotify_and_the_extended_rule_can_be_turned_off() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!("[fanotify]\nenabled = false\n\n[rules]\ndisabled = [\"{EXTENDED_ID}\"]\n");
+    let mapwatch = Mapwatch::start_with(dir.path(), &extra);
+    assert!(
+        mapwatch.stderr().contains("read confirmation off"),
+        "{}",
+        mapwatch.stderr()
+    );
+    let target = Target::spawn();
+    run_entry_leader(
+        "bash",
+        &format!(
+            "cat {} > /dev/null; cat < {} > /dev/null",
+            target.maps(),
+            target.maps()
+        ),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let seed = about(&alerts, SEED_ID, &target);
+    assert_eq!(seed.len(), 1, "{alerts:#?}");
+    assert!(
+        seed[0]["mapwatch"].get("read").is_none(),
+        "no confirmation without fanotify: {:#}",
+        seed[0]
+    );
+    assert!(by_rule(&alerts, EXTENDED_ID).is_empty());
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
