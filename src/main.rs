@@ -258,19 +258,7 @@ fn test_rule(rule_path: &Path, events: Option<&Path>) -> ExitCode {
 }
 
 fn run(options: RunOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("mapwatch")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(pipeline::run(options)) {
+    match pipeline::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{SigSet, Signal};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -27,8 +28,10 @@ use crate::rule::live::{ExecFields, ReadFields};
 use crate::rule::wildcard::Wildcard;
 use crate::sink::{self, OutputFormat};
 use crate::source::RecordBatch;
-use crate::source::audit::{AuditError, AuditSession, SessionOptions, SourceStats, read_records};
-use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, read_events};
+use crate::source::audit::{
+    AuditError, AuditSession, RecordSocket, SessionOptions, SourceStats, read_records,
+};
+use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
 
 /// Counters of the detection core.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -320,25 +323,41 @@ const ALERT_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 
 /// The live service, until SIGTERM, SIGINT or SIGQUIT (or SIGHUP in the foreground).
-pub async fn run(options: RunOptions) -> Result<(), RunError> {
+/// The signals that stop the service.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+    ] {
+        set.add(sig);
+    }
+    set
+}
+
+/// The live service, until SIGTERM, SIGINT or SIGQUIT (or SIGHUP in the
+/// foreground).
+///
+/// The audit session is set up on the calling thread; the pipeline then
+/// runs on a thread created afterwards, which the `never,task` rule leaves
+/// unaudited (as are the reader threads it starts). The stop signals are
+/// blocked until the pipeline thread has its handlers, so a SIGTERM during
+/// start-up waits instead of killing the process with its rules installed.
+pub fn run(options: RunOptions) -> Result<(), RunError> {
+    stop_signals()
+        .thread_block()
+        .map_err(std::io::Error::from)?;
     let config = &options.config;
-    let rule_count = options.rules.rules.len();
-    let mut detector = Detector::new(config, options.rules, options.verbose);
+    let mut detector = Detector::new(config, options.rules.clone(), options.verbose);
     let seeded = detector.seed_process_table()?;
-
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigquit = signal(SignalKind::quit())?;
-    // Left at its default, SIGHUP (a dropped ssh session) would kill the
-    // process without removing its rules.
-    let mut sighup = signal(SignalKind::hangup())?;
-
     let session_options = SessionOptions {
         backlog_limit: config.audit.backlog_limit,
         receive_buffer: config.audit.receive_buffer,
         state_file: config.audit.state_file.clone(),
     };
-    let (mut session, record_socket) =
+    let (session, record_socket) =
         AuditSession::start(&session_options).map_err(RunError::Audit)?;
     if session.stale_rules_removed > 0 {
         tracing::warn!(
@@ -346,6 +365,53 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             session.stale_rules_removed
         );
     }
+    let started = Started {
+        detector,
+        session,
+        record_socket,
+        seeded,
+    };
+    let pipeline = std::thread::Builder::new()
+        .name("mapwatch".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(started, options))
+        })?;
+    pipeline.join().unwrap_or_else(|_| {
+        Err(RunError::Io(std::io::Error::other(
+            "the pipeline thread panicked",
+        )))
+    })
+}
+
+/// What `run` sets up before the pipeline thread takes over.
+struct Started {
+    detector: Detector,
+    session: AuditSession,
+    record_socket: RecordSocket,
+    seeded: usize,
+}
+
+async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
+    let Started {
+        mut detector,
+        mut session,
+        record_socket,
+        seeded,
+    } = started;
+    let config = &options.config;
+    let rule_count = options.rules.rules.len();
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigquit = signal(SignalKind::quit())?;
+    // Left at its default, SIGHUP (a dropped ssh session) would kill the
+    // process without removing its rules.
+    let mut sighup = signal(SignalKind::hangup())?;
+    stop_signals()
+        .thread_unblock()
+        .map_err(std::io::Error::from)?;
 
     let source_stats = Arc::new(SourceStats::default());
     let (record_tx, mut record_rx) = mpsc::channel::<RecordBatch>(config.audit.queue_batches);
@@ -365,11 +431,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     Duration::from_millis(config.fanotify.confirm_window_ms),
                     Duration::from_millis(config.fanotify.hold_ms),
                 );
-                Some(tokio::spawn(read_events(
-                    watch,
-                    read_tx,
-                    watch_stats.clone(),
-                )))
+                Some(spawn_reader(watch, read_tx, watch_stats.clone())?)
             }
             Err(why) => {
                 tracing::warn!("running without read confirmation: {why}");
@@ -476,9 +538,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     detector.flush(&mut emit);
     reader.abort();
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
+    // The fanotify thread ends at its next wake-up (the channel is gone) or
+    // with the process.
+    drop(watcher);
+    drop(read_rx);
     drop(emit);
     log_stats(&detector, &source_stats, &watch_stats, dropped_alerts.get());
     match sink.join() {

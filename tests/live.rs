@@ -255,8 +255,8 @@ fn sigterm_restores_the_kernel_audit_state() {
     assert_eq!(during.backlog_limit, 8192);
     assert_eq!(
         mapwatch_rule_count(),
-        3,
-        "never rule + b64 + b32 exec rules"
+        4,
+        "never exit and task rules + b64 + b32 exec rules"
     );
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{status:?}\n{stderr}");
@@ -280,17 +280,17 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     crashed.kill();
     assert_eq!(
         mapwatch_rule_count(),
-        3,
+        4,
         "a SIGKILLed run leaves its rules behind"
     );
     assert_eq!(snapshot().pid, crashed_pid);
 
     let mapwatch = Mapwatch::start(dir.path());
     let stderr = mapwatch.stderr();
-    assert!(stderr.contains("removed 3 stale audit rules"), "{stderr}");
+    assert!(stderr.contains("removed 4 stale audit rules"), "{stderr}");
     assert!(stderr.contains("did not shut down cleanly"), "{stderr}");
     assert_eq!(snapshot().pid, mapwatch.pid());
-    assert_eq!(mapwatch_rule_count(), 3);
+    assert_eq!(mapwatch_rule_count(), 4);
     mapwatch.sync();
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
@@ -330,7 +330,7 @@ fn a_second_daemon_is_refused_naming_the_first() {
         first.pid(),
         "the first daemon keeps its registration"
     );
-    assert_eq!(mapwatch_rule_count(), 3, "the first daemon keeps its rules");
+    assert_eq!(mapwatch_rule_count(), 4, "the first daemon keeps its rules");
     first.sync();
     let (status, stderr) = first.terminate();
     assert!(status.success(), "{stderr}");

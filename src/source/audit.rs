@@ -48,6 +48,7 @@ pub const RULE_KEY: &str = "mapwatch";
 const AUDIT_STATUS_ENABLED: u32 = 0x1;
 const AUDIT_STATUS_PID: u32 = 0x4;
 const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
+const AUDIT_FILTER_TASK: u32 = 0x1;
 const AUDIT_FILTER_EXIT: u32 = 0x4;
 const AUDIT_FILTER_PREPEND: u32 = 0x10;
 /// Kernel audit record types start here; lower ones are netlink and audit
@@ -280,6 +281,21 @@ fn self_exclusion_rule(pid: u32) -> RuleMessage {
     rule
 }
 
+/// `-a never,task -F pid=OURS -k mapwatch`: threads we create afterwards
+/// get no audit context at all, so our own syscalls (a read confirmation
+/// costs three per event) skip the audit entry and exit paths.
+fn unaudited_threads_rule(pid: u32) -> RuleMessage {
+    let mut rule = RuleMessage::new();
+    rule.flags = RuleFlags::from(AUDIT_FILTER_TASK);
+    rule.action = RuleAction::Never;
+    rule.syscalls = RuleSyscalls::new_maxed();
+    rule.fields
+        .push((RuleField::Pid(pid), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rule
+}
+
 /// `-a always,exit -F arch=ARCH -S execve,execveat -k mapwatch`.
 fn exec_rule(arch: u32, execve: u32, execveat: u32) -> RuleMessage {
     let mut rule = exit_rule(RuleAction::Always, false);
@@ -388,7 +404,11 @@ impl AuditSession {
             .control
             .add_rule(self_exclusion_rule(me))
             .map_err(kernel("adding the self-exclusion rule"))?;
-        session.rules_installed = 1;
+        session
+            .control
+            .add_rule(unaudited_threads_rule(me))
+            .map_err(kernel("adding the self-exclusion rule"))?;
+        session.rules_installed = 2;
         for (arch, execve, execveat) in native_exec_syscalls() {
             session
                 .control

@@ -1,7 +1,8 @@
 //! fanotify on /proc: who opens and reads which `/proc/<pid>/maps`.
 //!
 //! Contract: one mount mark on the host's /proc, notification class,
-//! `FAN_OPEN | FAN_ACCESS`, non-blocking under tokio. Each event's reader pid
+//! `FAN_ACCESS` (a read is what confirms; see ARCHITECTURE.md), read by a
+//! thread of its own. Each event's reader pid
 //! is checked first (our own reads of /proc are dropped without a syscall);
 //! then the event's fd is resolved to its path into a stack buffer and
 //! closed, and only paths of the form `/proc/<pid>/.../maps` leave as
@@ -14,14 +15,14 @@
 //! without read confirmation.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
@@ -31,6 +32,12 @@ const FAN_ACCESS: u64 = 0x0000_0001;
 const FAN_OPEN: u64 = 0x0000_0020;
 const FAN_Q_OVERFLOW: u64 = 0x0000_4000;
 const METADATA_LEN: usize = 24;
+/// How long the reader lets events accumulate after a batch, when events
+/// come closer than [`DENSE`].
+const COALESCE: Duration = Duration::from_millis(2);
+const DENSE: Duration = Duration::from_millis(5);
+/// Wake-ups in a row, each within [`DENSE`] of the last, that make a burst.
+const BURST: u32 = 16;
 
 /// What the reader did to the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +102,7 @@ pub struct ProcWatch {
 impl ProcWatch {
     /// Sets up the group and the mount mark on /proc.
     pub fn open() -> Result<ProcWatch, String> {
-        let base = InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK;
+        let base = InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC;
         let file_flags = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
         let group = Fanotify::init(
             base | InitFlags::from_bits_retain(FAN_REPORT_FD_ERROR),
@@ -109,7 +116,7 @@ impl ProcWatch {
         group
             .mark(
                 MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
-                MaskFlags::FAN_OPEN | MaskFlags::FAN_ACCESS,
+                MaskFlags::FAN_ACCESS,
                 nix::fcntl::AT_FDCWD,
                 Some("/proc"),
             )
@@ -118,11 +125,10 @@ impl ProcWatch {
     }
 }
 
-/// Resolves an event's fd to its path, in `buf`.
-fn fd_path(fd: RawFd, buf: &mut [u8; 256]) -> Option<&[u8]> {
-    let mut link = [0u8; 32];
-    let prefix = b"/proc/self/fd/";
-    link[..prefix.len()].copy_from_slice(prefix);
+/// Resolves an event's fd to its path, in `buf`, relative to an open
+/// `/proc/self/fd` (saves walking `/proc/self` for every event).
+fn fd_path<'b>(fd_dir: &OwnedFd, fd: RawFd, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+    let mut link = [0u8; 16];
     let mut digits = [0u8; 10];
     let mut start = digits.len();
     let mut rest = fd.unsigned_abs();
@@ -134,13 +140,20 @@ fn fd_path(fd: RawFd, buf: &mut [u8; 256]) -> Option<&[u8]> {
             break;
         }
     }
-    let end = prefix.len() + digits.len() - start;
-    link[prefix.len()..end].copy_from_slice(&digits[start..]);
-    link[end] = 0;
-    // SAFETY: `link` is NUL-terminated within its bounds; `buf` is writable
-    // for its whole length, which is what we pass; readlink writes at most
-    // that many bytes and does not NUL-terminate.
-    let len = unsafe { libc::readlink(link.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len = digits.len() - start;
+    link[..len].copy_from_slice(&digits[start..]);
+    link[len] = 0;
+    // SAFETY: `fd_dir` is an open directory fd; `link` is NUL-terminated
+    // within its bounds; `buf` is writable for its whole length, which is
+    // what we pass; readlinkat writes at most that many bytes.
+    let len = unsafe {
+        libc::readlinkat(
+            fd_dir.as_raw_fd(),
+            link.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     // A length equal to the buffer may be truncated: not a maps path anyway.
     usize::try_from(len)
         .ok()
@@ -159,6 +172,7 @@ fn is_maps_path(path: &[u8]) -> bool {
 /// Parses one read() worth of events; returns the maps events.
 fn parse_events(
     buf: &[u8],
+    fd_dir: &OwnedFd,
     own_pid: u32,
     stats: &WatchStats,
     out: &mut Vec<ReadEvent>,
@@ -191,7 +205,7 @@ fn parse_events(
             close(fd);
             continue;
         }
-        let path = fd_path(fd, &mut path_buf);
+        let path = fd_path(fd_dir, fd, &mut path_buf);
         close(fd);
         let Some(path) = path.filter(|p| is_maps_path(p)) else {
             continue;
@@ -209,31 +223,55 @@ fn parse_events(
     }
 }
 
-/// Reads events until `tx` closes.
-pub async fn read_events(
+/// Reads events on a thread of its own until `tx` closes.
+///
+/// A blocking thread, not a task: registered in the runtime's epoll set, the
+/// group's fd would wake the runtime for every event queued while the reader
+/// lets a burst accumulate; here the first event of a burst wakes the thread
+/// once, and the rest are read together.
+pub fn spawn_reader(
     watch: ProcWatch,
     tx: mpsc::Sender<Vec<ReadEvent>>,
     stats: Arc<WatchStats>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")?.into();
+    std::thread::Builder::new()
+        .name("mapwatch-proc".into())
+        .spawn(move || {
+            if let Err(e) = read_loop(&watch, &fd_dir, &tx, &stats) {
+                tracing::error!("reading fanotify events stopped: {e}");
+            }
+        })
+}
+
+fn read_loop(
+    watch: &ProcWatch,
+    fd_dir: &OwnedFd,
+    tx: &mpsc::Sender<Vec<ReadEvent>>,
+    stats: &WatchStats,
 ) -> io::Result<()> {
     let own_pid = std::process::id();
-    // SAFETY: `register` requires the fd to stay open while registered; the
-    // Fanotify group owns it and is moved into (and dropped with) the AsyncFd.
-    let fd = unsafe { AsyncFd::register(watch.group) }.map_err(io::Error::from)?;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut last_wake: Option<Instant> = None;
+    let mut dense_streak = 0u32;
+    // When events were last drained: events read after a sleep happened no
+    // earlier than this, and are dated so (the leaders they are judged by
+    // are those of that moment, not of when the sleep ended).
+    let mut slept_since: Option<Instant> = None;
     loop {
-        let mut guard = tokio::select! {
-            ready = fd.readable() => ready?,
-            _ = tx.closed() => return Ok(()),
-        };
         let mut batch = Vec::new();
+        let mut any = false;
+        // Blocks for the first event; then drains what is queued.
+        let mut flags = 0;
         loop {
-            match nix::unistd::read(fd.get_ref(), &mut buf) {
+            match read_group(&watch.group, &mut buf, flags) {
                 Ok(0) => break,
-                Ok(len) => parse_events(&buf[..len], own_pid, &stats, &mut batch, Instant::now()),
-                Err(Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    break;
+                Ok(len) => {
+                    any = true;
+                    let seen = slept_since.unwrap_or_else(Instant::now);
+                    parse_events(&buf[..len], fd_dir, own_pid, stats, &mut batch, seen);
                 }
+                Err(Errno::EAGAIN) => break,
                 // Kernels without FAN_REPORT_FD_ERROR fail the read when the
                 // file's process has exited: that event is lost, not fatal.
                 Err(Errno::ESRCH | Errno::ENOENT | Errno::EINTR) => {
@@ -241,10 +279,48 @@ pub async fn read_events(
                 }
                 Err(e) => return Err(e.into()),
             }
+            flags = libc::MSG_DONTWAIT;
+        }
+        slept_since = None;
+        if tx.is_closed() {
+            return Ok(());
         }
         if !batch.is_empty() && tx.try_send(batch).is_err() {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        // /proc is read in bursts (ps, top): in a sustained burst, let the
+        // rest of it queue up and read it at once. Anything short of that
+        // (a few reads in a row, like `grep; cat /proc/self/maps`) is read
+        // at once: a short-lived reader's own map can only be resolved while
+        // it lives.
+        if any {
+            let now = Instant::now();
+            if last_wake.is_some_and(|t| now.duration_since(t) < DENSE) {
+                dense_streak += 1;
+            } else {
+                dense_streak = 0;
+            }
+            last_wake = Some(now);
+            if dense_streak >= BURST {
+                slept_since = Some(now);
+                std::thread::sleep(COALESCE);
+            }
+        }
+    }
+}
+
+/// One read of the group: blocking when `flags` is 0, else non-blocking.
+fn read_group(group: &Fanotify, buf: &mut [u8], flags: i32) -> Result<usize, Errno> {
+    if flags == 0 {
+        return nix::unistd::read(group, buf);
+    }
+    let mut poll = [nix::poll::PollFd::new(
+        group.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO)? {
+        0 => Err(Errno::EAGAIN),
+        _ => nix::unistd::read(group, buf),
     }
 }
 
@@ -281,7 +357,10 @@ mod tests {
         let mut buf = metadata(FAN_Q_OVERFLOW, -1, 0);
         buf.extend(metadata(FAN_ACCESS, -3, 77));
         buf.extend_from_slice(&[1, 2, 3]);
-        parse_events(&buf, 1, &stats, &mut out, Instant::now());
+        let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .into();
+        parse_events(&buf, &fd_dir, 1, &stats, &mut out, Instant::now());
         assert!(out.is_empty());
         assert_eq!(stats.overflows.load(Ordering::Relaxed), 1);
         assert_eq!(stats.unresolved.load(Ordering::Relaxed), 1);

@@ -178,12 +178,16 @@ impl Mapwatch {
         let child_stderr = child.stderr.take().expect("stderr piped");
         std::thread::spawn(move || {
             for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
-                if line.contains("ready") {
+                let ready = line.contains("ready");
+                {
+                    let mut log = err_sink.lock().unwrap_or_else(|p| p.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                // Logged first, so a test that saw `ready` sees the line.
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                let mut log = err_sink.lock().unwrap_or_else(|p| p.into_inner());
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let mut mapwatch = Mapwatch {
@@ -236,8 +240,8 @@ impl Mapwatch {
         );
     }
 
-    /// Raises a fresh positive and waits for it: alerts are emitted in event
-    /// order, so every alert of an earlier exec is in by then. Returns the
+    /// Raises a fresh positive and waits for it, then for the confirmation
+    /// window: every alert of an earlier exec is in by then. Returns the
     /// sentinel's maps path.
     pub fn sync(&self) -> String {
         let target = Target::spawn();
@@ -245,6 +249,9 @@ impl Mapwatch {
         let dir = tempfile::tempdir().expect("tempdir");
         run_entry_leader("bash", &format!("cat {path} > /dev/null"), dir.path());
         self.wait_for_alert("the sync sentinel", |a| a["file"]["path"] == path.as_str());
+        // An unconfirmed alert leaves when its confirmation window ends
+        // (250 ms by default), possibly after a confirmed sentinel.
+        std::thread::sleep(Duration::from_millis(400));
         path
     }
 

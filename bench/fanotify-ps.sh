@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# CPU cost of fanotify read confirmation under a /proc-heavy load.
+#
+# Runs mapwatch (release build) with fanotify on, then off, while a loop of
+# `ps aux` opens /proc files at a paced rate, and reports mapwatch's CPU time
+# (user+sys, from /proc/<pid>/stat) as a share of one core, with the /proc
+# event rate fanotify saw. Run as root, with no other audit daemon:
+#
+#   bash bench/fanotify-ps.sh [SECONDS] [PS_RUNS_PER_SECOND]
+#
+# Defaults: 20 s, 15 ps runs/s (about 5,000 /proc opens/s on a machine with
+# ~70 processes; the output gives the measured rate). Use 0 for "as fast as
+# possible".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+rate=${2:-15}
+cargo build --release --locked -q
+bin=target/release/mapwatch
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+ticks=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# In a subshell, so `wait` only waits for its own `ps` runs.
+ps_loop() (
+    local end=$((SECONDS + secs))
+    if [ "$rate" -eq 0 ]; then
+        while [ $SECONDS -lt $end ]; do ps aux > /dev/null; done
+    else
+        local pause
+        pause=$(awk -v r="$rate" 'BEGIN { printf "%.4f", 1 / r }')
+        while [ $SECONDS -lt $end ]; do ps aux > /dev/null & sleep "$pause"; done
+        wait
+    fi
+)
+
+run() {
+    local mode=$1
+    cat > "$work/$mode.toml" <<CONF
+[audit]
+state_file = "$work/state-$mode.json"
+[fanotify]
+enabled = $mode
+[log]
+stats_interval_secs = 0
+CONF
+    "$bin" run --foreground --format json --config "$work/$mode.toml" > "$work/$mode.alerts" 2> "$work/$mode.log" &
+    local pid=$!
+    for _ in $(seq 100); do grep -q ready "$work/$mode.log" && break; sleep 0.1; done
+    grep -q ready "$work/$mode.log" || { cat "$work/$mode.log"; exit 1; }
+    local before after
+    before=$(cpu_ticks "$pid")
+    local start_ns=$(date +%s%N)
+    local runs_before=$(ls -d /proc/[0-9]* | wc -l)
+    ps_loop
+    after=$(cpu_ticks "$pid")
+    local wall_ns=$(( $(date +%s%N) - start_ns ))
+    kill -TERM "$pid"; wait "$pid" || true
+    local events
+    events=$(grep -o 'proc_events=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
+    local records
+    records=$(grep -o ' records=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
+    awk -v m="$mode" -v t=$((after - before)) -v hz="$ticks" -v ns="$wall_ns" -v ev="${events:-0}" -v rec="${records:-0}" -v procs="$runs_before" 'BEGIN {
+        wall = ns / 1e9; cpu = t / hz
+        printf "| %-5s | %5.1f s | %6.2f s | %5.2f %% | %8.0f | %7.0f | %d |\n", m, wall, cpu, 100 * cpu / wall, ev / wall, rec / wall, procs
+    }'
+}
+
+echo "kernel $(uname -r), $(nproc) CPUs, ${secs}s per mode, ps runs/s: ${rate} (0 = unpaced)"
+echo
+echo "| fanotify | wall | mapwatch CPU | share of one core | /proc events/s (fanotify) | audit records/s | processes |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+run true
+run false
