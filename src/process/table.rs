@@ -134,10 +134,10 @@ impl ProcessTable {
             touched: now,
         };
         self.make_room();
-        self.entries.insert(stat.pid, process);
         self.entries
-            .get_mut(&stat.pid)
-            .expect("entry inserted just above")
+            .entry(stat.pid)
+            .insert_entry(process)
+            .into_mut()
     }
 
     /// Records an exec: the process now runs `event.name()`.
