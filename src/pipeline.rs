@@ -8,7 +8,6 @@
 //! rules are installed (and tells systemd), and on SIGTERM/SIGINT removes
 //! the rules and restores the kernel's audit status before it returns.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::alert::limit::Limiter;
 use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::record::Record;
@@ -451,13 +451,10 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let sink = std::thread::Builder::new()
         .name("mapwatch-sink".into())
         .spawn(move || sink::write_alerts(alert_rx, format, std::io::stdout().lock()))?;
-    let dropped_alerts = Cell::new(0u64);
-    let dropped = &dropped_alerts;
-    // Owns the sender: dropping `emit` closes the channel and ends the sink.
-    let mut emit = move |alert: Alert| {
-        if alert_tx.try_send(alert).is_err() {
-            dropped.set(dropped.get() + 1);
-        }
+    let mut outlet = Outlet {
+        tx: Some(alert_tx),
+        dropped: 0,
+        limiter: Limiter::new(&options.rules),
     };
 
     tracing::info!(
@@ -484,22 +481,23 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             reads = read_rx.recv(), if fanotify_on => {
                 if let Some(reads) = reads {
-                    detector.on_reads(reads, Instant::now(), &mut emit);
+                    detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => detector.on_tick(Instant::now(), &mut emit),
+            _ = tokio::time::sleep_until(deadline) => detector.on_tick(Instant::now(), &mut |a| outlet.emit(a)),
             batch = record_rx.recv() => match batch {
                 Some(batch) => {
                     let now = Instant::now();
                     for (record_type, text) in batch.iter() {
-                        detector.on_netlink_record(record_type, text, now, &mut emit);
+                        detector.on_netlink_record(record_type, text, now, &mut |a| outlet.emit(a));
                     }
                 }
                 None => break "reader stopped",
             },
             _ = ticker.tick() => {
                 let now = Instant::now();
-                detector.on_tick(now, &mut emit);
+                detector.on_tick(now, &mut |a| outlet.emit(a));
+                outlet.expire(now);
                 if now.duration_since(last_prune) >= PRUNE_EVERY {
                     detector.prune(now);
                     last_prune = now;
@@ -509,7 +507,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     last_poll = now;
                 }
                 if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
-                    log_stats(&detector, &source_stats, &watch_stats, dropped_alerts.get());
+                    log_stats(&detector, &source_stats, &watch_stats, &outlet);
                     last_stats = now;
                 }
             }
@@ -530,20 +528,20 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     while let Ok(batch) = record_rx.try_recv() {
         let now = Instant::now();
         for (record_type, text) in batch.iter() {
-            detector.on_netlink_record(record_type, text, now, &mut emit);
+            detector.on_netlink_record(record_type, text, now, &mut |a| outlet.emit(a));
         }
     }
     while let Ok(reads) = read_rx.try_recv() {
-        detector.on_reads(reads, Instant::now(), &mut emit);
+        detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
     }
-    detector.flush(&mut emit);
+    detector.flush(&mut |a| outlet.emit(a));
     reader.abort();
     // The fanotify thread ends at its next wake-up (the channel is gone) or
     // with the process.
     drop(watcher);
     drop(read_rx);
-    drop(emit);
-    log_stats(&detector, &source_stats, &watch_stats, dropped_alerts.get());
+    outlet.close();
+    log_stats(&detector, &source_stats, &watch_stats, &outlet);
     match sink.join() {
         Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             tracing::error!("writing alerts: {e}")
@@ -570,16 +568,60 @@ fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>) {
     }
 }
 
-fn log_stats(detector: &Detector, source: &SourceStats, watch: &WatchStats, dropped_alerts: u64) {
+/// Where alerts leave the pipeline: the rate limiter, then the sink channel.
+struct Outlet {
+    tx: Option<mpsc::Sender<Alert>>,
+    dropped: u64,
+    limiter: Limiter,
+}
+
+impl Outlet {
+    fn emit(&mut self, alert: Alert) {
+        if self.limiter.admit(&alert, Instant::now()) {
+            self.send(alert);
+        }
+    }
+
+    fn send(&mut self, alert: Alert) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(alert).is_err()
+        {
+            self.dropped += 1;
+        }
+    }
+
+    /// Summaries of rate-limit windows that ended.
+    fn expire(&mut self, now: Instant) {
+        let mut summaries = Vec::new();
+        self.limiter.expire(now, &mut summaries);
+        for summary in summaries {
+            self.send(summary);
+        }
+    }
+
+    /// Shutdown: pending summaries leave, then the channel closes (which
+    /// ends the sink thread).
+    fn close(&mut self) {
+        let mut summaries = Vec::new();
+        self.limiter.flush(&mut summaries);
+        for summary in summaries {
+            self.send(summary);
+        }
+        self.tx = None;
+    }
+}
+
+fn log_stats(detector: &Detector, source: &SourceStats, watch: &WatchStats, outlet: &Outlet) {
     let d = detector.stats();
     let c = detector.correlator_stats().unwrap_or_default();
     tracing::info!(
-        "stats: records={} malformed={} alerts={} alerts_dropped={} unresolved_entry_leaders={} queue_dropped_records={} enobufs={} \
+        "stats: records={} malformed={} alerts={} alerts_suppressed={} alerts_dropped={} unresolved_entry_leaders={} queue_dropped_records={} enobufs={} \
          proc_events={} maps_reads={} unresolved_reads={} fanotify_overflows={} read_batches_dropped={} confirmed={} unconfirmed={} file_events={}",
         d.records,
         d.malformed_records,
         d.alerts,
-        dropped_alerts,
+        outlet.limiter.suppressed_total,
+        outlet.dropped,
         d.unresolved_entry_leaders,
         source.dropped_records.load(Ordering::Relaxed),
         source.enobufs.load(Ordering::Relaxed),

@@ -435,3 +435,45 @@ fn exceptions_and_local_rules_apply_to_live_events() {
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_burst_is_cut_at_the_rules_max_signals_with_one_summary() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let target = Target::spawn();
+    let body = format!(
+        "for i in $(seq 1000); do cat {} > /dev/null; done",
+        target.maps()
+    );
+    run_entry_leader("bash", &body, dir.path());
+    // The limited alerts are gone; the summary leaves when the rule's
+    // 5-minute window ends, or at shutdown.
+    mapwatch.wait_for_alert("the 100th alert", |a| {
+        a["rule"]["id"] == SEED_ID && a["mapwatch"]["read"]["confirmed"] == true
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let collected = mapwatch.alert_log();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    // The stdout reader thread has seen everything once the process exited.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let alerts = collected.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let raised = alerts
+        .iter()
+        .filter(|a| a["rule"]["id"] == SEED_ID && a["event"]["action"] == "exec")
+        .count();
+    let summaries: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["event"]["action"] == "alerts-suppressed")
+        .collect();
+    assert_eq!(
+        raised, 100,
+        "max_signals of the seed rule; stderr:\n{stderr}"
+    );
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert_eq!(summaries[0]["rule"]["id"], SEED_ID);
+    assert_eq!(summaries[0]["mapwatch"]["suppressed"]["count"], 900);
+    assert!(stderr.contains("alerts_suppressed=900"), "{stderr}");
+}

@@ -217,6 +217,12 @@ impl Mapwatch {
             .clone()
     }
 
+    /// The shared list the stdout reader fills, still readable after
+    /// [`Mapwatch::terminate`] (which consumes the handle).
+    pub fn alert_log(&self) -> Arc<Mutex<Vec<Value>>> {
+        self.alerts.clone()
+    }
+
     pub fn alerts(&self) -> Vec<Value> {
         self.alerts
             .lock()
