@@ -21,6 +21,7 @@ pub struct Config {
     pub process: ProcessConfig,
     pub log: LogConfig,
     pub fanotify: FanotifyConfig,
+    pub output: OutputConfig,
     pub rules: RulesConfig,
     /// Global exceptions: a match of any rule is suppressed when one holds.
     pub exceptions: Vec<ExceptionSpec>,
@@ -29,6 +30,22 @@ pub struct Config {
     pub source_text: String,
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// ECS JSON lines file of the service (`-`: stdout, empty: none). In
+    /// the foreground, stdout takes its place.
+    pub json_file: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            json_file: PathBuf::from("/var/log/mapwatch/alerts.json"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -311,6 +328,7 @@ mod tests {
         assert_eq!(shipped.process, defaults.process);
         assert_eq!(shipped.log, defaults.log);
         assert_eq!(shipped.fanotify, defaults.fanotify);
+        assert_eq!(shipped.output, defaults.output);
         assert_eq!(shipped.rules, defaults.rules);
         assert_eq!(shipped.exceptions, defaults.exceptions);
     }

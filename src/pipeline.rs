@@ -26,7 +26,8 @@ use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::rule::wildcard::Wildcard;
-use crate::sink::{self, OutputFormat};
+use crate::sink::json_file::JsonFile;
+use crate::sink::{self, OutputFormat, SinkMessage, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
     AuditError, AuditSession, RecordSocket, SessionOptions, SourceStats, read_records,
@@ -132,6 +133,10 @@ impl Detector {
 
     pub fn assembler_stats(&self) -> AssemblerStats {
         self.assembler.stats()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.assembler.in_flight()
     }
 
     /// One record in netlink form (type from the header).
@@ -446,11 +451,11 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     };
     let fanotify_on = watcher.is_some();
 
-    let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
-    let format = options.format;
+    let (alert_tx, alert_rx) = mpsc::channel::<SinkMessage>(ALERT_QUEUE);
+    let sinks = open_sinks(&options)?;
     let sink = std::thread::Builder::new()
         .name("mapwatch-sink".into())
-        .spawn(move || sink::write_alerts(alert_rx, format, std::io::stdout().lock()))?;
+        .spawn(move || sink::deliver(alert_rx, sinks))?;
     let mut outlet = Outlet {
         tx: Some(alert_tx),
         dropped: 0,
@@ -473,6 +478,8 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let mut last_stats = Instant::now();
     let stats_every = Duration::from_secs(config.log.stats_interval_secs);
     let mut kernel_lost_at_start = None;
+    let mut kernel_lost = 0u32;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let stop_signal = loop {
         let deadline = detector
@@ -503,14 +510,15 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     last_prune = now;
                 }
                 if now.duration_since(last_poll) >= KERNEL_POLL_EVERY {
-                    poll_kernel_lost(&mut session, &mut kernel_lost_at_start);
+                    kernel_lost = poll_kernel_lost(&mut session, &mut kernel_lost_at_start, kernel_lost);
                     last_poll = now;
                 }
                 if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
-                    log_stats(&detector, &source_stats, &watch_stats, &outlet);
+                    report_stats(&detector, &source_stats, &watch_stats, &mut outlet, kernel_lost);
                     last_stats = now;
                 }
             }
+            _ = sigusr1.recv() => report_stats(&detector, &source_stats, &watch_stats, &mut outlet, kernel_lost),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
             _ = sigquit.recv() => break "SIGQUIT",
@@ -518,7 +526,8 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 if options.foreground {
                     break "SIGHUP";
                 }
-                tracing::info!("SIGHUP: configuration reload is not supported yet; still running");
+                tracing::info!("SIGHUP: reopening the alert file (configuration reload is not supported yet)");
+                outlet.reopen();
             }
         }
     };
@@ -541,18 +550,21 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     drop(watcher);
     drop(read_rx);
     outlet.close();
-    log_stats(&detector, &source_stats, &watch_stats, &outlet);
-    match sink.join() {
-        Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            tracing::error!("writing alerts: {e}")
-        }
-        Err(_) => tracing::error!("the sink thread panicked"),
-        _ => {}
+    report_stats(
+        &detector,
+        &source_stats,
+        &watch_stats,
+        &mut outlet,
+        kernel_lost,
+    );
+    if sink.join().is_err() {
+        tracing::error!("the sink thread panicked");
     }
     restored.map_err(RunError::Io)
 }
 
-fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>) {
+/// The kernel's `lost` counter since start (warned about when it grows).
+fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>, last: u32) -> u32 {
     match session.kernel_status() {
         Ok(status) => {
             let base = *baseline.get_or_insert(status.lost);
@@ -563,14 +575,53 @@ fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>) {
                     status.backlog
                 );
             }
+            lost
         }
-        Err(e) => tracing::warn!("reading the kernel audit status: {e}"),
+        Err(e) => {
+            tracing::warn!("reading the kernel audit status: {e}");
+            last
+        }
     }
+}
+
+/// The sinks of this run: stdout in the foreground, the JSON file as a
+/// service. An unusable alert file is a start-up error, not a silent loss.
+fn open_sinks(options: &RunOptions) -> Result<Sinks, RunError> {
+    let path = &options.config.output.json_file;
+    if options.foreground {
+        return Ok(Sinks {
+            console: Some(options.format),
+            file: None,
+        });
+    }
+    if path.as_os_str().is_empty() {
+        return Ok(Sinks {
+            console: None,
+            file: None,
+        });
+    }
+    if path.as_os_str() == "-" {
+        return Ok(Sinks {
+            console: Some(OutputFormat::Json),
+            file: None,
+        });
+    }
+    let file = JsonFile::open(path).map_err(|e| {
+        RunError::Io(std::io::Error::new(
+            e.kind(),
+            format!("alert file {}: {e}", path.display()),
+        ))
+    })?;
+    tracing::info!("alerts go to {}", path.display());
+    Ok(Sinks {
+        console: None,
+        file: Some(file),
+    })
 }
 
 /// Where alerts leave the pipeline: the rate limiter, then the sink channel.
 struct Outlet {
-    tx: Option<mpsc::Sender<Alert>>,
+    tx: Option<mpsc::Sender<SinkMessage>>,
     dropped: u64,
     limiter: Limiter,
 }
@@ -584,9 +635,22 @@ impl Outlet {
 
     fn send(&mut self, alert: Alert) {
         if let Some(tx) = &self.tx
-            && tx.try_send(alert).is_err()
+            && tx.try_send(SinkMessage::Alert(alert)).is_err()
         {
             self.dropped += 1;
+        }
+    }
+
+    /// A stats document, for the file sink only.
+    fn stats(&mut self, document: serde_json::Value) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(SinkMessage::Stats(document));
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(SinkMessage::Reopen);
         }
     }
 
@@ -611,29 +675,75 @@ impl Outlet {
     }
 }
 
-fn log_stats(detector: &Detector, source: &SourceStats, watch: &WatchStats, outlet: &Outlet) {
+/// Every counter, in the order the stats line gives them.
+fn stats_counters(
+    detector: &Detector,
+    source: &SourceStats,
+    watch: &WatchStats,
+    outlet: &Outlet,
+    kernel_lost: u32,
+) -> Vec<(&'static str, u64)> {
     let d = detector.stats();
+    let a = detector.assembler_stats();
     let c = detector.correlator_stats().unwrap_or_default();
-    tracing::info!(
-        "stats: records={} malformed={} alerts={} alerts_suppressed={} alerts_dropped={} unresolved_entry_leaders={} queue_dropped_records={} enobufs={} \
-         proc_events={} maps_reads={} unresolved_reads={} fanotify_overflows={} read_batches_dropped={} confirmed={} unconfirmed={} file_events={}",
-        d.records,
-        d.malformed_records,
-        d.alerts,
-        outlet.limiter.suppressed_total,
-        outlet.dropped,
-        d.unresolved_entry_leaders,
-        source.dropped_records.load(Ordering::Relaxed),
-        source.enobufs.load(Ordering::Relaxed),
-        watch.events.load(Ordering::Relaxed),
-        watch.maps_events.load(Ordering::Relaxed),
-        watch.unresolved.load(Ordering::Relaxed),
-        watch.overflows.load(Ordering::Relaxed),
-        watch.dropped.load(Ordering::Relaxed),
-        c.confirmed,
-        c.unconfirmed,
-        c.file_events,
-    );
+    vec![
+        ("records", d.records),
+        ("malformed_records", d.malformed_records),
+        ("exec_events", a.exec_events),
+        ("failed_execs", a.failed_execs),
+        ("events_without_eoe", a.flushed_without_eoe),
+        ("events_evicted", a.evicted),
+        ("alerts", d.alerts),
+        ("alerts_suppressed", outlet.limiter.suppressed_total),
+        ("alerts_dropped", outlet.dropped),
+        ("unresolved_entry_leaders", d.unresolved_entry_leaders),
+        ("kernel_lost", u64::from(kernel_lost)),
+        (
+            "queue_dropped_records",
+            source.dropped_records.load(Ordering::Relaxed),
+        ),
+        ("enobufs", source.enobufs.load(Ordering::Relaxed)),
+        ("proc_events", watch.events.load(Ordering::Relaxed)),
+        ("maps_reads", watch.maps_events.load(Ordering::Relaxed)),
+        ("unresolved_reads", watch.unresolved.load(Ordering::Relaxed)),
+        (
+            "fanotify_overflows",
+            watch.overflows.load(Ordering::Relaxed),
+        ),
+        (
+            "read_batches_dropped",
+            watch.dropped.load(Ordering::Relaxed),
+        ),
+        ("confirmed", c.confirmed),
+        ("unconfirmed", c.unconfirmed),
+        ("file_events", c.file_events),
+        ("events_in_flight", detector.in_flight() as u64),
+    ]
+}
+
+/// The stats line on stderr, and a `mapwatch.stats` document for the JSON
+/// file (not the console, whose stdout carries alerts only).
+fn report_stats(
+    detector: &Detector,
+    source: &SourceStats,
+    watch: &WatchStats,
+    outlet: &mut Outlet,
+    kernel_lost: u32,
+) {
+    let counters = stats_counters(detector, source, watch, outlet, kernel_lost);
+    let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tracing::info!("stats: {}", line.join(" "));
+    let stats: serde_json::Map<String, serde_json::Value> = counters
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+        .collect();
+    outlet.stats(serde_json::json!({
+        "@timestamp": crate::alert::now_rfc3339(),
+        "ecs": {"version": "8.11.0"},
+        "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
+        "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
+        "mapwatch": {"stats": stats},
+    }));
 }
 
 /// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.

@@ -465,7 +465,8 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
     alert
 }
 
-fn now_rfc3339() -> String {
+/// Now, as an RFC 3339 timestamp with milliseconds.
+pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -1,13 +1,19 @@
-//! Sinks: where alerts go. The sink runs on its own thread behind a bounded
-//! channel, so a slow consumer (a paused terminal, a full pipe) never stalls
-//! the pipeline; alerts that find the channel full are dropped and counted.
+//! Sinks: where alerts go. They run on a thread of their own behind a
+//! bounded channel, so a slow consumer (a paused terminal, a full disk)
+//! never stalls the pipeline; alerts that find the channel full are dropped
+//! and counted.
 //!
-//! Contract: JSON output is exactly one ECS document per line and nothing
-//! else on stdout; text output is one escaped line per alert.
+//! Contract: in the foreground, alerts go to stdout (one ECS JSON document
+//! per line, or one escaped line of text each); as a service, to the JSON
+//! file (`output.json_file`, `-` for stdout). A sink that fails does not
+//! stop the others or the pipeline.
+
+pub mod json_file;
 
 use std::io::{self, Write};
 
 use crate::alert::Alert;
+use json_file::JsonFile;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -17,20 +23,62 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Writes alerts to `out`, flushing after each, until the channel closes.
-pub fn write_alerts(
-    mut alerts: tokio::sync::mpsc::Receiver<Alert>,
-    format: OutputFormat,
-    out: impl Write,
-) -> io::Result<()> {
-    let mut out = io::BufWriter::new(out);
-    while let Some(alert) = alerts.blocking_recv() {
-        match format {
-            OutputFormat::Json => serde_json::to_writer(&mut out, &alert.document)?,
-            OutputFormat::Text => out.write_all(alert.summary.as_bytes())?,
+/// What the pipeline tells the sink thread.
+pub enum SinkMessage {
+    Alert(Alert),
+    /// A `mapwatch.stats` document: to the JSON file only.
+    Stats(serde_json::Value),
+    /// Reopen files (SIGHUP, after log rotation).
+    Reopen,
+}
+
+/// The sinks in use.
+pub struct Sinks {
+    pub console: Option<OutputFormat>,
+    pub file: Option<JsonFile>,
+}
+
+/// Delivers messages until the channel closes.
+pub fn deliver(mut messages: tokio::sync::mpsc::Receiver<SinkMessage>, mut sinks: Sinks) {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    while let Some(message) = messages.blocking_recv() {
+        let alert = match message {
+            SinkMessage::Alert(alert) => alert,
+            SinkMessage::Stats(document) => {
+                if let Some(file) = &mut sinks.file {
+                    file.write(&document);
+                }
+                continue;
+            }
+            SinkMessage::Reopen => {
+                if let Some(file) = &mut sinks.file {
+                    file.reopen();
+                    tracing::info!("reopened {}", file.path().display());
+                }
+                continue;
+            }
+        };
+        if let Some(format) = sinks.console
+            && let Err(e) = write_console(&mut out, format, &alert)
+        {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                tracing::error!("writing alerts to stdout: {e}");
+            }
+            // Nobody reads stdout any more: keep the other sinks going.
+            sinks.console = None;
         }
-        out.write_all(b"\n")?;
-        out.flush()?;
+        if let Some(file) = &mut sinks.file {
+            file.write(&alert.document);
+        }
     }
-    Ok(())
+}
+
+fn write_console(out: &mut impl Write, format: OutputFormat, alert: &Alert) -> io::Result<()> {
+    match format {
+        OutputFormat::Json => serde_json::to_writer(&mut *out, &alert.document)?,
+        OutputFormat::Text => out.write_all(alert.summary.as_bytes())?,
+    }
+    out.write_all(b"\n")?;
+    out.flush()
 }

@@ -144,6 +144,15 @@ impl Mapwatch {
 
     /// Like [`Mapwatch::start`], with more configuration appended.
     pub fn start_with(dir: &Path, extra_config: &str) -> Mapwatch {
+        Self::launch(dir, extra_config, &["--foreground", "--format", "json"])
+    }
+
+    /// As the service runs: alerts go to the configured sinks, not stdout.
+    pub fn start_service(dir: &Path, extra_config: &str) -> Mapwatch {
+        Self::launch(dir, extra_config, &[])
+    }
+
+    fn launch(dir: &Path, extra_config: &str, mode: &[&str]) -> Mapwatch {
         let config = dir.join("mapwatch.toml");
         std::fs::write(
             &config,
@@ -154,7 +163,9 @@ impl Mapwatch {
         )
         .expect("writing test config");
         let mut child = Command::new(BIN)
-            .args(["run", "--foreground", "--format", "json", "--config"])
+            .arg("run")
+            .args(mode)
+            .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -259,6 +270,10 @@ impl Mapwatch {
         // (250 ms by default), possibly after a confirmed sentinel.
         std::thread::sleep(Duration::from_millis(400));
         path
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.child.id(), sig);
     }
 
     pub fn terminate(mut self) -> (ExitStatus, String) {

@@ -1,0 +1,154 @@
+//! Alert delivery as the service does it: the JSON file sink, rotated by the
+//! real logrotate mid-run with the shipped snippet. Needs root.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
+
+fn documents(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: torn or invalid line ({e}): {l}", path.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn logrotate_mid_run_loses_and_tears_no_line() {
+    let _lock = audit_lock();
+    require_program("logrotate", "logrotate");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = dir.path().join("log/alerts.json");
+    let extra = format!("[output]\njson_file = \"{}\"\n", alerts.display());
+    let mapwatch = Mapwatch::start_service(dir.path(), &extra);
+    assert!(
+        mapwatch.alerts().is_empty(),
+        "a service writes nothing to stdout"
+    );
+    let mode = std::fs::metadata(&alerts)
+        .expect("alert file created at start")
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // 60 positives, spread over about two seconds, with a rotation in the middle.
+    let target = Target::spawn();
+    let body = format!(
+        "for i in $(seq 60); do cat {} > /dev/null; sleep 0.03; done",
+        target.maps()
+    );
+    let dir_path = dir.path().to_owned();
+    let writer = std::thread::spawn(move || run_entry_leader("bash", &body, &dir_path));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let shipped = include_str!("../packaging/logrotate/mapwatch")
+        .replace(
+            "/var/log/mapwatch/alerts.json",
+            &alerts.display().to_string(),
+        )
+        .replace("    compress\n    delaycompress\n", "");
+    let conf = dir.path().join("logrotate.conf");
+    std::fs::write(&conf, shipped).expect("logrotate config");
+    let rotated = Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.path().join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("running logrotate");
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    writer.join().expect("the scenario ran");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+
+    let before = documents(&dir.path().join("log/alerts.json.1"));
+    let after = documents(&alerts);
+    assert!(
+        !before.is_empty() && !after.is_empty(),
+        "the rotation happened mid-run: {} + {}",
+        before.len(),
+        after.len()
+    );
+    let all: Vec<&Value> = before.iter().chain(after.iter()).collect();
+    let ours = all
+        .iter()
+        .filter(|a| a["rule"]["id"] == SEED_ID && a["file"]["path"] == target.maps().as_str())
+        .count();
+    assert_eq!(
+        ours,
+        60,
+        "every alert, once: {} before, {} after the rotation",
+        before.len(),
+        after.len()
+    );
+    assert_eq!(
+        std::fs::metadata(&alerts).expect("new file").mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn sigusr1_reports_stats_on_stderr_and_in_the_json_file() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = dir.path().join("alerts.json");
+    let extra = format!("[output]\njson_file = \"{}\"\n", alerts.display());
+    let mapwatch = Mapwatch::start_service(dir.path(), &extra);
+    run_entry_leader("bash", "true", dir.path());
+    mapwatch.signal(nix::sys::signal::Signal::SIGUSR1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stats = loop {
+        let docs = documents(&alerts);
+        if let Some(doc) = docs
+            .into_iter()
+            .find(|d| d["event"]["dataset"] == "mapwatch.stats")
+        {
+            break doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stats document after SIGUSR1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(stats["event"]["kind"], "metric");
+    let counters = &stats["mapwatch"]["stats"];
+    for key in [
+        "records",
+        "exec_events",
+        "alerts",
+        "alerts_suppressed",
+        "alerts_dropped",
+        "kernel_lost",
+        "enobufs",
+        "queue_dropped_records",
+        "fanotify_overflows",
+    ] {
+        assert!(counters[key].is_u64(), "{key} missing: {stats:#}");
+    }
+    assert!(
+        counters["exec_events"].as_u64().is_some_and(|n| n > 0),
+        "{stats:#}"
+    );
+    assert!(
+        mapwatch.stderr().contains("stats: records="),
+        "{}",
+        mapwatch.stderr()
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
