@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub fanotify: FanotifyConfig,
     pub output: OutputConfig,
+    pub syslog: SyslogConfig,
     pub rules: RulesConfig,
     /// Global exceptions: a match of any rule is suppressed when one holds.
     pub exceptions: Vec<ExceptionSpec>,
@@ -44,6 +45,50 @@ impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
             json_file: PathBuf::from("/var/log/mapwatch/alerts.json"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// Send alerts to syslog too.
+    pub enabled: bool,
+    /// `unix:PATH`, `udp:HOST:PORT` or `tcp:HOST:PORT`.
+    pub address: String,
+    pub format: crate::sink::syslog::Format,
+    pub facility: String,
+    pub app_name: String,
+    /// Longer messages are cut (at a UTF-8 boundary, with a marker).
+    pub max_message_bytes: usize,
+    /// Messages kept while the daemon is away.
+    pub queue: usize,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            enabled: false,
+            address: "unix:/dev/log".into(),
+            format: crate::sink::syslog::Format::Rfc5424,
+            facility: "authpriv".into(),
+            app_name: "mapwatch".into(),
+            max_message_bytes: 8192,
+            queue: 10_000,
+        }
+    }
+}
+
+impl SyslogConfig {
+    /// The transport named by `address`.
+    pub fn transport(&self) -> Option<crate::sink::syslog::Transport> {
+        use crate::sink::syslog::Transport;
+        let (kind, rest) = self.address.split_once(':')?;
+        match kind {
+            "unix" if !rest.is_empty() => Some(Transport::Unix(PathBuf::from(rest))),
+            "udp" if rest.contains(':') => Some(Transport::Udp(rest.to_owned())),
+            "tcp" if rest.contains(':') => Some(Transport::Tcp(rest.to_owned())),
+            _ => None,
         }
     }
 }
@@ -224,7 +269,18 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), String> {
-        let checks: [(&str, &str, bool); 8] = [
+        let checks: [(&str, &str, bool); 11] = [
+            ("syslog", "address", self.syslog.transport().is_some()),
+            (
+                "syslog",
+                "facility",
+                crate::sink::syslog::facility_code(&self.syslog.facility).is_some(),
+            ),
+            (
+                "syslog",
+                "max_message_bytes",
+                self.syslog.max_message_bytes >= 480,
+            ),
             (
                 "fanotify",
                 "confirm_window_ms",
@@ -256,6 +312,9 @@ impl Config {
                     .map(|l| format!("line {l}: "))
                     .unwrap_or_default();
                 let limit = match key {
+                    "address" => "`unix:PATH`, `udp:HOST:PORT` or `tcp:HOST:PORT`",
+                    "facility" => "a syslog facility name (e.g. authpriv, local0)",
+                    "max_message_bytes" => "at least 480",
                     "receive_buffer" => "at least 65536",
                     "table_capacity" => "at least 1024",
                     _ => "greater than 0",
@@ -329,6 +388,7 @@ mod tests {
         assert_eq!(shipped.log, defaults.log);
         assert_eq!(shipped.fanotify, defaults.fanotify);
         assert_eq!(shipped.output, defaults.output);
+        assert_eq!(shipped.syslog, defaults.syslog);
         assert_eq!(shipped.rules, defaults.rules);
         assert_eq!(shipped.exceptions, defaults.exceptions);
     }

@@ -27,6 +27,7 @@ use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::rule::wildcard::Wildcard;
 use crate::sink::json_file::JsonFile;
+use crate::sink::syslog::{SyslogOptions, SyslogSink, facility_code};
 use crate::sink::{self, OutputFormat, SinkMessage, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
@@ -451,7 +452,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     };
     let fanotify_on = watcher.is_some();
 
-    let (alert_tx, alert_rx) = mpsc::channel::<SinkMessage>(ALERT_QUEUE);
+    let (alert_tx, alert_rx) = std::sync::mpsc::sync_channel::<SinkMessage>(ALERT_QUEUE);
     let sinks = open_sinks(&options)?;
     let sink = std::thread::Builder::new()
         .name("mapwatch-sink".into())
@@ -588,40 +589,57 @@ fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>, last
 /// service. An unusable alert file is a start-up error, not a silent loss.
 fn open_sinks(options: &RunOptions) -> Result<Sinks, RunError> {
     let path = &options.config.output.json_file;
-    if options.foreground {
-        return Ok(Sinks {
-            console: Some(options.format),
-            file: None,
-        });
-    }
-    if path.as_os_str().is_empty() {
-        return Ok(Sinks {
-            console: None,
-            file: None,
-        });
-    }
-    if path.as_os_str() == "-" {
-        return Ok(Sinks {
-            console: Some(OutputFormat::Json),
-            file: None,
-        });
-    }
-    let file = JsonFile::open(path).map_err(|e| {
-        RunError::Io(std::io::Error::new(
-            e.kind(),
-            format!("alert file {}: {e}", path.display()),
-        ))
-    })?;
-    tracing::info!("alerts go to {}", path.display());
+    let syslog = open_syslog(&options.config);
+    let (console, file) = if options.foreground {
+        (Some(options.format), None)
+    } else if path.as_os_str().is_empty() {
+        (None, None)
+    } else if path.as_os_str() == "-" {
+        (Some(OutputFormat::Json), None)
+    } else {
+        let file = JsonFile::open(path).map_err(|e| {
+            RunError::Io(std::io::Error::new(
+                e.kind(),
+                format!("alert file {}: {e}", path.display()),
+            ))
+        })?;
+        tracing::info!("alerts go to {}", path.display());
+        (None, Some(file))
+    };
     Ok(Sinks {
-        console: None,
-        file: Some(file),
+        console,
+        file,
+        syslog,
     })
+}
+
+fn open_syslog(config: &Config) -> Option<SyslogSink> {
+    let c = &config.syslog;
+    if !c.enabled {
+        return None;
+    }
+    // Both were validated with the configuration.
+    let transport = c.transport()?;
+    let facility = facility_code(&c.facility)?;
+    tracing::info!(
+        "alerts also go to syslog ({transport:?}, {:?}, {})",
+        c.format,
+        c.facility
+    );
+    Some(SyslogSink::new(SyslogOptions {
+        transport,
+        format: c.format,
+        facility,
+        app_name: c.app_name.clone(),
+        hostname: HostInfo::detect().name,
+        max_message_bytes: c.max_message_bytes,
+        queue: c.queue,
+    }))
 }
 
 /// Where alerts leave the pipeline: the rate limiter, then the sink channel.
 struct Outlet {
-    tx: Option<mpsc::Sender<SinkMessage>>,
+    tx: Option<std::sync::mpsc::SyncSender<SinkMessage>>,
     dropped: u64,
     limiter: Limiter,
 }

@@ -9,11 +9,16 @@
 //! stop the others or the pipeline.
 
 pub mod json_file;
+pub mod syslog;
 
 use std::io::{self, Write};
 
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
 use crate::alert::Alert;
 use json_file::JsonFile;
+use syslog::SyslogSink;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -36,13 +41,29 @@ pub enum SinkMessage {
 pub struct Sinks {
     pub console: Option<OutputFormat>,
     pub file: Option<JsonFile>,
+    pub syslog: Option<SyslogSink>,
 }
 
+/// How often a syslog daemon that went away is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+/// How long shutdown waits for a syslog daemon to take what is queued.
+const DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
+
 /// Delivers messages until the channel closes.
-pub fn deliver(mut messages: tokio::sync::mpsc::Receiver<SinkMessage>, mut sinks: Sinks) {
+pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    while let Some(message) = messages.blocking_recv() {
+    loop {
+        let message = match messages.recv_timeout(RETRY_EVERY) {
+            Ok(message) => message,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(syslog) = &mut sinks.syslog {
+                    syslog.drain();
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let alert = match message {
             SinkMessage::Alert(alert) => alert,
             SinkMessage::Stats(document) => {
@@ -70,6 +91,24 @@ pub fn deliver(mut messages: tokio::sync::mpsc::Receiver<SinkMessage>, mut sinks
         }
         if let Some(file) = &mut sinks.file {
             file.write(&alert.document);
+        }
+        if let Some(syslog) = &mut sinks.syslog {
+            syslog.send(&alert);
+        }
+    }
+    if let Some(syslog) = &mut sinks.syslog {
+        let deadline = Instant::now() + DRAIN_AT_EXIT;
+        while syslog.pending() > 0 && Instant::now() < deadline {
+            std::thread::sleep(RETRY_EVERY);
+            syslog.drain();
+        }
+        if syslog.pending() > 0 || syslog.dropped > 0 {
+            tracing::error!(
+                "syslog: {} alerts never delivered ({} still queued at exit, {} dropped from a full queue)",
+                syslog.pending() as u64 + syslog.dropped,
+                syslog.pending(),
+                syslog.dropped
+            );
         }
     }
 }
