@@ -152,3 +152,81 @@ fn sigusr1_reports_stats_on_stderr_and_in_the_json_file() {
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn every_document_of_the_json_file_follows_the_published_schema() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let schema: Value =
+        serde_json::from_str(include_str!("../docs/alert.schema.json")).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = dir.path().join("alerts.json");
+    let rules_d = dir.path().join("rules.d");
+    std::fs::create_dir(&rules_d).expect("rules.d");
+    // The seed rule, limited to 2 alerts per window, to get a summary.
+    let limited = include_str!("../rules/proc_maps_discovery.toml")
+        .replace("max_signals = 100", "max_signals = 2");
+    std::fs::write(rules_d.join("seed.toml"), limited).expect("local rule");
+    let extra = format!(
+        "[output]\njson_file = \"{}\"\n[rules]\ndirectories = [\"{}\"]\n",
+        alerts.display(),
+        rules_d.display()
+    );
+    let mapwatch = Mapwatch::start_service(dir.path(), &extra);
+    let target = Target::spawn();
+    let body = format!(
+        "cat {maps} > /dev/null; cat /proc/4000000/maps 2>/dev/null; cat {maps} $'\\xff\\x1b[31m\\n' > /dev/null 2>&1; cat < {maps} > /dev/null",
+        maps = target.maps()
+    );
+    run_entry_leader("bash", &body, dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    mapwatch.signal(nix::sys::signal::Signal::SIGUSR1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+
+    let docs = documents(&alerts);
+    for doc in &docs {
+        let errors: Vec<String> = validator
+            .iter_errors(doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
+    }
+    // The schema has teeth: an ECS type or an unknown field is caught.
+    let alert = docs
+        .iter()
+        .find(|d| d["event"]["action"] == "exec")
+        .expect("an exec alert");
+    let mut wrong_type = alert.clone();
+    wrong_type["process"]["pid"] = Value::String("1".into());
+    assert!(
+        !validator.is_valid(&wrong_type),
+        "process.pid must be a long"
+    );
+    let mut unknown = alert.clone();
+    unknown["proces"] = serde_json::json!({});
+    assert!(!validator.is_valid(&unknown), "no field outside the schema");
+    let has = |pred: &dyn Fn(&Value) -> bool| docs.iter().any(pred);
+    assert!(
+        has(&|d| d["mapwatch"]["read"]["confirmed"] == true && d["event"]["action"] == "exec"),
+        "a confirmed exec alert: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["event"]["action"] == "alerts-suppressed"),
+        "a summary: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["event"]["action"] == "read"),
+        "a file alert: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["event"]["dataset"] == "mapwatch.stats"),
+        "a stats document: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["process"]["args"][2] == "\\xff\u{1b}[31m\n"),
+        "the non-UTF-8 argument, escaped: {docs:#?}"
+    );
+}

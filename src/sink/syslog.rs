@@ -243,7 +243,9 @@ impl SyslogSink {
         if message.len() > o.max_message_bytes {
             let cut = message.len();
             // Room for the marker at its longest.
-            let mut keep = o.max_message_bytes.saturating_sub(format!("...[truncated {cut} bytes]").len());
+            let mut keep = o
+                .max_message_bytes
+                .saturating_sub(format!("...[truncated {cut} bytes]").len());
             while keep > 0 && std::str::from_utf8(&message[..keep]).is_err() {
                 keep -= 1;
             }
