@@ -606,8 +606,13 @@ fn open_sinks(options: &RunOptions) -> Result<Sinks, RunError> {
         tracing::info!("alerts go to {}", path.display());
         (None, Some(file))
     };
+    let color = sink::color_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     Ok(Sinks {
         console,
+        color,
         file,
         syslog,
     })

@@ -40,6 +40,8 @@ pub enum SinkMessage {
 /// The sinks in use.
 pub struct Sinks {
     pub console: Option<OutputFormat>,
+    /// Colour the text lines (a terminal, and no `NO_COLOR`).
+    pub color: bool,
     pub file: Option<JsonFile>,
     pub syslog: Option<SyslogSink>,
 }
@@ -81,7 +83,7 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
             }
         };
         if let Some(format) = sinks.console
-            && let Err(e) = write_console(&mut out, format, &alert)
+            && let Err(e) = write_console(&mut out, format, sinks.color, &alert)
         {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 tracing::error!("writing alerts to stdout: {e}");
@@ -113,11 +115,68 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
     }
 }
 
-fn write_console(out: &mut impl Write, format: OutputFormat, alert: &Alert) -> io::Result<()> {
+/// Whether text may be coloured: only on a terminal, and never when
+/// `NO_COLOR` is set to anything (<https://no-color.org>).
+pub fn color_wanted(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The SGR colour of an alert's severity.
+fn severity_color(alert: &Alert) -> Option<&'static str> {
+    match alert.document["mapwatch"]["rule"]["severity"].as_str()? {
+        "low" => Some("36"),
+        "medium" => Some("33"),
+        "high" => Some("31"),
+        "critical" => Some("1;31"),
+        _ => None,
+    }
+}
+
+fn write_console(
+    out: &mut impl Write,
+    format: OutputFormat,
+    color: bool,
+    alert: &Alert,
+) -> io::Result<()> {
     match format {
         OutputFormat::Json => serde_json::to_writer(&mut *out, &alert.document)?,
-        OutputFormat::Text => out.write_all(alert.summary.as_bytes())?,
+        OutputFormat::Text => match color.then(|| severity_color(alert)).flatten() {
+            Some(code) => write!(out, "\x1b[{code}m{}\x1b[0m", alert.summary)?,
+            None => out.write_all(alert.summary.as_bytes())?,
+        },
     }
     out.write_all(b"\n")?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alert(severity: &str) -> Alert {
+        Alert {
+            document: json!({"mapwatch": {"rule": {"severity": severity}}}),
+            summary: "summary".into(),
+        }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(color_wanted(true, None));
+        assert!(color_wanted(true, Some(std::ffi::OsStr::new(""))));
+        assert!(!color_wanted(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(!color_wanted(false, None));
+    }
+
+    #[test]
+    fn text_lines_are_coloured_by_severity_or_plain() {
+        let mut out = Vec::new();
+        write_console(&mut out, OutputFormat::Text, true, &alert("medium")).expect("write");
+        write_console(&mut out, OutputFormat::Text, false, &alert("medium")).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "\x1b[33msummary\x1b[0m\nsummary\n"
+        );
+    }
 }
