@@ -76,6 +76,38 @@ fn keyword(bytes: Option<&[u8]>) -> Option<Scalar<'_>> {
     bytes.map(Scalar::Keyword)
 }
 
+/// The leader fields, from the event's context (the same for every kind of
+/// event).
+fn visit_leader(
+    ctx: &mut EventContext<'_>,
+    field: Field,
+    visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
+) -> bool {
+    match field {
+        Field::ProcessSessionLeaderPid => one(
+            visit,
+            ctx.session_leader().map(|s| Scalar::Long(s.pid.into())),
+        ),
+        Field::ProcessSessionLeaderName => one(
+            visit,
+            keyword(ctx.session_leader().map(|s| s.name.as_slice())),
+        ),
+        Field::ProcessEntryLeaderPid => one(
+            visit,
+            ctx.entry_leader().map(|e| Scalar::Long(e.pid.into())),
+        ),
+        Field::ProcessEntryLeaderName => one(
+            visit,
+            keyword(ctx.entry_leader().map(|e| e.name.as_slice())),
+        ),
+        Field::ProcessEntryLeaderType => one(
+            visit,
+            keyword(ctx.entry_leader().map(|e| e.kind.as_str().as_bytes())),
+        ),
+        _ => false,
+    }
+}
+
 impl Event for ExecFields<'_, '_> {
     fn is_category(&self, category: Category) -> bool {
         category == Category::Process
@@ -154,29 +186,11 @@ impl Event for ExecFields<'_, '_> {
                     .as_deref();
                 one(visit, keyword(exe))
             }
-            Field::ProcessSessionLeaderPid => {
-                let pid = self
-                    .ctx
-                    .session_leader()
-                    .map(|s| Scalar::Long(s.pid.into()));
-                one(visit, pid)
-            }
-            Field::ProcessSessionLeaderName => {
-                let name = self.ctx.session_leader().map(|s| s.name.as_slice());
-                one(visit, keyword(name))
-            }
-            Field::ProcessEntryLeaderPid => {
-                let pid = self.ctx.entry_leader().map(|e| Scalar::Long(e.pid.into()));
-                one(visit, pid)
-            }
-            Field::ProcessEntryLeaderName => {
-                let name = self.ctx.entry_leader().map(|e| e.name.as_slice());
-                one(visit, keyword(name))
-            }
-            Field::ProcessEntryLeaderType => {
-                let kind = self.ctx.entry_leader().map(|e| e.kind.as_str().as_bytes());
-                one(visit, keyword(kind))
-            }
+            Field::ProcessSessionLeaderPid
+            | Field::ProcessSessionLeaderName
+            | Field::ProcessEntryLeaderPid
+            | Field::ProcessEntryLeaderName
+            | Field::ProcessEntryLeaderType => visit_leader(self.ctx, field, visit),
             Field::FilePath
             | Field::FileName
             | Field::TargetPid
@@ -373,29 +387,11 @@ impl Event for ReadFields<'_, '_> {
                 let exe = self.ctx.ppid().and_then(crate::alert::live_executable);
                 one(visit, keyword(exe.as_deref()))
             }
-            Field::ProcessSessionLeaderPid => {
-                let pid = self
-                    .ctx
-                    .session_leader()
-                    .map(|s| Scalar::Long(s.pid.into()));
-                one(visit, pid)
-            }
-            Field::ProcessSessionLeaderName => {
-                let name = self.ctx.session_leader().map(|s| s.name.as_slice());
-                one(visit, keyword(name))
-            }
-            Field::ProcessEntryLeaderPid => {
-                let pid = self.ctx.entry_leader().map(|e| Scalar::Long(e.pid.into()));
-                one(visit, pid)
-            }
-            Field::ProcessEntryLeaderName => {
-                let name = self.ctx.entry_leader().map(|e| e.name.as_slice());
-                one(visit, keyword(name))
-            }
-            Field::ProcessEntryLeaderType => {
-                let kind = self.ctx.entry_leader().map(|e| e.kind.as_str().as_bytes());
-                one(visit, keyword(kind))
-            }
+            Field::ProcessSessionLeaderPid
+            | Field::ProcessSessionLeaderName
+            | Field::ProcessEntryLeaderPid
+            | Field::ProcessEntryLeaderName
+            | Field::ProcessEntryLeaderType => visit_leader(self.ctx, field, visit),
             Field::TargetPid => one(
                 visit,
                 self.read.target_pid().map(|p| Scalar::Long(p.into())),
