@@ -232,6 +232,11 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
+        if path.exists()
+            && let Err(message) = crate::privileges::check_trusted(&path)
+        {
+            return Err(ConfigError { path, message });
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) => match Config::parse(&text) {
                 Ok(config) => Ok(Config {

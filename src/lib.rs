@@ -12,6 +12,7 @@ pub mod audit;
 pub mod config;
 pub mod correlate;
 pub mod pipeline;
+pub mod privileges;
 pub mod process;
 pub mod rule;
 pub mod sink;

@@ -371,10 +371,14 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
             session.stale_rules_removed
         );
     }
+    // fanotify needs CAP_SYS_ADMIN: set up before the capabilities go.
+    let proc_watch = open_proc_watch(config);
+    crate::privileges::drop_unneeded().map_err(RunError::Io)?;
     let started = Started {
         detector,
         session,
         record_socket,
+        proc_watch,
         seeded,
     };
     let pipeline = std::thread::Builder::new()
@@ -397,7 +401,20 @@ struct Started {
     detector: Detector,
     session: AuditSession,
     record_socket: RecordSocket,
+    proc_watch: Option<ProcWatch>,
     seeded: usize,
+}
+
+fn open_proc_watch(config: &Config) -> Option<ProcWatch> {
+    if !config.fanotify.enabled {
+        tracing::info!(
+            "fanotify is off (fanotify.enabled = false): alerts carry no read confirmation"
+        );
+        return None;
+    }
+    ProcWatch::open()
+        .inspect_err(|why| tracing::warn!("running without read confirmation: {why}"))
+        .ok()
 }
 
 async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
@@ -405,6 +422,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         mut detector,
         mut session,
         record_socket,
+        proc_watch,
         seeded,
     } = started;
     let config = &options.config;
@@ -430,25 +448,15 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
 
     let watch_stats = Arc::new(WatchStats::default());
     let (read_tx, mut read_rx) = mpsc::channel::<Vec<ReadEvent>>(config.audit.queue_batches);
-    let watcher = if config.fanotify.enabled {
-        match ProcWatch::open() {
-            Ok(watch) => {
-                detector.confirm_reads(
-                    Duration::from_millis(config.fanotify.confirm_window_ms),
-                    Duration::from_millis(config.fanotify.hold_ms),
-                );
-                Some(spawn_reader(watch, read_tx, watch_stats.clone())?)
-            }
-            Err(why) => {
-                tracing::warn!("running without read confirmation: {why}");
-                None
-            }
+    let watcher = match proc_watch {
+        Some(watch) => {
+            detector.confirm_reads(
+                Duration::from_millis(config.fanotify.confirm_window_ms),
+                Duration::from_millis(config.fanotify.hold_ms),
+            );
+            Some(spawn_reader(watch, read_tx, watch_stats.clone())?)
         }
-    } else {
-        tracing::info!(
-            "fanotify is off (fanotify.enabled = false): alerts carry no read confirmation"
-        );
-        None
+        None => None,
     };
     let fanotify_on = watcher.is_some();
 

@@ -99,3 +99,26 @@ fn without_root_it_exits_1_naming_the_capability() {
     assert!(out.stdout.is_empty(), "nothing but alerts on stdout");
     assert_eq!(snapshot(), before, "a refused start changes nothing");
 }
+
+#[test]
+fn a_config_others_can_write_is_refused() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mapwatch.toml");
+    std::fs::write(&path, "").expect("write config");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = mapwatch(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("refusing a file that non-root users can change"),
+        "{}",
+        stderr_of(&out)
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(
+        mapwatch(&["check-config", "--config", path.to_str().expect("utf-8")])
+            .status
+            .success()
+    );
+}

@@ -477,3 +477,36 @@ fn a_burst_is_cut_at_the_rules_max_signals_with_one_summary() {
     assert_eq!(summaries[0]["mapwatch"]["suppressed"]["count"], 900);
     assert!(stderr.contains("alerts_suppressed=900"), "{stderr}");
 }
+
+#[test]
+fn after_start_up_only_the_needed_capabilities_remain() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    // CAP_AUDIT_CONTROL (30), CAP_SYS_PTRACE (19), CAP_DAC_READ_SEARCH (2).
+    let kept: u64 = (1 << 30) | (1 << 19) | (1 << 2);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", mapwatch.pid())).expect("task dir");
+    let mut threads = 0;
+    for task in tasks {
+        let status =
+            std::fs::read_to_string(task.expect("task").path().join("status")).expect("status");
+        for set in ["CapEff:", "CapPrm:"] {
+            let value = status
+                .lines()
+                .find_map(|l| l.strip_prefix(set))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .expect("capability set");
+            assert_eq!(value, kept, "{set} {value:x} of a thread:\n{status}");
+        }
+        threads += 1;
+    }
+    assert!(
+        threads >= 3,
+        "main, pipeline, sink and fanotify threads: {threads}"
+    );
+    // And it still works.
+    mapwatch.sync();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}

@@ -452,6 +452,12 @@ pub fn parse_rule(text: &str, source: &str) -> Result<Rule, RuleError> {
 /// Reads and parses a rule file.
 pub fn load_rule_file(path: &Path) -> Result<Rule, RuleError> {
     let source = path.display().to_string();
+    crate::privileges::check_trusted(path).map_err(|message| RuleError {
+        source: source.clone(),
+        line: 0,
+        column: 0,
+        message,
+    })?;
     let text = std::fs::read_to_string(path).map_err(|e| RuleError {
         source: source.clone(),
         line: 0,

@@ -1,6 +1,6 @@
 //! fanotify on /proc: who opens and reads which `/proc/<pid>/maps`.
 //!
-//! Contract: one mount mark on the host's /proc, notification class,
+//! Contract: one filesystem mark on the host's procfs, notification class,
 //! `FAN_ACCESS` (a read is what confirms; see ARCHITECTURE.md), read by a
 //! thread of its own. Each event's reader pid
 //! is checked first (our own reads of /proc are dropped without a syscall);
@@ -113,13 +113,21 @@ impl ProcWatch {
             Errno::EPERM => "fanotify needs CAP_SYS_ADMIN".to_owned(),
             e => format!("fanotify_init: {e}"),
         })?;
-        group
-            .mark(
-                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
+        // A filesystem mark sees every mount of the host's procfs, in every
+        // mount namespace: under systemd's ProtectSystem= the service has a
+        // mount namespace of its own, and a mount mark would only see reads
+        // made through its private copy of /proc. Kernels before 4.20 only
+        // have mount marks.
+        let mark = |flags: MarkFlags| {
+            group.mark(
+                MarkFlags::FAN_MARK_ADD | flags,
                 MaskFlags::FAN_ACCESS,
                 nix::fcntl::AT_FDCWD,
                 Some("/proc"),
             )
+        };
+        mark(MarkFlags::FAN_MARK_FILESYSTEM)
+            .or_else(|_| mark(MarkFlags::FAN_MARK_MOUNT))
             .map_err(|e| format!("the kernel refused a fanotify mark on /proc: {e}"))?;
         Ok(ProcWatch { group })
     }
