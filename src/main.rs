@@ -52,6 +52,9 @@ enum Command {
         #[command(subcommand)]
         action: RulesCommand,
     },
+    /// Print the mapwatch(8) man page (roff), for packaging.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +86,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Manpage => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).section("8");
+            match man.render(&mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mapwatch: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Rules { action } => match action {
             RulesCommand::List { config } => list_rules(config.as_deref()),
             RulesCommand::Check { files } => check_rules(&files),
