@@ -5,6 +5,8 @@
 # systemd-analyze (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Paths here and in Cargo.toml's package metadata are under ./target.
+unset CARGO_TARGET_DIR
 fail() { echo "packaging check FAILED: $*" >&2; exit 1; }
 step() { echo "== $*"; }
 
