@@ -149,6 +149,8 @@ pub enum OnRuleError {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
+    /// `unicast` (the audit daemon), `multicast` (beside it), or `auto`.
+    pub mode: crate::source::audit::AuditMode,
     /// Kernel queue of records awaiting delivery (`auditctl -b`).
     pub backlog_limit: u32,
     /// SO_RCVBUF of the record socket, bytes.
@@ -166,6 +168,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
+            mode: crate::source::audit::AuditMode::Unicast,
             backlog_limit: 8192,
             receive_buffer: 8 << 20,
             state_file: PathBuf::from("/run/mapwatch/audit-state.json"),

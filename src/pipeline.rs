@@ -359,6 +359,7 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     let mut detector = Detector::new(config, options.rules.clone(), options.verbose);
     let seeded = detector.seed_process_table()?;
     let session_options = SessionOptions {
+        mode: config.audit.mode,
         backlog_limit: config.audit.backlog_limit,
         receive_buffer: config.audit.receive_buffer,
         state_file: config.audit.state_file.clone(),
@@ -471,9 +472,17 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         limiter: Limiter::new(&options.rules),
     };
 
+    let how = match session.multicast {
+        Some(daemon) => {
+            format!("listening beside the audit daemon (pid {daemon}) on the multicast group")
+        }
+        None => format!(
+            "registered as the audit daemon (pid {})",
+            std::process::id()
+        ),
+    };
     tracing::info!(
-        "ready: registered as the audit daemon (pid {}), {} audit rules installed, {} detection rules, {} processes known, read confirmation {}",
-        std::process::id(),
+        "ready: {how}, {} audit rules installed, {} detection rules, {} processes known, read confirmation {}",
         session.rules_installed,
         rule_count,
         seeded,

@@ -316,9 +316,23 @@ pub struct SavedStatus {
     pub backlog_limit: u32,
 }
 
+/// How mapwatch gets records (`[audit] mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// Registered as the audit daemon (replaces auditd).
+    #[default]
+    Unicast,
+    /// A reader of the multicast group, beside the registered daemon.
+    Multicast,
+    /// Multicast when another live audit daemon is registered, else unicast.
+    Auto,
+}
+
 /// Settings of the audit session.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
+    pub mode: AuditMode,
     pub backlog_limit: u32,
     pub receive_buffer: usize,
     pub state_file: PathBuf,
@@ -340,15 +354,38 @@ pub struct AuditSession {
     state_file: PathBuf,
     active: bool,
     registered: bool,
+    /// Beside another daemon: its registration and status are not ours to
+    /// change or restore.
+    pub multicast: Option<u32>,
     pub stale_rules_removed: usize,
     pub rules_installed: usize,
 }
 
-/// The registered socket records arrive on, plus any records that arrived
-/// while registration was being acknowledged.
+/// The socket records arrive on (registered, or a multicast member), plus
+/// any records that arrived while registration was being acknowledged.
 pub struct RecordSocket {
     socket: Socket,
+    /// Multicast copies carry a correct `nlmsg_len`; unicast ones don't.
+    multicast: bool,
     pub early_records: RecordBatch,
+}
+
+/// `AUDIT_NLGRP_READLOG`: the group every audit record is copied to.
+const AUDIT_NLGRP_READLOG: u32 = 1;
+
+fn join_multicast(receive_buffer: usize) -> io::Result<RecordSocket> {
+    let mut socket = Socket::new(NETLINK_AUDIT)?;
+    socket.bind_auto()?;
+    if setsockopt(&socket, sockopt::RcvBufForce, &receive_buffer).is_err() {
+        setsockopt(&socket, sockopt::RcvBuf, &receive_buffer).map_err(io::Error::from)?;
+    }
+    socket.add_membership(AUDIT_NLGRP_READLOG)?;
+    socket.set_non_blocking(true)?;
+    Ok(RecordSocket {
+        socket,
+        multicast: true,
+        early_records: RecordBatch::default(),
+    })
 }
 
 impl AuditSession {
@@ -362,8 +399,17 @@ impl AuditSession {
             return Err(AuditError::Locked);
         }
         let me = std::process::id();
-        if status.pid != 0 && status.pid != me && process_alive(status.pid) {
-            return Err(daemon_running(status.pid));
+        let other_daemon = (status.pid != 0 && status.pid != me && process_alive(status.pid))
+            .then_some(status.pid);
+        match (options.mode, other_daemon) {
+            (AuditMode::Unicast, Some(pid)) => return Err(daemon_running(pid)),
+            (AuditMode::Multicast, daemon) => {
+                return Self::start_multicast(control, status, daemon, options);
+            }
+            (AuditMode::Auto, Some(pid)) => {
+                return Self::start_multicast(control, status, Some(pid), options);
+            }
+            _ => {}
         }
         let saved = original_status(&options.state_file, &status, me)?;
         write_state_file(&options.state_file, &saved)?;
@@ -374,6 +420,7 @@ impl AuditSession {
             state_file: options.state_file.clone(),
             active: true,
             registered: false,
+            multicast: None,
             stale_rules_removed: 0,
             rules_installed: 0,
         };
@@ -399,24 +446,65 @@ impl AuditSession {
             },
         })?;
         session.registered = true;
+        session.add_rules(me)?;
+        Ok((session, records))
+    }
 
-        session
+    /// Beside a registered daemon (auditd): join the multicast group; add
+    /// and later remove only our own rules; leave the daemon's registration,
+    /// audit status and rules alone.
+    fn start_multicast(
+        control: AuditSocket,
+        status: StatusMessage,
+        daemon: Option<u32>,
+        options: &SessionOptions,
+    ) -> Result<(AuditSession, RecordSocket), AuditError> {
+        require_capability(CAP_AUDIT_READ, "CAP_AUDIT_READ")?;
+        let me = std::process::id();
+        if status.enabled == 0 {
+            tracing::warn!(
+                "audit is disabled (enabled=0): nothing arrives until the audit daemon enables it"
+            );
+        }
+        let mut session = AuditSession {
+            control,
+            saved: SavedStatus {
+                saved_by: me,
+                enabled: status.enabled,
+                backlog_limit: status.backlog_limit,
+            },
+            state_file: options.state_file.clone(),
+            active: true,
+            registered: false,
+            multicast: Some(daemon.unwrap_or(0)),
+            stale_rules_removed: 0,
+            rules_installed: 0,
+        };
+        session.stale_rules_removed = session
             .control
+            .delete_keyed_rules()
+            .map_err(kernel("deleting stale mapwatch rules"))?;
+        let records = join_multicast(options.receive_buffer)
+            .map_err(kernel("joining the audit multicast group"))?;
+        session.add_rules(me)?;
+        Ok((session, records))
+    }
+
+    fn add_rules(&mut self, me: u32) -> Result<(), AuditError> {
+        self.control
             .add_rule(self_exclusion_rule(me))
             .map_err(kernel("adding the self-exclusion rule"))?;
-        session
-            .control
+        self.control
             .add_rule(unaudited_threads_rule(me))
             .map_err(kernel("adding the self-exclusion rule"))?;
-        session.rules_installed = 2;
+        self.rules_installed = 2;
         for (arch, execve, execveat) in native_exec_syscalls() {
-            session
-                .control
+            self.control
                 .add_rule(exec_rule(arch.0, *execve, *execveat))
                 .map_err(kernel("adding the exec rules"))?;
-            session.rules_installed += 1;
+            self.rules_installed += 1;
         }
-        Ok((session, records))
+        Ok(())
     }
 
     /// Reads the kernel's counters (lost, backlog) on the control socket.
@@ -435,6 +523,9 @@ impl AuditSession {
         }
         self.active = false;
         let rules = self.control.delete_keyed_rules();
+        if self.multicast.is_some() {
+            return rules.map(|_| ());
+        }
         // Only the registered daemon may unregister (the kernel says EACCES
         // to anyone else): never touch a registration that isn't ours.
         let unregistered = if self.registered {
@@ -546,11 +637,13 @@ fn register(pid: u32, receive_buffer: usize) -> io::Result<RecordSocket> {
     socket.socket.set_non_blocking(true)?;
     Ok(RecordSocket {
         socket: socket.socket,
+        multicast: false,
         early_records: early,
     })
 }
 
 const CAP_AUDIT_CONTROL: u32 = 30;
+const CAP_AUDIT_READ: u32 = 37;
 
 /// Checks the effective capability set, to fail with the capability's name
 /// rather than the kernel's bare EPERM.
@@ -577,6 +670,7 @@ pub async fn read_records(
     max_batch: usize,
 ) -> io::Result<()> {
     let early = socket.early_records;
+    let multicast = socket.multicast;
     if !early.is_empty() {
         send_batch(&tx, early, &stats);
     }
@@ -593,7 +687,7 @@ pub async fn read_records(
         loop {
             match recv(fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(len) => {
-                    split_unicast(&buf[..len.min(buf.len())], &mut batch);
+                    split_records(&buf[..len.min(buf.len())], multicast, &mut batch);
                     if batch.len() >= max_batch {
                         break;
                     }
@@ -624,13 +718,18 @@ fn send_batch(tx: &mpsc::Sender<RecordBatch>, batch: RecordBatch, stats: &Source
     }
 }
 
-/// Splits a datagram from the registered socket into records. Unicast
-/// records carry an `nlmsg_len` that omits the 16-byte header (a kernel quirk
-/// kept for auditd's sake).
-pub fn split_unicast(datagram: &[u8], batch: &mut RecordBatch) {
+/// Splits a datagram into records. Unicast records carry an `nlmsg_len`
+/// that omits the 16-byte header (a kernel quirk kept for auditd's sake);
+/// multicast copies are correct.
+pub fn split_records(datagram: &[u8], multicast: bool, batch: &mut RecordBatch) {
     let mut offset = 0;
     while offset + NLMSG_HDRLEN <= datagram.len() {
-        let (payload_len, msg_type, _) = header_fields(&datagram[offset..]);
+        let (len, msg_type, _) = header_fields(&datagram[offset..]);
+        let payload_len = if multicast {
+            len.saturating_sub(NLMSG_HDRLEN)
+        } else {
+            len
+        };
         let start = offset + NLMSG_HDRLEN;
         let end = start.saturating_add(payload_len).min(datagram.len());
         if msg_type >= FIRST_RECORD_TYPE && msg_type != AUDIT_REPLACE {
@@ -663,20 +762,26 @@ mod tests {
     fn unicast_quirk_framing() {
         let text = b"audit(1.000:1): argc=1 a0=\"x\"";
         let mut batch = RecordBatch::default();
-        split_unicast(&datagram(1309, text, false), &mut batch);
+        split_records(&datagram(1309, text, false), false, &mut batch);
+        split_records(&datagram(1309, text, true), true, &mut batch);
         let records: Vec<_> = batch.iter().collect();
-        assert_eq!(records, vec![(1309, &text[..])]);
+        assert_eq!(records, vec![(1309, &text[..]), (1309, &text[..])]);
     }
 
     #[test]
     fn truncated_and_replace_messages() {
         let mut batch = RecordBatch::default();
-        split_unicast(&datagram(1300, b"audit(1.000:1): x=1", true), &mut batch);
-        split_unicast(
-            &datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false),
+        split_records(
+            &datagram(1300, b"audit(1.000:1): x=1", true),
+            false,
             &mut batch,
         );
-        split_unicast(&[1, 2, 3], &mut batch);
+        split_records(
+            &datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false),
+            false,
+            &mut batch,
+        );
+        split_records(&[1, 2, 3], false, &mut batch);
         assert_eq!(batch.len(), 1);
     }
 
