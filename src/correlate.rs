@@ -18,6 +18,7 @@
 //!   counts it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -39,15 +40,18 @@ pub struct MapsArg {
     pub target: Option<u32>,
 }
 
+/// `/proc/*/maps`, case-insensitively, as the seed rule matches it.
+static MAPS_PATTERN: LazyLock<Wildcard> = LazyLock::new(|| Wildcard::insensitive("/proc/*/maps"));
+
 /// The arguments of `event` matching `/proc/*/maps` (case-insensitively, as
 /// the seed rule does), with their targets: relative paths are resolved
 /// against the exec's working directory; `self` and `thread-self` are the
 /// reader.
-pub fn maps_args(event: &ExecEvent, pattern: &Wildcard) -> Vec<MapsArg> {
+pub fn maps_args(event: &ExecEvent) -> Vec<MapsArg> {
     let mut out = Vec::new();
     for arg in event.argv.iter().skip(1) {
         let absolute = resolve(arg, event.cwd.as_deref());
-        if pattern.matches(arg)
+        if MAPS_PATTERN.matches(arg)
             || absolute
                 .as_deref()
                 .is_some_and(|a| a.ends_with(b"/maps") && a.starts_with(b"/proc/"))
@@ -372,7 +376,7 @@ mod tests {
     }
 
     fn targets(args: &[&str], cwd: &str) -> Vec<Option<u32>> {
-        maps_args(&exec(args, cwd, 7), &Wildcard::insensitive("/proc/*/maps"))
+        maps_args(&exec(args, cwd, 7))
             .into_iter()
             .map(|m| m.target)
             .collect()

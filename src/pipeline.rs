@@ -25,7 +25,6 @@ use crate::correlate::{Correlator, CorrelatorStats, maps_args};
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
-use crate::rule::wildcard::Wildcard;
 use crate::sink::json_file::JsonFile;
 use crate::sink::syslog::{SyslogOptions, SyslogSink, facility_code};
 use crate::sink::{self, OutputFormat, SinkMessage, Sinks};
@@ -43,10 +42,6 @@ pub struct DetectorStats {
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
 }
-
-/// The seed rule's pattern for arguments naming a memory map.
-static MAPS_ARG: std::sync::LazyLock<Wildcard> =
-    std::sync::LazyLock::new(|| Wildcard::insensitive("/proc/*/maps"));
 
 /// Malformed records logged in full before logging turns to sampling.
 const MALFORMED_LOGGED: u64 = 10;
@@ -230,13 +225,18 @@ impl Detector {
     fn evaluate_pending(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
-            self.evaluate(&event, now, emit);
+            self.evaluate(event, now, emit);
         }
         self.events = events;
     }
 
-    fn evaluate(&mut self, event: &ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
-        self.table.record_exec(event, now);
+    fn evaluate(&mut self, event: ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.table.record_exec(&event, now);
+        self.match_exec(&event, now, emit);
+        self.table.keep_exec_details(event);
+    }
+
+    fn match_exec(&mut self, event: &ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
         if self.log_events {
             tracing::debug!(
                 "exec pid={} ppid={} name={} argv={}",
@@ -268,14 +268,14 @@ impl Detector {
         if matched.is_empty() {
             return;
         }
-        let maps = maps_args(event, &MAPS_ARG);
+        let maps = maps_args(event);
         let targets: Vec<u32> = maps.iter().filter_map(|m| m.target).collect();
         for &index in matched.iter() {
             let inputs = AlertInputs {
                 rule: &rules.rules[index].meta,
                 host,
             };
-            let alert = alert::build(event, targets.first().copied(), &mut ctx, &inputs, users);
+            let alert = alert::build(event, maps.first(), &mut ctx, &inputs, users);
             stats.alerts += 1;
             match correlator.as_mut() {
                 // An alert about maps files waits for proof of the read.

@@ -96,22 +96,20 @@ impl Limiter {
 
     /// Ends the windows whose interval is over; summaries go to `out`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Alert>) {
-        let limits = &self.limits;
-        let mut ended = Vec::new();
-        self.windows.retain(|rule_id, window| {
-            let over = limits
-                .get(rule_id)
-                .is_none_or(|l| now.saturating_duration_since(window.opened) >= l.interval);
-            if over {
-                ended.push((
-                    rule_id.clone(),
-                    std::mem::replace(window, Window::placeholder()),
-                ));
-            }
-            !over
-        });
-        for (rule_id, window) in ended {
-            if let Some(summary) = self.summary(&rule_id, window) {
+        let ended: Vec<String> = self
+            .windows
+            .iter()
+            .filter(|(rule_id, window)| {
+                self.limits
+                    .get(*rule_id)
+                    .is_none_or(|l| now.saturating_duration_since(window.opened) >= l.interval)
+            })
+            .map(|(rule_id, _)| rule_id.clone())
+            .collect();
+        for rule_id in ended {
+            if let Some(window) = self.windows.remove(&rule_id)
+                && let Some(summary) = self.summary(&rule_id, window)
+            {
                 out.push(summary);
             }
         }
@@ -171,20 +169,6 @@ impl Limiter {
         });
         let summary = format!("suppressed: {reason}");
         Some(Alert { document, summary })
-    }
-}
-
-impl Window {
-    fn placeholder() -> Window {
-        Window {
-            opened: Instant::now(),
-            admitted: 0,
-            suppressed: 0,
-            first_suppressed: None,
-            last_suppressed: None,
-            rule: Value::Null,
-            threat: Value::Null,
-        }
     }
 }
 

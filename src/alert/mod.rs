@@ -15,18 +15,16 @@ pub use time::rfc3339_millis;
 
 use std::collections::HashMap;
 
-use std::sync::LazyLock;
-
 use serde_json::{Map, Value, json};
 
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
+use crate::correlate::MapsArg;
 use crate::process::EventContext;
 use crate::process::leader::{EntryLeader, Related};
 use crate::process::live::LiveProcess;
 use crate::rule::RuleMeta;
 use crate::rule::live::ReadFields;
-use crate::rule::wildcard::Wildcard;
 
 /// Facts about this host, gathered once.
 #[derive(Clone, Debug)]
@@ -80,9 +78,6 @@ pub struct AlertInputs<'a> {
     pub rule: &'a RuleMeta,
     pub host: &'a HostInfo,
 }
-
-/// Arguments naming a memory map: `file.path` and the target process.
-static MAPS_PATH: LazyLock<Wildcard> = LazyLock::new(|| Wildcard::insensitive("/proc/*/maps"));
 
 /// The threat fields of ECS, from every `[[rule.threat]]` of the rule.
 fn threat_object(rule: &RuleMeta) -> Value {
@@ -205,7 +200,7 @@ fn process_object(
         insert_some(
             &mut parent_obj,
             "executable",
-            live_executable(ppid).map(|e| text(&e)),
+            ctx.parent_executable().map(text),
         );
         process.insert("parent".into(), Value::Object(parent_obj));
     }
@@ -349,16 +344,17 @@ fn document(
     Alert { document, summary }
 }
 
-/// An alert for an exec event; `target` is the process whose map its
-/// arguments name, when one can be told.
+/// An alert for an exec event; `maps` is the first argument naming a memory
+/// map (`file.path`, and whose map it is), when there is one.
 pub fn build(
     event: &ExecEvent,
-    target: Option<u32>,
+    maps: Option<&MapsArg>,
     ctx: &mut EventContext<'_>,
     inputs: &AlertInputs<'_>,
     users: &mut UserNames,
 ) -> Alert {
-    let first_path = event.argv.iter().skip(1).find(|arg| MAPS_PATH.matches(arg));
+    let first_path = maps.map(|m| m.arg.as_slice());
+    let target = maps.and_then(|m| m.target);
     let title = event
         .proctitle
         .as_deref()

@@ -31,6 +31,11 @@ impl Argv {
         self.ends.is_empty()
     }
 
+    /// Bytes of all arguments together.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn get(&self, index: usize) -> Option<&[u8]> {
         let end = *self.ends.get(index)?;
         let start = if index == 0 { 0 } else { self.ends[index - 1] };

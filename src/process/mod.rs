@@ -23,6 +23,7 @@ pub struct EventContext<'t> {
     entry_leader: Option<Option<EntryLeader>>,
     session_leader: Option<Option<Related>>,
     parent: Option<Option<Related>>,
+    parent_executable: Option<Option<Vec<u8>>>,
 }
 
 impl<'t> EventContext<'t> {
@@ -46,6 +47,7 @@ impl<'t> EventContext<'t> {
             entry_leader: None,
             session_leader: None,
             parent: None,
+            parent_executable: None,
         }
     }
 
@@ -84,6 +86,14 @@ impl<'t> EventContext<'t> {
         self.parent
             .get_or_insert_with(|| ppid.and_then(|ppid| resolver.parent(ppid)))
             .as_ref()
+    }
+
+    /// `process.parent.executable`, while the parent lives.
+    pub fn parent_executable(&mut self) -> Option<&[u8]> {
+        let ppid = self.ppid;
+        self.parent_executable
+            .get_or_insert_with(|| ppid.and_then(crate::alert::live_executable))
+            .as_deref()
     }
 
     /// The process table, for lookups beyond the leaders.

@@ -59,6 +59,27 @@ pub struct Process {
     touched: Instant,
 }
 
+impl Process {
+    fn new(pid: u32, ppid: u32, now: Instant) -> Self {
+        Process {
+            pid,
+            start_ticks: None,
+            ppid,
+            sid: None,
+            tty_nr: None,
+            name: Vec::new(),
+            name_before_exec: None,
+            renamed_at: None,
+            exe: None,
+            args: None,
+            cwd: None,
+            euid: None,
+            gone_since: None,
+            touched: now,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct TableStats {
     pub entries: usize,
@@ -117,22 +138,8 @@ impl ProcessTable {
     }
 
     fn insert_from_stat(&mut self, stat: &ProcStat, now: Instant) -> &mut Process {
-        let process = Process {
-            pid: stat.pid,
-            start_ticks: Some(stat.start_ticks),
-            ppid: stat.ppid,
-            sid: Some(stat.sid),
-            tty_nr: Some(stat.tty_nr),
-            name: stat.comm.as_bytes().to_vec(),
-            name_before_exec: None,
-            renamed_at: None,
-            exe: None,
-            args: None,
-            cwd: None,
-            euid: None,
-            gone_since: None,
-            touched: now,
-        };
+        let mut process = Process::new(stat.pid, stat.ppid, now);
+        apply_stat(&mut process, stat);
         self.make_room();
         self.entries
             .entry(stat.pid)
@@ -140,61 +147,59 @@ impl ProcessTable {
             .into_mut()
     }
 
-    /// Records an exec: the process now runs `event.name()`.
+    /// Records an exec: the process now runs `event.name()`. What else the
+    /// event says (exe, argv, cwd) comes after the rules, by move:
+    /// [`ProcessTable::keep_exec_details`].
     pub fn record_exec(&mut self, event: &ExecEvent, now: Instant) {
         let live = read_stat(event.pid).ok();
-        let parent_name = self.entries.get(&event.ppid).map(|p| p.name.clone());
         let same_process = match (self.entries.get(&event.pid), &live) {
             (Some(known), Some(live)) => known.start_ticks.is_none_or(|s| s == live.start_ticks),
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if !same_process && self.entries.contains_key(&event.pid) {
-            self.stats.pid_reuse += 1;
-        }
-        let name_before_exec = if same_process {
-            self.entries.get(&event.pid).map(|p| p.name.clone())
-        } else {
-            parent_name
-        };
         if !same_process {
+            if self.entries.remove(&event.pid).is_some() {
+                self.stats.pid_reuse += 1;
+            }
+            // A fresh fork ran its parent's program before this exec.
+            let parent_name = self.entries.get(&event.ppid).map(|p| p.name.clone());
             self.make_room();
+            let mut process = Process::new(event.pid, event.ppid, now);
+            process.name_before_exec = parent_name;
+            self.entries.insert(event.pid, process);
         }
-        let process = self.entries.entry(event.pid).or_insert_with(|| Process {
-            pid: event.pid,
-            start_ticks: None,
-            ppid: event.ppid,
-            sid: None,
-            tty_nr: None,
-            name: Vec::new(),
-            name_before_exec: None,
-            renamed_at: None,
-            exe: None,
-            args: None,
-            cwd: None,
-            euid: None,
-            gone_since: None,
-            touched: now,
-        });
-        if !same_process {
-            process.start_ticks = None;
-            process.sid = None;
-            process.tty_nr = None;
+        let Some(process) = self.entries.get_mut(&event.pid) else {
+            return;
+        };
+        let before = std::mem::replace(&mut process.name, event.name().to_vec());
+        if same_process {
+            process.name_before_exec = Some(before);
         }
         process.ppid = event.ppid;
-        if let Some(live) = live {
-            apply_stat(process, &live);
-        } else {
-            process.gone_since.get_or_insert(now);
+        match live {
+            Some(live) => apply_stat(process, &live),
+            None => {
+                process.gone_since.get_or_insert(now);
+            }
         }
-        process.name = event.name().to_vec();
-        process.name_before_exec = name_before_exec;
         process.renamed_at = Some(now);
-        process.exe = event.exe.clone();
-        process.args = Some(kept_args(&event.argv));
-        process.cwd = event.cwd.clone();
         process.euid = event.euid;
         process.touched = now;
+    }
+
+    /// Takes what an exec event says of its process that only later events
+    /// need (a short-lived reader of a maps file, described after it exited).
+    pub fn keep_exec_details(&mut self, event: ExecEvent) {
+        let Some(process) = self.entries.get_mut(&event.pid) else {
+            return;
+        };
+        process.exe = event.exe;
+        process.cwd = event.cwd;
+        process.args = Some(if event.argv.byte_len() <= MAX_KEPT_ARGV {
+            event.argv
+        } else {
+            kept_args(&event.argv)
+        });
     }
 
     /// The process as procfs shows it now, merged with what the table knows;

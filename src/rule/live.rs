@@ -2,9 +2,10 @@
 //! memory maps ([`ReadFields`]), each an [`Event`] over an [`EventContext`].
 //!
 //! Contract: fields in the exec event are read in place; relations (parent,
-//! leaders) and user names are resolved only when a rule reads them, once per
-//! event; the few derived strings (command line, title, parent executable)
-//! are built on first use only. A non-matching event that fails on
+//! leaders, the parent's executable) and user names are resolved only when a
+//! rule reads them, once per event, and are shared by both kinds of event
+//! ([`visit_common`]); the derived strings (command line, title) are built
+//! on first use only. A non-matching event that fails on
 //! `process.name` costs no allocation.
 
 use std::ops::ControlFlow;
@@ -26,7 +27,6 @@ pub struct ExecFields<'c, 't> {
     users: &'c mut UserNames,
     command_line: Option<Vec<u8>>,
     title: Option<Vec<u8>>,
-    parent_executable: Option<Option<Vec<u8>>>,
 }
 
 impl<'c, 't> ExecFields<'c, 't> {
@@ -43,7 +43,6 @@ impl<'c, 't> ExecFields<'c, 't> {
             users,
             command_line: None,
             title: None,
-            parent_executable: None,
         }
     }
 }
@@ -76,14 +75,47 @@ fn keyword(bytes: Option<&[u8]>) -> Option<Scalar<'_>> {
     bytes.map(Scalar::Keyword)
 }
 
-/// The leader fields, from the event's context (the same for every kind of
-/// event).
-fn visit_leader(
-    ctx: &mut EventContext<'_>,
+/// The user ids an event knows of its process: effective, real.
+type Ids<'a> = &'a mut dyn FnMut() -> (Option<u32>, Option<u32>);
+
+/// Fields that mean the same for every live event: the host, the users, and
+/// the process's relations (parent, leaders), all from the event's context.
+/// `ids` is called only for user fields (a read event's may need procfs).
+fn visit_common(
     field: Field,
+    ctx: &mut EventContext<'_>,
+    host: &HostInfo,
+    users: &mut UserNames,
+    ids: Ids<'_>,
     visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
 ) -> bool {
+    let mut buf = [0u8; 10];
+    let user_name = |users: &mut UserNames, id: Option<u32>| {
+        id.and_then(|id| users.name(id))
+            .map(|n| n.as_bytes().to_vec())
+    };
     match field {
+        Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
+        Field::HostName => one(visit, Some(Scalar::Keyword(host.name.as_bytes()))),
+        Field::ProcessUserId | Field::UserId => one(
+            visit,
+            ids().0.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
+        ),
+        Field::ProcessRealUserId => one(
+            visit,
+            ids().1.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
+        ),
+        Field::ProcessUserName | Field::UserName => {
+            let name = user_name(users, ids().0);
+            one(visit, keyword(name.as_deref()))
+        }
+        Field::ProcessRealUserName => {
+            let name = user_name(users, ids().1);
+            one(visit, keyword(name.as_deref()))
+        }
+        Field::ProcessParentPid => one(visit, ctx.ppid().map(|p| Scalar::Long(p.into()))),
+        Field::ProcessParentName => one(visit, keyword(ctx.parent().map(|p| p.name.as_slice()))),
+        Field::ProcessParentExecutable => one(visit, keyword(ctx.parent_executable())),
         Field::ProcessSessionLeaderPid => one(
             visit,
             ctx.session_leader().map(|s| Scalar::Long(s.pid.into())),
@@ -104,6 +136,7 @@ fn visit_leader(
             visit,
             keyword(ctx.entry_leader().map(|e| e.kind.as_str().as_bytes())),
         ),
+        // Callers pass only the fields listed above.
         _ => false,
     }
 }
@@ -119,10 +152,7 @@ impl Event for ExecFields<'_, '_> {
         visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
     ) -> bool {
         let event = self.event;
-        let mut buf = [0u8; 10];
         match field {
-            Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
-            Field::HostName => one(visit, Some(Scalar::Keyword(self.host.name.as_bytes()))),
             Field::EventKind => one(visit, Some(Scalar::Keyword(b"event"))),
             Field::EventCategory => one(visit, Some(Scalar::Keyword(b"process"))),
             Field::EventType => one(visit, Some(Scalar::Keyword(b"start"))),
@@ -157,40 +187,29 @@ impl Event for ExecFields<'_, '_> {
                 });
                 one(visit, Some(Scalar::Keyword(title)))
             }
-            Field::ProcessUserId | Field::UserId => one(
-                visit,
-                event.euid.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
-            ),
-            Field::ProcessRealUserId => one(
-                visit,
-                event.uid.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
-            ),
-            Field::ProcessUserName | Field::UserName => {
-                let name = event.euid.and_then(|id| self.users.name(id));
-                one(visit, keyword(name.map(str::as_bytes)))
-            }
-            Field::ProcessRealUserName => {
-                let name = event.uid.and_then(|id| self.users.name(id));
-                one(visit, keyword(name.map(str::as_bytes)))
-            }
-            Field::ProcessParentPid => one(visit, Some(Scalar::Long(event.ppid.into()))),
-            Field::ProcessParentName => {
-                let name = self.ctx.parent().map(|p| p.name.as_slice());
-                one(visit, keyword(name))
-            }
-            Field::ProcessParentExecutable => {
-                let ppid = event.ppid;
-                let exe = self
-                    .parent_executable
-                    .get_or_insert_with(|| crate::alert::live_executable(ppid))
-                    .as_deref();
-                one(visit, keyword(exe))
-            }
-            Field::ProcessSessionLeaderPid
+            Field::HostOsType
+            | Field::HostName
+            | Field::ProcessUserId
+            | Field::UserId
+            | Field::ProcessRealUserId
+            | Field::ProcessUserName
+            | Field::UserName
+            | Field::ProcessRealUserName
+            | Field::ProcessParentPid
+            | Field::ProcessParentName
+            | Field::ProcessParentExecutable
+            | Field::ProcessSessionLeaderPid
             | Field::ProcessSessionLeaderName
             | Field::ProcessEntryLeaderPid
             | Field::ProcessEntryLeaderName
-            | Field::ProcessEntryLeaderType => visit_leader(self.ctx, field, visit),
+            | Field::ProcessEntryLeaderType => visit_common(
+                field,
+                self.ctx,
+                self.host,
+                self.users,
+                &mut || (event.euid, event.uid),
+                visit,
+            ),
             Field::FilePath
             | Field::FileName
             | Field::TargetPid
@@ -327,10 +346,7 @@ impl Event for ReadFields<'_, '_> {
         field: Field,
         visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
     ) -> bool {
-        let mut buf = [0u8; 10];
         match field {
-            Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
-            Field::HostName => one(visit, Some(Scalar::Keyword(self.host.name.as_bytes()))),
             Field::EventKind => one(visit, Some(Scalar::Keyword(b"event"))),
             Field::EventCategory => one(visit, Some(Scalar::Keyword(b"file"))),
             Field::EventType => one(visit, Some(Scalar::Keyword(b"access"))),
@@ -369,29 +385,35 @@ impl Event for ReadFields<'_, '_> {
                 let cwd = self.cwd();
                 one(visit, keyword(cwd))
             }
-            Field::ProcessTitle | Field::ProcessRealUserId | Field::ProcessRealUserName => false,
-            Field::ProcessUserId | Field::UserId => one(
-                visit,
-                self.uid().map(|id| Scalar::Keyword(decimal(id, &mut buf))),
-            ),
-            Field::ProcessUserName | Field::UserName => {
-                let name = self.uid().and_then(|id| self.users.name(id));
-                one(visit, keyword(name.map(str::as_bytes)))
-            }
-            Field::ProcessParentPid => one(visit, self.ctx.ppid().map(|p| Scalar::Long(p.into()))),
-            Field::ProcessParentName => {
-                let name = self.ctx.parent().map(|p| p.name.as_slice());
-                one(visit, keyword(name))
-            }
-            Field::ProcessParentExecutable => {
-                let exe = self.ctx.ppid().and_then(crate::alert::live_executable);
-                one(visit, keyword(exe.as_deref()))
-            }
-            Field::ProcessSessionLeaderPid
+            Field::ProcessTitle => false,
+            Field::HostOsType
+            | Field::HostName
+            | Field::ProcessUserId
+            | Field::UserId
+            | Field::ProcessRealUserId
+            | Field::ProcessUserName
+            | Field::UserName
+            | Field::ProcessRealUserName
+            | Field::ProcessParentPid
+            | Field::ProcessParentName
+            | Field::ProcessParentExecutable
+            | Field::ProcessSessionLeaderPid
             | Field::ProcessSessionLeaderName
             | Field::ProcessEntryLeaderPid
             | Field::ProcessEntryLeaderName
-            | Field::ProcessEntryLeaderType => visit_leader(self.ctx, field, visit),
+            | Field::ProcessEntryLeaderType => {
+                let ReadFields {
+                    ctx,
+                    host,
+                    users,
+                    known,
+                    reader,
+                    ..
+                } = self;
+                // A read event knows only the effective uid (the owner of /proc/<pid>).
+                let mut ids = || (known.euid.or_else(|| reader.uid()), None);
+                visit_common(field, ctx, host, users, &mut ids, visit)
+            }
             Field::TargetPid => one(
                 visit,
                 self.read.target_pid().map(|p| Scalar::Long(p.into())),

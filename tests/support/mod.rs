@@ -17,6 +17,8 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_mapwatch");
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
+/// Marks a stdout line that did not parse as JSON.
+const NOT_JSON: &str = "NOT JSON: ";
 
 /// Runs the mapwatch binary to completion.
 pub fn mapwatch(args: &[&str]) -> Output {
@@ -178,9 +180,10 @@ impl Mapwatch {
         let sink = alerts.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let doc: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("stdout line is not one JSON document ({e}): {line}")
-                });
+                // Kept, not panicked on: a panic here, off the test's thread,
+                // would fail nothing. `alerts()` rejects it instead.
+                let doc = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| Value::String(format!("{NOT_JSON}{e}: {line}")));
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(doc);
             }
         });
@@ -234,11 +237,23 @@ impl Mapwatch {
         self.alerts.clone()
     }
 
+    /// The alerts so far; fails the test if any stdout line was not one
+    /// JSON document.
     pub fn alerts(&self) -> Vec<Value> {
-        self.alerts
+        let alerts = self
+            .alerts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        let broken: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| a.as_str().is_some_and(|s| s.starts_with(NOT_JSON)))
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "stdout lines that are not one JSON document: {broken:#?}"
+        );
+        alerts
     }
 
     /// Waits until an alert satisfies `pred`.
