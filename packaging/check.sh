@@ -22,7 +22,7 @@ rpm_file=$(ls -t target/generate-rpm/mapwatch-*.rpm | head -1)
 
 step "the .deb: contents"
 contents=$(dpkg-deb -c "$deb")
-for f in ./usr/sbin/mapwatch ./etc/mapwatch/mapwatch.toml ./etc/logrotate.d/mapwatch \
+for f in ./usr/sbin/mapwatch ./etc/mapwatch/mapwatch.toml ./etc/logrotate.d/mapwatch ./etc/audit/plugins.d/mapwatch.conf \
          ./usr/share/mapwatch/rules/proc_maps_discovery.toml ./usr/share/mapwatch/rules/proc_maps_read_extended.toml \
          ./usr/share/man/man8/mapwatch.8.gz ./usr/lib/systemd/system/mapwatch.service; do
     grep -q " $f\$" <<<"$contents" || fail "$f missing from $deb"
@@ -34,6 +34,8 @@ dpkg -i "$deb"
 [ "$(stat -c '%U %a' /etc/mapwatch/mapwatch.toml)" = "root 644" ] || fail "config owner/mode"
 [ -d /etc/mapwatch/rules.d ] || fail "/etc/mapwatch/rules.d not created"
 dpkg-query -W -f='${Conffiles}\n' mapwatch | grep -q /etc/mapwatch/mapwatch.toml || fail "config is not a conffile"
+dpkg-query -W -f='${Conffiles}\n' mapwatch | grep -q /etc/audit/plugins.d/mapwatch.conf || fail "plugin config is not a conffile"
+grep -qx 'active = no' /etc/audit/plugins.d/mapwatch.conf || fail "the auditd plugin must ship inactive"
 mapwatch --version | grep -q "mapwatch $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" || fail "version"
 mapwatch check-config || fail "check-config on the packaged config"
 man -w mapwatch > /dev/null || fail "man page"

@@ -5,7 +5,8 @@
 //! Data flow (see ARCHITECTURE.md): [`source`] reads kernel audit records,
 //! [`audit`] turns them into exec events, [`process`] places each event in
 //! its process tree, [`rule`] decides, [`alert`] builds the ECS document and
-//! [`sink`] delivers it. [`pipeline`] wires them together.
+//! [`sink`] delivers it. [`pipeline`] wires them together for live
+//! sources; [`replay`] runs the same detector over recorded logs.
 
 pub mod alert;
 pub mod audit;
@@ -14,6 +15,7 @@ pub mod correlate;
 pub mod pipeline;
 pub mod privileges;
 pub mod process;
+pub mod replay;
 pub mod rule;
 pub mod sink;
 pub mod source;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mapwatch::config::Config;
-use mapwatch::pipeline::{self, RunOptions};
+use mapwatch::pipeline::{self, Feed, RunOptions};
+use mapwatch::replay::{ReplayOptions, replay};
 use mapwatch::rule::RuleSet;
 use mapwatch::rule::file::load_rule_file;
 use mapwatch::rule::json::JsonEvent;
@@ -40,6 +41,29 @@ enum Command {
         /// Also log every exec event as it is seen (on stderr).
         #[arg(long, short)]
         verbose: bool,
+    },
+    /// Detect in recorded audit logs, or, reading stdin, as an auditd plugin.
+    ///
+    /// With files (a rotated set oldest first: audit.log.2 audit.log.1
+    /// audit.log), every alert goes to stdout and a summary to stderr;
+    /// process relations come from the log's own history. With `-` or no
+    /// file, the records are auditd's live plugin feed: procfs and fanotify
+    /// enrich them, and alerts go to the configured sinks as with `run`.
+    Replay {
+        /// Configuration file [default: /etc/mapwatch/mapwatch.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Alert format on stdout (files only) [default: json]
+        #[arg(long, value_enum)]
+        format: Option<OutputFormat>,
+        /// Read stdin as a recorded log, not as auditd's live feed.
+        #[arg(long)]
+        recorded: bool,
+        /// Also log every exec event as it is seen (on stderr).
+        #[arg(long, short)]
+        verbose: bool,
+        /// Audit log files in order, or `-` for stdin [default: -]
+        files: Vec<PathBuf>,
     },
     /// Validate the configuration file and the rules it loads, and exit.
     CheckConfig {
@@ -101,6 +125,54 @@ fn main() -> ExitCode {
             RulesCommand::Check { files } => check_rules(&files),
             RulesCommand::Test { rule, events } => test_rule(&rule, events.as_deref()),
         },
+        Command::Replay {
+            config,
+            format,
+            recorded,
+            verbose,
+            files,
+        } => {
+            init_logging(verbose);
+            let (config, rules) = match load(config.as_deref()) {
+                Ok(loaded) => loaded,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    return ExitCode::from(2);
+                }
+            };
+            let stdin_only = files.is_empty() || files == [Path::new("-")];
+            if stdin_only && !recorded {
+                return run(RunOptions {
+                    feed: Feed::AuditdPlugin,
+                    config,
+                    foreground: false,
+                    format: format.unwrap_or(OutputFormat::Json),
+                    verbose,
+                    rules,
+                });
+            }
+            let paths = if files.is_empty() {
+                vec![PathBuf::from("-")]
+            } else {
+                files
+            };
+            let summary = replay(
+                ReplayOptions {
+                    config,
+                    rules,
+                    paths,
+                    format: format.unwrap_or(OutputFormat::Json),
+                    verbose,
+                },
+                &mut std::io::stdout().lock(),
+            );
+            eprintln!("mapwatch: {summary}");
+            if summary.unreadable_files > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Command::Run {
             config,
             foreground,
@@ -121,6 +193,7 @@ fn main() -> ExitCode {
                 OutputFormat::Json
             });
             run(RunOptions {
+                feed: Feed::Kernel,
                 config,
                 foreground,
                 format,

@@ -20,6 +20,7 @@ use crate::alert::limit::Limiter;
 use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::record::Record;
+use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
 use crate::correlate::{Correlator, CorrelatorStats, maps_args};
 use crate::process::{EventContext, ProcessTable};
@@ -33,6 +34,7 @@ use crate::source::audit::{
     AuditError, AuditSession, RecordSocket, SessionOptions, SourceStats, read_records,
 };
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
+use crate::source::log::spawn_stdin_reader;
 
 /// Counters of the detection core.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -42,6 +44,9 @@ pub struct DetectorStats {
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
 }
+
+/// How long a missing serial may be overtaken before it counts as lost.
+const SERIAL_GRACE: Duration = Duration::from_secs(2);
 
 /// Malformed records logged in full before logging turns to sampling.
 const MALFORMED_LOGGED: u64 = 10;
@@ -60,10 +65,12 @@ pub struct Detector {
     /// Read confirmation; `None` when fanotify is off or unavailable.
     correlator: Option<Correlator>,
     due_reads: Vec<ReadEvent>,
+    serials: SerialTracker,
     log_events: bool,
 }
 
 impl Detector {
+    /// A detector of this machine's events, with procfs behind its table.
     pub fn new(config: &Config, rules: RuleSet, log_events: bool) -> Self {
         Detector {
             assembler: Assembler::new(
@@ -82,8 +89,22 @@ impl Detector {
             matched: Vec::new(),
             correlator: None,
             due_reads: Vec::new(),
+            serials: SerialTracker::new(SERIAL_GRACE),
             log_events,
         }
+    }
+
+    /// A detector of a recorded log's events: its process table knows only
+    /// the log's history, never this machine's procfs.
+    pub fn for_recorded_log(config: &Config, rules: RuleSet, log_events: bool) -> Self {
+        Detector {
+            table: ProcessTable::from_history(config.process.table_capacity),
+            ..Self::new(config, rules, log_events)
+        }
+    }
+
+    pub fn serial_stats(&self) -> SerialStats {
+        self.serials.stats()
     }
 
     /// Turns on read confirmation (fanotify is running).
@@ -145,14 +166,50 @@ impl Detector {
     ) {
         self.stats.records += 1;
         match Record::parse_netlink(record_type, text) {
-            Ok(record) => self.assembler.push(&record, now, &mut self.events),
+            Ok(record) => self.on_record(&record, now),
             Err(e) => self.malformed(record_type, text, e),
         }
         self.evaluate_pending(now, emit);
     }
 
+    /// A batch from a source, in whichever form it has.
+    pub fn on_batch(&mut self, batch: &RecordBatch, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if batch.is_log_lines() {
+            for (_, line) in batch.iter() {
+                self.on_log_line(line, now, emit);
+            }
+        } else {
+            for (record_type, text) in batch.iter() {
+                self.on_netlink_record(record_type, text, now, emit);
+            }
+        }
+    }
+
+    /// One record in log form (`type=NAME msg=audit(...): ...`), raw or
+    /// enriched, as auditd writes it to its log and to its plugins.
+    pub fn on_log_line(&mut self, line: &[u8], now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.stats.records += 1;
+        match Record::parse_log_line(line) {
+            Ok(record) => self.on_record(&record, now),
+            Err(e) => self.malformed(0, line, e),
+        }
+        self.evaluate_pending(now, emit);
+    }
+
+    fn on_record(&mut self, record: &Record<'_>, now: Instant) {
+        // auditd numbers its own DAEMON_* records from a counter of its own.
+        if !record.rtype.is_from_audit_daemon() {
+            self.serials.see(record.id.serial, now);
+        }
+        self.assembler.push(record, now, &mut self.events);
+        for session in self.assembler.take_sessions() {
+            self.table.record_session_start(session, now);
+        }
+    }
+
     /// Events whose EOE never came, once their time is up.
     pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.serials.expire(now);
         self.assembler.flush_expired(now, &mut self.events);
         self.evaluate_pending(now, emit);
         if let Some(correlator) = self.correlator.as_mut() {
@@ -163,6 +220,7 @@ impl Detector {
 
     /// End of input: every event still held is evaluated.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
+        self.serials.finish();
         self.assembler.flush_all(&mut self.events);
         let now = Instant::now();
         self.evaluate_pending(now, emit);
@@ -288,8 +346,18 @@ impl Detector {
     }
 }
 
-/// Options of `mapwatch run`.
+/// Where live records come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// The kernel, over netlink (`mapwatch run`).
+    Kernel,
+    /// auditd's dispatcher, on stdin (`mapwatch replay -` as an auditd plugin).
+    AuditdPlugin,
+}
+
+/// Options of `mapwatch run` (and of the auditd plugin).
 pub struct RunOptions {
+    pub feed: Feed,
     pub config: Config,
     /// The debugging mode: a hangup (closed terminal) stops it cleanly.
     pub foreground: bool,
@@ -364,8 +432,17 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
         receive_buffer: config.audit.receive_buffer,
         state_file: config.audit.state_file.clone(),
     };
-    let (session, record_socket) =
-        AuditSession::start(&session_options).map_err(RunError::Audit)?;
+    let (session, records) = match options.feed {
+        Feed::Kernel => {
+            let (session, socket) =
+                AuditSession::start(&session_options).map_err(RunError::Audit)?;
+            (session, Records::Kernel(socket))
+        }
+        Feed::AuditdPlugin => (
+            AuditSession::start_for_plugin().map_err(RunError::Audit)?,
+            Records::Stdin,
+        ),
+    };
     if session.stale_rules_removed > 0 {
         tracing::warn!(
             "removed {} stale audit rules keyed `mapwatch` left by an earlier run",
@@ -378,7 +455,7 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     let started = Started {
         detector,
         session,
-        record_socket,
+        records,
         proc_watch,
         seeded,
     };
@@ -397,11 +474,17 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     })
 }
 
+/// Where the pipeline thread reads records.
+enum Records {
+    Kernel(RecordSocket),
+    Stdin,
+}
+
 /// What `run` sets up before the pipeline thread takes over.
 struct Started {
     detector: Detector,
     session: AuditSession,
-    record_socket: RecordSocket,
+    records: Records,
     proc_watch: Option<ProcWatch>,
     seeded: usize,
 }
@@ -422,7 +505,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let Started {
         mut detector,
         mut session,
-        record_socket,
+        records,
         proc_watch,
         seeded,
     } = started;
@@ -440,12 +523,19 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
 
     let source_stats = Arc::new(SourceStats::default());
     let (record_tx, mut record_rx) = mpsc::channel::<RecordBatch>(config.audit.queue_batches);
-    let reader = tokio::spawn(read_records(
-        record_socket,
-        record_tx,
-        source_stats.clone(),
-        MAX_BATCH,
-    ));
+    let reader = match records {
+        Records::Kernel(socket) => Some(tokio::spawn(read_records(
+            socket,
+            record_tx,
+            source_stats.clone(),
+            MAX_BATCH,
+        ))),
+        Records::Stdin => {
+            // Ends with its input (auditd closes the pipe when it stops).
+            spawn_stdin_reader(record_tx, source_stats.clone(), MAX_BATCH)?;
+            None
+        }
+    };
 
     let watch_stats = Arc::new(WatchStats::default());
     let (read_tx, mut read_rx) = mpsc::channel::<Vec<ReadEvent>>(config.audit.queue_batches);
@@ -472,11 +562,15 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         limiter: Limiter::new(&options.rules),
     };
 
-    let how = match session.multicast {
-        Some(daemon) => {
+    let how = match (options.feed, session.multicast) {
+        (Feed::AuditdPlugin, daemon) => format!(
+            "reading the feed of the audit daemon (pid {}) on stdin as its plugin",
+            daemon.unwrap_or(0)
+        ),
+        (Feed::Kernel, Some(daemon)) => {
             format!("listening beside the audit daemon (pid {daemon}) on the multicast group")
         }
-        None => format!(
+        (Feed::Kernel, None) => format!(
             "registered as the audit daemon (pid {})",
             std::process::id()
         ),
@@ -511,12 +605,8 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             }
             _ = tokio::time::sleep_until(deadline) => detector.on_tick(Instant::now(), &mut |a| outlet.emit(a)),
             batch = record_rx.recv() => match batch {
-                Some(batch) => {
-                    let now = Instant::now();
-                    for (record_type, text) in batch.iter() {
-                        detector.on_netlink_record(record_type, text, now, &mut |a| outlet.emit(a));
-                    }
-                }
+                Some(batch) => detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)),
+                None if options.feed == Feed::AuditdPlugin => break "end of the auditd feed",
                 None => break "reader stopped",
             },
             _ = ticker.tick() => {
@@ -553,16 +643,15 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let restored = session.stop();
     // What was already queued still gets evaluated.
     while let Ok(batch) = record_rx.try_recv() {
-        let now = Instant::now();
-        for (record_type, text) in batch.iter() {
-            detector.on_netlink_record(record_type, text, now, &mut |a| outlet.emit(a));
-        }
+        detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a));
     }
     while let Ok(reads) = read_rx.try_recv() {
         detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
     }
     detector.flush(&mut |a| outlet.emit(a));
-    reader.abort();
+    if let Some(reader) = reader {
+        reader.abort();
+    }
     // The fanotify thread ends at its next wake-up (the channel is gone) or
     // with the process.
     drop(watcher);

@@ -122,3 +122,71 @@ fn a_config_others_can_write_is_refused() {
             .success()
     );
 }
+
+/// A config file the root check accepts (tests run as root).
+fn empty_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("empty.toml");
+    std::fs::write(&path, "").expect("config");
+    path
+}
+
+#[test]
+fn replay_reports_an_unreadable_file_and_goes_on_with_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = empty_config(dir.path());
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/peer-laurel/fork-sleep-exec.txt"
+    );
+    let out = Command::new(BIN)
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .arg(dir.path().join("missing.log"))
+        .arg(sample)
+        .output()
+        .expect("mapwatch replay");
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("missing.log"), "{stderr}");
+    assert!(
+        stderr.contains("replayed 2 files (1 unreadable)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(" 0 records"),
+        "the readable file was replayed: {stderr}"
+    );
+}
+
+#[test]
+fn replay_counts_malformed_lines_and_reads_a_recorded_log_on_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = empty_config(dir.path());
+    let mut child = Command::new(BIN)
+        .args(["replay", "--recorded", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mapwatch replay");
+    let mut input = Vec::new();
+    for i in 0..10_000 {
+        writeln!(input, "garbage line {i} \x1b[31m type= msg=audit(").expect("write");
+    }
+    input.extend_from_slice(b"type=EOE msg=audit(1700000000.000:1): \n");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("replay finishes");
+    writer.join().expect("writer").expect("stdin written");
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("10001 records (10000 malformed)"),
+        "{stderr}"
+    );
+    // Logged with the attacker's escape sequence neutralised.
+    assert!(!stderr.contains('\x1b'), "{stderr}");
+}

@@ -396,7 +396,7 @@ pub fn build(
             first_path.map(escape_bytes).unwrap_or_default(),
             leader_text(entry_leader.as_ref()),
         ),
-        target: target.map(|pid| target_object(pid, event, users)),
+        target: target.map(|pid| target_object(pid, event, ctx, users)),
         audit: Some(Value::Object(audit)),
     };
     document(&subject, action, ctx, inputs, users)
@@ -479,17 +479,40 @@ fn live_target_object(target: &mut LiveProcess, users: &mut UserNames) -> Value 
 }
 
 /// The process whose map is read. A reader of its own map (`self`) is
-/// described by its exec event, since it has often exited by now.
-fn target_object(pid: u32, event: &ExecEvent, users: &mut UserNames) -> Value {
+/// described by its exec event, since it has often exited by now; in a
+/// replayed log every target is described by the log's history.
+fn target_object(
+    pid: u32,
+    event: &ExecEvent,
+    ctx: &mut EventContext<'_>,
+    users: &mut UserNames,
+) -> Value {
     if pid == event.pid {
-        let mut target = Map::new();
-        target.insert("pid".into(), json!(pid));
-        target.insert("name".into(), text(event.name()));
-        insert_some(&mut target, "executable", event.exe.as_deref().map(text));
-        insert_some(&mut target, "user", user_object(event.euid, users));
-        return Value::Object(target);
+        return described_target(pid, event.name(), event.exe.as_deref(), event.euid, users);
+    }
+    let table = ctx.table();
+    if table.is_history() {
+        return match table.get(pid) {
+            Some(p) => described_target(pid, &p.name, p.exe.as_deref(), p.euid, users),
+            None => json!({"pid": pid}),
+        };
     }
     live_target_object(&mut LiveProcess::new(pid), users)
+}
+
+fn described_target(
+    pid: u32,
+    name: &[u8],
+    executable: Option<&[u8]>,
+    euid: Option<u32>,
+    users: &mut UserNames,
+) -> Value {
+    let mut target = Map::new();
+    target.insert("pid".into(), json!(pid));
+    target.insert("name".into(), text(name));
+    insert_some(&mut target, "executable", executable.map(text));
+    insert_some(&mut target, "user", user_object(euid, users));
+    Value::Object(target)
 }
 
 /// The executable of a live process (`/proc/<pid>/exe`).

@@ -1,18 +1,22 @@
 //! Records -> events, grouped by `(timestamp, serial)`, and exec events out.
 //!
 //! Contract: records of different events may interleave. An event is complete
-//! at its EOE record; one that never gets EOE is flushed after
+//! at its PROCTITLE record, which the kernel writes last in every syscall
+//! event, or at its EOE (auditd keeps EOE out of its log and its plugin
+//! feed, so PROCTITLE is what ends an event there); one that gets neither is
+//! flushed after
 //! `timeout` by [`Assembler::flush_expired`], and at most `max_in_flight`
 //! events are held (the oldest is flushed to make room). Successful
-//! execve/execveat events come out as [`ExecEvent`]s; everything else is only
-//! counted.
+//! execve/execveat events come out as [`ExecEvent`]s, successful setsid calls
+//! as [`SessionStart`]s (taken with [`Assembler::take_sessions`] before the
+//! exec events of the same push); everything else is only counted.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::execve::{Argv, ArgvBuilder, ArgvDefects};
 use super::record::{EventId, Record, RecordType, Value};
-use super::syscall::{AuditArch, is_exec};
+use super::syscall::{AuditArch, is_exec, is_setsid};
 
 /// `(uid_t)-1`: the kernel's "not set" for auid and ses.
 const UNSET_ID: u32 = u32::MAX;
@@ -39,6 +43,13 @@ pub struct ExecEvent {
     pub proctitle: Option<Vec<u8>>,
     /// False when the event was flushed without its EOE record.
     pub complete: bool,
+}
+
+/// A successful setsid: `pid` now leads a session of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionStart {
+    pub pid: u32,
+    pub ppid: u32,
 }
 
 /// A PATH record: one file the syscall touched.
@@ -81,6 +92,7 @@ pub fn basename(path: &[u8]) -> &[u8] {
 pub struct AssemblerStats {
     pub exec_events: u64,
     pub failed_execs: u64,
+    pub session_starts: u64,
     pub other_events: u64,
     pub flushed_without_eoe: u64,
     pub evicted: u64,
@@ -91,6 +103,7 @@ pub struct AssemblerStats {
 struct Pending {
     syscall: Option<ExecEvent>,
     success: bool,
+    setsid: bool,
     ignored: bool,
     argv: ArgvBuilder,
     cwd: Option<Vec<u8>>,
@@ -104,6 +117,7 @@ pub struct Assembler {
     timeout: Duration,
     max_in_flight: usize,
     stats: AssemblerStats,
+    sessions: Vec<SessionStart>,
 }
 
 impl Assembler {
@@ -114,6 +128,7 @@ impl Assembler {
             timeout,
             max_in_flight: max_in_flight.max(1),
             stats: AssemblerStats::default(),
+            sessions: Vec::new(),
         }
     }
 
@@ -123,6 +138,12 @@ impl Assembler {
 
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Sessions started by the events completed so far, oldest first: apply
+    /// them before the exec events completed by the same call.
+    pub fn take_sessions(&mut self) -> std::vec::Drain<'_, SessionStart> {
+        self.sessions.drain(..)
     }
 
     /// Adds one record; completed exec events are appended to `out`.
@@ -146,6 +167,12 @@ impl Assembler {
         }
         if let Some(pending) = self.pending.get_mut(&record.id) {
             add_record(pending, record);
+        }
+        if record.rtype == RecordType::PROCTITLE
+            && let Some(pending) = self.pending.remove(&record.id)
+        {
+            self.finish(record.id, pending, true, out);
+            self.drop_stale_arrivals();
         }
     }
 
@@ -201,6 +228,16 @@ impl Assembler {
             self.stats.other_events += 1;
             return;
         };
+        if pending.setsid {
+            if pending.success {
+                self.stats.session_starts += 1;
+                self.sessions.push(SessionStart {
+                    pid: event.pid,
+                    ppid: event.ppid,
+                });
+            }
+            return;
+        }
         if !pending.success {
             self.stats.failed_execs += 1;
             return;
@@ -239,7 +276,10 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
     match record.rtype {
         RecordType::SYSCALL => {
             let (event, success) = parse_syscall(record);
-            if event.arch.is_none_or(|arch| !is_exec(arch, event.syscall)) {
+            let setsid = event
+                .arch
+                .is_some_and(|arch| is_setsid(arch, event.syscall));
+            if !setsid && event.arch.is_none_or(|arch| !is_exec(arch, event.syscall)) {
                 // Not an exec: drop what was buffered and skip the rest cheaply.
                 *pending = Pending {
                     ignored: true,
@@ -249,6 +289,7 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
             }
             pending.syscall = Some(event);
             pending.success = success;
+            pending.setsid = setsid;
         }
         RecordType::EXECVE => pending.argv.add_record(record),
         RecordType::CWD => pending.cwd = untrusted(record.get(b"cwd")),
@@ -369,6 +410,30 @@ type=EOE msg=audit(1700000000.100:42):
     }
 
     #[test]
+    fn proctitle_ends_an_event_as_in_auditd_logs_without_eoe() {
+        let without_eoe: String = CAT_EVENT
+            .lines()
+            .filter(|l| !l.starts_with("type=EOE"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut a = Assembler::new(Duration::from_secs(60), 16);
+        let events = feed(&mut a, &without_eoe, Instant::now());
+        assert_eq!(events.len(), 1);
+        assert!(events[0].complete);
+        assert_eq!(a.in_flight(), 0);
+        // A late EOE for a finished event is ignored.
+        assert!(
+            feed(
+                &mut a,
+                CAT_EVENT.lines().last().unwrap_or_default(),
+                Instant::now()
+            )
+            .is_empty()
+        );
+        assert_eq!(a.stats().exec_events, 1);
+    }
+
+    #[test]
     fn failed_exec_is_not_an_event() {
         let failed = CAT_EVENT.replace("success=yes exit=0", "success=no exit=-2");
         let mut a = Assembler::new(Duration::from_secs(1), 16);
@@ -377,10 +442,10 @@ type=EOE msg=audit(1700000000.100:42):
     }
 
     #[test]
-    fn event_without_eoe_is_flushed_by_the_timer() {
+    fn event_without_end_is_flushed_by_the_timer() {
         let no_eoe: String = CAT_EVENT
             .lines()
-            .filter(|l| !l.starts_with("type=EOE"))
+            .filter(|l| !l.starts_with("type=EOE") && !l.starts_with("type=PROCTITLE"))
             .collect::<Vec<_>>()
             .join("\n");
         let start = Instant::now();
@@ -418,6 +483,23 @@ type=EOE msg=audit(1700000000.100:42):
         let mut a = Assembler::new(Duration::from_secs(1), 16);
         assert!(feed(&mut a, &open, Instant::now()).is_empty());
         assert_eq!(a.stats().other_events, 1);
+    }
+
+    #[test]
+    fn setsid_is_a_session_start_not_an_exec() {
+        let setsid = "type=SYSCALL msg=audit(1700000000.200:50): arch=c000003e syscall=112 success=yes exit=4242 a0=0 a1=0 a2=0 a3=0 items=0 ppid=4241 pid=4242 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm=\"setsid\" exe=\"/usr/bin/setsid\" key=\"mapwatch\"\ntype=EOE msg=audit(1700000000.200:50):\n";
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        assert!(feed(&mut a, setsid, Instant::now()).is_empty());
+        let sessions: Vec<SessionStart> = a.take_sessions().collect();
+        assert_eq!(
+            sessions,
+            [SessionStart {
+                pid: 4242,
+                ppid: 4241
+            }]
+        );
+        assert_eq!(a.stats().session_starts, 1);
+        assert_eq!(a.stats().exec_events, 0);
     }
 
     #[test]

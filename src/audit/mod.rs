@@ -5,4 +5,5 @@
 pub mod assemble;
 pub mod execve;
 pub mod record;
+pub mod serial;
 pub mod syscall;

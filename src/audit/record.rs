@@ -47,6 +47,9 @@ impl RecordType {
         {
             return parse_decimal::<u16>(num).map_or(Self::OTHER, Self);
         }
+        if name.starts_with(b"DAEMON_") {
+            return Self::DAEMON;
+        }
         Self::NAMES
             .iter()
             .find(|(n, _)| *n == name)
@@ -55,6 +58,16 @@ impl RecordType {
 
     /// A record type mapwatch does not interpret.
     pub const OTHER: Self = Self(0);
+
+    /// The first of auditd's own records (`AUDIT_FIRST_DAEMON`); every
+    /// `DAEMON_*` name parses to it.
+    pub const DAEMON: Self = Self(1200);
+
+    /// auditd's own records (`DAEMON_START`...), numbered by auditd, not by
+    /// the kernel's serial counter.
+    pub fn is_from_audit_daemon(self) -> bool {
+        (1200..=1299).contains(&self.0)
+    }
 }
 
 /// Event time as the kernel stamps it: seconds and milliseconds since the epoch.

@@ -1,7 +1,10 @@
-//! Audit architectures and the exec syscall numbers on each.
+//! Audit architectures and the syscall numbers mapwatch audits on each:
+//! execve and execveat (what the rules see) and setsid (sessions, so a
+//! recorded log can be replayed with its session leaders).
 //!
-//! Contract: the netlink source installs rules for [`native_exec_syscalls`] and
-//! the assembler recognises an exec by `(arch, syscall)` with [`is_exec`].
+//! Contract: the netlink source installs rules for [`native_syscalls`] and
+//! the assembler recognises a syscall by `(arch, number)` with [`is_exec`]
+//! and [`is_setsid`].
 
 /// `AUDIT_ARCH_*` value of a SYSCALL record's `arch=` field.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -14,28 +17,59 @@ impl AuditArch {
     pub const ARM: Self = Self(0x4000_0028);
 }
 
-/// `(arch, execve, execveat)` for every ABI mapwatch knows.
-const EXEC_SYSCALLS: [(AuditArch, u32, u32); 4] = [
-    (AuditArch::X86_64, 59, 322),
-    (AuditArch::I386, 11, 358),
-    (AuditArch::AARCH64, 221, 281),
-    (AuditArch::ARM, 11, 387),
+/// The syscalls mapwatch audits on one ABI.
+#[derive(Clone, Copy, Debug)]
+pub struct AbiSyscalls {
+    pub arch: AuditArch,
+    pub execve: u32,
+    pub execveat: u32,
+    pub setsid: u32,
+}
+
+impl AbiSyscalls {
+    pub fn all(&self) -> [u32; 3] {
+        [self.execve, self.execveat, self.setsid]
+    }
+}
+
+const fn abi(arch: AuditArch, execve: u32, execveat: u32, setsid: u32) -> AbiSyscalls {
+    AbiSyscalls {
+        arch,
+        execve,
+        execveat,
+        setsid,
+    }
+}
+
+/// Every ABI mapwatch knows.
+const SYSCALLS: [AbiSyscalls; 4] = [
+    abi(AuditArch::X86_64, 59, 322, 112),
+    abi(AuditArch::I386, 11, 358, 66),
+    abi(AuditArch::AARCH64, 221, 281, 157),
+    abi(AuditArch::ARM, 11, 387, 66),
 ];
+
+fn abi_of(arch: AuditArch) -> Option<&'static AbiSyscalls> {
+    SYSCALLS.iter().find(|s| s.arch == arch)
+}
 
 /// True when `syscall` on `arch` is execve or execveat.
 pub fn is_exec(arch: AuditArch, syscall: u32) -> bool {
-    EXEC_SYSCALLS
-        .iter()
-        .any(|(a, execve, execveat)| *a == arch && (syscall == *execve || syscall == *execveat))
+    abi_of(arch).is_some_and(|s| syscall == s.execve || syscall == s.execveat)
 }
 
-/// The ABIs a process on this machine can use, native first, with their exec
-/// syscalls: the 64-bit ABI and its 32-bit compat ABI.
-pub fn native_exec_syscalls() -> &'static [(AuditArch, u32, u32)] {
+/// True when `syscall` on `arch` is setsid.
+pub fn is_setsid(arch: AuditArch, syscall: u32) -> bool {
+    abi_of(arch).is_some_and(|s| syscall == s.setsid)
+}
+
+/// The ABIs a process on this machine can use, native first: the 64-bit
+/// ABI and its 32-bit compat ABI.
+pub fn native_syscalls() -> &'static [AbiSyscalls] {
     if cfg!(target_arch = "x86_64") {
-        &EXEC_SYSCALLS[0..2]
+        &SYSCALLS[0..2]
     } else if cfg!(target_arch = "aarch64") {
-        &EXEC_SYSCALLS[2..4]
+        &SYSCALLS[2..4]
     } else {
         &[]
     }
@@ -63,5 +97,7 @@ mod tests {
         assert!(is_exec(AuditArch::I386, 11));
         assert!(!is_exec(AuditArch::X86_64, 11));
         assert!(!is_exec(AuditArch(0), 59));
+        assert!(is_setsid(AuditArch::X86_64, 112));
+        assert!(!is_exec(AuditArch::X86_64, 112));
     }
 }

@@ -10,11 +10,13 @@
 //! parent is `ssm-session-worker` and it is on a pts (`ssm`), when its parent
 //! is sshd and it is not sshd itself (`sshd`), when its parent is a container
 //! runtime (`container`), or when its parent is pid 1 (`init`). Every other
-//! process inherits its parent's entry leader. Unknown when the chain breaks.
+//! process inherits its parent's entry leader. Unknown when the chain breaks;
+//! replaying a log, whose history starts somewhere, the session leader
+//! nearest to the break stands in, with type `unknown`.
 
 use std::time::Instant;
 
-use super::stat::{TtyKind, tty_kind};
+use super::stat::TtyKind;
 use super::table::{Process, ProcessTable};
 
 /// `process.entry_leader.entry_meta.type`.
@@ -27,6 +29,8 @@ pub enum EntryType {
     Container,
     Terminal,
     Console,
+    /// Replay only: the log's history ends above this session leader.
+    Unknown,
 }
 
 impl EntryType {
@@ -39,6 +43,7 @@ impl EntryType {
             EntryType::Container => "container",
             EntryType::Terminal => "terminal",
             EntryType::Console => "console",
+            EntryType::Unknown => "unknown",
         }
     }
 }
@@ -111,7 +116,7 @@ impl<'t> LeaderResolver<'t> {
             pid,
             ppid: process.ppid,
             sid: process.sid,
-            tty: process.tty_nr.map_or(TtyKind::None, tty_kind),
+            tty: process.tty.unwrap_or(TtyKind::None),
             name: leader_name(process, Some(pid) == exec_pid, self.now).to_vec(),
         })
     }
@@ -153,11 +158,16 @@ impl<'t> LeaderResolver<'t> {
     /// `process.entry_leader` with its `entry_meta.type`.
     pub fn entry_leader(&mut self, pid: u32) -> Option<EntryLeader> {
         let mut current = pid;
+        let mut nearest_session_leader = None;
         for _ in 0..MAX_DEPTH {
             if current == 0 {
                 return None;
             }
-            let node = self.node(current)?;
+            let Some(node) = self.node(current) else {
+                return nearest_session_leader
+                    .filter(|_| self.table.is_history())
+                    .map(|node| leader(node, EntryType::Unknown));
+            };
             if current == 1 {
                 return Some(leader(node, EntryType::Init));
             }
@@ -172,12 +182,13 @@ impl<'t> LeaderResolver<'t> {
                     }
                 });
             }
-            if node.sid == Some(current)
-                && let Some(kind) = self.session_entry_type(&node)
-            {
-                return Some(leader(node, kind));
-            }
             current = node.ppid;
+            if node.sid == Some(node.pid) {
+                if let Some(kind) = self.session_entry_type(&node) {
+                    return Some(leader(node, kind));
+                }
+                nearest_session_leader.get_or_insert(node);
+            }
         }
         None
     }

@@ -88,11 +88,20 @@ impl<'t> EventContext<'t> {
             .as_ref()
     }
 
-    /// `process.parent.executable`, while the parent lives.
+    /// `process.parent.executable`: procfs while the parent lives, the
+    /// log's exec history when replaying.
     pub fn parent_executable(&mut self) -> Option<&[u8]> {
         let ppid = self.ppid;
+        let table = self.resolver.table();
         self.parent_executable
-            .get_or_insert_with(|| ppid.and_then(crate::alert::live_executable))
+            .get_or_insert_with(|| {
+                let ppid = ppid?;
+                if table.is_history() {
+                    table.get(ppid).and_then(|p| p.exe.clone())
+                } else {
+                    crate::alert::live_executable(ppid)
+                }
+            })
             .as_deref()
     }
 

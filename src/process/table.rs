@@ -7,12 +7,19 @@
 //! start time under the same pid, the old entry is replaced. Entries of gone
 //! processes are kept for a grace period, then pruned; the table never holds
 //! more than its capacity.
+//!
+//! A table built [`ProcessTable::from_history`] (replaying a recorded log)
+//! never reads procfs, whose processes are not the log's: it knows only what
+//! the log's exec and setsid events say, with a fork inheriting its parent's
+//! session and a new ppid (other than init's, which adopts orphans) meaning
+//! a new process under a reused pid.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::stat::{ProcStat, read_stat};
+use super::stat::{ProcStat, TtyKind, read_stat, tty_kind};
 use crate::audit::assemble::ExecEvent;
+use crate::audit::assemble::SessionStart;
 use crate::audit::execve::Argv;
 
 /// argv bytes kept per process (the rest of a huge argv is dropped).
@@ -38,7 +45,7 @@ pub struct Process {
     pub start_ticks: Option<u64>,
     pub ppid: u32,
     pub sid: Option<u32>,
-    pub tty_nr: Option<u32>,
+    pub tty: Option<TtyKind>,
     /// The program it runs: the name it was exec'd as, else its `comm`.
     pub name: Vec<u8>,
     /// The program it ran before its last exec (for a fresh fork: its
@@ -66,7 +73,7 @@ impl Process {
             start_ticks: None,
             ppid,
             sid: None,
-            tty_nr: None,
+            tty: None,
             name: Vec::new(),
             name_before_exec: None,
             renamed_at: None,
@@ -93,15 +100,40 @@ pub struct ProcessTable {
     capacity: usize,
     grace: Duration,
     stats: TableStats,
+    /// False when replaying a log: procfs describes other processes.
+    procfs: bool,
 }
 
 impl ProcessTable {
+    /// A table of this machine's processes, kept current from procfs.
     pub fn new(capacity: usize, grace: Duration) -> Self {
         ProcessTable {
             entries: HashMap::new(),
             capacity: capacity.max(16),
             grace,
             stats: TableStats::default(),
+            procfs: true,
+        }
+    }
+
+    /// A table of a recorded log's processes, from the log alone.
+    pub fn from_history(capacity: usize) -> Self {
+        ProcessTable {
+            procfs: false,
+            ..Self::new(capacity, Duration::ZERO)
+        }
+    }
+
+    /// True when the table knows only a log's history (no procfs).
+    pub fn is_history(&self) -> bool {
+        !self.procfs
+    }
+
+    fn read_stat(&self, pid: u32) -> Option<ProcStat> {
+        if self.procfs {
+            read_stat(pid).ok()
+        } else {
+            None
         }
     }
 
@@ -151,9 +183,12 @@ impl ProcessTable {
     /// event says (exe, argv, cwd) comes after the rules, by move:
     /// [`ProcessTable::keep_exec_details`].
     pub fn record_exec(&mut self, event: &ExecEvent, now: Instant) {
-        let live = read_stat(event.pid).ok();
+        let live = self.read_stat(event.pid);
         let same_process = match (self.entries.get(&event.pid), &live) {
             (Some(known), Some(live)) => known.start_ticks.is_none_or(|s| s == live.start_ticks),
+            // A log shows no exits: a new parent other than init (which
+            // adopts orphans) is taken for a reused pid.
+            (Some(known), None) if self.is_history() => known.ppid == event.ppid || event.ppid == 1,
             (Some(_), None) => true,
             (None, _) => false,
         };
@@ -161,11 +196,8 @@ impl ProcessTable {
             if self.entries.remove(&event.pid).is_some() {
                 self.stats.pid_reuse += 1;
             }
-            // A fresh fork ran its parent's program before this exec.
-            let parent_name = self.entries.get(&event.ppid).map(|p| p.name.clone());
             self.make_room();
-            let mut process = Process::new(event.pid, event.ppid, now);
-            process.name_before_exec = parent_name;
+            let process = self.forked(event.pid, event.ppid, now);
             self.entries.insert(event.pid, process);
         }
         let Some(process) = self.entries.get_mut(&event.pid) else {
@@ -179,12 +211,47 @@ impl ProcessTable {
         match live {
             Some(live) => apply_stat(process, &live),
             None => {
-                process.gone_since.get_or_insert(now);
+                if let Some(tty) = &event.tty {
+                    process.tty = Some(tty_kind_of_name(tty));
+                }
+                if !self.procfs {
+                    process.touched = now;
+                } else {
+                    process.gone_since.get_or_insert(now);
+                }
             }
         }
         process.renamed_at = Some(now);
         process.euid = event.euid;
         process.touched = now;
+    }
+
+    /// A process seen for the first time: a fork of `ppid`, so it ran its
+    /// parent's program before any exec, in its parent's session.
+    fn forked(&self, pid: u32, ppid: u32, now: Instant) -> Process {
+        let parent = self.entries.get(&ppid);
+        let mut process = Process::new(pid, ppid, now);
+        process.name_before_exec = parent.map(|p| p.name.clone());
+        process.sid = parent.and_then(|p| p.sid);
+        process.tty = parent.and_then(|p| p.tty);
+        process
+    }
+
+    /// Records a setsid: `pid` leads a session of its own from now on.
+    pub fn record_session_start(&mut self, session: SessionStart, now: Instant) {
+        if !self.entries.contains_key(&session.pid) {
+            self.make_room();
+            let mut process = self.forked(session.pid, session.ppid, now);
+            // Before an exec, a fork is its parent's program.
+            process.name = process.name_before_exec.take().unwrap_or_default();
+            self.entries.insert(session.pid, process);
+        }
+        if let Some(process) = self.entries.get_mut(&session.pid) {
+            process.sid = Some(session.pid);
+            // setsid detaches from the controlling terminal.
+            process.tty = Some(TtyKind::None);
+            process.touched = now;
+        }
     }
 
     /// Takes what an exec event says of its process that only later events
@@ -205,6 +272,9 @@ impl ProcessTable {
     /// The process as procfs shows it now, merged with what the table knows;
     /// the table alone when the process is gone. `None` when neither knows it.
     pub fn lookup(&mut self, pid: u32, now: Instant) -> Option<&Process> {
+        if self.is_history() {
+            return self.entries.get(&pid);
+        }
         match read_stat(pid) {
             Ok(live) => {
                 let reused = self
@@ -233,6 +303,10 @@ impl ProcessTable {
 
     /// Drops entries of processes gone for longer than the grace period.
     pub fn prune(&mut self, now: Instant) {
+        if self.is_history() {
+            // Nothing is known to be gone; capacity alone bounds the table.
+            return;
+        }
         let grace = self.grace;
         let before = self.entries.len();
         for process in self.entries.values_mut() {
@@ -273,10 +347,23 @@ fn apply_stat(process: &mut Process, live: &ProcStat) {
     process.start_ticks = Some(live.start_ticks);
     process.ppid = live.ppid;
     process.sid = Some(live.sid);
-    process.tty_nr = Some(live.tty_nr);
+    process.tty = Some(tty_kind(live.tty_nr));
     process.gone_since = None;
     if process.name.is_empty() {
         process.name = live.comm.as_bytes().to_vec();
+    }
+}
+
+/// The kind of a terminal named as audit records name it (`tty=pts0`).
+fn tty_kind_of_name(name: &[u8]) -> TtyKind {
+    if name.starts_with(b"pts") {
+        TtyKind::Pts
+    } else if name == b"console" {
+        TtyKind::Console
+    } else if name.starts_with(b"tty") {
+        TtyKind::Tty
+    } else {
+        TtyKind::None
     }
 }
 
@@ -348,6 +435,58 @@ mod tests {
             table.record_exec(&exec(GONE - i, 1, "x"), now);
         }
         assert!(table.stats().entries <= 50);
+    }
+
+    #[test]
+    fn history_table_follows_sessions_and_forks_without_procfs() {
+        let now = Instant::now();
+        let mut table = ProcessTable::from_history(100);
+        // Our own pid is live, but a log's pid 1234 is not ours to look up.
+        let me = std::process::id();
+        table.record_exec(&exec(me, 1, "setsid"), now);
+        table.record_session_start(
+            SessionStart {
+                pid: me + 1,
+                ppid: me,
+            },
+            now,
+        );
+        table.record_exec(&exec(me + 1, me, "bash"), now);
+        table.record_exec(&exec(me + 2, me + 1, "cat"), now);
+        let shell = table.get(me + 1).expect("known from the log");
+        assert_eq!(
+            (
+                shell.sid,
+                shell.name.as_slice(),
+                shell.name_before_exec.as_deref()
+            ),
+            (Some(me + 1), &b"bash"[..], Some(&b"setsid"[..]))
+        );
+        let cat = table.lookup(me + 2, now).expect("known from the log");
+        assert_eq!(
+            (cat.sid, cat.ppid, cat.start_ticks),
+            (Some(me + 1), me + 1, None)
+        );
+    }
+
+    #[test]
+    fn history_table_treats_a_new_parent_as_a_reused_pid() {
+        let now = Instant::now();
+        let mut table = ProcessTable::from_history(100);
+        table.record_exec(&exec(GONE, 10, "bash"), now);
+        table.record_exec(&exec(GONE, 20, "cat"), now);
+        let p = table.get(GONE).expect("known");
+        assert_eq!(p.ppid, 20);
+        assert_eq!(p.name_before_exec, None);
+        assert_eq!(table.stats().pid_reuse, 1);
+    }
+
+    #[test]
+    fn audit_tty_names() {
+        assert_eq!(tty_kind_of_name(b"pts3"), TtyKind::Pts);
+        assert_eq!(tty_kind_of_name(b"tty1"), TtyKind::Tty);
+        assert_eq!(tty_kind_of_name(b"ttyS0"), TtyKind::Tty);
+        assert_eq!(tty_kind_of_name(b"console"), TtyKind::Console);
     }
 
     #[test]

@@ -132,7 +132,8 @@ fn severity_color(alert: &Alert) -> Option<&'static str> {
     }
 }
 
-fn write_console(
+/// One alert on a console stream: a JSON document or a summary line.
+pub fn write_console(
     out: &mut impl Write,
     format: OutputFormat,
     color: bool,

@@ -5,8 +5,8 @@
 //! - [`AuditSession::start`] saves the kernel's audit status, deletes stale
 //!   rules keyed `mapwatch` (a crashed run's), sets the backlog limit, enables
 //!   audit, registers our pid on the record socket, then adds a `never` rule
-//!   for our own pid (prepended) and `always,exit` rules for execve and
-//!   execveat on every ABI of this machine, all keyed `mapwatch`.
+//!   for our own pid (prepended) and `always,exit` rules for execve,
+//!   execveat and setsid on every ABI of this machine, all keyed `mapwatch`.
 //! - [`AuditSession::stop`] (or dropping the session, e.g. on a panic) deletes
 //!   our rules, unregisters and restores the saved status. The original status
 //!   is also written to a state file, so that a run following a SIGKILL
@@ -40,7 +40,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::RecordBatch;
-use crate::audit::syscall::native_exec_syscalls;
+use crate::audit::syscall::{AbiSyscalls, native_syscalls};
 
 /// The key on every rule mapwatch installs, and how stale ones are found.
 pub const RULE_KEY: &str = "mapwatch";
@@ -296,12 +296,15 @@ fn unaudited_threads_rule(pid: u32) -> RuleMessage {
     rule
 }
 
-/// `-a always,exit -F arch=ARCH -S execve,execveat -k mapwatch`.
-fn exec_rule(arch: u32, execve: u32, execveat: u32) -> RuleMessage {
+/// `-a always,exit -F arch=ARCH -S execve,execveat,setsid -k mapwatch`.
+/// setsid is rare and tells a replayed log where sessions begin.
+fn syscall_rule(abi: &AbiSyscalls) -> RuleMessage {
     let mut rule = exit_rule(RuleAction::Always, false);
-    rule.syscalls.set(execve).set(execveat);
+    for syscall in abi.all() {
+        rule.syscalls.set(syscall);
+    }
     rule.fields
-        .push((RuleField::Arch(arch), RuleFieldFlags::Equal));
+        .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
     rule.fields
         .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
     rule
@@ -460,7 +463,32 @@ impl AuditSession {
         options: &SessionOptions,
     ) -> Result<(AuditSession, RecordSocket), AuditError> {
         require_capability(CAP_AUDIT_READ, "CAP_AUDIT_READ")?;
-        let me = std::process::id();
+        let mut session = Self::beside_daemon(control, status, daemon)?;
+        let records = join_multicast(options.receive_buffer)
+            .map_err(kernel("joining the audit multicast group"))?;
+        session.add_rules(std::process::id())?;
+        Ok((session, records))
+    }
+
+    /// As auditd's plugin: records come from auditd on stdin, so only our
+    /// rules are ours to add and remove (auditd's may not audit execve).
+    pub fn start_for_plugin() -> Result<AuditSession, AuditError> {
+        require_capability(CAP_AUDIT_CONTROL, "CAP_AUDIT_CONTROL")?;
+        let mut control = AuditSocket::open().map_err(kernel("opening the control socket"))?;
+        let status = control
+            .status()
+            .map_err(kernel("reading the audit status"))?;
+        let daemon = (status.pid != 0).then_some(status.pid);
+        let mut session = Self::beside_daemon(control, status, daemon)?;
+        session.add_rules(std::process::id())?;
+        Ok(session)
+    }
+
+    fn beside_daemon(
+        control: AuditSocket,
+        status: StatusMessage,
+        daemon: Option<u32>,
+    ) -> Result<AuditSession, AuditError> {
         if status.enabled == 0 {
             tracing::warn!(
                 "audit is disabled (enabled=0): nothing arrives until the audit daemon enables it"
@@ -469,11 +497,11 @@ impl AuditSession {
         let mut session = AuditSession {
             control,
             saved: SavedStatus {
-                saved_by: me,
+                saved_by: std::process::id(),
                 enabled: status.enabled,
                 backlog_limit: status.backlog_limit,
             },
-            state_file: options.state_file.clone(),
+            state_file: PathBuf::new(),
             active: true,
             registered: false,
             multicast: Some(daemon.unwrap_or(0)),
@@ -484,10 +512,7 @@ impl AuditSession {
             .control
             .delete_keyed_rules()
             .map_err(kernel("deleting stale mapwatch rules"))?;
-        let records = join_multicast(options.receive_buffer)
-            .map_err(kernel("joining the audit multicast group"))?;
-        session.add_rules(me)?;
-        Ok((session, records))
+        Ok(session)
     }
 
     fn add_rules(&mut self, me: u32) -> Result<(), AuditError> {
@@ -498,10 +523,10 @@ impl AuditSession {
             .add_rule(unaudited_threads_rule(me))
             .map_err(kernel("adding the self-exclusion rule"))?;
         self.rules_installed = 2;
-        for (arch, execve, execveat) in native_exec_syscalls() {
+        for abi in native_syscalls() {
             self.control
-                .add_rule(exec_rule(arch.0, *execve, *execveat))
-                .map_err(kernel("adding the exec rules"))?;
+                .add_rule(syscall_rule(abi))
+                .map_err(kernel("adding the execve/setsid rules"))?;
             self.rules_installed += 1;
         }
         Ok(())
@@ -787,7 +812,7 @@ mod tests {
 
     #[test]
     fn rule_key_detection() {
-        assert!(has_our_key(&exec_rule(0xc000003e, 59, 322)));
+        assert!(has_our_key(&syscall_rule(&native_syscalls()[0])));
         assert!(has_our_key(&self_exclusion_rule(1)));
         let mut other = exit_rule(RuleAction::Always, false);
         other.fields.push((

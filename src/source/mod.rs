@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod fanotify;
+pub mod log;
 
 /// Records read in one go: their types and texts in one buffer (one
 /// allocation per batch, not per record).
@@ -11,9 +12,24 @@ pub mod fanotify;
 pub struct RecordBatch {
     bytes: Vec<u8>,
     spans: Vec<(u16, usize, usize)>,
+    log_lines: bool,
 }
 
 impl RecordBatch {
+    /// A batch of whole log lines (`type=NAME msg=audit(...): ...`), whose
+    /// record type is in the text (the pairs' type is 0).
+    pub fn of_log_lines() -> Self {
+        RecordBatch {
+            log_lines: true,
+            ..Self::default()
+        }
+    }
+
+    /// True for log lines, false for netlink records (type, then text).
+    pub fn is_log_lines(&self) -> bool {
+        self.log_lines
+    }
+
     pub fn push(&mut self, record_type: u16, text: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(text);

@@ -1,0 +1,372 @@
+//! Beside a real auditd (from the distribution, started here on its own log):
+//! mapwatch in `auto` mode reads the multicast group, detects what it
+//! detects as the audit daemon, and leaves auditd's registration, log and
+//! rules alone; as auditd's plugin (the shipped plugin config) it raises the
+//! same alerts; and `mapwatch replay` of auditd's log raises them again.
+//! Needs root.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// A running `auditd -n` with its configuration and log in a directory of
+/// ours; stopped (and its test rule removed) when dropped.
+struct Auditd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Auditd {
+    fn start(dir: &Path) -> Auditd {
+        Self::start_with_plugin(dir, None)
+    }
+
+    /// `plugin`: the text of a plugins.d file to start auditd with.
+    fn start_with_plugin(dir: &Path, plugin: Option<&str>) -> Auditd {
+        require_program("auditd", "auditd");
+        let log = dir.join("audit.log");
+        let plugins = dir.join("plugins.d");
+        std::fs::create_dir_all(&plugins).expect("plugin dir");
+        if let Some(plugin) = plugin {
+            write_root_only(&plugins.join("mapwatch.conf"), plugin);
+        }
+        let conf = format!(
+            "local_events = yes\nwrite_logs = yes\nlog_file = {}\nlog_group = root\nlog_format = RAW\nflush = INCREMENTAL_ASYNC\nfreq = 20\n\
+             max_log_file = 50\nnum_logs = 2\npriority_boost = 0\nname_format = NONE\nmax_log_file_action = ROTATE\nspace_left = 75\n\
+             space_left_action = IGNORE\nadmin_space_left = 50\nadmin_space_left_action = IGNORE\ndisk_full_action = IGNORE\n\
+             disk_error_action = IGNORE\nuse_libwrap = no\ntcp_listen_queue = 5\ntcp_max_per_addr = 1\ntcp_client_max_idle = 0\n\
+             transport = TCP\ndistribute_network = no\nq_depth = 2000\noverflow_action = SYSLOG\nmax_restarts = 10\nplugin_dir = {}\n\
+             end_of_event_timeout = 2\n",
+            log.display(),
+            plugins.display()
+        );
+        write_root_only(&dir.join("auditd.conf"), &conf);
+        // Kept for diagnostics (auditd itself gives its plugins /dev/null).
+        let stderr = std::fs::File::create(dir.join("auditd.stderr")).expect("stderr file");
+        let child = Command::new("auditd")
+            .arg("-n")
+            .arg("-c")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting auditd");
+        let auditd = Auditd { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while snapshot().pid != auditd.child.id() {
+            assert!(Instant::now() < deadline, "auditd did not register");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        auditd
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops auditd (and with it its plugins) and waits for it.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn write_root_only(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("writing a config file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        let _ = Command::new("auditctl")
+            .args(["-D", "-k", "mapwatch-test-auditd"])
+            .stdout(Stdio::null())
+            .status();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() {
+    let _lock = audit_lock();
+    require_program("auditctl", "auditd");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auditd = Auditd::start(dir.path());
+    let added = Command::new("auditctl")
+        .args([
+            "-a",
+            "always,exit",
+            "-F",
+            "arch=b64",
+            "-S",
+            "kill",
+            "-k",
+            "mapwatch-test-auditd",
+        ])
+        .status()
+        .expect("auditctl");
+    assert!(added.success());
+    let rules_before = snapshot().rules;
+
+    let run = dir.path().join("mapwatch");
+    std::fs::create_dir(&run).expect("run dir");
+    let mapwatch = Mapwatch::start_with(&run, "mode = \"auto\"\n");
+    let stderr = mapwatch.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "listening beside the audit daemon (pid {})",
+            auditd.pid()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        snapshot().pid,
+        auditd.pid(),
+        "auditd keeps its registration"
+    );
+
+    // The spine's scenario: every seed shell as an entry leader.
+    let mut runs = Vec::new();
+    for shell in SHELLS {
+        let target = Target::spawn();
+        let body = format!(
+            "cat {} > /dev/null; grep -c mapwatch-{shell} /proc/self/maps > /dev/null",
+            target.maps()
+        );
+        let shell_pid = run_entry_leader(shell, &body, &run);
+        runs.push((shell, shell_pid, target));
+    }
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for (shell, shell_pid, target) in &runs {
+        let cat: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| a["file"]["path"] == target.maps().as_str())
+            .collect();
+        assert_eq!(cat.len(), 1, "{shell}: {alerts:#?}");
+        assert_eq!(cat[0]["process"]["entry_leader"]["pid"], *shell_pid);
+        assert_eq!(cat[0]["process"]["entry_leader"]["name"], *shell);
+        assert_eq!(cat[0]["mapwatch"]["read"]["confirmed"], true);
+        let grep = alerts
+            .iter()
+            .filter(|a| args_of(a).contains(&format!("mapwatch-{shell}")))
+            .count();
+        assert_eq!(grep, 1, "{shell}: {alerts:#?}");
+    }
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+
+    // auditd's own log got the records, its registration and rules stay.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(&auditd.log).expect("auditd's log");
+    for (shell, _, target) in &runs {
+        let quoted = format!("\"{}\"", target.maps());
+        let hex: String = target.maps().bytes().map(|b| format!("{b:02X}")).collect();
+        assert!(
+            log.contains(&quoted) || log.contains(&hex),
+            "{shell}: the exec of cat is in auditd's log"
+        );
+    }
+    let after = snapshot();
+    assert_eq!(after.pid, auditd.pid(), "auditd is still the audit daemon");
+    assert_eq!(
+        after.rules, rules_before,
+        "auditd's rules intact, mapwatch's gone"
+    );
+    assert_eq!(mapwatch_rule_count(), 0, "mapwatch's rules removed");
+}
+
+/// The JSON documents of a file, one per line.
+fn documents(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect()
+}
+
+fn exec_alerts(docs: &[Value]) -> Vec<&Value> {
+    docs.iter()
+        .filter(|d| d["event"]["action"] == "exec")
+        .collect()
+}
+
+/// What must be equal between the live and the replayed alert of one exec.
+fn identity(alert: &Value) -> String {
+    format!(
+        "{} pid={} args={} parent={} entry_leader={}[{}]",
+        alert["rule"]["id"],
+        alert["process"]["pid"],
+        alert["process"]["args"],
+        alert["process"]["parent"]["pid"],
+        alert["process"]["entry_leader"]["name"],
+        alert["process"]["entry_leader"]["pid"],
+    )
+}
+
+#[test]
+fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("mapwatch");
+    std::fs::create_dir(&run).expect("run dir");
+    let alerts_file = run.join("alerts.json");
+    let config = run.join("mapwatch.toml");
+    write_root_only(
+        &config,
+        &format!("[output]\njson_file = \"{}\"\n", alerts_file.display()),
+    );
+    // The shipped plugin config, made active and pointed at this build.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/auditd/mapwatch.conf"),
+    )
+    .expect("packaging/auditd/mapwatch.conf");
+    assert!(shipped.contains("\nargs = replay -\n") && shipped.contains("\nformat = string\n"));
+    let plugin = shipped
+        .replace("active = no", "active = yes")
+        .replace("path = /usr/sbin/mapwatch", &format!("path = {BIN}"))
+        .replace(
+            "args = replay -",
+            &format!("args = replay --config={}", config.display()),
+        );
+    let auditd = Auditd::start_with_plugin(dir.path(), Some(&plugin));
+    let stderr_path = dir.path().join("auditd.stderr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mapwatch_rule_count() == 0 {
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the plugin did not install its rules; auditd's stderr:\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Rules go in before the feed is read: give it a moment to start.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut runs = Vec::new();
+    for shell in SHELLS {
+        let target = Target::spawn();
+        let body = format!(
+            "cat {} > /dev/null; grep -c mapwatch-{shell} /proc/self/maps > /dev/null",
+            target.maps()
+        );
+        let shell_pid = run_entry_leader(shell, &body, &run);
+        runs.push((shell, shell_pid, target));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exec_alerts(&documents(&alerts_file)).len() < 2 * SHELLS.len() {
+        assert!(
+            Instant::now() < deadline,
+            "plugin alerts: {:#?}\nstderr:\n{}",
+            documents(&alerts_file),
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Anything late (a duplicate) would show here.
+    std::thread::sleep(Duration::from_millis(500));
+    let live = documents(&alerts_file);
+    let live_execs = exec_alerts(&live);
+    for (shell, shell_pid, target) in &runs {
+        let cat: Vec<&&Value> = live_execs
+            .iter()
+            .filter(|a| a["file"]["path"] == target.maps().as_str())
+            .collect();
+        assert_eq!(cat.len(), 1, "{shell}: {live:#?}");
+        assert_eq!(cat[0]["process"]["entry_leader"]["pid"], *shell_pid);
+        assert_eq!(cat[0]["process"]["entry_leader"]["name"], *shell);
+        assert_eq!(cat[0]["mapwatch"]["read"]["confirmed"], true, "{shell}");
+        let grep = live_execs
+            .iter()
+            .filter(|a| args_of(a).contains(&format!("mapwatch-{shell}")))
+            .count();
+        assert_eq!(grep, 1, "{shell}: {live:#?}");
+    }
+    assert_eq!(live_execs.len(), 2 * SHELLS.len(), "{live:#?}");
+
+    auditd.stop();
+    assert_eq!(
+        mapwatch_rule_count(),
+        0,
+        "the plugin removed its rules when auditd stopped it"
+    );
+
+    // Replay auditd's log: the same alerts, from the log's history alone.
+    let log = dir.path().join("audit.log");
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(&log)
+        .output()
+        .expect("mapwatch replay");
+    let summary = stderr_of(&out);
+    assert!(out.status.success(), "{summary}");
+    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    let mut live_ids: Vec<String> = live_execs.iter().map(|a| identity(a)).collect();
+    let mut replay_ids: Vec<String> = replayed.iter().map(identity).collect();
+    live_ids.sort();
+    replay_ids.sort();
+    assert_eq!(replay_ids, live_ids, "replay summary: {summary}");
+    // Entry-leader types only procfs knows (a shell reparented to pid 1
+    // after its exec) may differ: listed, not failed.
+    for a in &live_execs {
+        let twin = replayed
+            .iter()
+            .find(|r| identity(r) == identity(a))
+            .expect("paired above");
+        let (live_type, replay_type) = (
+            &a["process"]["entry_leader"]["entry_meta"]["type"],
+            &twin["process"]["entry_leader"]["entry_meta"]["type"],
+        );
+        if live_type != replay_type {
+            eprintln!(
+                "entry-leader type differs for {}: live {live_type}, replay {replay_type}",
+                identity(a)
+            );
+        }
+    }
+    assert!(summary.contains("(0 malformed)"), "{summary}");
+    assert!(summary.contains(" 0 unresolved entry leaders"), "{summary}");
+
+    // The same log as a rotated set cut mid-event, given oldest first.
+    let text = std::fs::read_to_string(&log).expect("auditd's log");
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines
+        .iter()
+        .position(|l| l.starts_with("type=EXECVE") && l.contains("/proc/"))
+        .expect("an exec of a maps reader in the log");
+    let (older, newer) = (
+        dir.path().join("audit.log.1"),
+        dir.path().join("audit.log.0"),
+    );
+    std::fs::write(&older, lines[..cut].join("\n") + "\n").expect("older half");
+    std::fs::write(&newer, lines[cut..].join("\n") + "\n").expect("newer half");
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(&older)
+        .arg(&newer)
+        .output()
+        .expect("mapwatch replay");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut rotated_ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| identity(&serde_json::from_str(l).expect("JSON")))
+        .collect();
+    rotated_ids.sort();
+    assert_eq!(rotated_ids, live_ids, "{}", stderr_of(&out));
+}
