@@ -151,6 +151,9 @@ pub enum OnRuleError {
 pub struct AuditConfig {
     /// `unicast` (the audit daemon), `multicast` (beside it), or `auto`.
     pub mode: crate::source::audit::AuditMode,
+    /// Where records are dropped when mapwatch falls behind: `kernel` or
+    /// `userspace`.
+    pub backpressure: crate::source::audit::Backpressure,
     /// Kernel queue of records awaiting delivery (`auditctl -b`).
     pub backlog_limit: u32,
     /// SO_RCVBUF of the record socket, bytes.
@@ -169,6 +172,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             mode: crate::source::audit::AuditMode::Unicast,
+            backpressure: crate::source::audit::Backpressure::Kernel,
             backlog_limit: 8192,
             receive_buffer: 8 << 20,
             state_file: PathBuf::from("/run/mapwatch/audit-state.json"),

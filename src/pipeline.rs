@@ -16,6 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::alert::health::LossWatch;
 use crate::alert::limit::Limiter;
 use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
@@ -146,6 +147,10 @@ impl Detector {
 
     pub fn stats(&self) -> DetectorStats {
         self.stats
+    }
+
+    pub fn host(&self) -> &HostInfo {
+        &self.host
     }
 
     pub fn assembler_stats(&self) -> AssemblerStats {
@@ -392,7 +397,8 @@ impl From<std::io::Error> for RunError {
 
 const TICK: Duration = Duration::from_millis(100);
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
-const KERNEL_POLL_EVERY: Duration = Duration::from_secs(5);
+/// How often the kernel's `lost` counter is read and losses are reported.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const ALERT_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 
@@ -428,6 +434,7 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     let seeded = detector.seed_process_table()?;
     let session_options = SessionOptions {
         mode: config.audit.mode,
+        backpressure: config.audit.backpressure,
         backlog_limit: config.audit.backlog_limit,
         receive_buffer: config.audit.receive_buffer,
         state_file: config.audit.state_file.clone(),
@@ -529,6 +536,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             record_tx,
             source_stats.clone(),
             MAX_BATCH,
+            config.audit.backpressure,
         ))),
         Records::Stdin => {
             // Ends with its input (auditd closes the pipe when it stops).
@@ -589,8 +597,8 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
     let stats_every = Duration::from_secs(config.log.stats_interval_secs);
-    let mut kernel_lost_at_start = None;
     let mut kernel_lost = 0u32;
+    let mut loss_watch = LossWatch::default();
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let stop_signal = loop {
@@ -617,8 +625,13 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     detector.prune(now);
                     last_prune = now;
                 }
-                if now.duration_since(last_poll) >= KERNEL_POLL_EVERY {
-                    kernel_lost = poll_kernel_lost(&mut session, &mut kernel_lost_at_start, kernel_lost);
+                if now.duration_since(last_poll) >= HEALTH_EVERY {
+                    kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
+                    let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
+                    if let Some(health) = loss_watch.check(&losses, detector.host()) {
+                        tracing::warn!("{}", health.document["message"].as_str().unwrap_or_default());
+                        outlet.send(health);
+                    }
                     last_poll = now;
                 }
                 if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
@@ -639,6 +652,8 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             }
         }
     };
+    // Losses up to the end, before the counter is no longer ours to read.
+    kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
     tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
     let restored = session.stop();
     // What was already queued still gets evaluated.
@@ -649,6 +664,14 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
     }
     detector.flush(&mut |a| outlet.emit(a));
+    let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
+    if let Some(health) = loss_watch.check(&losses, detector.host()) {
+        tracing::warn!(
+            "{}",
+            health.document["message"].as_str().unwrap_or_default()
+        );
+        outlet.send(health);
+    }
     if let Some(reader) = reader {
         reader.abort();
     }
@@ -670,20 +693,10 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     restored.map_err(RunError::Io)
 }
 
-/// The kernel's `lost` counter since start (warned about when it grows).
-fn poll_kernel_lost(session: &mut AuditSession, baseline: &mut Option<u32>, last: u32) -> u32 {
+/// The kernel's `lost` counter since start (the health check reports growth).
+fn poll_kernel_lost(session: &mut AuditSession, last: u32) -> u32 {
     match session.kernel_status() {
-        Ok(status) => {
-            let base = *baseline.get_or_insert(status.lost);
-            let lost = status.lost.wrapping_sub(base);
-            if lost > 0 {
-                tracing::warn!(
-                    "kernel lost {lost} audit records since start (backlog {})",
-                    status.backlog
-                );
-            }
-            lost
-        }
+        Ok(status) => status.lost.wrapping_sub(session.lost_at_start),
         Err(e) => {
             tracing::warn!("reading the kernel audit status: {e}");
             last
@@ -804,6 +817,35 @@ impl Outlet {
     }
 }
 
+/// The counters that grow only when events were lost on their way.
+fn loss_counters(
+    detector: &Detector,
+    source: &SourceStats,
+    watch: &WatchStats,
+    outlet: &Outlet,
+    kernel_lost: u32,
+) -> [(&'static str, u64); 8] {
+    [
+        ("kernel_lost", u64::from(kernel_lost)),
+        ("serial_gaps", detector.serial_stats().gaps),
+        ("enobufs", source.enobufs.load(Ordering::Relaxed)),
+        (
+            "queue_dropped_records",
+            source.dropped_records.load(Ordering::Relaxed),
+        ),
+        (
+            "fanotify_overflows",
+            watch.overflows.load(Ordering::Relaxed),
+        ),
+        (
+            "read_batches_dropped",
+            watch.dropped.load(Ordering::Relaxed),
+        ),
+        ("events_evicted", detector.assembler_stats().evicted),
+        ("alerts_dropped", outlet.dropped),
+    ]
+}
+
 /// Every counter, in the order the stats line gives them.
 fn stats_counters(
     detector: &Detector,
@@ -827,6 +869,7 @@ fn stats_counters(
         ("alerts_dropped", outlet.dropped),
         ("unresolved_entry_leaders", d.unresolved_entry_leaders),
         ("kernel_lost", u64::from(kernel_lost)),
+        ("serial_gaps", detector.serial_stats().gaps),
         (
             "queue_dropped_records",
             source.dropped_records.load(Ordering::Relaxed),

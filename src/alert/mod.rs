@@ -7,6 +7,7 @@
 //! [`escape_bytes`]. The text summary is escaped for a terminal.
 
 mod escape;
+pub mod health;
 pub mod limit;
 mod time;
 

@@ -14,8 +14,9 @@
 //! - Status and rule requests go on a control socket of their own, so queued
 //!   records can never fill the socket a reply must arrive on.
 //! - [`read_records`] never blocks the pipeline: records go out in batches
-//!   through a bounded channel, and a full channel drops (and counts) the
-//!   batch. ENOBUFS is counted, not fatal.
+//!   through a bounded channel; a full channel makes the reader wait (the
+//!   kernel then drops and counts) or drops and counts the batch, as
+//!   [`Backpressure`] says. ENOBUFS is counted, not fatal.
 
 use std::fs;
 use std::io;
@@ -48,6 +49,7 @@ pub const RULE_KEY: &str = "mapwatch";
 const AUDIT_STATUS_ENABLED: u32 = 0x1;
 const AUDIT_STATUS_PID: u32 = 0x4;
 const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
+const AUDIT_STATUS_BACKLOG_WAIT_TIME: u32 = 0x20;
 const AUDIT_FILTER_TASK: u32 = 0x1;
 const AUDIT_FILTER_EXIT: u32 = 0x4;
 const AUDIT_FILTER_PREPEND: u32 = 0x10;
@@ -317,6 +319,9 @@ pub struct SavedStatus {
     pub saved_by: u32,
     pub enabled: u32,
     pub backlog_limit: u32,
+    /// Absent from the state file of a version that did not change it.
+    #[serde(default)]
+    pub backlog_wait_time: Option<u32>,
 }
 
 /// How mapwatch gets records (`[audit] mode`).
@@ -332,10 +337,28 @@ pub enum AuditMode {
     Auto,
 }
 
+/// Where records are dropped when mapwatch cannot keep up (`[audit]
+/// backpressure`), in the spirit of auditbeat's `backpressure_strategy`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backpressure {
+    /// mapwatch never drops: its reader waits, the backlog builds up in the
+    /// kernel, and the kernel drops once `backlog_limit` is reached (counted
+    /// in its `lost`), with `backlog_wait_time` set to 0 so that no process
+    /// ever stalls on the audit queue. As the audit daemon only.
+    #[default]
+    Kernel,
+    /// The reader keeps draining the socket and drops whole batches when the
+    /// pipeline's queue is full (counted as `queue_dropped_records`); the
+    /// kernel's `backlog_wait_time` is left as it is.
+    Userspace,
+}
+
 /// Settings of the audit session.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub mode: AuditMode,
+    pub backpressure: Backpressure,
     pub backlog_limit: u32,
     pub receive_buffer: usize,
     pub state_file: PathBuf,
@@ -362,6 +385,8 @@ pub struct AuditSession {
     pub multicast: Option<u32>,
     pub stale_rules_removed: usize,
     pub rules_installed: usize,
+    /// The kernel's `lost` counter when the session began.
+    pub lost_at_start: u32,
 }
 
 /// The socket records arrive on (registered, or a multicast member), plus
@@ -426,6 +451,7 @@ impl AuditSession {
             multicast: None,
             stale_rules_removed: 0,
             rules_installed: 0,
+            lost_at_start: status.lost,
         };
         session.stale_rules_removed = session
             .control
@@ -436,6 +462,10 @@ impl AuditSession {
         enable.mask = AUDIT_STATUS_ENABLED | AUDIT_STATUS_BACKLOG_LIMIT;
         enable.enabled = 1;
         enable.backlog_limit = options.backlog_limit;
+        if options.backpressure == Backpressure::Kernel {
+            enable.mask |= AUDIT_STATUS_BACKLOG_WAIT_TIME;
+            enable.backlog_wait_time = 0;
+        }
         session
             .control
             .set_status(enable)
@@ -500,6 +530,7 @@ impl AuditSession {
                 saved_by: std::process::id(),
                 enabled: status.enabled,
                 backlog_limit: status.backlog_limit,
+                backlog_wait_time: None,
             },
             state_file: PathBuf::new(),
             active: true,
@@ -507,6 +538,7 @@ impl AuditSession {
             multicast: Some(daemon.unwrap_or(0)),
             stale_rules_removed: 0,
             rules_installed: 0,
+            lost_at_start: status.lost,
         };
         session.stale_rules_removed = session
             .control
@@ -565,6 +597,10 @@ impl AuditSession {
         original.mask = AUDIT_STATUS_ENABLED | AUDIT_STATUS_BACKLOG_LIMIT;
         original.enabled = self.saved.enabled;
         original.backlog_limit = self.saved.backlog_limit;
+        if let Some(wait) = self.saved.backlog_wait_time {
+            original.mask |= AUDIT_STATUS_BACKLOG_WAIT_TIME;
+            original.backlog_wait_time = wait;
+        }
         let restored = self.control.set_status(original);
         rules?;
         unregistered?;
@@ -626,6 +662,7 @@ fn original_status(path: &Path, now: &StatusMessage, me: u32) -> Result<SavedSta
         saved_by: me,
         enabled: now.enabled,
         backlog_limit: now.backlog_limit,
+        backlog_wait_time: Some(now.backlog_wait_time),
     })
 }
 
@@ -687,17 +724,20 @@ fn require_capability(cap: u32, name: &'static str) -> Result<(), AuditError> {
 }
 
 /// Reads records until `tx` closes. Each wake-up drains the socket into one
-/// batch (at most `max_batch` records) and hands it on without waiting.
+/// batch (at most `max_batch` records) and hands it on: waiting for room
+/// with [`Backpressure::Kernel`], dropping it when the queue is full with
+/// [`Backpressure::Userspace`].
 pub async fn read_records(
     socket: RecordSocket,
     tx: mpsc::Sender<RecordBatch>,
     stats: Arc<SourceStats>,
     max_batch: usize,
+    backpressure: Backpressure,
 ) -> io::Result<()> {
     let early = socket.early_records;
     let multicast = socket.multicast;
     if !early.is_empty() {
-        send_batch(&tx, early, &stats);
+        send_batch(&tx, early, &stats, backpressure).await;
     }
     // SAFETY: `register` requires the fd to stay open while registered; the
     // netlink `Socket` owns it and is moved into (and dropped with) the AsyncFd.
@@ -729,16 +769,26 @@ pub async fn read_records(
             }
         }
         if !batch.is_empty() {
-            send_batch(&tx, batch, &stats);
+            send_batch(&tx, batch, &stats, backpressure).await;
         }
     }
 }
 
-fn send_batch(tx: &mpsc::Sender<RecordBatch>, batch: RecordBatch, stats: &SourceStats) {
+async fn send_batch(
+    tx: &mpsc::Sender<RecordBatch>,
+    batch: RecordBatch,
+    stats: &SourceStats,
+    backpressure: Backpressure,
+) {
     let count = batch.len() as u64;
     stats.records.fetch_add(count, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    if tx.try_send(batch).is_err() {
+    let sent = match backpressure {
+        // Fails only when the pipeline is gone.
+        Backpressure::Kernel => tx.send(batch).await.is_ok(),
+        Backpressure::Userspace => tx.try_send(batch).is_ok(),
+    };
+    if !sent {
         stats.dropped_records.fetch_add(count, Ordering::Relaxed);
     }
 }

@@ -65,6 +65,7 @@ pub struct KernelSnapshot {
     pub enabled: u32,
     pub pid: u32,
     pub backlog_limit: u32,
+    pub backlog_wait_time: u32,
     pub rules: Vec<String>,
 }
 
@@ -82,6 +83,7 @@ pub fn snapshot() -> KernelSnapshot {
         enabled: status.enabled,
         pid: status.pid,
         backlog_limit: status.backlog_limit,
+        backlog_wait_time: status.backlog_wait_time,
         rules,
     }
 }
@@ -105,11 +107,22 @@ pub fn set_status(enabled: u32, backlog_limit: u32) {
     socket.set_status(status).expect("setting audit status");
 }
 
+pub fn set_backlog_wait_time(wait: u32) {
+    let mut socket = AuditSocket::open().expect("audit netlink socket");
+    let mut status = StatusMessage::new();
+    status.mask = 0x20;
+    status.backlog_wait_time = wait;
+    socket
+        .set_status(status)
+        .expect("setting audit backlog_wait_time");
+}
+
 /// Restores `enabled` and `backlog_limit` and removes rules keyed `mapwatch`
 /// when dropped, even if the test panicked.
 pub struct AuditStateGuard {
     enabled: u32,
     backlog_limit: u32,
+    backlog_wait_time: u32,
 }
 
 impl AuditStateGuard {
@@ -118,6 +131,7 @@ impl AuditStateGuard {
         AuditStateGuard {
             enabled: before.enabled,
             backlog_limit: before.backlog_limit,
+            backlog_wait_time: before.backlog_wait_time,
         }
     }
 }
@@ -128,6 +142,7 @@ impl Drop for AuditStateGuard {
             let _ = socket.delete_keyed_rules();
         }
         set_status(self.enabled, self.backlog_limit);
+        set_backlog_wait_time(self.backlog_wait_time);
     }
 }
 
