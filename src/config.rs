@@ -109,7 +109,7 @@ impl Default for FanotifyConfig {
         FanotifyConfig {
             enabled: true,
             confirm_window_ms: 250,
-            hold_ms: 30,
+            hold_ms: 100,
         }
     }
 }

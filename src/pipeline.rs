@@ -149,6 +149,11 @@ impl Detector {
         self.stats
     }
 
+    /// Rules reloaded on SIGHUP take effect from the next event.
+    pub fn set_rules(&mut self, rules: RuleSet) {
+        self.rules = rules;
+    }
+
     pub fn host(&self) -> &HostInfo {
         &self.host
     }
@@ -516,7 +521,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         proc_watch,
         seeded,
     } = started;
-    let config = &options.config;
+    let mut config = options.config.clone();
     let rule_count = options.rules.rules.len();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -560,7 +565,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let fanotify_on = watcher.is_some();
 
     let (alert_tx, alert_rx) = std::sync::mpsc::sync_channel::<SinkMessage>(ALERT_QUEUE);
-    let sinks = open_sinks(&options)?;
+    let sinks = open_sinks(&config, options.foreground, options.format)?;
     let sink = std::thread::Builder::new()
         .name("mapwatch-sink".into())
         .spawn(move || sink::deliver(alert_rx, sinks))?;
@@ -596,7 +601,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let mut last_prune = Instant::now();
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
-    let stats_every = Duration::from_secs(config.log.stats_interval_secs);
+    let mut stats_every = Duration::from_secs(config.log.stats_interval_secs);
     let mut kernel_lost = 0u32;
     let mut loss_watch = LossWatch::default();
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
@@ -647,8 +652,24 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 if options.foreground {
                     break "SIGHUP";
                 }
-                tracing::info!("SIGHUP: reopening the alert file (configuration reload is not supported yet)");
-                outlet.reopen();
+                match reload(&config, options.foreground, options.format) {
+                    Ok((new, rules, sinks)) => {
+                        warn_restart_only(&config, &new);
+                        tracing::info!(
+                            "SIGHUP: reloaded {} ({} detection rules); alert files reopened",
+                            new.source_name(),
+                            rules.rules.len()
+                        );
+                        outlet.limiter = Limiter::new(&rules);
+                        outlet.replace_sinks(sinks);
+                        detector.set_rules(rules);
+                        stats_every = Duration::from_secs(new.log.stats_interval_secs);
+                        config = new;
+                    }
+                    Err(message) => tracing::error!(
+                        "SIGHUP: {message}; the running configuration stays in force"
+                    ),
+                }
             }
         }
     };
@@ -704,13 +725,41 @@ fn poll_kernel_lost(session: &mut AuditSession, last: u32) -> u32 {
     }
 }
 
+/// SIGHUP as a service: the configuration, its rules and sinks, anew. Any
+/// error leaves the running ones in force.
+fn reload(
+    current: &Config,
+    foreground: bool,
+    format: OutputFormat,
+) -> Result<(Config, RuleSet, Sinks), String> {
+    let config = Config::load(current.source_path.as_deref())
+        .map_err(|e| format!("configuration error: {e}"))?;
+    let rules = RuleSet::load(&config).map_err(|e| format!("rule error: {e}"))?;
+    let sinks = open_sinks(&config, foreground, format).map_err(|e| e.to_string())?;
+    Ok((config, rules, sinks))
+}
+
+/// Sections a reload cannot change: they shaped the audit session, the
+/// process table and fanotify at start.
+fn warn_restart_only(old: &Config, new: &Config) {
+    for (section, changed) in [
+        ("audit", old.audit != new.audit),
+        ("process", old.process != new.process),
+        ("fanotify", old.fanotify != new.fanotify),
+    ] {
+        if changed {
+            tracing::warn!("SIGHUP: [{section}] changed; it takes effect at the next restart");
+        }
+    }
+}
+
 /// The sinks of this run: stdout in the foreground, the JSON file as a
 /// service. An unusable alert file is a start-up error, not a silent loss.
-fn open_sinks(options: &RunOptions) -> Result<Sinks, RunError> {
-    let path = &options.config.output.json_file;
-    let syslog = open_syslog(&options.config);
-    let (console, file) = if options.foreground {
-        (Some(options.format), None)
+fn open_sinks(config: &Config, foreground: bool, format: OutputFormat) -> Result<Sinks, RunError> {
+    let path = &config.output.json_file;
+    let syslog = open_syslog(config);
+    let (console, file) = if foreground {
+        (Some(format), None)
     } else if path.as_os_str().is_empty() {
         (None, None)
     } else if path.as_os_str() == "-" {
@@ -790,9 +839,11 @@ impl Outlet {
         }
     }
 
-    fn reopen(&mut self) {
+    /// Reloaded sinks take over; queued alerts go to them. Waits for room:
+    /// a reload must not be lost.
+    fn replace_sinks(&mut self, sinks: Sinks) {
         if let Some(tx) = &self.tx {
-            let _ = tx.try_send(SinkMessage::Reopen);
+            let _ = tx.send(SinkMessage::Replace(Box::new(sinks)));
         }
     }
 

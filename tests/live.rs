@@ -132,7 +132,7 @@ fn shell_that_execs_its_only_command_is_still_the_entry_leader() {
         .expect("setsid");
     assert!(status.success());
     let alert = mapwatch.wait_for_alert("exec-optimised bash -c cat", |a| {
-        a["file"]["path"] == target.maps().as_str()
+        a["file"]["path"] == target.maps().as_str() && a["event"]["action"] == "exec"
     });
     let p = &alert["process"];
     assert_eq!(p["name"], "cat");

@@ -230,3 +230,105 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
         "the non-UTF-8 argument, escaped: {docs:#?}"
     );
 }
+
+#[test]
+fn sighup_reloads_configuration_and_rules_and_a_bad_configuration_changes_nothing() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (
+        dir.path().join("first.json"),
+        dir.path().join("second.json"),
+    );
+    let mapwatch = Mapwatch::start_service(
+        dir.path(),
+        &format!("[output]\njson_file = \"{}\"\n", first.display()),
+    );
+    let config_path = dir.path().join("mapwatch.toml");
+    let harness = std::fs::read_to_string(&config_path).expect("the harness's config");
+    // The harness's [audit] part, without the [output] given above.
+    let base = harness
+        .split("[output]")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let positive = |dir: &std::path::Path| {
+        let target = Target::spawn();
+        run_entry_leader("bash", &format!("cat {} > /dev/null", target.maps()), dir);
+        target
+    };
+    let wait_for = |file: &std::path::Path, maps: &str, count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = documents(file)
+                .into_iter()
+                .filter(|d| d["file"]["path"] == maps)
+                .collect::<Vec<_>>();
+            if found.len() >= count || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let one = positive(dir.path());
+    assert_eq!(wait_for(&first, &one.maps(), 1).len(), 1);
+
+    // A new alert file and one more rule (a copy of the seed under another id).
+    let rules_d = dir.path().join("rules.d");
+    std::fs::create_dir(&rules_d).expect("rules.d");
+    let copy = include_str!("../rules/proc_maps_discovery.toml")
+        .replace(
+            "rule_id = \"2f95540c-923e-4f57-9dae-de30169c68b9\"",
+            "rule_id = \"6c1f0e65-0000-4000-8000-000000000001\"",
+        )
+        .replace(
+            "name = \"Suspicious /proc/maps Discovery\"",
+            "name = \"Reloaded copy\"",
+        );
+    std::fs::write(rules_d.join("copy.toml"), copy).expect("rule file");
+    let reloaded = format!(
+        "{base}[output]\njson_file = \"{}\"\n[rules]\ndirectories = [\"{}\"]\n",
+        second.display(),
+        rules_d.display()
+    );
+    std::fs::write(&config_path, &reloaded).expect("new config");
+    mapwatch.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        mapwatch.stderr().contains("SIGHUP: reloaded"),
+        "{}",
+        mapwatch.stderr()
+    );
+    let two = positive(dir.path());
+    let alerts = wait_for(&second, &two.maps(), 2);
+    let mut names: Vec<&str> = alerts
+        .iter()
+        .filter_map(|a| a["rule"]["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Reloaded copy", "Suspicious /proc/maps Discovery"]);
+    assert!(
+        !documents(&first)
+            .iter()
+            .any(|d| d["file"]["path"] == two.maps().as_str()),
+        "the old file is no longer written"
+    );
+
+    // A bad configuration is rejected, naming key and line; nothing changes.
+    std::fs::write(&config_path, format!("{reloaded}bogus = 1\n")).expect("bad config");
+    mapwatch.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let stderr = mapwatch.stderr();
+    assert!(
+        stderr.contains("the running configuration stays in force") && stderr.contains("bogus"),
+        "{stderr}"
+    );
+    let three = positive(dir.path());
+    assert_eq!(
+        wait_for(&second, &three.maps(), 2).len(),
+        2,
+        "both rules still run"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}

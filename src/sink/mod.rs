@@ -33,8 +33,8 @@ pub enum SinkMessage {
     Alert(Alert),
     /// A `mapwatch.stats` document: to the JSON file only.
     Stats(serde_json::Value),
-    /// Reopen files (SIGHUP, after log rotation).
-    Reopen,
+    /// Sinks reloaded on SIGHUP (files reopened, after log rotation).
+    Replace(Box<Sinks>),
 }
 
 /// The sinks in use.
@@ -74,11 +74,11 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
                 }
                 continue;
             }
-            SinkMessage::Reopen => {
-                if let Some(file) = &mut sinks.file {
-                    file.reopen();
-                    tracing::info!("reopened {}", file.path().display());
+            SinkMessage::Replace(new) => {
+                if let Some(syslog) = &mut sinks.syslog {
+                    syslog.drain();
                 }
+                sinks = *new;
                 continue;
             }
         };
