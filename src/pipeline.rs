@@ -29,7 +29,7 @@ use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::sink::json_file::JsonFile;
 use crate::sink::syslog::{SyslogOptions, SyslogSink, facility_code};
-use crate::sink::{self, OutputFormat, SinkMessage, Sinks};
+use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
     AuditError, AuditSession, RecordSocket, SessionOptions, SourceStats, read_records,
@@ -566,13 +566,18 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
 
     let (alert_tx, alert_rx) = std::sync::mpsc::sync_channel::<SinkMessage>(ALERT_QUEUE);
     let sinks = open_sinks(&config, options.foreground, options.format)?;
-    let sink = std::thread::Builder::new()
-        .name("mapwatch-sink".into())
-        .spawn(move || sink::deliver(alert_rx, sinks))?;
+    let sink_stats = Arc::new(SinkStats::default());
+    let sink = {
+        let stats = sink_stats.clone();
+        std::thread::Builder::new()
+            .name("mapwatch-sink".into())
+            .spawn(move || sink::deliver(alert_rx, sinks, &stats))?
+    };
     let mut outlet = Outlet {
         tx: Some(alert_tx),
         dropped: 0,
         limiter: Limiter::new(&options.rules),
+        sinks: sink_stats,
     };
 
     let how = match (options.feed, session.multicast) {
@@ -815,6 +820,7 @@ struct Outlet {
     tx: Option<std::sync::mpsc::SyncSender<SinkMessage>>,
     dropped: u64,
     limiter: Limiter,
+    sinks: Arc<SinkStats>,
 }
 
 impl Outlet {
@@ -875,7 +881,7 @@ fn loss_counters(
     watch: &WatchStats,
     outlet: &Outlet,
     kernel_lost: u32,
-) -> [(&'static str, u64); 8] {
+) -> [(&'static str, u64); 10] {
     [
         ("kernel_lost", u64::from(kernel_lost)),
         ("serial_gaps", detector.serial_stats().gaps),
@@ -894,6 +900,14 @@ fn loss_counters(
         ),
         ("events_evicted", detector.assembler_stats().evicted),
         ("alerts_dropped", outlet.dropped),
+        (
+            "alert_file_failures",
+            outlet.sinks.file_lost.load(Ordering::Relaxed),
+        ),
+        (
+            "syslog_dropped",
+            outlet.sinks.syslog_dropped.load(Ordering::Relaxed),
+        ),
     ]
 }
 
@@ -918,6 +932,14 @@ fn stats_counters(
         ("alerts", d.alerts),
         ("alerts_suppressed", outlet.limiter.suppressed_total),
         ("alerts_dropped", outlet.dropped),
+        (
+            "alert_file_failures",
+            outlet.sinks.file_lost.load(Ordering::Relaxed),
+        ),
+        (
+            "syslog_dropped",
+            outlet.sinks.syslog_dropped.load(Ordering::Relaxed),
+        ),
         ("unresolved_entry_leaders", d.unresolved_entry_leaders),
         ("kernel_lost", u64::from(kernel_lost)),
         ("serial_gaps", detector.serial_stats().gaps),

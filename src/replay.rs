@@ -36,6 +36,8 @@ pub struct ReplaySummary {
     pub records: u64,
     pub malformed_records: u64,
     pub exec_events: u64,
+    /// Events that never got their end record (flushed or evicted).
+    pub events_without_end: u64,
     pub session_starts: u64,
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
@@ -47,12 +49,13 @@ impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events, {} session starts, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
+            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
             self.files,
             self.unreadable_files,
             self.records,
             self.malformed_records,
             self.exec_events,
+            self.events_without_end,
             self.session_starts,
             self.alerts,
             self.unresolved_entry_leaders,
@@ -112,6 +115,7 @@ pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
     summary.malformed_records = stats.malformed_records;
     summary.exec_events = assembled.exec_events;
     summary.session_starts = assembled.session_starts;
+    summary.events_without_end = assembled.flushed_without_eoe + assembled.evicted;
     summary.alerts = stats.alerts;
     summary.unresolved_entry_leaders = stats.unresolved_entry_leaders;
     summary.serial_gaps = detector.serial_stats().gaps;

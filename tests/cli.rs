@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{BIN, mapwatch, require_root, snapshot, stderr_of};
+use support::{BIN, mapwatch, require_program, require_root, snapshot, stderr_of};
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
@@ -189,4 +189,68 @@ fn replay_counts_malformed_lines_and_reads_a_recorded_log_on_stdin() {
     );
     // Logged with the attacker's escape sequence neutralised.
     assert!(!stderr.contains('\x1b'), "{stderr}");
+}
+
+/// Replays `events` exec events that never end (SYSCALL records only, no
+/// PROCTITLE or EOE) and returns mapwatch's peak RSS in KiB, as the kernel
+/// accounted it.
+fn peak_rss_of_unended_events(dir: &std::path::Path, events: u32) -> u64 {
+    use std::io::Write;
+    let config = empty_config(dir);
+    let log = dir.join(format!("no-end-{events}.log"));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&log).expect("log"));
+    for serial in 0..events {
+        writeln!(
+            out,
+            "type=SYSCALL msg=audit(1700000000.000:{serial}): arch=c000003e syscall=59 success=yes exit=0 a0=0 a1=0 a2=0 a3=0 items=2 ppid=1 pid={} auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm=\"cat\" exe=\"/usr/bin/cat\" key=\"mapwatch\"",
+            serial % 1000 + 2
+        )
+        .expect("write");
+    }
+    out.flush().expect("flush");
+    drop(out);
+    let measured = Command::new("python3")
+        .args([
+            "-c",
+            "import resource, subprocess, sys\n\
+             r = subprocess.run(sys.argv[1:], capture_output=True)\n\
+             sys.stderr.write(r.stderr.decode())\n\
+             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.exit(r.returncode)",
+            BIN,
+            "replay",
+            "--config",
+        ])
+        .arg(&config)
+        .arg(&log)
+        .output()
+        .expect("python3");
+    let stderr = stderr_of(&measured);
+    assert!(measured.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{events} exec events ({events} without an end record)"
+        )),
+        "{stderr}"
+    );
+    String::from_utf8_lossy(&measured.stdout)
+        .trim()
+        .parse()
+        .expect("ru_maxrss")
+}
+
+#[test]
+fn a_flood_of_200_000_events_that_never_end_keeps_memory_bounded() {
+    require_program("python3", "python3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 50,000 is past the point where the in-flight cap (4,096 events) is
+    // full and evictions have reached their steady state.
+    let steady = peak_rss_of_unended_events(dir.path(), 50_000);
+    let flood = peak_rss_of_unended_events(dir.path(), 200_000);
+    eprintln!("peak RSS: {steady} KiB for 50,000 unended events, {flood} KiB for 200,000");
+    assert!(
+        flood < steady + 2 * 1024,
+        "peak RSS grew from {steady} KiB to {flood} KiB: events in flight are not bounded"
+    );
+    assert!(flood < 64 * 1024, "peak RSS {flood} KiB");
 }

@@ -286,3 +286,47 @@ fn the_extended_rule_can_be_turned_off() {
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_fanotify_queue_overflow_is_reported_and_detection_goes_on() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    require_program("python3", "python3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    // Stopped, mapwatch reads nothing: 20,000 reads of /proc by as many
+    // processes (forks without exec, so no audit records, and no two events
+    // alike for the kernel to merge) overflow its 16,384-event queue.
+    mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
+    let flood = Command::new("python3")
+        .args([
+            "-c",
+            "import os\n\
+             for _ in range(20000):\n\
+             \x20   pid = os.fork()\n\
+             \x20   if pid == 0:\n\
+             \x20       open('/proc/self/stat').read()\n\
+             \x20       os._exit(0)\n\
+             \x20   os.waitpid(pid, 0)\n",
+        ])
+        .status();
+    mapwatch.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(flood.expect("python3").success());
+    let health = mapwatch.wait_for_alert("a health report of the overflow", |a| {
+        a["mapwatch"]["health"]["lost"]["fanotify_overflows"].as_u64() >= Some(1)
+    });
+    assert_eq!(health["event"]["dataset"], "mapwatch.health");
+    let target = Target::spawn();
+    run_entry_leader(
+        "bash",
+        &format!("cat {} > /dev/null", target.maps()),
+        dir.path(),
+    );
+    let alert = mapwatch.wait_for_alert("a positive after the overflow", |a| {
+        a["file"]["path"] == target.maps().as_str()
+    });
+    assert_eq!(alert["mapwatch"]["read"]["confirmed"], true);
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("fanotify_overflows="), "{stderr}");
+}

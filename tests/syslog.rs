@@ -272,3 +272,91 @@ fn a_restart_of_rsyslog_loses_nothing_over_unix_or_tcp() {
         );
     }
 }
+
+/// A tmpfs of a few KiB mounted for the test, unmounted when dropped.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(path: &Path) -> TinyDisk {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k,mode=0700", "mapwatch-test"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs (needs root)");
+        TinyDisk(path.to_owned())
+    }
+
+    /// Fills the disk with a file of its own; returns its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let block = [0u8; 4096];
+        while file.write_all(&block).and_then(|()| file.flush()).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_alert_file_is_reported_and_syslog_keeps_working() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rsyslog = Rsyslog::start(dir.path());
+    let disk = TinyDisk::mount(&dir.path().join("disk"));
+    let alerts_file = disk.0.join("alerts.json");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("run dir");
+    let extra = format!(
+        "[output]\njson_file = \"{}\"\n[syslog]\nenabled = true\naddress = \"unix:{}\"\n",
+        alerts_file.display(),
+        rsyslog.socket().display()
+    );
+    let mapwatch = Mapwatch::start_service(&run, &extra);
+    let filler = disk.fill();
+    let targets: Vec<Target> = (0..3).map(|_| Target::spawn()).collect();
+    let body: Vec<String> = targets
+        .iter()
+        .map(|t| format!("cat {} > /dev/null", t.maps()))
+        .collect();
+    run_entry_leader("bash", &body.join("; "), &run);
+    wait_until("3 alerts and a health report in rsyslog", || {
+        let docs = rsyslog.documents("unix");
+        docs.iter()
+            .filter(|d| d["event"]["action"] == "exec")
+            .count()
+            >= 3
+            && docs
+                .iter()
+                .any(|d| d["mapwatch"]["health"]["lost"]["alert_file_failures"].as_u64() >= Some(3))
+    });
+    let stderr = mapwatch.stderr();
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+
+    // Space again: the file works again, the daemon never stopped.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let after = Target::spawn();
+    run_entry_leader("bash", &format!("cat {} > /dev/null", after.maps()), &run);
+    wait_until("the next alert in the file", || {
+        alerts_in_file(&alerts_file)
+            .iter()
+            .any(|d| d["file"]["path"] == after.maps().as_str())
+    });
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("works again"), "{stderr}");
+    let in_syslog = rsyslog
+        .documents("unix")
+        .iter()
+        .filter(|d| d["event"]["action"] == "exec")
+        .count();
+    assert_eq!(in_syslog, 4, "syslog got every alert");
+}

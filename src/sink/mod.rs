@@ -46,13 +46,22 @@ pub struct Sinks {
     pub syslog: Option<SyslogSink>,
 }
 
+/// Alerts a sink could not take, shared with the pipeline's health check.
+#[derive(Default, Debug)]
+pub struct SinkStats {
+    /// Documents the JSON file could not be written (a full disk...).
+    pub file_lost: std::sync::atomic::AtomicU64,
+    /// Messages dropped from a full syslog queue.
+    pub syslog_dropped: std::sync::atomic::AtomicU64,
+}
+
 /// How often a syslog daemon that went away is tried again.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// How long shutdown waits for a syslog daemon to take what is queued.
 const DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// Delivers messages until the channel closes.
-pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
+pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks, stats: &SinkStats) {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     loop {
@@ -92,10 +101,25 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
             sinks.console = None;
         }
         if let Some(file) = &mut sinks.file {
+            let before = file.lost;
             file.write(&alert.document);
+            // A health report that failed is not itself a new loss to report
+            // (that would repeat every second while the disk is full).
+            if !is_health(&alert) {
+                stats
+                    .file_lost
+                    .fetch_add(file.lost - before, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         if let Some(syslog) = &mut sinks.syslog {
+            let before = syslog.dropped;
             syslog.send(&alert);
+            if !is_health(&alert) {
+                stats.syslog_dropped.fetch_add(
+                    syslog.dropped - before,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
         }
     }
     if let Some(syslog) = &mut sinks.syslog {
@@ -113,6 +137,10 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks) {
             );
         }
     }
+}
+
+fn is_health(alert: &Alert) -> bool {
+    alert.document["event"]["dataset"] == "mapwatch.health"
 }
 
 /// Whether text may be coloured: only on a terminal, and never when
