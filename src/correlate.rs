@@ -17,7 +17,9 @@
 //! - Everything held is bounded; overflow releases the oldest early and
 //!   counts it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -151,7 +153,7 @@ pub struct Correlator {
     /// (reader, target) pairs an exec alert has claimed, and when.
     covered: VecDeque<(u32, u32, Instant)>,
     /// Last read per (reader, target), to raise one file event per open.
-    last_read: HashMap<(u32, u32), Instant>,
+    last_read: FxHashMap<(u32, u32), Instant>,
     stats: CorrelatorStats,
 }
 
@@ -178,7 +180,7 @@ impl Correlator {
             recent: VecDeque::new(),
             held: VecDeque::new(),
             covered: VecDeque::new(),
-            last_read: HashMap::new(),
+            last_read: FxHashMap::default(),
             stats: CorrelatorStats::default(),
         }
     }

@@ -284,6 +284,11 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
         "a SIGKILLed run leaves its rules behind"
     );
     assert_eq!(snapshot().pid, crashed_pid);
+    assert_eq!(
+        snapshot().rules.len(),
+        before.rules.len() + 4 + 2,
+        "and its two unkeyed record-type exclusions"
+    );
 
     let mapwatch = Mapwatch::start(dir.path());
     let stderr = mapwatch.stderr();
@@ -297,7 +302,7 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     assert_eq!(
         snapshot(),
         before,
-        "the state from before the crashed run is restored"
+        "the state from before the crashed run is restored, exclusions included"
     );
 }
 

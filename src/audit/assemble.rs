@@ -11,7 +11,9 @@
 //! as [`SessionStart`]s (taken with [`Assembler::take_sessions`] before the
 //! exec events of the same push); everything else is only counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use super::execve::{Argv, ArgvBuilder, ArgvDefects};
@@ -112,7 +114,7 @@ struct Pending {
 }
 
 pub struct Assembler {
-    pending: HashMap<EventId, Pending>,
+    pending: FxHashMap<EventId, Pending>,
     arrival: VecDeque<(EventId, Instant)>,
     timeout: Duration,
     max_in_flight: usize,
@@ -123,7 +125,7 @@ pub struct Assembler {
 impl Assembler {
     pub fn new(timeout: Duration, max_in_flight: usize) -> Self {
         Assembler {
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             arrival: VecDeque::new(),
             timeout,
             max_in_flight: max_in_flight.max(1),

@@ -10,6 +10,8 @@
 //! attacker-controlled strings ([`Value::untrusted`]).
 
 use std::borrow::Cow;
+
+use memchr::{memchr, memchr2};
 use std::fmt;
 
 /// The numeric audit record type (`AUDIT_*` in `linux/audit.h`).
@@ -205,13 +207,17 @@ impl<'a> Iterator for Fields<'a> {
         loop {
             let start = self.rest.iter().position(|b| *b != b' ')?;
             let token = &self.rest[start..];
-            let token_end = memchr(b' ', token).unwrap_or(token.len());
-            let Some(eq) = memchr(b'=', &token[..token_end]) else {
-                self.rest = &token[token_end..];
-                continue;
+            // One scan finds the key's end, or the end of a token without `=`.
+            let Some(at) = memchr2(b'=', b' ', token) else {
+                self.rest = &[];
+                return None;
             };
-            let key = &token[..eq];
-            let raw = &token[eq + 1..];
+            if token[at] == b' ' {
+                self.rest = &token[at..];
+                continue;
+            }
+            let key = &token[..at];
+            let raw = &token[at + 1..];
             let (value, consumed) = match raw.first() {
                 Some(q @ (b'"' | b'\'')) => {
                     let inner = &raw[1..];
@@ -255,7 +261,7 @@ impl<'a> Value<'a> {
     }
 
     /// A decimal number (`pid=42`).
-    pub fn decimal<T: std::str::FromStr>(&self) -> Option<T> {
+    pub fn decimal<T: TryFrom<u64>>(&self) -> Option<T> {
         match self {
             Value::Bare(b) => parse_decimal(b),
             Value::Quoted(_) => None,
@@ -265,9 +271,10 @@ impl<'a> Value<'a> {
     /// A hexadecimal number (`arch=c000003e`).
     pub fn hex_u32(&self) -> Option<u32> {
         match self {
-            Value::Bare(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| u32::from_str_radix(s, 16).ok()),
+            Value::Bare(b) if !b.is_empty() && b.len() <= 8 => b
+                .iter()
+                .try_fold(0u32, |acc, d| Some(acc << 4 | u32::from(hex_digit(*d)?))),
+            Value::Bare(_) => None,
             Value::Quoted(_) => None,
         }
     }
@@ -334,15 +341,21 @@ pub fn decode_hex_into(hex: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-pub(crate) fn parse_decimal<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+/// ASCII digits only (no sign, no spaces); `None` on overflow of `T`.
+pub(crate) fn parse_decimal<T: TryFrom<u64>>(b: &[u8]) -> Option<T> {
+    if b.is_empty() || b.len() > 20 {
         return None;
     }
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|b| *b == needle)
+    let mut value: u64 = 0;
+    for digit in b {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    T::try_from(value).ok()
 }
 
 fn trim_line_end(mut s: &[u8]) -> &[u8] {

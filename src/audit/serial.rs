@@ -11,7 +11,7 @@
 //! backwards by more than that, or forwards by more than [`MAX_JUMP`], is a
 //! new sequence (another boot, an unrelated log), not a loss.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use super::record::Serial;
@@ -33,7 +33,7 @@ pub struct SerialStats {
 
 pub struct SerialTracker {
     highest: Option<u32>,
-    holes: HashMap<u32, Instant>,
+    holes: FxHashMap<u32, Instant>,
     grace: Duration,
     stats: SerialStats,
 }
@@ -42,7 +42,7 @@ impl SerialTracker {
     pub fn new(grace: Duration) -> Self {
         SerialTracker {
             highest: None,
-            holes: HashMap::new(),
+            holes: FxHashMap::default(),
             grace,
             stats: SerialStats::default(),
         }

@@ -1,8 +1,11 @@
 //! The process table: what mapwatch knows of every process, live or recently
 //! gone, so a short-lived `cat` can be placed in its tree after it exited.
 //!
-//! Contract: seeded from /proc, updated from every exec event, and refreshed
-//! from procfs whenever a lookup finds the process alive. An entry is one
+//! Contract: seeded from /proc, updated from every exec and setsid event
+//! (without reading procfs: the exec path must stay cheap, and most exec'd
+//! programs are gone before their event arrives), and refreshed from procfs
+//! whenever a lookup (a rule or an alert needing relations) finds the
+//! process alive. An entry is one
 //! process, identified by `(pid, start time)`: when procfs shows a different
 //! start time under the same pid, the old entry is replaced. Entries of gone
 //! processes are kept for a grace period, then pruned; the table never holds
@@ -14,7 +17,7 @@
 //! session and a new ppid (other than init's, which adopts orphans) meaning
 //! a new process under a reused pid.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use super::stat::{ProcStat, TtyKind, read_stat, tty_kind};
@@ -96,7 +99,7 @@ pub struct TableStats {
 }
 
 pub struct ProcessTable {
-    entries: HashMap<u32, Process>,
+    entries: FxHashMap<u32, Process>,
     capacity: usize,
     grace: Duration,
     stats: TableStats,
@@ -108,7 +111,7 @@ impl ProcessTable {
     /// A table of this machine's processes, kept current from procfs.
     pub fn new(capacity: usize, grace: Duration) -> Self {
         ProcessTable {
-            entries: HashMap::new(),
+            entries: FxHashMap::default(),
             capacity: capacity.max(16),
             grace,
             stats: TableStats::default(),
@@ -183,14 +186,17 @@ impl ProcessTable {
     /// event says (exe, argv, cwd) comes after the rules, by move:
     /// [`ProcessTable::keep_exec_details`].
     pub fn record_exec(&mut self, event: &ExecEvent, now: Instant) {
-        let live = self.read_stat(event.pid);
-        let same_process = match (self.entries.get(&event.pid), &live) {
-            (Some(known), Some(live)) => known.start_ticks.is_none_or(|s| s == live.start_ticks),
-            // A log shows no exits: a new parent other than init (which
-            // adopts orphans) is taken for a reused pid.
-            (Some(known), None) if self.is_history() => known.ppid == event.ppid || event.ppid == 1,
-            (Some(_), None) => true,
-            (None, _) => false,
+        let same_process = match self.entries.get(&event.pid) {
+            None => false,
+            Some(known) if known.gone_since.is_some() => false,
+            // An exec keeps the process; init adopts orphans.
+            Some(known) if known.ppid == event.ppid || event.ppid == 1 => true,
+            // A new parent: a reused pid, or an orphan adopted by a subreaper.
+            // Only procfs tells them apart (a log can't: a reused pid).
+            Some(known) => match (known.start_ticks, self.read_stat(event.pid)) {
+                (Some(start), Some(live)) => start == live.start_ticks,
+                _ => false,
+            },
         };
         if !same_process {
             if self.entries.remove(&event.pid).is_some() {
@@ -208,18 +214,8 @@ impl ProcessTable {
             process.name_before_exec = Some(before);
         }
         process.ppid = event.ppid;
-        match live {
-            Some(live) => apply_stat(process, &live),
-            None => {
-                if let Some(tty) = &event.tty {
-                    process.tty = Some(tty_kind_of_name(tty));
-                }
-                if !self.procfs {
-                    process.touched = now;
-                } else {
-                    process.gone_since.get_or_insert(now);
-                }
-            }
+        if let Some(tty) = &event.tty {
+            process.tty = Some(tty_kind_of_name(tty));
         }
         process.renamed_at = Some(now);
         process.euid = event.euid;
@@ -367,9 +363,24 @@ fn tty_kind_of_name(name: &[u8]) -> TtyKind {
     }
 }
 
+/// Whether the process still runs. Entries known only from exec events
+/// (no start time) are checked with `kill(pid, 0)`, which reads nothing in
+/// /proc (a read there would be one more fanotify event for ourselves).
 fn is_alive(process: &Process) -> bool {
-    read_stat(process.pid)
-        .is_ok_and(|live| process.start_ticks.is_none_or(|s| s == live.start_ticks))
+    match process.start_ticks {
+        Some(start) => read_stat(process.pid).is_ok_and(|live| live.start_ticks == start),
+        None => pid_exists(process.pid),
+    }
+}
+
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 #[cfg(test)]

@@ -271,6 +271,25 @@ fn exit_rule(action: RuleAction, prepend: bool) -> RuleMessage {
     rule
 }
 
+/// Record types of an exec event that mapwatch never reads: EOE (PROCTITLE,
+/// always the last record of a syscall event, ends it) and BPRM_FCAPS
+/// (file capabilities of the new program).
+const UNUSED_RECORD_TYPES: [u32; 2] = [1320, 1321];
+
+/// `AUDIT_FILTER_EXCLUDE`: the list that drops records by type.
+const AUDIT_FILTER_EXCLUDE: u32 = 0x05;
+
+/// `-a never,exclude -F msgtype=TYPE` (no key: see
+/// [`AuditSession::exclude_unused_record_types`]).
+fn exclude_rule(record_type: u32) -> RuleMessage {
+    let mut rule = RuleMessage::new();
+    rule.flags = RuleFlags::from(AUDIT_FILTER_EXCLUDE);
+    rule.action = RuleAction::Never;
+    rule.fields
+        .push((RuleField::Msgtype(record_type), RuleFieldFlags::Equal));
+    rule
+}
+
 /// `-a never,exit -F pid=OURS -k mapwatch`, first in the list: our own
 /// activity must never feed back into our input.
 fn self_exclusion_rule(pid: u32) -> RuleMessage {
@@ -313,7 +332,7 @@ fn syscall_rule(abi: &AbiSyscalls) -> RuleMessage {
 }
 
 /// The kernel settings mapwatch changes, as they were before it started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedStatus {
     /// The mapwatch process that saved this (to tell a crashed run's file).
     pub saved_by: u32,
@@ -322,6 +341,10 @@ pub struct SavedStatus {
     /// Absent from the state file of a version that did not change it.
     #[serde(default)]
     pub backlog_wait_time: Option<u32>,
+    /// Record types this run excluded (kernel exclude rules can carry no
+    /// key, so a run after a crash learns here which ones are ours).
+    #[serde(default)]
+    pub excluded_types: Vec<u32>,
 }
 
 /// How mapwatch gets records (`[audit] mode`).
@@ -439,7 +462,8 @@ impl AuditSession {
             }
             _ => {}
         }
-        let saved = original_status(&options.state_file, &status, me)?;
+        let mut saved = original_status(&options.state_file, &status, me)?;
+        let stale_exclusions = std::mem::take(&mut saved.excluded_types);
         write_state_file(&options.state_file, &saved)?;
 
         let mut session = AuditSession {
@@ -480,6 +504,9 @@ impl AuditSession {
         })?;
         session.registered = true;
         session.add_rules(me)?;
+        session.remove_exclusions(&stale_exclusions);
+        session.exclude_unused_record_types()?;
+        write_state_file(&options.state_file, &session.saved)?;
         Ok((session, records))
     }
 
@@ -531,6 +558,7 @@ impl AuditSession {
                 enabled: status.enabled,
                 backlog_limit: status.backlog_limit,
                 backlog_wait_time: None,
+                excluded_types: Vec::new(),
             },
             state_file: PathBuf::new(),
             active: true,
@@ -564,6 +592,39 @@ impl AuditSession {
         Ok(())
     }
 
+    /// As the only consumer of records (unicast), asks the kernel not to
+    /// produce the record types mapwatch never reads: fewer records to
+    /// format, queue, copy and receive per exec. Not beside another daemon,
+    /// whose log wants them (auditd ends its events at EOE).
+    ///
+    /// The kernel ignores an exclude rule that carries a key (and every
+    /// exclude rule after it), so these are unkeyed. Ours are listed in the
+    /// state file and deleted one for one at stop; the kernel accepts an
+    /// identical rule twice, so someone else's copy stays.
+    fn exclude_unused_record_types(&mut self) -> Result<(), AuditError> {
+        for record_type in UNUSED_RECORD_TYPES {
+            match self.control.add_rule(exclude_rule(record_type)) {
+                Ok(()) => {}
+                // The kernel's own comparison found an identical rule.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => return Err(kernel("adding the record-type exclusions")(e)),
+            }
+            self.saved.excluded_types.push(record_type);
+            self.rules_installed += 1;
+        }
+        Ok(())
+    }
+
+    /// Deletes exclusions this (or a crashed) run added; ones already gone
+    /// are no error.
+    fn remove_exclusions(&mut self, types: &[u32]) {
+        for &record_type in types {
+            if let Err(e) = self.control.delete_rule(exclude_rule(record_type)) {
+                tracing::debug!("exclusion of record type {record_type} already gone: {e}");
+            }
+        }
+    }
+
     /// Reads the kernel's counters (lost, backlog) on the control socket.
     pub fn kernel_status(&mut self) -> io::Result<StatusMessage> {
         self.control.status()
@@ -580,6 +641,8 @@ impl AuditSession {
         }
         self.active = false;
         let rules = self.control.delete_keyed_rules();
+        let excluded = std::mem::take(&mut self.saved.excluded_types);
+        self.remove_exclusions(&excluded);
         if self.multicast.is_some() {
             return rules.map(|_| ());
         }
@@ -663,6 +726,7 @@ fn original_status(path: &Path, now: &StatusMessage, me: u32) -> Result<SavedSta
         enabled: now.enabled,
         backlog_limit: now.backlog_limit,
         backlog_wait_time: Some(now.backlog_wait_time),
+        excluded_types: Vec::new(),
     })
 }
 
@@ -742,7 +806,7 @@ pub async fn read_records(
     // SAFETY: `register` requires the fd to stay open while registered; the
     // netlink `Socket` owns it and is moved into (and dropped with) the AsyncFd.
     let fd = unsafe { AsyncFd::register(socket.socket) }.map_err(io::Error::from)?;
-    let mut buf = vec![0u8; RECORD_BUF_LEN];
+    let mut datagrams = Datagrams::new();
     loop {
         let mut guard = tokio::select! {
             ready = fd.readable() => ready?,
@@ -750,9 +814,18 @@ pub async fn read_records(
         };
         let mut batch = RecordBatch::default();
         loop {
-            match recv(fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(len) => {
-                    split_records(&buf[..len.min(buf.len())], multicast, &mut batch);
+            match datagrams.receive(fd.get_ref().as_raw_fd()) {
+                Ok(count) => {
+                    for datagram in datagrams.iter(count) {
+                        split_records(datagram, multicast, &mut batch);
+                    }
+                    // Fewer than asked for: the queue was empty a moment
+                    // ago. Any record arriving since raised a new epoll
+                    // edge, which tokio keeps, so no EAGAIN round trip.
+                    if count < DATAGRAMS_PER_CALL {
+                        guard.clear_ready();
+                        break;
+                    }
                     if batch.len() >= max_batch {
                         break;
                     }
@@ -771,6 +844,65 @@ pub async fn read_records(
         if !batch.is_empty() {
             send_batch(&tx, batch, &stats, backpressure).await;
         }
+    }
+}
+
+/// Datagrams received per system call: the records of a few exec events.
+const DATAGRAMS_PER_CALL: usize = 32;
+
+/// Buffers for `recvmmsg(2)`: one slot per datagram. Every audit record is
+/// one datagram, so one call per wake-up instead of one per record.
+struct Datagrams {
+    buf: Vec<u8>,
+    lens: [usize; DATAGRAMS_PER_CALL],
+}
+
+impl Datagrams {
+    fn new() -> Self {
+        Datagrams {
+            buf: vec![0u8; RECORD_BUF_LEN * DATAGRAMS_PER_CALL],
+            lens: [0; DATAGRAMS_PER_CALL],
+        }
+    }
+
+    /// Receives what is queued, up to [`DATAGRAMS_PER_CALL`] datagrams,
+    /// without waiting; returns how many.
+    fn receive(&mut self, fd: std::os::fd::RawFd) -> Result<usize, Errno> {
+        let mut iovecs: [libc::iovec; DATAGRAMS_PER_CALL] = std::array::from_fn(|i| libc::iovec {
+            iov_base: self.buf[i * RECORD_BUF_LEN..].as_mut_ptr().cast(),
+            iov_len: RECORD_BUF_LEN,
+        });
+        // SAFETY: an all-zero mmsghdr is valid (null name and control).
+        let mut headers: [libc::mmsghdr; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+        for (header, iov) in headers.iter_mut().zip(iovecs.iter_mut()) {
+            header.msg_hdr.msg_iov = iov;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at one iovec of this frame, each
+        // covering a disjoint RECORD_BUF_LEN slice of `self.buf`, all alive
+        // for the call; the kernel writes at most iov_len bytes per slot.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                DATAGRAMS_PER_CALL as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let count = usize::try_from(received).map_err(|_| Errno::last())?;
+        for (len, header) in self.lens.iter_mut().zip(&headers[..count]) {
+            *len = (header.msg_len as usize).min(RECORD_BUF_LEN);
+        }
+        Ok(count)
+    }
+
+    /// The first `count` datagrams of the last [`Datagrams::receive`].
+    fn iter(&self, count: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        self.lens[..count]
+            .iter()
+            .enumerate()
+            .map(|(i, len)| &self.buf[i * RECORD_BUF_LEN..i * RECORD_BUF_LEN + len])
     }
 }
 

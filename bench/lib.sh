@@ -1,0 +1,142 @@
+# Shared by the bench/ scripts: peers installed from the distribution, the
+# release build, the storm generator, daemons started on private configs,
+# CPU accounting, and the kernel's audit state restored on every exit.
+# shellcheck shell=bash
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+[ "$(id -u)" = 0 ] || { echo "bench: run as root (audit and fanotify)" >&2; exit 1; }
+for pkg in auditd laurel gcc python3 procps time; do
+    dpkg -s "$pkg" > /dev/null 2>&1 || need="${need:-} $pkg"
+done
+if [ -n "${need:-}" ]; then apt-get install -y $need > /dev/null; fi
+cargo build --release --locked -q
+bin=$root/target/release/mapwatch
+work=$(mktemp -d /tmp/mapwatch-bench.XXXXXX)
+gcc -O2 -o "$work/storm" "$root/bench/storm.c"
+ticks=$(getconf CLK_TCK)
+daemons=()
+backlog_before=$(auditctl -s | awk '$1 == "backlog_limit" { print $2 }')
+
+cleanup() {
+    for pid in "${daemons[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
+    for pid in "${daemons[@]}"; do
+        while kill -0 "$pid" 2> /dev/null; do sleep 0.1; done
+    done
+    auditctl -D -k mapwatch > /dev/null 2>&1 || true
+    auditctl -e 0 > /dev/null 2>&1 || true
+    auditctl -b "$backlog_before" > /dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The same rules for every contender: what mapwatch installs.
+audit_rules() {
+    auditctl -b 8192 > /dev/null
+    auditctl -a always,exit -F arch=b64 -S execve,execveat,setsid -k mapwatch > /dev/null
+    auditctl -a always,exit -F arch=b32 -S execve,execveat,setsid -k mapwatch > /dev/null
+    auditctl -e 1 > /dev/null
+}
+
+kernel_lost() { auditctl -s | awk '$1 == "lost" { print $2 }'; }
+
+# user+sys ticks of the given pids (all their threads).
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+# Machine, kernel and versions, for the results' header.
+describe_machine() {
+    echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")."
+    echo "Versions: mapwatch $("$bin" --version | awk '{ print $2 }'), auditd $(dpkg-query -W -f='${Version}' auditd), laurel $(dpkg-query -W -f='${Version}' laurel), $(rustc --version | cut -d' ' -f1-2)."
+}
+
+# mapwatch as the service runs it (fanotify on); sets $started to its pid
+# once ready.
+start_mapwatch() {
+    local dir=$work/mapwatch
+    mkdir -p "$dir"
+    cat > "$dir/mapwatch.toml" << CONF
+[audit]
+state_file = "$dir/state.json"
+[log]
+stats_interval_secs = 0
+[output]
+json_file = "$dir/alerts.json"
+CONF
+    chmod 600 "$dir/mapwatch.toml"
+    : > "$dir/stderr"
+    "$bin" run --config "$dir/mapwatch.toml" > /dev/null 2> "$dir/stderr" &
+    started=$!
+    daemons+=("$started")
+    for _ in $(seq 100); do grep -q ready "$dir/stderr" && break; sleep 0.1; done
+    grep -q ready "$dir/stderr" || { cat "$dir/stderr" >&2; exit 1; }
+}
+
+# auditd -n on a private config; $1: RAW or ENRICHED, $2: "laurel" to add
+# laurel as its plugin. Sets $started to auditd's pid once registered, with
+# the rules in.
+start_auditd() {
+    local format=$1 plugin=${2:-} dir=$work/auditd-$1-${2:-plain}
+    mkdir -p "$dir/plugins.d"
+    cat > "$dir/auditd.conf" << CONF
+local_events = yes
+write_logs = yes
+log_file = $dir/audit.log
+log_group = root
+log_format = $format
+flush = INCREMENTAL_ASYNC
+freq = 50
+max_log_file = 2048
+num_logs = 2
+max_log_file_action = ROTATE
+priority_boost = 4
+name_format = NONE
+space_left = 75
+space_left_action = IGNORE
+admin_space_left = 50
+admin_space_left_action = IGNORE
+disk_full_action = IGNORE
+disk_error_action = IGNORE
+q_depth = 8000
+overflow_action = SYSLOG
+max_restarts = 10
+plugin_dir = $dir/plugins.d
+end_of_event_timeout = 2
+CONF
+    chmod 600 "$dir/auditd.conf"
+    if [ "$plugin" = laurel ]; then
+        mkdir -p "$dir/laurel"
+        chown _laurel "$dir/laurel"
+        sed -e "s|^directory = .*|directory = \"$dir/laurel\"|" /etc/laurel/config.toml > "$dir/laurel.toml"
+        cat > "$dir/plugins.d/laurel.conf" << CONF
+active = yes
+direction = out
+type = always
+format = string
+path = /usr/sbin/laurel
+args = --config $dir/laurel.toml
+CONF
+    fi
+    auditd -n -c "$dir" > /dev/null 2>&1 &
+    started=$!
+    daemons+=("$started")
+    for _ in $(seq 100); do
+        [ "$(auditctl -s | awk '$1 == "pid" { print $2 }')" = "$started" ] && break
+        sleep 0.1
+    done
+    audit_rules
+}
+
+stop_daemon() {
+    kill -TERM "$1" 2> /dev/null || true
+    while kill -0 "$1" 2> /dev/null; do sleep 0.1; done
+    auditctl -D -k mapwatch > /dev/null 2>&1 || true
+    auditctl -e 0 > /dev/null 2>&1 || true
+}
