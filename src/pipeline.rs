@@ -611,17 +611,31 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let mut loss_watch = LossWatch::default();
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    // One timer, moved only when the correlator's next deadline changes:
+    // a fresh one per wake-up would cost a timer-wheel insertion each time.
+    let release = tokio::time::sleep_until(far_future());
+    tokio::pin!(release);
+    let mut armed_for = None;
+    let mut fired = false;
     let stop_signal = loop {
-        let deadline = detector
-            .next_deadline()
-            .map_or_else(far_future, tokio::time::Instant::from_std);
+        let next = detector.next_deadline();
+        if fired || next != armed_for {
+            fired = false;
+            armed_for = next;
+            release
+                .as_mut()
+                .reset(next.map_or_else(far_future, tokio::time::Instant::from_std));
+        }
         tokio::select! {
             reads = read_rx.recv(), if fanotify_on => {
                 if let Some(reads) = reads {
                     detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => detector.on_tick(Instant::now(), &mut |a| outlet.emit(a)),
+            _ = &mut release => {
+                fired = true;
+                detector.on_tick(Instant::now(), &mut |a| outlet.emit(a));
+            }
             batch = record_rx.recv() => match batch {
                 Some(batch) => detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)),
                 None if options.feed == Feed::AuditdPlugin => break "end of the auditd feed",

@@ -338,7 +338,12 @@ fn parse_path(record: &Record<'_>) -> PathItem {
         match key {
             b"item" => item.item = value.decimal().unwrap_or(u32::MAX),
             b"name" => item.name = untrusted(Some(value)),
-            b"nametype" => item.nametype = Some(value.raw().to_vec()),
+            b"nametype" => {
+                item.nametype = Some(value.raw().to_vec());
+                // The kernel writes item and name before nametype; the
+                // capability fields after it are of no use here.
+                break;
+            }
             _ => {}
         }
     }
