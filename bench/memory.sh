@@ -12,20 +12,18 @@ live=${3:-10000}
 rss() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
 echo "starting $live sleeping processes" >&2
-python3 - "$live" << 'PY' &
+python3 - "$live" "$work/forked" << 'PY' &
 import os, signal, sys, time
-pids = []
 for _ in range(int(sys.argv[1])):
-    pid = os.fork()
-    if pid == 0:
+    if os.fork() == 0:
         signal.pause()
         os._exit(0)
-    pids.append(pid)
+open(sys.argv[2], "w").close()
 time.sleep(100000)
 PY
 holder=$!
 daemons+=("$holder")
-sleep 5
+while [ ! -e "$work/forked" ]; do sleep 0.5; done
 start_mapwatch
 mw=$started
 known=$(grep -o '[0-9]* processes known' "$work/mapwatch/stderr")

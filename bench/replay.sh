@@ -28,11 +28,11 @@ execs=$(grep -c '^type=EXECVE' "$work/1m.log")
 touch "$work/empty.toml" && chmod 600 "$work/empty.toml"
 
 timed() { # prints "wall_s cpu_s" of the command
-    local t0 t1 c
+    local t0 t1
     t0=$(date +%s.%N)
-    c=$( { /usr/bin/env time -f '%U %S' "$@" > /dev/null 2> /dev/null; } 2>&1 | tail -1)
+    /usr/bin/time -f '%U %S' -o "$work/time.out" "$@" > /dev/null 2>&1
     t1=$(date +%s.%N)
-    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') $(awk '{ printf "%.3f", $1 + $2 }' <<< "$c")"
+    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') $(awk '{ printf "%.3f", $1 + $2 }' "$work/time.out")"
 }
 best() { # best wall time of three runs: "wall cpu"
     local best_line="" line
@@ -49,10 +49,11 @@ laurel_run() { rm -f "$work/laurel-out/audit.log"*; timed taskset -c 1 sh -c "/u
 read -r mw_wall mw_cpu <<< "$(best mapwatch_run)"
 read -r la_wall la_cpu <<< "$(best laurel_run)"
 alerts=$("$bin" replay --config "$work/empty.toml" "$work/1m.log" 2> /dev/null | wc -l)
+laurel_events=$(cat "$work/laurel-out/audit.log"* | wc -l)
 echo
 describe_machine
 echo "Command: bash bench/replay.sh $want"
-echo "Log: $records records ($execs exec events), $(du -h "$work/1m.log" | cut -f1), auditd RAW; mapwatch raised $alerts alerts."
+echo "Log: $records records ($execs exec events), $(du -h "$work/1m.log" | cut -f1), auditd RAW; mapwatch raised $alerts alerts, laurel wrote $laurel_events events."
 echo
 echo "| tool | wall s (best of 3) | CPU s | records/s (wall) | ratio |"
 echo "| --- | ---: | ---: | ---: | ---: |"

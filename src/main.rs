@@ -132,7 +132,13 @@ fn main() -> ExitCode {
             verbose,
             files,
         } => {
-            init_logging(verbose);
+            let stdin_only = files.is_empty() || files == [Path::new("-")];
+            let plugin = stdin_only && !recorded;
+            if plugin && mapwatch::diagnostics::stderr_is_discarded() {
+                init_logging_to(verbose, mapwatch::diagnostics::DevLog::connect("/dev/log"));
+            } else {
+                init_logging(verbose);
+            }
             let (config, rules) = match load(config.as_deref()) {
                 Ok(loaded) => loaded,
                 Err(message) => {
@@ -140,8 +146,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let stdin_only = files.is_empty() || files == [Path::new("-")];
-            if stdin_only && !recorded {
+            if plugin {
                 return run(RunOptions {
                     feed: Feed::AuditdPlugin,
                     config,
@@ -353,19 +358,34 @@ fn run(options: RunOptions) -> ExitCode {
     }
 }
 
-fn init_logging(verbose: bool) {
+fn log_filter(verbose: bool) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
     let default = if verbose {
         "mapwatch=debug"
     } else {
         "mapwatch=info"
     };
-    let filter =
-        EnvFilter::try_from_env("MAPWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    EnvFilter::try_from_env("MAPWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+fn init_logging(verbose: bool) {
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(verbose))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .init();
+}
+
+/// As auditd's plugin, whose stderr is /dev/null: to syslog, which stamps
+/// lines itself.
+fn init_logging_to(verbose: bool, writer: mapwatch::diagnostics::DevLog) {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(verbose))
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .with_level(false)
         .init();
 }
