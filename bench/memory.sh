@@ -14,14 +14,19 @@ rss() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 echo "starting $live sleeping processes" >&2
 python3 - "$live" "$work/forked" << 'PY' &
 import os, signal, sys, time
+os.setpgrp()
+# Stopped by the harness: take every sleeper along.
+signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
 for _ in range(int(sys.argv[1])):
     if os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pause()
         os._exit(0)
 open(sys.argv[2], "w").close()
 time.sleep(100000)
 PY
 holder=$!
+disown "$holder"
 daemons+=("$holder")
 while [ ! -e "$work/forked" ]; do sleep 0.5; done
 start_mapwatch

@@ -196,7 +196,7 @@ impl Default for ProcessConfig {
     fn default() -> Self {
         ProcessConfig {
             table_capacity: 65536,
-            gone_grace_secs: 60,
+            gone_grace_secs: 10,
         }
     }
 }

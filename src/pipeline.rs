@@ -401,7 +401,7 @@ impl From<std::io::Error> for RunError {
 }
 
 const TICK: Duration = Duration::from_millis(100);
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// How often the kernel's `lost` counter is read and losses are reported.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const ALERT_QUEUE: usize = 4096;

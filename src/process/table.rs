@@ -306,8 +306,18 @@ impl ProcessTable {
         let grace = self.grace;
         let before = self.entries.len();
         for process in self.entries.values_mut() {
-            if process.gone_since.is_none() && !is_alive(process) {
-                process.gone_since = Some(now);
+            match process.gone_since {
+                None if !is_alive(process) => process.gone_since = Some(now),
+                // Found gone by an earlier pass: it exited more than a
+                // pass ago, long after any read of its could still be in
+                // flight. Its ancestry stays; its exec details go (most of
+                // an entry's memory under an exec storm).
+                Some(_) => {
+                    process.args = None;
+                    process.cwd = None;
+                    process.exe = None;
+                }
+                None => {}
             }
         }
         self.entries.retain(|_, p| {
