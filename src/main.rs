@@ -139,12 +139,8 @@ fn main() -> ExitCode {
             } else {
                 init_logging(verbose);
             }
-            let (config, rules) = match load(config.as_deref()) {
-                Ok(loaded) => loaded,
-                Err(message) => {
-                    tracing::error!("{message}");
-                    return ExitCode::from(2);
-                }
+            let Some((config, rules)) = load_or_log(config.as_deref()) else {
+                return ExitCode::from(2);
             };
             if plugin {
                 return run(RunOptions {
@@ -185,12 +181,8 @@ fn main() -> ExitCode {
             verbose,
         } => {
             init_logging(verbose);
-            let (config, rules) = match load(config.as_deref()) {
-                Ok(loaded) => loaded,
-                Err(message) => {
-                    tracing::error!("{message}");
-                    return ExitCode::from(2);
-                }
+            let Some((config, rules)) = load_or_log(config.as_deref()) else {
+                return ExitCode::from(2);
             };
             let format = format.unwrap_or(if foreground && std::io::stdout().is_terminal() {
                 OutputFormat::Text
@@ -214,6 +206,14 @@ fn load(path: Option<&Path>) -> Result<(Config, RuleSet), String> {
     let config = Config::load(path).map_err(|e| format!("configuration error: {e}"))?;
     let rules = RuleSet::load(&config).map_err(|e| format!("rule error: {e}"))?;
     Ok((config, rules))
+}
+
+/// [`load`] for the commands that log: an error is logged, `None` returned
+/// (the caller exits 2).
+fn load_or_log(path: Option<&Path>) -> Option<(Config, RuleSet)> {
+    load(path)
+        .inspect_err(|message| tracing::error!("{message}"))
+        .ok()
 }
 
 fn check_config(path: Option<&Path>) -> ExitCode {

@@ -136,19 +136,15 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     );
 
     // The spine's scenario: every seed shell as an entry leader.
-    let mut runs = Vec::new();
-    for shell in SHELLS {
-        let target = Target::spawn();
-        let body = format!(
-            "cat {} > /dev/null; grep -c mapwatch-{shell} /proc/self/maps > /dev/null",
-            target.maps()
-        );
-        let shell_pid = run_entry_leader(shell, &body, &run);
-        runs.push((shell, shell_pid, target));
-    }
+    let runs = run_spine_scenarios(&run);
     mapwatch.sync();
     let alerts = mapwatch.alerts();
-    for (shell, shell_pid, target) in &runs {
+    for ShellRun {
+        shell,
+        shell_pid,
+        target,
+    } in &runs
+    {
         let cat: Vec<&Value> = alerts
             .iter()
             .filter(|a| a["file"]["path"] == target.maps().as_str())
@@ -169,7 +165,7 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     // auditd's own log got the records, its registration and rules stay.
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(&auditd.log).expect("auditd's log");
-    for (shell, _, target) in &runs {
+    for ShellRun { shell, target, .. } in &runs {
         let quoted = format!("\"{}\"", target.maps());
         let hex: String = target.maps().bytes().map(|b| format!("{b:02X}")).collect();
         assert!(
@@ -254,16 +250,7 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
     // Rules go in before the feed is read: give it a moment to start.
     std::thread::sleep(Duration::from_millis(200));
 
-    let mut runs = Vec::new();
-    for shell in SHELLS {
-        let target = Target::spawn();
-        let body = format!(
-            "cat {} > /dev/null; grep -c mapwatch-{shell} /proc/self/maps > /dev/null",
-            target.maps()
-        );
-        let shell_pid = run_entry_leader(shell, &body, &run);
-        runs.push((shell, shell_pid, target));
-    }
+    let runs = run_spine_scenarios(&run);
     let deadline = Instant::now() + Duration::from_secs(20);
     while exec_alerts(&documents(&alerts_file)).len() < 2 * SHELLS.len() {
         assert!(
@@ -278,7 +265,12 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
     std::thread::sleep(Duration::from_millis(500));
     let live = documents(&alerts_file);
     let live_execs = exec_alerts(&live);
-    for (shell, shell_pid, target) in &runs {
+    for ShellRun {
+        shell,
+        shell_pid,
+        target,
+    } in &runs
+    {
         let cat: Vec<&&Value> = live_execs
             .iter()
             .filter(|a| a["file"]["path"] == target.maps().as_str())

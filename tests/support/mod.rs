@@ -380,6 +380,34 @@ pub fn own_pid_var(shell: &str) -> &'static str {
     if shell == "fish" { "$fish_pid" } else { "$$" }
 }
 
+/// One spine scenario: `shell`, started as an entry leader, read `target`'s
+/// map with cat and its own with grep (marked `mapwatch-<shell>`).
+pub struct ShellRun {
+    pub shell: &'static str,
+    pub shell_pid: u32,
+    pub target: Target,
+}
+
+/// The spine's scenario for every seed shell, one after the other.
+pub fn run_spine_scenarios(dir: &Path) -> Vec<ShellRun> {
+    SHELLS
+        .iter()
+        .map(|&shell| {
+            let target = Target::spawn();
+            let body = format!(
+                "cat {} > /dev/null; grep -c mapwatch-{shell} /proc/self/maps > /dev/null",
+                target.maps()
+            );
+            let shell_pid = run_entry_leader(shell, &body, dir);
+            ShellRun {
+                shell,
+                shell_pid,
+                target,
+            }
+        })
+        .collect()
+}
+
 /// Runs `body` in `shell` started as an entry leader (`setsid -f`, so its
 /// parent becomes pid 1), and waits until it has finished. Returns the
 /// shell's pid.
