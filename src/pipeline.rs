@@ -577,10 +577,11 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         tx: Some(alert_tx),
         dropped: 0,
         limiter: Limiter::new(&options.rules),
-        sinks: sink_stats,
+        sink_stats,
+        losses: LossWatch::default(),
     };
 
-    let how = match (options.feed, session.multicast) {
+    let how = match (options.feed, session.beside_daemon) {
         (Feed::AuditdPlugin, daemon) => format!(
             "reading the feed of the audit daemon (pid {}) on stdin as its plugin",
             daemon.unwrap_or(0)
@@ -608,7 +609,6 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let mut last_stats = Instant::now();
     let mut stats_every = Duration::from_secs(config.log.stats_interval_secs);
     let mut kernel_lost = 0u32;
-    let mut loss_watch = LossWatch::default();
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
     // One timer, moved only when the correlator's next deadline changes:
@@ -652,10 +652,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 if now.duration_since(last_poll) >= HEALTH_EVERY {
                     kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
                     let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
-                    if let Some(health) = loss_watch.check(&losses, detector.host()) {
-                        tracing::warn!("{}", health.document["message"].as_str().unwrap_or_default());
-                        outlet.send(health);
-                    }
+                    outlet.report_losses(&losses, detector.host());
                     last_poll = now;
                 }
                 if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
@@ -705,13 +702,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     }
     detector.flush(&mut |a| outlet.emit(a));
     let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
-    if let Some(health) = loss_watch.check(&losses, detector.host()) {
-        tracing::warn!(
-            "{}",
-            health.document["message"].as_str().unwrap_or_default()
-        );
-        outlet.send(health);
-    }
+    outlet.report_losses(&losses, detector.host());
     if let Some(reader) = reader {
         reader.abort();
     }
@@ -834,7 +825,8 @@ struct Outlet {
     tx: Option<std::sync::mpsc::SyncSender<SinkMessage>>,
     dropped: u64,
     limiter: Limiter,
-    sinks: Arc<SinkStats>,
+    sink_stats: Arc<SinkStats>,
+    losses: LossWatch,
 }
 
 impl Outlet {
@@ -847,6 +839,23 @@ impl Outlet {
     fn send(&mut self, alert: Alert) {
         if let Some(tx) = &self.tx
             && tx.try_send(SinkMessage::Alert(alert)).is_err()
+        {
+            self.dropped += 1;
+        }
+    }
+
+    /// A `mapwatch.health` report (and a warning) when a loss counter grew
+    /// since the last report.
+    fn report_losses(&mut self, losses: &[(&'static str, u64)], host: &HostInfo) {
+        let Some(health) = self.losses.check(losses, host) else {
+            return;
+        };
+        tracing::warn!(
+            "{}",
+            health.document["message"].as_str().unwrap_or_default()
+        );
+        if let Some(tx) = &self.tx
+            && tx.try_send(SinkMessage::Health(health)).is_err()
         {
             self.dropped += 1;
         }
@@ -916,16 +925,17 @@ fn loss_counters(
         ("alerts_dropped", outlet.dropped),
         (
             "alert_file_failures",
-            outlet.sinks.file_lost.load(Ordering::Relaxed),
+            outlet.sink_stats.file_lost.load(Ordering::Relaxed),
         ),
         (
             "syslog_dropped",
-            outlet.sinks.syslog_dropped.load(Ordering::Relaxed),
+            outlet.sink_stats.syslog_dropped.load(Ordering::Relaxed),
         ),
     ]
 }
 
-/// Every counter, in the order the stats line gives them.
+/// Every counter, in the order the stats line gives them: what was seen,
+/// then what was lost.
 fn stats_counters(
     detector: &Detector,
     source: &SourceStats,
@@ -936,48 +946,25 @@ fn stats_counters(
     let d = detector.stats();
     let a = detector.assembler_stats();
     let c = detector.correlator_stats().unwrap_or_default();
-    vec![
+    let mut counters = vec![
         ("records", d.records),
         ("malformed_records", d.malformed_records),
         ("exec_events", a.exec_events),
         ("failed_execs", a.failed_execs),
         ("events_without_eoe", a.flushed_without_eoe),
-        ("events_evicted", a.evicted),
         ("alerts", d.alerts),
         ("alerts_suppressed", outlet.limiter.suppressed_total),
-        ("alerts_dropped", outlet.dropped),
-        (
-            "alert_file_failures",
-            outlet.sinks.file_lost.load(Ordering::Relaxed),
-        ),
-        (
-            "syslog_dropped",
-            outlet.sinks.syslog_dropped.load(Ordering::Relaxed),
-        ),
         ("unresolved_entry_leaders", d.unresolved_entry_leaders),
-        ("kernel_lost", u64::from(kernel_lost)),
-        ("serial_gaps", detector.serial_stats().gaps),
-        (
-            "queue_dropped_records",
-            source.dropped_records.load(Ordering::Relaxed),
-        ),
-        ("enobufs", source.enobufs.load(Ordering::Relaxed)),
         ("proc_events", watch.events.load(Ordering::Relaxed)),
         ("maps_reads", watch.maps_events.load(Ordering::Relaxed)),
         ("unresolved_reads", watch.unresolved.load(Ordering::Relaxed)),
-        (
-            "fanotify_overflows",
-            watch.overflows.load(Ordering::Relaxed),
-        ),
-        (
-            "read_batches_dropped",
-            watch.dropped.load(Ordering::Relaxed),
-        ),
         ("confirmed", c.confirmed),
         ("unconfirmed", c.unconfirmed),
         ("file_events", c.file_events),
         ("events_in_flight", detector.in_flight() as u64),
-    ]
+    ];
+    counters.extend(loss_counters(detector, source, watch, outlet, kernel_lost));
+    counters
 }
 
 /// The stats line on stderr, and a `mapwatch.stats` document for the JSON

@@ -139,26 +139,7 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     let runs = run_spine_scenarios(&run);
     mapwatch.sync();
     let alerts = mapwatch.alerts();
-    for ShellRun {
-        shell,
-        shell_pid,
-        target,
-    } in &runs
-    {
-        let cat: Vec<&Value> = alerts
-            .iter()
-            .filter(|a| a["file"]["path"] == target.maps().as_str())
-            .collect();
-        assert_eq!(cat.len(), 1, "{shell}: {alerts:#?}");
-        assert_eq!(cat[0]["process"]["entry_leader"]["pid"], *shell_pid);
-        assert_eq!(cat[0]["process"]["entry_leader"]["name"], *shell);
-        assert_eq!(cat[0]["mapwatch"]["read"]["confirmed"], true);
-        let grep = alerts
-            .iter()
-            .filter(|a| args_of(a).contains(&format!("mapwatch-{shell}")))
-            .count();
-        assert_eq!(grep, 1, "{shell}: {alerts:#?}");
-    }
+    assert_spine_alerts(&runs, &alerts);
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 
@@ -191,9 +172,10 @@ fn documents(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn exec_alerts(docs: &[Value]) -> Vec<&Value> {
+fn exec_alerts(docs: &[Value]) -> Vec<Value> {
     docs.iter()
         .filter(|d| d["event"]["action"] == "exec")
+        .cloned()
         .collect()
 }
 
@@ -265,26 +247,7 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
     std::thread::sleep(Duration::from_millis(500));
     let live = documents(&alerts_file);
     let live_execs = exec_alerts(&live);
-    for ShellRun {
-        shell,
-        shell_pid,
-        target,
-    } in &runs
-    {
-        let cat: Vec<&&Value> = live_execs
-            .iter()
-            .filter(|a| a["file"]["path"] == target.maps().as_str())
-            .collect();
-        assert_eq!(cat.len(), 1, "{shell}: {live:#?}");
-        assert_eq!(cat[0]["process"]["entry_leader"]["pid"], *shell_pid);
-        assert_eq!(cat[0]["process"]["entry_leader"]["name"], *shell);
-        assert_eq!(cat[0]["mapwatch"]["read"]["confirmed"], true, "{shell}");
-        let grep = live_execs
-            .iter()
-            .filter(|a| args_of(a).contains(&format!("mapwatch-{shell}")))
-            .count();
-        assert_eq!(grep, 1, "{shell}: {live:#?}");
-    }
+    assert_spine_alerts(&runs, &live_execs);
     assert_eq!(live_execs.len(), 2 * SHELLS.len(), "{live:#?}");
 
     auditd.stop();
@@ -308,7 +271,7 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
         .collect();
-    let mut live_ids: Vec<String> = live_execs.iter().map(|a| identity(a)).collect();
+    let mut live_ids: Vec<String> = live_execs.iter().map(identity).collect();
     let mut replay_ids: Vec<String> = replayed.iter().map(identity).collect();
     live_ids.sort();
     replay_ids.sort();

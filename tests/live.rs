@@ -515,3 +515,29 @@ fn after_start_up_only_the_needed_capabilities_remain() {
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn backpressure_kernel_sets_no_wait_and_userspace_leaves_the_wait_alone() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let before = snapshot().backlog_wait_time;
+    assert_ne!(before, 0, "the kernel's default wait is not 0");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Default: the kernel drops rather than stall processes on a full queue.
+    let mapwatch = Mapwatch::start(dir.path());
+    assert_eq!(snapshot().backlog_wait_time, 0);
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(snapshot().backlog_wait_time, before, "restored at stop");
+
+    let mapwatch = Mapwatch::start_with(dir.path(), "backpressure = \"userspace\"\n");
+    assert_eq!(
+        snapshot().backlog_wait_time,
+        before,
+        "userspace leaves it alone"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(snapshot().backlog_wait_time, before);
+}

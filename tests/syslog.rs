@@ -133,6 +133,18 @@ fn alerts_in_file(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `count` new targets whose maps one bash entry leader reads with cat;
+/// the targets live as long as the returned handles.
+fn cat_maps_of_new_targets(count: usize, dir: &Path) -> Vec<Target> {
+    let targets: Vec<Target> = (0..count).map(|_| Target::spawn()).collect();
+    let body: Vec<String> = targets
+        .iter()
+        .map(|t| format!("cat {} > /dev/null", t.maps()))
+        .collect();
+    run_entry_leader("bash", &body.join("; "), dir);
+    targets
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !done() {
@@ -245,12 +257,7 @@ fn a_restart_of_rsyslog_loses_nothing_over_unix_or_tcp() {
         );
         let mapwatch = Mapwatch::start_service(&run, &extra);
         let round = |n: usize| {
-            let targets: Vec<Target> = (0..3).map(|_| Target::spawn()).collect();
-            let body: Vec<String> = targets
-                .iter()
-                .map(|t| format!("cat {} > /dev/null", t.maps()))
-                .collect();
-            run_entry_leader("bash", &body.join("; "), &run);
+            let _targets = cat_maps_of_new_targets(3, &run);
             wait_until("the round's alerts in the JSON file", || {
                 alerts_in_file(&alerts_file).len() >= n
             });
@@ -322,12 +329,7 @@ fn a_full_disk_under_the_alert_file_is_reported_and_syslog_keeps_working() {
     );
     let mapwatch = Mapwatch::start_service(&run, &extra);
     let filler = disk.fill();
-    let targets: Vec<Target> = (0..3).map(|_| Target::spawn()).collect();
-    let body: Vec<String> = targets
-        .iter()
-        .map(|t| format!("cat {} > /dev/null", t.maps()))
-        .collect();
-    run_entry_leader("bash", &body.join("; "), &run);
+    let _targets = cat_maps_of_new_targets(3, &run);
     wait_until("3 alerts and a health report in rsyslog", || {
         let docs = rsyslog.documents("unix");
         docs.iter()

@@ -53,7 +53,7 @@ impl JsonFile {
         &self.path
     }
 
-    /// Closes and reopens the path (after logrotate, on SIGHUP).
+    /// Closes and reopens the path (after logrotate moved the file).
     pub fn reopen(&mut self) {
         self.file = None;
         match open(&self.path) {

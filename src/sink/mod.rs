@@ -31,6 +31,10 @@ pub enum OutputFormat {
 /// What the pipeline tells the sink thread.
 pub enum SinkMessage {
     Alert(Alert),
+    /// A `mapwatch.health` report: delivered like an alert, but a sink that
+    /// fails to take it does not count a new loss (that would report itself
+    /// again every second while, say, the disk stays full).
+    Health(Alert),
     /// A `mapwatch.stats` document: to the JSON file only.
     Stats(serde_json::Value),
     /// Sinks reloaded on SIGHUP (files reopened, after log rotation).
@@ -75,8 +79,9 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks, stats: &SinkSt
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let alert = match message {
-            SinkMessage::Alert(alert) => alert,
+        let (alert, counted) = match message {
+            SinkMessage::Alert(alert) => (alert, true),
+            SinkMessage::Health(alert) => (alert, false),
             SinkMessage::Stats(document) => {
                 if let Some(file) = &mut sinks.file {
                     file.write(&document);
@@ -103,9 +108,7 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks, stats: &SinkSt
         if let Some(file) = &mut sinks.file {
             let before = file.lost;
             file.write(&alert.document);
-            // A health report that failed is not itself a new loss to report
-            // (that would repeat every second while the disk is full).
-            if !is_health(&alert) {
+            if counted {
                 stats
                     .file_lost
                     .fetch_add(file.lost - before, std::sync::atomic::Ordering::Relaxed);
@@ -114,7 +117,7 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks, stats: &SinkSt
         if let Some(syslog) = &mut sinks.syslog {
             let before = syslog.dropped;
             syslog.send(&alert);
-            if !is_health(&alert) {
+            if counted {
                 stats.syslog_dropped.fetch_add(
                     syslog.dropped - before,
                     std::sync::atomic::Ordering::Relaxed,
@@ -137,10 +140,6 @@ pub fn deliver(messages: Receiver<SinkMessage>, mut sinks: Sinks, stats: &SinkSt
             );
         }
     }
-}
-
-fn is_health(alert: &Alert) -> bool {
-    alert.document["event"]["dataset"] == "mapwatch.health"
 }
 
 /// Whether text may be coloured: only on a terminal, and never when

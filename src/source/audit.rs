@@ -403,9 +403,10 @@ pub struct AuditSession {
     state_file: PathBuf,
     active: bool,
     registered: bool,
-    /// Beside another daemon: its registration and status are not ours to
-    /// change or restore.
-    pub multicast: Option<u32>,
+    /// Beside another daemon (as a multicast reader or as its plugin): its
+    /// pid, 0 if none is registered yet. Its registration and status are not
+    /// ours to change or restore.
+    pub beside_daemon: Option<u32>,
     pub stale_rules_removed: usize,
     pub rules_installed: usize,
     /// The kernel's `lost` counter when the session began.
@@ -472,7 +473,7 @@ impl AuditSession {
             state_file: options.state_file.clone(),
             active: true,
             registered: false,
-            multicast: None,
+            beside_daemon: None,
             stale_rules_removed: 0,
             rules_installed: 0,
             lost_at_start: status.lost,
@@ -563,7 +564,7 @@ impl AuditSession {
             state_file: PathBuf::new(),
             active: true,
             registered: false,
-            multicast: Some(daemon.unwrap_or(0)),
+            beside_daemon: Some(daemon.unwrap_or(0)),
             stale_rules_removed: 0,
             rules_installed: 0,
             lost_at_start: status.lost,
@@ -643,7 +644,7 @@ impl AuditSession {
         let rules = self.control.delete_keyed_rules();
         let excluded = std::mem::take(&mut self.saved.excluded_types);
         self.remove_exclusions(&excluded);
-        if self.multicast.is_some() {
+        if self.beside_daemon.is_some() {
             return rules.map(|_| ());
         }
         // Only the registered daemon may unregister (the kernel says EACCES

@@ -408,6 +408,28 @@ pub fn run_spine_scenarios(dir: &Path) -> Vec<ShellRun> {
         .collect()
 }
 
+/// The spine's expectations: for every run, exactly one alert about the
+/// target's map (entry leader the shell, read confirmed) and exactly one
+/// about grep's own map.
+pub fn assert_spine_alerts(runs: &[ShellRun], alerts: &[Value]) {
+    for run in runs {
+        let shell = run.shell;
+        let cat: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| a["file"]["path"] == run.target.maps().as_str())
+            .collect();
+        assert_eq!(cat.len(), 1, "{shell}: {alerts:#?}");
+        assert_eq!(cat[0]["process"]["entry_leader"]["pid"], run.shell_pid);
+        assert_eq!(cat[0]["process"]["entry_leader"]["name"], shell);
+        assert_eq!(cat[0]["mapwatch"]["read"]["confirmed"], true, "{shell}");
+        let grep = alerts
+            .iter()
+            .filter(|a| args_of(a).contains(&format!("mapwatch-{shell}")))
+            .count();
+        assert_eq!(grep, 1, "{shell}: {alerts:#?}");
+    }
+}
+
 /// Runs `body` in `shell` started as an entry leader (`setsid -f`, so its
 /// parent becomes pid 1), and waits until it has finished. Returns the
 /// shell's pid.
