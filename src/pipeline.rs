@@ -32,7 +32,8 @@ use crate::sink::syslog::{SyslogOptions, SyslogSink, facility_code};
 use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
-    AuditError, AuditSession, RecordSocket, SessionOptions, SourceStats, read_records,
+    AuditError, AuditSession, Backpressure, RecordReader, RecordSocket, SessionOptions,
+    SourceStats, count_received, read_records,
 };
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
 use crate::source::log::spawn_stdin_reader;
@@ -523,32 +524,45 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     } = started;
     let mut config = options.config.clone();
     let rule_count = options.rules.rules.len();
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigquit = signal(SignalKind::quit())?;
-    // Left at its default, SIGHUP (a dropped ssh session) would kill the
-    // process without removing its rules.
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut requests = listen_for_signals()?;
     stop_signals()
         .thread_unblock()
         .map_err(std::io::Error::from)?;
 
     let source_stats = Arc::new(SourceStats::default());
     let (record_tx, mut record_rx) = mpsc::channel::<RecordBatch>(config.audit.queue_batches);
+    // With the kernel as the only queue, the pipeline reads the socket
+    // itself: a queue of its own on the same thread would only add a task
+    // hop per wake-up. Dropping in user space needs a reader that keeps
+    // draining while the pipeline is busy: a task and a bounded queue.
+    let mut inline = None;
     let reader = match records {
-        Records::Kernel(socket) => Some(tokio::spawn(read_records(
-            socket,
-            record_tx,
-            source_stats.clone(),
-            MAX_BATCH,
-            config.audit.backpressure,
-        ))),
+        Records::Kernel(socket) => {
+            let (reader, early) = RecordReader::new(socket)?;
+            match config.audit.backpressure {
+                Backpressure::Kernel => {
+                    count_received(&early, &source_stats);
+                    detector.on_batch(&early, Instant::now(), &mut |_| {});
+                    inline = Some(reader);
+                    None
+                }
+                Backpressure::Userspace => Some(tokio::spawn(read_records(
+                    reader,
+                    early,
+                    record_tx,
+                    source_stats.clone(),
+                    MAX_BATCH,
+                    Backpressure::Userspace,
+                ))),
+            }
+        }
         Records::Stdin => {
             // Ends with its input (auditd closes the pipe when it stops).
             spawn_stdin_reader(record_tx, source_stats.clone(), MAX_BATCH)?;
             None
         }
     };
+    let queued = inline.is_none();
 
     let watch_stats = Arc::new(WatchStats::default());
     let (read_tx, mut read_rx) = mpsc::channel::<Vec<ReadEvent>>(config.audit.queue_batches);
@@ -609,7 +623,6 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let mut last_stats = Instant::now();
     let mut stats_every = Duration::from_secs(config.log.stats_interval_secs);
     let mut kernel_lost = 0u32;
-    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
     // One timer, moved only when the correlator's next deadline changes:
     // a fresh one per wake-up would cost a timer-wheel insertion each time.
@@ -626,6 +639,9 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 .as_mut()
                 .reset(next.map_or_else(far_future, tokio::time::Instant::from_std));
         }
+        let mut on_record = |now, record_type, text: &[u8]| {
+            detector.on_netlink_record(record_type, text, now, &mut |a| outlet.emit(a))
+        };
         tokio::select! {
             reads = read_rx.recv(), if fanotify_on => {
                 if let Some(reads) = reads {
@@ -636,7 +652,11 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 fired = true;
                 detector.on_tick(Instant::now(), &mut |a| outlet.emit(a));
             }
-            batch = record_rx.recv() => match batch {
+            read = next_inline(&mut inline, &source_stats, &mut on_record), if !queued => if let Err(e) = read {
+                tracing::error!("reading audit records: {e}");
+                break "reader stopped";
+            },
+            batch = record_rx.recv(), if queued => match batch {
                 Some(batch) => detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)),
                 None if options.feed == Feed::AuditdPlugin => break "end of the auditd feed",
                 None => break "reader stopped",
@@ -660,15 +680,11 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     last_stats = now;
                 }
             }
-            _ = sigusr1.recv() => report_stats(&detector, &source_stats, &watch_stats, &mut outlet, kernel_lost),
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigquit.recv() => break "SIGQUIT",
-            _ = sighup.recv() => {
-                if options.foreground {
-                    break "SIGHUP";
-                }
-                match reload(&config, options.foreground, options.format) {
+            request = requests.recv() => match request {
+                Some(Request::Stats) => report_stats(&detector, &source_stats, &watch_stats, &mut outlet, kernel_lost),
+                Some(Request::Stop(signal)) => break signal,
+                Some(Request::Reload) if options.foreground => break "SIGHUP",
+                Some(Request::Reload) => match reload(&config, options.foreground, options.format) {
                     Ok((new, rules, sinks)) => {
                         warn_restart_only(&config, &new);
                         tracing::info!(
@@ -685,8 +701,9 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     Err(message) => tracing::error!(
                         "SIGHUP: {message}; the running configuration stays in force"
                     ),
-                }
-            }
+                },
+                None => break "signal listener stopped",
+            },
         }
     };
     // Losses up to the end, before the counter is no longer ours to read.
@@ -694,6 +711,14 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
     let restored = session.stop();
     // What was already queued still gets evaluated.
+    if let Some(reader) = inline.as_mut() {
+        let drained = reader.drain_queued(&source_stats, &mut |now, t, text| {
+            detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
+        });
+        if let Err(e) = drained {
+            tracing::error!("reading the last audit records: {e}");
+        }
+    }
     while let Ok(batch) = record_rx.try_recv() {
         detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a));
     }
@@ -722,6 +747,55 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         tracing::error!("the sink thread panicked");
     }
     restored.map_err(RunError::Io)
+}
+
+/// What a signal asks of the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Stop(&'static str),
+    Reload,
+    Stats,
+}
+
+/// The service's signals as requests on one channel, listened for by a
+/// task of their own: one branch of the pipeline's loop, not one per
+/// signal, to poll on every wake-up. Left at its default, SIGHUP (a dropped
+/// ssh session) would kill the process without removing its rules.
+fn listen_for_signals() -> std::io::Result<mpsc::UnboundedReceiver<Request>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                _ = term.recv() => Request::Stop("SIGTERM"),
+                _ = int.recv() => Request::Stop("SIGINT"),
+                _ = quit.recv() => Request::Stop("SIGQUIT"),
+                _ = hup.recv() => Request::Reload,
+                _ = usr1.recv() => Request::Stats,
+            };
+            if tx.send(request).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The next records of the socket the pipeline reads itself; never ready
+/// when records come through the queue instead.
+async fn next_inline(
+    reader: &mut Option<RecordReader>,
+    stats: &SourceStats,
+    each: &mut impl FnMut(Instant, u16, &[u8]),
+) -> std::io::Result<usize> {
+    match reader {
+        Some(reader) => reader.next_records(MAX_BATCH, stats, each).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The kernel's `lost` counter since start (the health check reports growth).

@@ -20,11 +20,11 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netlink_packet_audit::{
     AuditMessage, RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls,
@@ -788,64 +788,154 @@ fn require_capability(cap: u32, name: &'static str) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// Reads records until `tx` closes. Each wake-up drains the socket into one
-/// batch (at most `max_batch` records) and hands it on: waiting for room
-/// with [`Backpressure::Kernel`], dropping it when the queue is full with
+/// The record socket, registered with the async runtime, and the buffers
+/// it is read into. The pipeline reads it itself (no queue, no copy) with
+/// [`Backpressure::Kernel`], where the kernel's backlog is the only queue;
+/// [`read_records`] runs it as a task of its own with
 /// [`Backpressure::Userspace`].
+pub struct RecordReader {
+    fd: AsyncFd<Socket>,
+    datagrams: Datagrams,
+    multicast: bool,
+}
+
+impl RecordReader {
+    /// Takes the socket over; returns the reader and the records that
+    /// arrived while registration was being acknowledged.
+    pub fn new(socket: RecordSocket) -> io::Result<(Self, RecordBatch)> {
+        // SAFETY: `register` requires the fd to stay open while registered;
+        // the netlink `Socket` owns it and is moved into (and dropped with)
+        // the AsyncFd.
+        let fd = unsafe { AsyncFd::register(socket.socket) }.map_err(io::Error::from)?;
+        let reader = RecordReader {
+            fd,
+            datagrams: Datagrams::new(),
+            multicast: socket.multicast,
+        };
+        Ok((reader, socket.early_records))
+    }
+
+    /// Waits until records are queued, then hands each one (its arrival
+    /// time, type and text) to `each`, up to about `max` records: what one
+    /// wake-up found. Returns how many there were (0 after a spurious
+    /// wake-up). Cancel-safe: nothing is read before the wait is over.
+    pub async fn next_records(
+        &mut self,
+        max: usize,
+        stats: &SourceStats,
+        each: &mut impl FnMut(Instant, u16, &[u8]),
+    ) -> io::Result<usize> {
+        let mut guard = self.fd.readable().await?;
+        let fd = guard.get_inner().as_raw_fd();
+        let (records, emptied) =
+            receive_queued(fd, &mut self.datagrams, self.multicast, max, stats, each)?;
+        // Any record arriving after the queue was found empty raised a new
+        // epoll edge, which tokio keeps: clearing loses nothing.
+        if emptied {
+            guard.clear_ready();
+        }
+        Ok(records)
+    }
+
+    /// What is queued now, without waiting (at stop, for the last records).
+    pub fn drain_queued(
+        &mut self,
+        stats: &SourceStats,
+        each: &mut impl FnMut(Instant, u16, &[u8]),
+    ) -> io::Result<usize> {
+        let fd = self.fd.get_ref().as_raw_fd();
+        receive_queued(
+            fd,
+            &mut self.datagrams,
+            self.multicast,
+            usize::MAX,
+            stats,
+            each,
+        )
+        .map(|(records, _)| records)
+    }
+}
+
+/// Receives until the socket's queue is empty or about `max` records came;
+/// returns the count and whether the queue was found empty.
+fn receive_queued(
+    fd: RawFd,
+    datagrams: &mut Datagrams,
+    multicast: bool,
+    max: usize,
+    stats: &SourceStats,
+    each: &mut impl FnMut(Instant, u16, &[u8]),
+) -> io::Result<(usize, bool)> {
+    let now = Instant::now();
+    let mut records = 0;
+    let emptied = loop {
+        match datagrams.receive(fd) {
+            Ok(count) => {
+                for datagram in datagrams.iter(count) {
+                    records +=
+                        split_records(datagram, multicast, &mut |t, text| each(now, t, text));
+                }
+                // Fewer than asked for: the queue was empty a moment ago,
+                // no need for an EAGAIN round trip.
+                if count < DATAGRAMS_PER_CALL {
+                    break true;
+                }
+                if records >= max {
+                    break false;
+                }
+            }
+            Err(Errno::EAGAIN) => break true,
+            Err(Errno::ENOBUFS) => {
+                stats.enobufs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if records > 0 {
+        stats.records.fetch_add(records as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((records, emptied))
+}
+
+/// Reads records until `tx` closes, as a task of its own: each wake-up's
+/// records (at most about `max_batch`) go on as one batch, dropped when the
+/// queue is full ([`Backpressure::Userspace`]) or waiting for room
+/// ([`Backpressure::Kernel`]).
 pub async fn read_records(
-    socket: RecordSocket,
+    mut reader: RecordReader,
+    early: RecordBatch,
     tx: mpsc::Sender<RecordBatch>,
     stats: Arc<SourceStats>,
     max_batch: usize,
     backpressure: Backpressure,
 ) -> io::Result<()> {
-    let early = socket.early_records;
-    let multicast = socket.multicast;
     if !early.is_empty() {
+        count_received(&early, &stats);
         send_batch(&tx, early, &stats, backpressure).await;
     }
-    // SAFETY: `register` requires the fd to stay open while registered; the
-    // netlink `Socket` owns it and is moved into (and dropped with) the AsyncFd.
-    let fd = unsafe { AsyncFd::register(socket.socket) }.map_err(io::Error::from)?;
-    let mut datagrams = Datagrams::new();
     loop {
-        let mut guard = tokio::select! {
-            ready = fd.readable() => ready?,
-            _ = tx.closed() => return Ok(()),
-        };
         let mut batch = RecordBatch::default();
-        loop {
-            match datagrams.receive(fd.get_ref().as_raw_fd()) {
-                Ok(count) => {
-                    for datagram in datagrams.iter(count) {
-                        split_records(datagram, multicast, &mut batch);
-                    }
-                    // Fewer than asked for: the queue was empty a moment
-                    // ago. Any record arriving since raised a new epoll
-                    // edge, which tokio keeps, so no EAGAIN round trip.
-                    if count < DATAGRAMS_PER_CALL {
-                        guard.clear_ready();
-                        break;
-                    }
-                    if batch.len() >= max_batch {
-                        break;
-                    }
-                }
-                Err(Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    break;
-                }
-                Err(Errno::ENOBUFS) => {
-                    stats.enobufs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
+        let mut push = |_, t, text: &[u8]| batch.push(t, text);
+        tokio::select! {
+            read = reader.next_records(max_batch, &stats, &mut push) => {
+                read?;
             }
+            _ = tx.closed() => return Ok(()),
         }
         if !batch.is_empty() {
             send_batch(&tx, batch, &stats, backpressure).await;
         }
     }
+}
+
+/// Counts records that did not come through [`RecordReader::next_records`].
+pub fn count_received(batch: &RecordBatch, stats: &SourceStats) {
+    stats
+        .records
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Datagrams received per system call: the records of a few exec events.
@@ -868,7 +958,7 @@ impl Datagrams {
 
     /// Receives what is queued, up to [`DATAGRAMS_PER_CALL`] datagrams,
     /// without waiting; returns how many.
-    fn receive(&mut self, fd: std::os::fd::RawFd) -> Result<usize, Errno> {
+    fn receive(&mut self, fd: RawFd) -> Result<usize, Errno> {
         let mut iovecs: [libc::iovec; DATAGRAMS_PER_CALL] = std::array::from_fn(|i| libc::iovec {
             iov_base: self.buf[i * RECORD_BUF_LEN..].as_mut_ptr().cast(),
             iov_len: RECORD_BUF_LEN,
@@ -914,8 +1004,6 @@ async fn send_batch(
     backpressure: Backpressure,
 ) {
     let count = batch.len() as u64;
-    stats.records.fetch_add(count, Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
     let sent = match backpressure {
         // Fails only when the pipeline is gone.
         Backpressure::Kernel => tx.send(batch).await.is_ok(),
@@ -926,11 +1014,12 @@ async fn send_batch(
     }
 }
 
-/// Splits a datagram into records. Unicast records carry an `nlmsg_len`
-/// that omits the 16-byte header (a kernel quirk kept for auditd's sake);
-/// multicast copies are correct.
-pub fn split_records(datagram: &[u8], multicast: bool, batch: &mut RecordBatch) {
+/// Splits a datagram into records, handing each to `each`; returns how
+/// many. Unicast records carry an `nlmsg_len` that omits the 16-byte header
+/// (a kernel quirk kept for auditd's sake); multicast copies are correct.
+pub fn split_records(datagram: &[u8], multicast: bool, each: &mut impl FnMut(u16, &[u8])) -> usize {
     let mut offset = 0;
+    let mut records = 0;
     while offset + NLMSG_HDRLEN <= datagram.len() {
         let (len, msg_type, _) = header_fields(&datagram[offset..]);
         let payload_len = if multicast {
@@ -941,13 +1030,15 @@ pub fn split_records(datagram: &[u8], multicast: bool, batch: &mut RecordBatch) 
         let start = offset + NLMSG_HDRLEN;
         let end = start.saturating_add(payload_len).min(datagram.len());
         if msg_type >= FIRST_RECORD_TYPE && msg_type != AUDIT_REPLACE {
-            batch.push(msg_type, &datagram[start..end]);
+            each(msg_type, &datagram[start..end]);
+            records += 1;
         }
         offset = align4(end.max(start));
         if payload_len == 0 {
             break;
         }
     }
+    records
 }
 
 #[cfg(test)]
@@ -970,8 +1061,12 @@ mod tests {
     fn unicast_quirk_framing() {
         let text = b"audit(1.000:1): argc=1 a0=\"x\"";
         let mut batch = RecordBatch::default();
-        split_records(&datagram(1309, text, false), false, &mut batch);
-        split_records(&datagram(1309, text, true), true, &mut batch);
+        split_records(&datagram(1309, text, false), false, &mut |t, x| {
+            batch.push(t, x)
+        });
+        split_records(&datagram(1309, text, true), true, &mut |t, x| {
+            batch.push(t, x)
+        });
         let records: Vec<_> = batch.iter().collect();
         assert_eq!(records, vec![(1309, &text[..]), (1309, &text[..])]);
     }
@@ -979,17 +1074,24 @@ mod tests {
     #[test]
     fn truncated_and_replace_messages() {
         let mut batch = RecordBatch::default();
-        split_records(
-            &datagram(1300, b"audit(1.000:1): x=1", true),
-            false,
-            &mut batch,
+        let mut push = |t, x: &[u8]| batch.push(t, x);
+        assert_eq!(
+            split_records(
+                &datagram(1300, b"audit(1.000:1): x=1", true),
+                false,
+                &mut push
+            ),
+            1
         );
-        split_records(
-            &datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false),
-            false,
-            &mut batch,
+        assert_eq!(
+            split_records(
+                &datagram(AUDIT_REPLACE, b"audit(1.000:2): pid=1", false),
+                false,
+                &mut push,
+            ),
+            0
         );
-        split_records(&[1, 2, 3], false, &mut batch);
+        assert_eq!(split_records(&[1, 2, 3], false, &mut push), 0);
         assert_eq!(batch.len(), 1);
     }
 

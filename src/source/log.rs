@@ -13,12 +13,11 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
 use super::RecordBatch;
-use super::audit::SourceStats;
+use super::audit::{SourceStats, count_received};
 
 /// The longest line kept whole; auditd's own limit is 8 KiB (MAX_AUDIT_MESSAGE_LENGTH).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -106,10 +105,7 @@ fn forward_lines(
         }
         let idle = input.buffer().is_empty();
         if !batch.is_empty() && (!more || idle || batch.len() >= max_batch) {
-            stats
-                .records
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
+            count_received(&batch, stats);
             let full = std::mem::replace(&mut batch, RecordBatch::of_log_lines());
             if tx.blocking_send(full).is_err() {
                 return Ok(());
@@ -123,6 +119,8 @@ fn forward_lines(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     #[test]
