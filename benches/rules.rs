@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mapwatch::alert::{HostInfo, UserNames};
-use mapwatch::audit::assemble::{ExecEvent, PathItem};
+use mapwatch::audit::assemble::ExecEvent;
 use mapwatch::config::Config;
 use mapwatch::process::{EventContext, ProcessTable};
 use mapwatch::rule::RuleSet;
@@ -29,11 +29,7 @@ fn exec(path: &str, args: &[&str]) -> ExecEvent {
         uid: Some(1000),
         exe: Some(path.as_bytes().to_vec()),
         argv: args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>().into(),
-        paths: vec![PathItem {
-            item: 0,
-            name: Some(path.as_bytes().to_vec()),
-            nametype: None,
-        }],
+        path: Some(path.as_bytes().to_vec()),
         complete: true,
         ..ExecEvent::default()
     }

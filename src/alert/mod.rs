@@ -356,10 +356,7 @@ pub fn build(
 ) -> Alert {
     let first_path = maps.map(|m| m.arg.as_slice());
     let target = maps.and_then(|m| m.target);
-    let title = event
-        .proctitle
-        .as_deref()
-        .map(|t| t.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect());
+    let title = event.title();
     let subject = Subject {
         pid: event.pid,
         ppid: Some(event.ppid),

@@ -41,8 +41,9 @@ pub struct ExecEvent {
     pub argv: Argv,
     pub argv_defects: ArgvDefects,
     pub cwd: Option<Vec<u8>>,
-    pub paths: Vec<PathItem>,
-    pub proctitle: Option<Vec<u8>>,
+    /// The path given to execve (PATH item 0's name), not the resolved
+    /// executable.
+    pub path: Option<Vec<u8>>,
     /// False when the event was flushed without its EOE record.
     pub complete: bool,
 }
@@ -54,28 +55,48 @@ pub struct SessionStart {
     pub ppid: u32,
 }
 
-/// A PATH record: one file the syscall touched.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PathItem {
-    pub item: u32,
-    pub name: Option<Vec<u8>>,
-    pub nametype: Option<Vec<u8>>,
-}
-
 impl ExecEvent {
     /// `process.name`: the basename of the path given to execve (PATH item 0),
     /// which is what the process was started as; `comm` when that is missing.
     pub fn name(&self) -> &[u8] {
-        self.paths
-            .iter()
-            .find(|p| p.item == 0)
-            .and_then(|p| p.name.as_deref())
+        self.path
+            .as_deref()
             .map(basename)
             .filter(|n| !n.is_empty())
             .or(self.comm.as_deref())
             .unwrap_or_default()
     }
+
+    /// `process.title`: the command line as the kernel's PROCTITLE record
+    /// gives it for this exec (the new argv, NUL-joined, cut to 128 bytes,
+    /// trailing NULs trimmed), with NULs shown as spaces; `None` where the
+    /// kernel writes `(null)`. Derived from the argv rather than decoded
+    /// from PROCTITLE on every exec: for an execve both hold the same
+    /// bytes, and few events ever need the title.
+    pub fn title(&self) -> Option<Vec<u8>> {
+        let mut cmdline = Vec::with_capacity(self.argv.byte_len().min(PROCTITLE_LEN));
+        for arg in self.argv.iter() {
+            cmdline.extend_from_slice(arg);
+            cmdline.push(0);
+            if cmdline.len() >= PROCTITLE_LEN {
+                break;
+            }
+        }
+        cmdline.truncate(PROCTITLE_LEN);
+        while cmdline.last() == Some(&0) {
+            cmdline.pop();
+        }
+        for byte in &mut cmdline {
+            if *byte == 0 {
+                *byte = b' ';
+            }
+        }
+        Some(cmdline).filter(|c| !c.is_empty())
+    }
 }
+
+/// `MAX_PROCTITLE_AUDIT_LEN`: how much of the command line PROCTITLE holds.
+const PROCTITLE_LEN: usize = 128;
 
 /// The last path component (`/usr/bin/cat` -> `cat`).
 pub fn basename(path: &[u8]) -> &[u8] {
@@ -109,8 +130,7 @@ struct Pending {
     ignored: bool,
     argv: ArgvBuilder,
     cwd: Option<Vec<u8>>,
-    paths: Vec<PathItem>,
-    proctitle: Option<Vec<u8>>,
+    path: Option<Vec<u8>>,
 }
 
 pub struct Assembler {
@@ -252,8 +272,7 @@ impl Assembler {
         event.argv = argv;
         event.argv_defects = defects;
         event.cwd = pending.cwd;
-        event.paths = pending.paths;
-        event.proctitle = pending.proctitle;
+        event.path = pending.path;
         event.complete = complete;
         self.stats.exec_events += 1;
         out.push(event);
@@ -295,8 +314,11 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
         }
         RecordType::EXECVE => pending.argv.add_record(record),
         RecordType::CWD => pending.cwd = untrusted(record.get(b"cwd")),
-        RecordType::PATH => pending.paths.push(parse_path(record)),
-        RecordType::PROCTITLE => pending.proctitle = untrusted(record.get(b"proctitle")),
+        RecordType::PATH => {
+            if let Some(name) = path_item_zero(record) {
+                pending.path = Some(name);
+            }
+        }
         _ => {}
     }
 }
@@ -332,22 +354,21 @@ fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool) {
     (event, success)
 }
 
-fn parse_path(record: &Record<'_>) -> PathItem {
-    let mut item = PathItem::default();
-    for (key, value) in record.fields() {
-        match key {
-            b"item" => item.item = value.decimal().unwrap_or(u32::MAX),
-            b"name" => item.name = untrusted(Some(value)),
-            b"nametype" => {
-                item.nametype = Some(value.raw().to_vec());
-                // The kernel writes item and name before nametype; the
-                // capability fields after it are of no use here.
-                break;
-            }
-            _ => {}
-        }
+/// The name of PATH item 0 (the path given to execve); `None` for the
+/// other items (the interpreter, the dynamic loader), which nothing uses.
+/// The kernel writes `item` and `name` first: the fields after them are
+/// not scanned.
+fn path_item_zero(record: &Record<'_>) -> Option<Vec<u8>> {
+    let mut fields = record.fields();
+    let (b"item", item) = fields.next()? else {
+        return None;
+    };
+    if item.decimal::<u32>() != Some(0) {
+        return None;
     }
-    item
+    fields
+        .find(|(key, _)| *key == b"name")
+        .and_then(|(_, name)| untrusted(Some(name)))
 }
 
 #[cfg(test)]
@@ -386,7 +407,7 @@ type=EOE msg=audit(1700000000.100:42):
         assert_eq!(e.exe.as_deref(), Some(&b"/usr/bin/cat"[..]));
         assert_eq!(e.argv.get(1), Some(&b"/proc/1/maps"[..]));
         assert_eq!(e.cwd.as_deref(), Some(&b"/root"[..]));
-        assert_eq!(e.proctitle.as_deref(), Some(&b"cat\0/proc/1/maps"[..]));
+        assert_eq!(e.title().as_deref(), Some(&b"cat /proc/1/maps"[..]));
         assert_eq!(e.tty.as_deref(), Some(&b"pts0"[..]));
         assert!(e.complete);
         assert_eq!(a.in_flight(), 0);

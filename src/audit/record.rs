@@ -144,7 +144,15 @@ impl<'a> Record<'a> {
         let header = rest[end + 1..]
             .strip_prefix(b"msg=")
             .ok_or(ParseError::MissingHeader)?;
-        Self::parse_header(rtype, header)
+        let record = Self::parse_header(rtype, header)?;
+        // ENRICHED logs: everything after the first GS byte is auditd's
+        // translation. The kernel never writes one (it hex-encodes any
+        // value holding a control byte), so netlink records skip this scan.
+        let body = match memchr(0x1d, record.body) {
+            Some(gs) => &record.body[..gs],
+            None => record.body,
+        };
+        Ok(Record { body, ..record })
     }
 
     /// Parses the netlink form: the type comes from `nlmsg_type`.
@@ -156,32 +164,12 @@ impl<'a> Record<'a> {
         let inner = text
             .strip_prefix(b"audit(")
             .ok_or(ParseError::MissingHeader)?;
-        let close = memchr(b')', inner).ok_or(ParseError::MissingHeader)?;
-        let (stamp, after) = (&inner[..close], &inner[close + 1..]);
-        let colon = memchr(b':', stamp).ok_or(ParseError::MissingHeader)?;
-        let (time, serial) = (&stamp[..colon], &stamp[colon + 1..]);
-        let dot = memchr(b'.', time).ok_or(ParseError::BadTimestamp)?;
-        let secs = parse_decimal::<u64>(&time[..dot]).ok_or(ParseError::BadTimestamp)?;
-        let millis = parse_decimal::<u16>(&time[dot + 1..])
-            .filter(|m| *m < 1000)
-            .ok_or(ParseError::BadTimestamp)?;
-        let serial = parse_decimal::<u64>(serial).ok_or(ParseError::BadSerial)?;
-        let body = after.strip_prefix(b":").ok_or(ParseError::MissingHeader)?;
-        // ENRICHED logs: everything after the first GS byte is auditd's translation.
-        let body = match memchr(0x1d, body) {
-            Some(gs) => &body[..gs],
-            None => body,
+        let (id, body) = match well_formed_header(inner) {
+            Some(parsed) => parsed,
+            None => header_with_error(inner)?,
         };
-        Ok(Record {
-            rtype,
-            id: EventId {
-                timestamp: AuditTimestamp { secs, millis },
-                serial: Serial(serial),
-            },
-            body,
-        })
+        Ok(Record { rtype, id, body })
     }
-
     /// The `key=value` fields in order of appearance.
     pub fn fields(&self) -> Fields<'a> {
         Fields { rest: self.body }
@@ -191,6 +179,54 @@ impl<'a> Record<'a> {
     pub fn get(&self, key: &[u8]) -> Option<Value<'a>> {
         self.fields().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
+}
+
+/// `SEC.MSEC:SERIAL):` and the body after it, in one pass over the digits:
+/// how the kernel always writes it. `None` on anything else, which
+/// [`header_with_error`] then explains.
+fn well_formed_header(inner: &[u8]) -> Option<(EventId, &[u8])> {
+    let (secs, rest) = leading_decimal(inner, b'.')?;
+    let (millis, rest) = leading_decimal(rest, b':')?;
+    let (serial, rest) = leading_decimal(rest, b')')?;
+    let body = rest.strip_prefix(b":")?;
+    let millis = u16::try_from(millis).ok().filter(|m| *m < 1000)?;
+    let id = EventId {
+        timestamp: AuditTimestamp { secs, millis },
+        serial: Serial(serial),
+    };
+    Some((id, body))
+}
+
+/// The decimal number at the start of `text`, up to `end` (consumed).
+fn leading_decimal(text: &[u8], end: u8) -> Option<(u64, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, &byte) in text.iter().enumerate() {
+        if !byte.is_ascii_digit() {
+            return (byte == end && i > 0).then(|| (value, &text[i + 1..]));
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+    }
+    None
+}
+
+/// The header taken apart piece by piece, to say what is wrong with it.
+fn header_with_error(inner: &[u8]) -> Result<(EventId, &[u8]), ParseError> {
+    let close = memchr(b')', inner).ok_or(ParseError::MissingHeader)?;
+    let (stamp, after) = (&inner[..close], &inner[close + 1..]);
+    let colon = memchr(b':', stamp).ok_or(ParseError::MissingHeader)?;
+    let (time, serial) = (&stamp[..colon], &stamp[colon + 1..]);
+    let dot = memchr(b'.', time).ok_or(ParseError::BadTimestamp)?;
+    let secs = parse_decimal::<u64>(&time[..dot]).ok_or(ParseError::BadTimestamp)?;
+    let millis = parse_decimal::<u16>(&time[dot + 1..])
+        .filter(|m| *m < 1000)
+        .ok_or(ParseError::BadTimestamp)?;
+    let serial = parse_decimal::<u64>(serial).ok_or(ParseError::BadSerial)?;
+    let body = after.strip_prefix(b":").ok_or(ParseError::MissingHeader)?;
+    let id = EventId {
+        timestamp: AuditTimestamp { secs, millis },
+        serial: Serial(serial),
+    };
+    Ok((id, body))
 }
 
 /// Iterator over a record's fields. Tokens without `=` (free text in some
@@ -203,6 +239,7 @@ pub struct Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = (&'a [u8], Value<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let start = self.rest.iter().position(|b| *b != b' ')?;

@@ -401,11 +401,7 @@ mod tests {
         ExecEvent {
             pid,
             ppid,
-            paths: vec![crate::audit::assemble::PathItem {
-                item: 0,
-                name: Some(format!("/usr/bin/{name}").into_bytes()),
-                nametype: None,
-            }],
+            path: Some(format!("/usr/bin/{name}").into_bytes()),
             ..ExecEvent::default()
         }
     }

@@ -26,7 +26,8 @@ pub struct ExecFields<'c, 't> {
     host: &'c HostInfo,
     users: &'c mut UserNames,
     command_line: Option<Vec<u8>>,
-    title: Option<Vec<u8>>,
+    /// Built on first use; the inner `None` when the event has none.
+    title: Option<Option<Vec<u8>>>,
 }
 
 impl<'c, 't> ExecFields<'c, 't> {
@@ -177,15 +178,8 @@ impl Event for ExecFields<'_, '_> {
             }
             Field::ProcessWorkingDirectory => one(visit, keyword(event.cwd.as_deref())),
             Field::ProcessTitle => {
-                let Some(raw) = event.proctitle.as_deref() else {
-                    return false;
-                };
-                let title = self.title.get_or_insert_with(|| {
-                    raw.iter()
-                        .map(|b| if *b == 0 { b' ' } else { *b })
-                        .collect()
-                });
-                one(visit, Some(Scalar::Keyword(title)))
+                let title = self.title.get_or_insert_with(|| event.title());
+                one(visit, keyword(title.as_deref()))
             }
             Field::HostOsType
             | Field::HostName
