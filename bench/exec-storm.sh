@@ -5,77 +5,115 @@
 # and at the machine's maximum; kernel lost counts; the storm's own slowdown
 # against audit off. Run as root on an otherwise idle machine:
 #
-#   bash bench/exec-storm.sh [SECONDS] [RATES...]      (default: 30 500 1000 2000 0)
+#   bash bench/exec-storm.sh [SECONDS] [ROUNDS] [RATES...]   (default: 10 5 500 1000 2000 0)
 #
-# Rate 0 is "as fast as the storm can go". CPU is user+sys of every
-# userspace process of the contender (auditd and laurel counted together).
+# Rate 0 is "as fast as the storm can go". CPU is the scheduler's runtime
+# (user+sys, in ns) of every userspace process of the contender, all its
+# threads (auditd and laurel counted together).
+#
+# A VM's CPU cost per exec drifts by ±20% from one minute to the next (the
+# host's load, where the scheduler places the wake-ups), so one long run per
+# contender compares contenders measured at different moments. Instead each
+# rate runs ROUNDS rounds; a round measures every contender once, SECONDS
+# each, back to back, starting with a different contender each round. The
+# table gives each contender's median over the rounds, and the ratio to
+# auditd RAW is the median of the rounds' own ratios: contenders compared
+# within a minute of each other.
 source "$(dirname "$0")/lib.sh"
-secs=${1:-30}
-shift || true
+secs=${1:-10}
+rounds=${2:-5}
+shift 2 || true
 rates=(${@:-500 1000 2000 0})
+contenders=(mapwatch auditd-RAW auditd-ENRICHED auditd-laurel)
 
 run_storm() { "$work/storm" "$1" "$secs"; }
 
-declare -A result
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
+
+# Per contender and rate, space-separated over the rounds.
+declare -A us execs achieved lost
 measure() {
     local name=$1 rate=$2
     shift 2
     local pids=("$@")
-    local lost0 cpu0 out lost1 cpu1
+    local lost0 cpu0 out lost1 cpu1 n elapsed rate_done cpu_s per_exec
     lost0=$(kernel_lost)
-    cpu0=$(cpu_ticks "${pids[@]}")
+    cpu0=$(cpu_ns "${pids[@]}")
     out=$(run_storm "$rate")
     sleep 1 # what was queued is processed
-    cpu1=$(cpu_ticks "${pids[@]}")
+    cpu1=$(cpu_ns "${pids[@]}")
     lost1=$(kernel_lost)
-    read -r execs elapsed achieved <<< "$out"
-    local cpu_s us_per_exec
-    cpu_s=$(awk -v t=$((cpu1 - cpu0)) -v hz="$ticks" 'BEGIN { printf "%.2f", t / hz }')
-    us_per_exec=$(awk -v c="$cpu_s" -v n="$execs" 'BEGIN { printf "%.1f", c * 1e6 / n }')
-    result[$name,$rate]="$execs $achieved $cpu_s $us_per_exec $((lost1 - lost0))"
-    echo "$name rate=$rate: $execs execs ($achieved/s), CPU $cpu_s s = $us_per_exec µs/exec, lost $((lost1 - lost0))" >&2
+    read -r n elapsed rate_done <<< "$out"
+    cpu_s=$(awk -v t=$((cpu1 - cpu0)) 'BEGIN { printf "%.3f", t / 1e9 }')
+    per_exec=$(awk -v c="$cpu_s" -v n="$n" 'BEGIN { printf "%.1f", c * 1e6 / n }')
+    us[$name,$rate]+=" $per_exec"
+    execs[$name,$rate]+=" $n"
+    achieved[$name,$rate]+=" $rate_done"
+    lost[$name,$rate]+=" $((lost1 - lost0))"
+    echo "$name rate=$rate: $n execs ($rate_done/s), CPU $cpu_s s = $per_exec µs/exec, lost $((lost1 - lost0))" >&2
+}
+
+run_contender() {
+    local name=$1 rate=$2
+    case $name in
+        mapwatch)
+            start_mapwatch
+            measure mapwatch "$rate" "$started"
+            ;;
+        auditd-RAW | auditd-ENRICHED)
+            start_auditd "${name#auditd-}"
+            measure "$name" "$rate" "$started"
+            ;;
+        auditd-laurel)
+            start_auditd RAW laurel
+            sleep 0.5
+            measure auditd-laurel "$rate" "$started" "$(pgrep -P "$started" laurel)"
+            ;;
+    esac
+    stop_daemon "$started"
 }
 
 for rate in "${rates[@]}"; do
-    auditctl -e 0 > /dev/null
-    lost0=$(kernel_lost)
-    out=$(run_storm "$rate")
-    read -r execs elapsed achieved <<< "$out"
-    result[off,$rate]="$execs $achieved 0 0 0"
-    echo "off rate=$rate: $execs execs ($achieved/s)" >&2
-
-    start_mapwatch
-    measure mapwatch "$rate" "$started"
-    stop_daemon "$started"
-
-    for format in RAW ENRICHED; do
-        start_auditd "$format"
-        measure "auditd-$format" "$rate" "$started"
-        stop_daemon "$started"
+    for round in $(seq 0 $((rounds - 1))); do
+        auditctl -e 0 > /dev/null
+        out=$(run_storm "$rate")
+        read -r n elapsed rate_done <<< "$out"
+        execs[off,$rate]+=" $n"
+        achieved[off,$rate]+=" $rate_done"
+        echo "off rate=$rate: $n execs ($rate_done/s)" >&2
+        for i in "${!contenders[@]}"; do
+            run_contender "${contenders[$(((i + round) % ${#contenders[@]}))]}" "$rate"
+        done
     done
-
-    start_auditd RAW laurel
-    sleep 0.5
-    laurel_pid=$(pgrep -P "$started" laurel)
-    measure auditd-laurel "$rate" "$started" "$laurel_pid"
-    stop_daemon "$started"
 done
+
+# The rounds' own ratios of $1 to $2 at rate $3, space-separated.
+round_ratios() {
+    paste -d' ' <(echo ${us[$1,$3]} | tr ' ' '\n') <(echo ${us[$2,$3]} | tr ' ' '\n') |
+        awk '$2 > 0 { printf "%.3f ", $1 / $2 }'
+}
 
 echo
 describe_machine
-echo "Command: bash bench/exec-storm.sh $secs ${rates[*]}"
+echo "Command: bash bench/exec-storm.sh $secs $rounds ${rates[*]}"
 echo
-echo "| rate (exec/s) | contender | execs | achieved exec/s | CPU s | CPU µs/exec | kernel lost | ratio to auditd RAW | ratio to auditd+laurel |"
+echo "| rate (exec/s) | contender | achieved exec/s | CPU µs/exec, median | range over rounds | kernel lost (all rounds) | ratio to auditd RAW (median of rounds) | range | ratio to auditd+laurel |"
 echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for rate in "${rates[@]}"; do
     label=$rate
     [ "$rate" = 0 ] && label=max
-    read -r _ _ _ raw_us _ <<< "${result[auditd-RAW,$rate]}"
-    read -r _ _ _ laurel_us _ <<< "${result[auditd-laurel,$rate]}"
-    for name in off mapwatch auditd-RAW auditd-ENRICHED auditd-laurel; do
-        read -r execs achieved cpu_s us lost <<< "${result[$name,$rate]}"
-        ratio_raw=$(awk -v a="$us" -v b="$raw_us" 'BEGIN { if (b > 0 && a > 0) printf "%.2f×", a / b; else print "" }')
-        ratio_laurel=$(awk -v a="$us" -v b="$laurel_us" 'BEGIN { if (b > 0 && a > 0) printf "%.2f×", a / b; else print "" }')
-        echo "| $label | $name | $execs | $achieved | $cpu_s | $us | $lost | $ratio_raw | $ratio_laurel |"
+    for name in off "${contenders[@]}"; do
+        rate_done=$(echo "${achieved[$name,$rate]}" | median)
+        if [ "$name" = off ]; then
+            echo "| $label | off | $rate_done | | | | | | |"
+            continue
+        fi
+        per_exec=$(echo "${us[$name,$rate]}" | median)
+        range=$(echo "${us[$name,$rate]}" | spread)
+        lost_total=$(echo "${lost[$name,$rate]}" | tr ' ' '\n' | awk '{ s += $1 } END { print s + 0 }')
+        raw=$(round_ratios "$name" auditd-RAW "$rate")
+        laurel=$(round_ratios "$name" auditd-laurel "$rate")
+        echo "| $label | $name | $rate_done | $per_exec | $range | $lost_total | $(echo "$raw" | median)× | $(echo "$raw" | spread) | $(echo "$laurel" | median)× |"
     done
 done

@@ -15,7 +15,6 @@ cargo build --release --locked -q
 bin=$root/target/release/mapwatch
 work=$(mktemp -d /tmp/mapwatch-bench.XXXXXX)
 gcc -O2 -o "$work/storm" "$root/bench/storm.c"
-ticks=$(getconf CLK_TCK)
 daemons=()
 backlog_before=$(auditctl -s | awk '$1 == "backlog_limit" { print $2 }')
 
@@ -42,13 +41,13 @@ audit_rules() {
 
 kernel_lost() { auditctl -s | awk '$1 == "lost" { print $2 }'; }
 
-# user+sys ticks of the given pids (all their threads).
-cpu_ticks() {
-    local total=0 pid
-    for pid in "$@"; do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-    done
-    echo "$total"
+# CPU time in nanoseconds of the given pids, all their threads: the
+# scheduler's own runtime (/proc/PID/task/TID/schedstat), not the 10 ms
+# ticks of /proc/PID/stat, which are too coarse for 10-second runs. Every
+# contender's threads live as long as it does, so none is missed.
+cpu_ns() {
+    local pid
+    for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%d\n", s }'
 }
 
 # Machine, kernel and versions, for the results' header.

@@ -540,6 +540,58 @@ type=EOE msg=audit(1700000000.100:42):
         assert_eq!(events[0].name(), b"sh");
     }
 
+    fn with_args(args: &[&[u8]]) -> ExecEvent {
+        ExecEvent {
+            argv: args.to_vec().into(),
+            ..ExecEvent::default()
+        }
+    }
+
+    #[test]
+    fn title_is_what_proctitle_holds_for_the_exec() {
+        // PROCTITLE=636174002F70726F632F312F6D617073 for `cat /proc/1/maps`.
+        assert_eq!(
+            with_args(&[b"cat", b"/proc/1/maps"]).title().as_deref(),
+            Some(&b"cat /proc/1/maps"[..])
+        );
+        // Trailing NULs (empty last arguments) are trimmed, as the kernel does.
+        assert_eq!(
+            with_args(&[b"a", b"", b""]).title().as_deref(),
+            Some(&b"a"[..])
+        );
+        assert_eq!(
+            with_args(&[b"a", b"", b"b"]).title().as_deref(),
+            Some(&b"a  b"[..])
+        );
+        // 128 bytes of the NUL-joined command line at most.
+        let long = vec![b'x'; 100];
+        let title = with_args(&[&long, &long]).title().expect("a title");
+        assert_eq!(title.len(), 128);
+        assert_eq!(title[100], b' ');
+        assert_eq!(with_args(&[]).title(), None);
+        assert_eq!(with_args(&[b""]).title(), None);
+    }
+
+    #[test]
+    fn only_path_item_zero_is_kept_whatever_the_order() {
+        let mut lines: Vec<&str> = CAT_EVENT.lines().collect();
+        let (zero, one) = (
+            lines
+                .iter()
+                .position(|l| l.contains("item=0"))
+                .expect("item 0"),
+            lines
+                .iter()
+                .position(|l| l.contains("item=1"))
+                .expect("item 1"),
+        );
+        lines.swap(zero, one);
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        let events = feed(&mut a, &lines.join("\n"), Instant::now());
+        assert_eq!(events[0].path.as_deref(), Some(&b"/usr/bin/cat"[..]));
+        assert_eq!(events[0].name(), b"cat");
+    }
+
     #[test]
     fn basenames() {
         assert_eq!(basename(b"/usr/bin/cat"), b"cat");

@@ -519,6 +519,34 @@ mod tests {
     }
 
     #[test]
+    fn one_pass_header_agrees_with_the_piece_by_piece_parse() {
+        let cases: [&[u8]; 14] = [
+            b"1700000000.100:42): x=1",
+            b"0.000:0):",
+            b"18446744073709551615.999:18446744073709551615): x",
+            b"18446744073709551616.999:1): x",
+            b"1.1000:2): x",
+            b"1.:2): x",
+            b".1:2): x",
+            b"1.1:): x",
+            b"1.1:2) x",
+            b"1.1:2x): x",
+            b"1:2.3): x",
+            b"1.2.3:4): x",
+            b"1.2:3:4): x",
+            b"1.2:3)): x",
+        ];
+        for case in cases {
+            let general = header_with_error(case);
+            match well_formed_header(case) {
+                Some(fast) => assert_eq!(Ok(fast), general, "{:?}", String::from_utf8_lossy(case)),
+                None => assert!(general.is_err(), "{:?}", String::from_utf8_lossy(case)),
+            }
+        }
+        assert!(well_formed_header(cases[0]).is_some());
+    }
+
+    #[test]
     fn unterminated_quote_runs_to_end() {
         let r =
             Record::parse_log_line(b"type=CWD msg=audit(1.000:2): cwd=\"/tmp x").expect("parses");
