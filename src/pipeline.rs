@@ -1,6 +1,7 @@
-//! The pipeline: one task owns all mutable detection state and turns record
-//! batches into alerts; the netlink reader and the sink run beside it,
-//! joined by bounded channels.
+//! The pipeline: one thread owns all mutable detection state and turns
+//! records into alerts, in an epoll loop over the audit socket, its signals
+//! and the queues of the reader threads (fanotify, the auditd feed); the
+//! sink runs beside it, joined by a bounded channel.
 //!
 //! Contract: [`Detector`] is the synchronous core (records in, alerts out),
 //! free of I/O other than procfs, so every source can drive it. [`run`] is
@@ -8,13 +9,16 @@
 //! rules are installed (and tells systemd), and on SIGTERM/SIGINT removes
 //! the rules and restores the kernel's audit status before it returns.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::alert::health::LossWatch;
 use crate::alert::limit::Limiter;
@@ -33,10 +37,11 @@ use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
     AuditError, AuditSession, Backpressure, RecordReader, RecordSocket, SessionOptions,
-    SourceStats, count_received, read_records,
+    SourceStats, count_received, spawn_record_reader,
 };
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
 use crate::source::log::spawn_stdin_reader;
+use crate::source::queue;
 
 /// Counters of the detection core.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -408,15 +413,15 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const ALERT_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 
-/// The live service, until SIGTERM, SIGINT or SIGQUIT (or SIGHUP in the foreground).
-/// The signals that stop the service.
-fn stop_signals() -> SigSet {
+/// The signals the service acts on ([`Request::of_signal`]).
+fn service_signals() -> SigSet {
     let mut set = SigSet::empty();
     for sig in [
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGQUIT,
         Signal::SIGHUP,
+        Signal::SIGUSR1,
     ] {
         set.add(sig);
     }
@@ -428,11 +433,12 @@ fn stop_signals() -> SigSet {
 ///
 /// The audit session is set up on the calling thread; the pipeline then
 /// runs on a thread created afterwards, which the `never,task` rule leaves
-/// unaudited (as are the reader threads it starts). The stop signals are
-/// blocked until the pipeline thread has its handlers, so a SIGTERM during
-/// start-up waits instead of killing the process with its rules installed.
+/// unaudited (as are the reader threads it starts). The service's signals
+/// are blocked first, in every thread to come, and read from a signalfd by
+/// the pipeline: a SIGTERM during start-up waits instead of killing the
+/// process with its rules installed.
 pub fn run(options: RunOptions) -> Result<(), RunError> {
-    stop_signals()
+    service_signals()
         .thread_block()
         .map_err(std::io::Error::from)?;
     let config = &options.config;
@@ -474,12 +480,7 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     };
     let pipeline = std::thread::Builder::new()
         .name("mapwatch".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(serve(started, options))
-        })?;
+        .spawn(move || serve(started, options))?;
     pipeline.join().unwrap_or_else(|_| {
         Err(RunError::Io(std::io::Error::other(
             "the pipeline thread panicked",
@@ -514,7 +515,7 @@ fn open_proc_watch(config: &Config) -> Option<ProcWatch> {
         .ok()
 }
 
-async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
+fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let Started {
         mut detector,
         mut session,
@@ -524,48 +525,43 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     } = started;
     let mut config = options.config.clone();
     let rule_count = options.rules.rules.len();
-    let mut requests = listen_for_signals()?;
-    stop_signals()
-        .thread_unblock()
-        .map_err(std::io::Error::from)?;
+    // Blocked in every thread since start-up: they wait for this fd.
+    let signals = SignalFd::with_flags(
+        &service_signals(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
 
     let source_stats = Arc::new(SourceStats::default());
-    let (record_tx, mut record_rx) = mpsc::channel::<RecordBatch>(config.audit.queue_batches);
+    let (record_tx, record_rx) = queue::bounded::<RecordBatch>(config.audit.queue_batches)?;
     // With the kernel as the only queue, the pipeline reads the socket
-    // itself: a queue of its own on the same thread would only add a task
-    // hop per wake-up. Dropping in user space needs a reader that keeps
-    // draining while the pipeline is busy: a task and a bounded queue.
+    // itself: a queue of its own would only add a wake-up per batch.
+    // Dropping in user space needs a reader that keeps draining while the
+    // pipeline is busy: a thread and a bounded queue.
     let mut inline = None;
-    let reader = match records {
+    match records {
         Records::Kernel(socket) => {
-            let (reader, early) = RecordReader::new(socket)?;
+            let (reader, early) = RecordReader::new(socket);
             match config.audit.backpressure {
                 Backpressure::Kernel => {
                     count_received(&early, &source_stats);
                     detector.on_batch(&early, Instant::now(), &mut |_| {});
                     inline = Some(reader);
-                    None
+                    drop(record_tx);
                 }
-                Backpressure::Userspace => Some(tokio::spawn(read_records(
-                    reader,
-                    early,
-                    record_tx,
-                    source_stats.clone(),
-                    MAX_BATCH,
-                    Backpressure::Userspace,
-                ))),
+                Backpressure::Userspace => {
+                    spawn_record_reader(reader, early, record_tx, source_stats.clone(), MAX_BATCH)?;
+                }
             }
         }
         Records::Stdin => {
             // Ends with its input (auditd closes the pipe when it stops).
             spawn_stdin_reader(record_tx, source_stats.clone(), MAX_BATCH)?;
-            None
         }
-    };
-    let queued = inline.is_none();
+    }
 
     let watch_stats = Arc::new(WatchStats::default());
-    let (read_tx, mut read_rx) = mpsc::channel::<Vec<ReadEvent>>(config.audit.queue_batches);
+    let (read_tx, read_rx) = queue::bounded::<Vec<ReadEvent>>(config.audit.queue_batches)?;
     let watcher = match proc_watch {
         Some(watch) => {
             detector.confirm_reads(
@@ -595,6 +591,21 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         losses: LossWatch::default(),
     };
 
+    let poller = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
+    let watch_for = |fd: BorrowedFd<'_>, source: Source| {
+        poller
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, source as u64))
+            .map_err(std::io::Error::from)
+    };
+    match &inline {
+        Some(reader) => watch_for(reader.fd(), Source::AuditSocket)?,
+        None => watch_for(record_rx.fd(), Source::RecordQueue)?,
+    }
+    watch_for(signals.as_fd(), Source::Signals)?;
+    if fanotify_on {
+        watch_for(read_rx.fd(), Source::ReadQueue)?;
+    }
+
     let how = match (options.feed, session.beside_daemon) {
         (Feed::AuditdPlugin, daemon) => format!(
             "reading the feed of the audit daemon (pid {}) on stdin as its plugin",
@@ -617,93 +628,142 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     );
     notify_systemd(b"READY=1");
 
-    let mut ticker = tokio::time::interval(TICK);
+    let mut next_tick = Instant::now() + TICK;
     let mut last_prune = Instant::now();
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
     let mut stats_every = Duration::from_secs(config.log.stats_interval_secs);
     let mut kernel_lost = 0u32;
-    let far_future = || tokio::time::Instant::now() + Duration::from_secs(3600);
-    // One timer, moved only when the correlator's next deadline changes:
-    // a fresh one per wake-up would cost a timer-wheel insertion each time.
-    let release = tokio::time::sleep_until(far_future());
-    tokio::pin!(release);
-    let mut armed_for = None;
-    let mut fired = false;
-    let stop_signal = loop {
-        let next = detector.next_deadline();
-        if fired || next != armed_for {
-            fired = false;
-            armed_for = next;
-            release
-                .as_mut()
-                .reset(next.map_or_else(far_future, tokio::time::Instant::from_std));
-        }
-        let mut on_record = |now, record_type, text: &[u8]| {
-            detector.on_netlink_record(record_type, text, now, &mut |a| outlet.emit(a))
+    let mut ready = [EpollEvent::empty(); 4];
+    let stop_signal = 'serve: loop {
+        // The correlator's next deadline or the tick, whichever is first.
+        let wake_at = detector
+            .next_deadline()
+            .map_or(next_tick, |deadline| deadline.min(next_tick));
+        let count = match poller.wait(&mut ready, timeout_until(wake_at)) {
+            Ok(count) => count,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(RunError::Io(e.into())),
         };
-        tokio::select! {
-            reads = read_rx.recv(), if fanotify_on => {
-                if let Some(reads) = reads {
-                    detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
-                }
-            }
-            _ = &mut release => {
-                fired = true;
-                detector.on_tick(Instant::now(), &mut |a| outlet.emit(a));
-            }
-            read = next_inline(&mut inline, &source_stats, &mut on_record), if !queued => if let Err(e) = read {
-                tracing::error!("reading audit records: {e}");
-                break "reader stopped";
-            },
-            batch = record_rx.recv(), if queued => match batch {
-                Some(batch) => detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)),
-                None if options.feed == Feed::AuditdPlugin => break "end of the auditd feed",
-                None => break "reader stopped",
-            },
-            _ = ticker.tick() => {
-                let now = Instant::now();
-                detector.on_tick(now, &mut |a| outlet.emit(a));
-                outlet.expire(now);
-                if now.duration_since(last_prune) >= PRUNE_EVERY {
-                    detector.prune(now);
-                    last_prune = now;
-                }
-                if now.duration_since(last_poll) >= HEALTH_EVERY {
-                    kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
-                    let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
-                    outlet.report_losses(&losses, detector.host());
-                    last_poll = now;
-                }
-                if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
-                    report_stats(&detector, &source_stats, &watch_stats, &mut outlet, kernel_lost);
-                    last_stats = now;
-                }
-            }
-            request = requests.recv() => match request {
-                Some(Request::Stats) => report_stats(&detector, &source_stats, &watch_stats, &mut outlet, kernel_lost),
-                Some(Request::Stop(signal)) => break signal,
-                Some(Request::Reload) if options.foreground => break "SIGHUP",
-                Some(Request::Reload) => match reload(&config, options.foreground, options.format) {
-                    Ok((new, rules, sinks)) => {
-                        warn_restart_only(&config, &new);
-                        tracing::info!(
-                            "SIGHUP: reloaded {} ({} detection rules); alert files reopened",
-                            new.source_name(),
-                            rules.rules.len()
-                        );
-                        outlet.limiter = Limiter::new(&rules);
-                        outlet.replace_sinks(sinks);
-                        detector.set_rules(rules);
-                        stats_every = Duration::from_secs(new.log.stats_interval_secs);
-                        config = new;
+        for event in &ready[..count] {
+            match Source::from_token(event.data()) {
+                Some(Source::AuditSocket) => {
+                    let Some(reader) = inline.as_mut() else {
+                        continue;
+                    };
+                    let read = reader.receive(MAX_BATCH, &source_stats, &mut |now, t, text| {
+                        detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
+                    });
+                    if let Err(e) = read {
+                        tracing::error!("reading audit records: {e}");
+                        break 'serve "reader stopped";
                     }
-                    Err(message) => tracing::error!(
-                        "SIGHUP: {message}; the running configuration stays in force"
-                    ),
-                },
-                None => break "signal listener stopped",
-            },
+                }
+                Some(Source::RecordQueue) => {
+                    record_rx.silence();
+                    loop {
+                        match record_rx.try_recv() {
+                            Ok(batch) => {
+                                detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a))
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected)
+                                if options.feed == Feed::AuditdPlugin =>
+                            {
+                                break 'serve "end of the auditd feed";
+                            }
+                            Err(TryRecvError::Disconnected) => break 'serve "reader stopped",
+                        }
+                    }
+                }
+                Some(Source::ReadQueue) => {
+                    read_rx.silence();
+                    loop {
+                        match read_rx.try_recv() {
+                            Ok(reads) => {
+                                detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            // The watcher stopped and said why: detection goes on.
+                            Err(TryRecvError::Disconnected) => {
+                                let _ = poller.delete(read_rx.fd());
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(Source::Signals) => {
+                    while let Ok(Some(info)) = signals.read_signal() {
+                        match Request::of_signal(info.ssi_signo) {
+                            Some(Request::Stats) => report_stats(
+                                &detector,
+                                &source_stats,
+                                &watch_stats,
+                                &mut outlet,
+                                kernel_lost,
+                            ),
+                            Some(Request::Stop(signal)) => break 'serve signal,
+                            Some(Request::Reload) if options.foreground => break 'serve "SIGHUP",
+                            Some(Request::Reload) => {
+                                match reload(&config, options.foreground, options.format) {
+                                    Ok((new, rules, sinks)) => {
+                                        warn_restart_only(&config, &new);
+                                        tracing::info!(
+                                            "SIGHUP: reloaded {} ({} detection rules); alert files reopened",
+                                            new.source_name(),
+                                            rules.rules.len()
+                                        );
+                                        outlet.limiter = Limiter::new(&rules);
+                                        outlet.replace_sinks(sinks);
+                                        detector.set_rules(rules);
+                                        stats_every =
+                                            Duration::from_secs(new.log.stats_interval_secs);
+                                        config = new;
+                                    }
+                                    Err(message) => tracing::error!(
+                                        "SIGHUP: {message}; the running configuration stays in force"
+                                    ),
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let now = Instant::now();
+        if detector
+            .next_deadline()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            detector.on_tick(now, &mut |a| outlet.emit(a));
+        }
+        if now >= next_tick {
+            next_tick = now + TICK;
+            detector.on_tick(now, &mut |a| outlet.emit(a));
+            outlet.expire(now);
+            if now.duration_since(last_prune) >= PRUNE_EVERY {
+                detector.prune(now);
+                last_prune = now;
+            }
+            if now.duration_since(last_poll) >= HEALTH_EVERY {
+                kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
+                let losses =
+                    loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
+                outlet.report_losses(&losses, detector.host());
+                last_poll = now;
+            }
+            if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
+                report_stats(
+                    &detector,
+                    &source_stats,
+                    &watch_stats,
+                    &mut outlet,
+                    kernel_lost,
+                );
+                last_stats = now;
+            }
         }
     };
     // Losses up to the end, before the counter is no longer ours to read.
@@ -712,7 +772,7 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let restored = session.stop();
     // What was already queued still gets evaluated.
     if let Some(reader) = inline.as_mut() {
-        let drained = reader.drain_queued(&source_stats, &mut |now, t, text| {
+        let drained = reader.receive(usize::MAX, &source_stats, &mut |now, t, text| {
             detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
         });
         if let Err(e) = drained {
@@ -728,13 +788,11 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     detector.flush(&mut |a| outlet.emit(a));
     let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
     outlet.report_losses(&losses, detector.host());
-    if let Some(reader) = reader {
-        reader.abort();
-    }
-    // The fanotify thread ends at its next wake-up (the channel is gone) or
+    // The reader threads end at their next wake-up (their queue is gone) or
     // with the process.
     drop(watcher);
     drop(read_rx);
+    drop(record_rx);
     outlet.close();
     report_stats(
         &detector,
@@ -749,7 +807,38 @@ async fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     restored.map_err(RunError::Io)
 }
 
-/// What a signal asks of the service.
+/// What the pipeline's epoll set watches; the value is the event's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    AuditSocket = 0,
+    RecordQueue = 1,
+    ReadQueue = 2,
+    Signals = 3,
+}
+
+impl Source {
+    fn from_token(token: u64) -> Option<Self> {
+        [
+            Source::AuditSocket,
+            Source::RecordQueue,
+            Source::ReadQueue,
+            Source::Signals,
+        ]
+        .into_iter()
+        .find(|source| *source as u64 == token)
+    }
+}
+
+/// The epoll timeout that wakes the loop at `at`: rounded up to the next
+/// millisecond, so a deadline is never woken for just before it is due.
+fn timeout_until(at: Instant) -> EpollTimeout {
+    let wait = at.saturating_duration_since(Instant::now());
+    let millis = wait.as_nanos().div_ceil(1_000_000);
+    EpollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX))
+}
+
+/// What a signal asks of the service. Left at its default, SIGHUP (a
+/// dropped ssh session) would kill the process without removing its rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Request {
     Stop(&'static str),
@@ -757,44 +846,17 @@ enum Request {
     Stats,
 }
 
-/// The service's signals as requests on one channel, listened for by a
-/// task of their own: one branch of the pipeline's loop, not one per
-/// signal, to poll on every wake-up. Left at its default, SIGHUP (a dropped
-/// ssh session) would kill the process without removing its rules.
-fn listen_for_signals() -> std::io::Result<mpsc::UnboundedReceiver<Request>> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut quit = signal(SignalKind::quit())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let request = tokio::select! {
-                _ = term.recv() => Request::Stop("SIGTERM"),
-                _ = int.recv() => Request::Stop("SIGINT"),
-                _ = quit.recv() => Request::Stop("SIGQUIT"),
-                _ = hup.recv() => Request::Reload,
-                _ = usr1.recv() => Request::Stats,
-            };
-            if tx.send(request).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
-}
-
-/// The next records of the socket the pipeline reads itself; never ready
-/// when records come through the queue instead.
-async fn next_inline(
-    reader: &mut Option<RecordReader>,
-    stats: &SourceStats,
-    each: &mut impl FnMut(Instant, u16, &[u8]),
-) -> std::io::Result<usize> {
-    match reader {
-        Some(reader) => reader.next_records(MAX_BATCH, stats, each).await,
-        None => std::future::pending().await,
+impl Request {
+    fn of_signal(signo: u32) -> Option<Self> {
+        let signal = Signal::try_from(i32::try_from(signo).ok()?).ok()?;
+        Some(match signal {
+            Signal::SIGTERM => Request::Stop("SIGTERM"),
+            Signal::SIGINT => Request::Stop("SIGINT"),
+            Signal::SIGQUIT => Request::Stop("SIGQUIT"),
+            Signal::SIGHUP => Request::Reload,
+            Signal::SIGUSR1 => Request::Stats,
+            _ => return None,
+        })
     }
 }
 

@@ -180,16 +180,14 @@ impl Assembler {
         if !is_event_part(record.rtype) {
             return;
         }
-        if !self.pending.contains_key(&record.id) {
-            if self.pending.len() >= self.max_in_flight {
-                self.evict_oldest(out);
-            }
-            self.pending.insert(record.id, Pending::default());
+        if self.pending.len() >= self.max_in_flight && !self.pending.contains_key(&record.id) {
+            self.evict_oldest(out);
+        }
+        let pending = self.pending.entry(record.id).or_insert_with(|| {
             self.arrival.push_back((record.id, now));
-        }
-        if let Some(pending) = self.pending.get_mut(&record.id) {
-            add_record(pending, record);
-        }
+            Pending::default()
+        });
+        add_record(pending, record);
         if record.rtype == RecordType::PROCTITLE
             && let Some(pending) = self.pending.remove(&record.id)
         {
@@ -347,7 +345,12 @@ fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool) {
             b"ses" => event.ses = id_field(value),
             b"tty" => event.tty = Some(value.raw().to_vec()).filter(|t| t != b"(none)"),
             b"comm" => event.comm = untrusted(Some(value)),
-            b"exe" => event.exe = untrusted(Some(value)),
+            b"exe" => {
+                event.exe = untrusted(Some(value));
+                // The kernel writes exe after every field used here; what
+                // follows (subj, key) is not scanned.
+                break;
+            }
             _ => {}
         }
     }

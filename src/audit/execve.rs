@@ -168,6 +168,17 @@ impl ArgvBuilder {
 
     /// The reassembled argv and what was wrong with the input.
     pub fn finish(mut self) -> (Argv, ArgvDefects) {
+        if self.is_plain() {
+            // Already in order and whole: the buffer is the argv.
+            let ends = self.pieces.iter().map(|p| p.end).collect();
+            return (
+                Argv {
+                    bytes: self.buf,
+                    ends,
+                },
+                self.defects,
+            );
+        }
         // The kernel emits pieces in order; sorting is only for hostile or
         // reordered input, and is a no-op check otherwise.
         if !self.pieces.is_sorted() {
@@ -227,6 +238,23 @@ impl ArgvBuilder {
             }
         }
         (argv, self.defects)
+    }
+}
+
+impl ArgvBuilder {
+    /// What the kernel writes for any argv under 7,500 bytes an argument:
+    /// `argc` and `a0..aN` in order, each whole. Anything else (split
+    /// arguments, gaps, reordering, a wrong `argc`) takes the general path.
+    fn is_plain(&self) -> bool {
+        self.declared_lens.is_empty()
+            && self
+                .argc
+                .is_some_and(|argc| argc as usize == self.pieces.len())
+            && self
+                .pieces
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.chunk.is_none() && p.index as usize == i)
     }
 }
 

@@ -20,10 +20,11 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::TrySendError;
 use std::time::{Duration, Instant};
 
 use netlink_packet_audit::{
@@ -35,12 +36,12 @@ use netlink_packet_core::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_AUDIT};
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv, setsockopt, sockopt};
 use serde::{Deserialize, Serialize};
-use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 
 use super::RecordBatch;
+use super::queue::Sender;
 use crate::audit::syscall::{AbiSyscalls, native_syscalls};
 
 /// The key on every rule mapwatch installs, and how stale ones are found.
@@ -788,13 +789,12 @@ fn require_capability(cap: u32, name: &'static str) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// The record socket, registered with the async runtime, and the buffers
-/// it is read into. The pipeline reads it itself (no queue, no copy) with
-/// [`Backpressure::Kernel`], where the kernel's backlog is the only queue;
-/// [`read_records`] runs it as a task of its own with
-/// [`Backpressure::Userspace`].
+/// The record socket and the buffers it is read into. The pipeline reads it
+/// itself (no queue, no copy) with [`Backpressure::Kernel`], where the
+/// kernel's backlog is the only queue; [`spawn_record_reader`] reads it on a
+/// thread of its own with [`Backpressure::Userspace`].
 pub struct RecordReader {
-    fd: AsyncFd<Socket>,
+    socket: Socket,
     datagrams: Datagrams,
     multicast: bool,
 }
@@ -802,140 +802,124 @@ pub struct RecordReader {
 impl RecordReader {
     /// Takes the socket over; returns the reader and the records that
     /// arrived while registration was being acknowledged.
-    pub fn new(socket: RecordSocket) -> io::Result<(Self, RecordBatch)> {
-        // SAFETY: `register` requires the fd to stay open while registered;
-        // the netlink `Socket` owns it and is moved into (and dropped with)
-        // the AsyncFd.
-        let fd = unsafe { AsyncFd::register(socket.socket) }.map_err(io::Error::from)?;
+    pub fn new(socket: RecordSocket) -> (Self, RecordBatch) {
         let reader = RecordReader {
-            fd,
+            socket: socket.socket,
             datagrams: Datagrams::new(),
             multicast: socket.multicast,
         };
-        Ok((reader, socket.early_records))
+        (reader, socket.early_records)
     }
 
-    /// Waits until records are queued, then hands each one (its arrival
-    /// time, type and text) to `each`, up to about `max` records: what one
-    /// wake-up found. Returns how many there were (0 after a spurious
-    /// wake-up). Cancel-safe: nothing is read before the wait is over.
-    pub async fn next_records(
+    /// Readable when records are queued: the fd to wait on.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Hands each queued record (its arrival time, type and text) to
+    /// `each`, without waiting, until the socket's queue is empty or about
+    /// `max` records came; returns how many.
+    pub fn receive(
         &mut self,
         max: usize,
         stats: &SourceStats,
         each: &mut impl FnMut(Instant, u16, &[u8]),
     ) -> io::Result<usize> {
-        let mut guard = self.fd.readable().await?;
-        let fd = guard.get_inner().as_raw_fd();
-        let (records, emptied) =
-            receive_queued(fd, &mut self.datagrams, self.multicast, max, stats, each)?;
-        // Any record arriving after the queue was found empty raised a new
-        // epoll edge, which tokio keeps: clearing loses nothing.
-        if emptied {
-            guard.clear_ready();
+        let now = Instant::now();
+        let fd = self.socket.as_raw_fd();
+        let mut records = 0;
+        loop {
+            match self.datagrams.receive(fd) {
+                Ok(count) => {
+                    for datagram in self.datagrams.iter(count) {
+                        records += split_records(datagram, self.multicast, &mut |t, text| {
+                            each(now, t, text)
+                        });
+                    }
+                    // Fewer than asked for: the queue was empty a moment
+                    // ago, no need for an EAGAIN round trip.
+                    if count < DATAGRAMS_PER_CALL || records >= max {
+                        break;
+                    }
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::ENOBUFS) => {
+                    stats.enobufs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if records > 0 {
+            stats.records.fetch_add(records as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
         }
         Ok(records)
     }
-
-    /// What is queued now, without waiting (at stop, for the last records).
-    pub fn drain_queued(
-        &mut self,
-        stats: &SourceStats,
-        each: &mut impl FnMut(Instant, u16, &[u8]),
-    ) -> io::Result<usize> {
-        let fd = self.fd.get_ref().as_raw_fd();
-        receive_queued(
-            fd,
-            &mut self.datagrams,
-            self.multicast,
-            usize::MAX,
-            stats,
-            each,
-        )
-        .map(|(records, _)| records)
-    }
 }
 
-/// Receives until the socket's queue is empty or about `max` records came;
-/// returns the count and whether the queue was found empty.
-fn receive_queued(
-    fd: RawFd,
-    datagrams: &mut Datagrams,
-    multicast: bool,
-    max: usize,
-    stats: &SourceStats,
-    each: &mut impl FnMut(Instant, u16, &[u8]),
-) -> io::Result<(usize, bool)> {
-    let now = Instant::now();
-    let mut records = 0;
-    let emptied = loop {
-        match datagrams.receive(fd) {
-            Ok(count) => {
-                for datagram in datagrams.iter(count) {
-                    records +=
-                        split_records(datagram, multicast, &mut |t, text| each(now, t, text));
-                }
-                // Fewer than asked for: the queue was empty a moment ago,
-                // no need for an EAGAIN round trip.
-                if count < DATAGRAMS_PER_CALL {
-                    break true;
-                }
-                if records >= max {
-                    break false;
-                }
-            }
-            Err(Errno::EAGAIN) => break true,
-            Err(Errno::ENOBUFS) => {
-                stats.enobufs.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if records > 0 {
-        stats.records.fetch_add(records as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok((records, emptied))
-}
-
-/// Reads records until `tx` closes, as a task of its own: each wake-up's
-/// records (at most about `max_batch`) go on as one batch, dropped when the
-/// queue is full ([`Backpressure::Userspace`]) or waiting for room
-/// ([`Backpressure::Kernel`]).
-pub async fn read_records(
+/// Reads records on a thread of its own until the pipeline is gone, so the
+/// kernel keeps being drained while the pipeline is busy: each wake-up's
+/// records (at most about `max_batch`) go on as one batch, dropped and
+/// counted when the queue is full ([`Backpressure::Userspace`]).
+pub fn spawn_record_reader(
     mut reader: RecordReader,
     early: RecordBatch,
-    tx: mpsc::Sender<RecordBatch>,
+    tx: Sender<RecordBatch>,
     stats: Arc<SourceStats>,
     max_batch: usize,
-    backpressure: Backpressure,
-) -> io::Result<()> {
-    if !early.is_empty() {
-        count_received(&early, &stats);
-        send_batch(&tx, early, &stats, backpressure).await;
-    }
-    loop {
-        let mut batch = RecordBatch::default();
-        let mut push = |_, t, text: &[u8]| batch.push(t, text);
-        tokio::select! {
-            read = reader.next_records(max_batch, &stats, &mut push) => {
-                read?;
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("mapwatch-audit".into())
+        .spawn(move || {
+            if !early.is_empty() {
+                count_received(&early, &stats);
+                if !send_or_drop(&tx, early, &stats) {
+                    return;
+                }
             }
-            _ = tx.closed() => return Ok(()),
-        }
-        if !batch.is_empty() {
-            send_batch(&tx, batch, &stats, backpressure).await;
-        }
-    }
+            loop {
+                let mut ready = [PollFd::new(reader.fd(), PollFlags::POLLIN)];
+                match poll(&mut ready, PollTimeout::NONE) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!("waiting for audit records: {e}");
+                        return;
+                    }
+                }
+                let mut batch = RecordBatch::default();
+                let read = reader.receive(max_batch, &stats, &mut |_, t, text| batch.push(t, text));
+                if let Err(e) = read {
+                    tracing::error!("reading audit records: {e}");
+                    return;
+                }
+                if !batch.is_empty() && !send_or_drop(&tx, batch, &stats) {
+                    return;
+                }
+            }
+        })
 }
 
-/// Counts records that did not come through [`RecordReader::next_records`].
+/// Counts records that did not come through [`RecordReader::receive`].
 pub fn count_received(batch: &RecordBatch, stats: &SourceStats) {
     stats
         .records
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Queues `batch`, or drops and counts it when the queue is full; false
+/// once the pipeline is gone.
+fn send_or_drop(tx: &Sender<RecordBatch>, batch: RecordBatch, stats: &SourceStats) -> bool {
+    let count = batch.len() as u64;
+    match tx.try_send(batch) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            stats.dropped_records.fetch_add(count, Ordering::Relaxed);
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
 }
 
 /// Datagrams received per system call: the records of a few exec events.
@@ -994,23 +978,6 @@ impl Datagrams {
             .iter()
             .enumerate()
             .map(|(i, len)| &self.buf[i * RECORD_BUF_LEN..i * RECORD_BUF_LEN + len])
-    }
-}
-
-async fn send_batch(
-    tx: &mpsc::Sender<RecordBatch>,
-    batch: RecordBatch,
-    stats: &SourceStats,
-    backpressure: Backpressure,
-) {
-    let count = batch.len() as u64;
-    let sent = match backpressure {
-        // Fails only when the pipeline is gone.
-        Backpressure::Kernel => tx.send(batch).await.is_ok(),
-        Backpressure::Userspace => tx.try_send(batch).is_ok(),
-    };
-    if !sent {
-        stats.dropped_records.fetch_add(count, Ordering::Relaxed);
     }
 }
 

@@ -18,12 +18,14 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
-use tokio::sync::mpsc;
+
+use super::queue::Sender;
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
 /// `-errno` in `fd` instead of failing the read.
@@ -231,15 +233,15 @@ fn parse_events(
     }
 }
 
-/// Reads events on a thread of its own until `tx` closes.
+/// Reads events on a thread of its own until the pipeline is gone.
 ///
-/// A blocking thread, not a task: registered in the runtime's epoll set, the
-/// group's fd would wake the runtime for every event queued while the reader
-/// lets a burst accumulate; here the first event of a burst wakes the thread
-/// once, and the rest are read together.
+/// A thread of its own, not a source in the pipeline's epoll set: there the
+/// group's fd would wake the pipeline for every event queued while the
+/// reader lets a burst accumulate; here the first event of a burst wakes the
+/// thread once, and the rest are read together.
 pub fn spawn_reader(
     watch: ProcWatch,
-    tx: mpsc::Sender<Vec<ReadEvent>>,
+    tx: Sender<Vec<ReadEvent>>,
     stats: Arc<WatchStats>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")?.into();
@@ -255,7 +257,7 @@ pub fn spawn_reader(
 fn read_loop(
     watch: &ProcWatch,
     fd_dir: &OwnedFd,
-    tx: &mpsc::Sender<Vec<ReadEvent>>,
+    tx: &Sender<Vec<ReadEvent>>,
     stats: &WatchStats,
 ) -> io::Result<()> {
     let own_pid = std::process::id();
@@ -290,11 +292,14 @@ fn read_loop(
             flags = libc::MSG_DONTWAIT;
         }
         slept_since = None;
-        if tx.is_closed() {
-            return Ok(());
-        }
-        if !batch.is_empty() && tx.try_send(batch).is_err() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if !batch.is_empty() {
+            match tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => return Ok(()),
+            }
         }
         // /proc is read in bursts (ps, top): in a sustained burst, let the
         // rest of it queue up and read it at once. Anything short of that

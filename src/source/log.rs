@@ -14,10 +14,9 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::RecordBatch;
 use super::audit::{SourceStats, count_received};
+use super::queue::Sender;
 
 /// The longest line kept whole; auditd's own limit is 8 KiB (MAX_AUDIT_MESSAGE_LENGTH).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -76,7 +75,7 @@ pub fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
 /// at most `max_batch` lines (a batch goes as soon as no more input is
 /// buffered). The thread ends at end of input or when the pipeline is gone.
 pub fn spawn_stdin_reader(
-    tx: mpsc::Sender<RecordBatch>,
+    tx: Sender<RecordBatch>,
     stats: Arc<SourceStats>,
     max_batch: usize,
 ) -> io::Result<std::thread::JoinHandle<()>> {
@@ -92,7 +91,7 @@ pub fn spawn_stdin_reader(
 
 fn forward_lines(
     input: &mut BufReader<impl Read>,
-    tx: &mpsc::Sender<RecordBatch>,
+    tx: &Sender<RecordBatch>,
     stats: &SourceStats,
     max_batch: usize,
 ) -> io::Result<()> {
@@ -107,7 +106,7 @@ fn forward_lines(
         if !batch.is_empty() && (!more || idle || batch.len() >= max_batch) {
             count_received(&batch, stats);
             let full = std::mem::replace(&mut batch, RecordBatch::of_log_lines());
-            if tx.blocking_send(full).is_err() {
+            if tx.send(full).is_err() {
                 return Ok(());
             }
         }
@@ -151,7 +150,7 @@ mod tests {
         let text: String = (0..1000)
             .map(|i| format!("type=EOE msg=audit(1.000:{i}): \n"))
             .collect();
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, rx) = crate::source::queue::bounded(4).expect("queue");
         let stats = Arc::new(SourceStats::default());
         let reader = {
             let stats = stats.clone();
@@ -161,7 +160,7 @@ mod tests {
             })
         };
         let mut lines = 0;
-        while let Some(batch) = rx.blocking_recv() {
+        while let Ok(batch) = rx.recv() {
             assert!(batch.is_log_lines() && batch.len() <= 64);
             lines += batch.len();
         }

@@ -1,10 +1,13 @@
-//! Sources: where audit records come from. Each source hands the pipeline
-//! [`RecordBatch`]es of raw record text, never parsed structures, so the
-//! reader does no work beyond copying bytes out of the socket.
+//! Sources: where audit records and reads come from. Records stay raw text
+//! until the pipeline parses them: the audit socket is read by the pipeline
+//! itself (or, with userspace backpressure, by a thread of its own), the
+//! auditd feed and fanotify by threads that hand it [`RecordBatch`]es and
+//! reads through [`queue`]s.
 
 pub mod audit;
 pub mod fanotify;
 pub mod log;
+pub mod queue;
 
 /// Records read in one go: their types and texts in one buffer (one
 /// allocation per batch, not per record).
