@@ -67,8 +67,13 @@ run_contender() {
             ;;
         auditd-laurel)
             start_auditd RAW laurel
-            sleep 0.5
-            measure auditd-laurel "$rate" "$started" "$(pgrep -P "$started" laurel)"
+            local laurel_pid=
+            for _ in $(seq 50); do
+                laurel_pid=$(pgrep -P "$started" laurel) && break
+                sleep 0.1
+            done
+            [ -n "$laurel_pid" ] || { echo "bench: auditd started no laurel" >&2; exit 1; }
+            measure auditd-laurel "$rate" "$started" "$laurel_pid"
             ;;
     esac
     stop_daemon "$started"

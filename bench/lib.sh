@@ -47,7 +47,7 @@ kernel_lost() { auditctl -s | awk '$1 == "lost" { print $2 }'; }
 # contender's threads live as long as it does, so none is missed.
 cpu_ns() {
     local pid
-    for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%d\n", s }'
+    for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 # Machine, kernel and versions, for the results' header.

@@ -202,16 +202,19 @@ fn well_formed_header(inner: &[u8]) -> Option<(EventId, &[u8])> {
 /// are left to [`header_with_error`].
 fn leading_decimal(text: &[u8], end: u8) -> Option<(u64, &[u8])> {
     let mut value: u64 = 0;
-    for (i, &byte) in text.iter().take(20).enumerate() {
-        if !byte.is_ascii_digit() {
-            return (byte == end && i > 0).then(|| (value, &text[i + 1..]));
+    let mut len = 0;
+    while let Some(&byte) = text.get(len) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
-        if i == 19 {
+        if len == 19 {
             return None;
         }
-        value = value * 10 + u64::from(byte - b'0');
+        value = value * 10 + u64::from(digit);
+        len += 1;
     }
-    None
+    (len > 0 && text.get(len) == Some(&end)).then(|| (value, &text[len + 1..]))
 }
 
 /// The header taken apart piece by piece, to say what is wrong with it.
