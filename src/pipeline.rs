@@ -539,18 +539,27 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     // Dropping in user space needs a reader that keeps draining while the
     // pipeline is busy: a thread and a bounded queue.
     let mut inline = None;
+    let mut early = RecordBatch::default();
     match records {
         Records::Kernel(socket) => {
-            let (reader, early) = RecordReader::new(socket);
+            let (reader, arrived) = RecordReader::new(socket);
             match config.audit.backpressure {
                 Backpressure::Kernel => {
-                    count_received(&early, &source_stats);
-                    detector.on_batch(&early, Instant::now(), &mut |_| {});
+                    if !arrived.is_empty() {
+                        count_received(&arrived, &source_stats);
+                    }
+                    early = arrived;
                     inline = Some(reader);
                     drop(record_tx);
                 }
                 Backpressure::Userspace => {
-                    spawn_record_reader(reader, early, record_tx, source_stats.clone(), MAX_BATCH)?;
+                    spawn_record_reader(
+                        reader,
+                        arrived,
+                        record_tx,
+                        source_stats.clone(),
+                        MAX_BATCH,
+                    )?;
                 }
             }
         }
@@ -628,6 +637,8 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     );
     notify_systemd(b"READY=1");
 
+    // Records that came while the registration was being acknowledged.
+    detector.on_batch(&early, Instant::now(), &mut |a| outlet.emit(a));
     let mut next_tick = Instant::now() + TICK;
     let mut last_prune = Instant::now();
     let mut last_poll = Instant::now();

@@ -388,7 +388,7 @@ pub struct SessionOptions {
     pub state_file: PathBuf,
 }
 
-/// Counters shared between the reader task and the stats reporter.
+/// Counters shared between the record readers and the stats reporter.
 #[derive(Default, Debug)]
 pub struct SourceStats {
     pub records: AtomicU64,
