@@ -17,16 +17,7 @@ secs=${2:-5}
 dpkg -s valgrind > /dev/null 2>&1 || apt-get install -y valgrind > /dev/null
 
 dir=$work/callgrind
-mkdir -p "$dir"
-cat > "$dir/mapwatch.toml" << CONF
-[audit]
-state_file = "$dir/state.json"
-[log]
-stats_interval_secs = 0
-[output]
-json_file = "$dir/alerts.json"
-CONF
-chmod 600 "$dir/mapwatch.toml"
+write_config "$dir"
 valgrind --tool=callgrind --callgrind-out-file="$dir/out" \
     "$bin" run --config "$dir/mapwatch.toml" > /dev/null 2> "$dir/stderr" &
 daemons+=($!)

@@ -56,20 +56,26 @@ describe_machine() {
     echo "Versions: mapwatch $("$bin" --version | awk '{ print $2 }'), auditd $(dpkg-query -W -f='${Version}' auditd), laurel $(dpkg-query -W -f='${Version}' laurel), $(rustc --version | cut -d' ' -f1-2)."
 }
 
+# $1/mapwatch.toml: the service's defaults, with its state, alerts and no
+# stats line under $1.
+write_config() {
+    mkdir -p "$1"
+    cat > "$1/mapwatch.toml" << CONF
+[audit]
+state_file = "$1/state.json"
+[log]
+stats_interval_secs = 0
+[output]
+json_file = "$1/alerts.json"
+CONF
+    chmod 600 "$1/mapwatch.toml"
+}
+
 # mapwatch as the service runs it (fanotify on); sets $started to its pid
 # once ready.
 start_mapwatch() {
     local dir=$work/mapwatch
-    mkdir -p "$dir"
-    cat > "$dir/mapwatch.toml" << CONF
-[audit]
-state_file = "$dir/state.json"
-[log]
-stats_interval_secs = 0
-[output]
-json_file = "$dir/alerts.json"
-CONF
-    chmod 600 "$dir/mapwatch.toml"
+    write_config "$dir"
     : > "$dir/stderr"
     "$bin" run --config "$dir/mapwatch.toml" > /dev/null 2> "$dir/stderr" &
     started=$!
