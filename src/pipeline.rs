@@ -12,7 +12,6 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -37,11 +36,11 @@ use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
     AuditError, AuditSession, Backpressure, RecordReader, RecordSocket, SessionOptions,
-    SourceStats, count_received, spawn_record_reader,
+    SourceStats, spawn_record_reader,
 };
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
 use crate::source::log::spawn_stdin_reader;
-use crate::source::queue;
+use crate::source::queue::{self, Drained};
 
 /// Counters of the detection core.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -543,23 +542,15 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     match records {
         Records::Kernel(socket) => {
             let (reader, arrived) = RecordReader::new(socket);
+            source_stats.count_batch(arrived.len());
+            early = arrived;
             match config.audit.backpressure {
                 Backpressure::Kernel => {
-                    if !arrived.is_empty() {
-                        count_received(&arrived, &source_stats);
-                    }
-                    early = arrived;
                     inline = Some(reader);
                     drop(record_tx);
                 }
                 Backpressure::Userspace => {
-                    spawn_record_reader(
-                        reader,
-                        arrived,
-                        record_tx,
-                        source_stats.clone(),
-                        MAX_BATCH,
-                    )?;
+                    spawn_record_reader(reader, record_tx, source_stats.clone(), MAX_BATCH)?;
                 }
             }
         }
@@ -639,12 +630,15 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
 
     // Records that came while the registration was being acknowledged.
     detector.on_batch(&early, Instant::now(), &mut |a| outlet.emit(a));
+    let mut gauges = Gauges {
+        source: source_stats,
+        watch: watch_stats,
+        kernel_lost: 0,
+    };
     let mut next_tick = Instant::now() + TICK;
     let mut last_prune = Instant::now();
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
-    let mut stats_every = Duration::from_secs(config.log.stats_interval_secs);
-    let mut kernel_lost = 0u32;
     let mut ready = [EpollEvent::empty(); 4];
     let stop_signal = 'serve: loop {
         // The correlator's next deadline or the tick, whichever is first.
@@ -662,7 +656,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     let Some(reader) = inline.as_mut() else {
                         continue;
                     };
-                    let read = reader.receive(MAX_BATCH, &source_stats, &mut |now, t, text| {
+                    let read = reader.receive(MAX_BATCH, &gauges.source, &mut |now, t, text| {
                         detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
                     });
                     if let Err(e) = read {
@@ -671,70 +665,34 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 Some(Source::RecordQueue) => {
-                    record_rx.silence();
-                    loop {
-                        match record_rx.try_recv() {
-                            Ok(batch) => {
-                                detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a))
-                            }
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Disconnected)
-                                if options.feed == Feed::AuditdPlugin =>
-                            {
-                                break 'serve "end of the auditd feed";
-                            }
-                            Err(TryRecvError::Disconnected) => break 'serve "reader stopped",
+                    let drained = record_rx.drain(|batch| {
+                        detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a))
+                    });
+                    match drained {
+                        Drained::Open => {}
+                        Drained::Ended if options.feed == Feed::AuditdPlugin => {
+                            break 'serve "end of the auditd feed";
                         }
+                        Drained::Ended => break 'serve "reader stopped",
                     }
                 }
                 Some(Source::ReadQueue) => {
-                    read_rx.silence();
-                    loop {
-                        match read_rx.try_recv() {
-                            Ok(reads) => {
-                                detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
-                            }
-                            Err(TryRecvError::Empty) => break,
-                            // The watcher stopped and said why: detection goes on.
-                            Err(TryRecvError::Disconnected) => {
-                                let _ = poller.delete(read_rx.fd());
-                                break;
-                            }
-                        }
+                    let drained = read_rx.drain(|reads| {
+                        detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
+                    });
+                    // The watcher stopped and said why: detection goes on.
+                    if drained == Drained::Ended {
+                        let _ = poller.delete(read_rx.fd());
                     }
                 }
                 Some(Source::Signals) => {
                     while let Ok(Some(info)) = signals.read_signal() {
                         match Request::of_signal(info.ssi_signo) {
-                            Some(Request::Stats) => report_stats(
-                                &detector,
-                                &source_stats,
-                                &watch_stats,
-                                &mut outlet,
-                                kernel_lost,
-                            ),
+                            Some(Request::Stats) => gauges.report_stats(&detector, &mut outlet),
                             Some(Request::Stop(signal)) => break 'serve signal,
                             Some(Request::Reload) if options.foreground => break 'serve "SIGHUP",
                             Some(Request::Reload) => {
-                                match reload(&config, options.foreground, options.format) {
-                                    Ok((new, rules, sinks)) => {
-                                        warn_restart_only(&config, &new);
-                                        tracing::info!(
-                                            "SIGHUP: reloaded {} ({} detection rules); alert files reopened",
-                                            new.source_name(),
-                                            rules.rules.len()
-                                        );
-                                        outlet.limiter = Limiter::new(&rules);
-                                        outlet.replace_sinks(sinks);
-                                        detector.set_rules(rules);
-                                        stats_every =
-                                            Duration::from_secs(new.log.stats_interval_secs);
-                                        config = new;
-                                    }
-                                    Err(message) => tracing::error!(
-                                        "SIGHUP: {message}; the running configuration stays in force"
-                                    ),
-                                }
+                                reload_in_place(&mut config, &options, &mut detector, &mut outlet)
                             }
                             None => {}
                         }
@@ -744,78 +702,111 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             }
         }
         let now = Instant::now();
-        if detector
-            .next_deadline()
-            .is_some_and(|deadline| deadline <= now)
-        {
+        let tick = now >= next_tick;
+        if tick || detector.next_deadline().is_some_and(|d| d <= now) {
             detector.on_tick(now, &mut |a| outlet.emit(a));
         }
-        if now >= next_tick {
+        if tick {
             next_tick = now + TICK;
-            detector.on_tick(now, &mut |a| outlet.emit(a));
             outlet.expire(now);
             if now.duration_since(last_prune) >= PRUNE_EVERY {
                 detector.prune(now);
                 last_prune = now;
             }
             if now.duration_since(last_poll) >= HEALTH_EVERY {
-                kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
-                let losses =
-                    loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
-                outlet.report_losses(&losses, detector.host());
+                gauges.poll_kernel_lost(&mut session);
+                gauges.report_losses(&detector, &mut outlet);
                 last_poll = now;
             }
+            let stats_every = Duration::from_secs(config.log.stats_interval_secs);
             if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
-                report_stats(
-                    &detector,
-                    &source_stats,
-                    &watch_stats,
-                    &mut outlet,
-                    kernel_lost,
-                );
+                gauges.report_stats(&detector, &mut outlet);
                 last_stats = now;
             }
         }
     };
     // Losses up to the end, before the counter is no longer ours to read.
-    kernel_lost = poll_kernel_lost(&mut session, kernel_lost);
+    gauges.poll_kernel_lost(&mut session);
     tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
     let restored = session.stop();
     // What was already queued still gets evaluated.
     if let Some(reader) = inline.as_mut() {
-        let drained = reader.receive(usize::MAX, &source_stats, &mut |now, t, text| {
+        let drained = reader.receive(usize::MAX, &gauges.source, &mut |now, t, text| {
             detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
         });
         if let Err(e) = drained {
             tracing::error!("reading the last audit records: {e}");
         }
     }
-    while let Ok(batch) = record_rx.try_recv() {
-        detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a));
-    }
-    while let Ok(reads) = read_rx.try_recv() {
-        detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a));
-    }
+    record_rx.drain(|batch| detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)));
+    read_rx.drain(|reads| detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a)));
     detector.flush(&mut |a| outlet.emit(a));
-    let losses = loss_counters(&detector, &source_stats, &watch_stats, &outlet, kernel_lost);
-    outlet.report_losses(&losses, detector.host());
+    gauges.report_losses(&detector, &mut outlet);
     // The reader threads end at their next wake-up (their queue is gone) or
     // with the process.
     drop(watcher);
     drop(read_rx);
     drop(record_rx);
     outlet.close();
-    report_stats(
-        &detector,
-        &source_stats,
-        &watch_stats,
-        &mut outlet,
-        kernel_lost,
-    );
+    gauges.report_stats(&detector, &mut outlet);
     if sink.join().is_err() {
         tracing::error!("the sink thread panicked");
     }
     restored.map_err(RunError::Io)
+}
+
+/// SIGHUP: the configuration, rules and sinks built anew and swapped in;
+/// on any error the running ones stay.
+fn reload_in_place(
+    config: &mut Config,
+    options: &RunOptions,
+    detector: &mut Detector,
+    outlet: &mut Outlet,
+) {
+    match reload(config, options.foreground, options.format) {
+        Ok((new, rules, sinks)) => {
+            warn_restart_only(config, &new);
+            tracing::info!(
+                "SIGHUP: reloaded {} ({} detection rules); alert files reopened",
+                new.source_name(),
+                rules.rules.len()
+            );
+            outlet.limiter = Limiter::new(&rules);
+            outlet.replace_sinks(sinks);
+            detector.set_rules(rules);
+            *config = new;
+        }
+        Err(message) => {
+            tracing::error!("SIGHUP: {message}; the running configuration stays in force")
+        }
+    }
+}
+
+/// The counters kept outside the detector, and the kernel's `lost` as last
+/// read: what the stats line and the health check report beside the
+/// detector's own.
+struct Gauges {
+    source: Arc<SourceStats>,
+    watch: Arc<WatchStats>,
+    /// The kernel's `lost` counter since start.
+    kernel_lost: u32,
+}
+
+impl Gauges {
+    fn poll_kernel_lost(&mut self, session: &mut AuditSession) {
+        self.kernel_lost = poll_kernel_lost(session, self.kernel_lost);
+    }
+
+    /// A health document if a loss counter grew.
+    fn report_losses(&self, detector: &Detector, outlet: &mut Outlet) {
+        let losses = loss_counters(detector, self, outlet);
+        outlet.report_losses(&losses, detector.host());
+    }
+
+    /// The stats line, and a `mapwatch.stats` document.
+    fn report_stats(&self, detector: &Detector, outlet: &mut Outlet) {
+        report_stats(detector, self, outlet);
+    }
 }
 
 /// What the pipeline's epoll set watches; the value is the event's token.
@@ -1047,13 +1038,12 @@ impl Outlet {
 /// The counters that grow only when events were lost on their way.
 fn loss_counters(
     detector: &Detector,
-    source: &SourceStats,
-    watch: &WatchStats,
+    gauges: &Gauges,
     outlet: &Outlet,
-    kernel_lost: u32,
 ) -> [(&'static str, u64); 10] {
+    let (source, watch) = (&gauges.source, &gauges.watch);
     [
-        ("kernel_lost", u64::from(kernel_lost)),
+        ("kernel_lost", u64::from(gauges.kernel_lost)),
         ("serial_gaps", detector.serial_stats().gaps),
         ("enobufs", source.enobufs.load(Ordering::Relaxed)),
         (
@@ -1085,11 +1075,10 @@ fn loss_counters(
 /// then what was lost.
 fn stats_counters(
     detector: &Detector,
-    source: &SourceStats,
-    watch: &WatchStats,
+    gauges: &Gauges,
     outlet: &Outlet,
-    kernel_lost: u32,
 ) -> Vec<(&'static str, u64)> {
+    let watch = &gauges.watch;
     let d = detector.stats();
     let a = detector.assembler_stats();
     let c = detector.correlator_stats().unwrap_or_default();
@@ -1110,20 +1099,14 @@ fn stats_counters(
         ("file_events", c.file_events),
         ("events_in_flight", detector.in_flight() as u64),
     ];
-    counters.extend(loss_counters(detector, source, watch, outlet, kernel_lost));
+    counters.extend(loss_counters(detector, gauges, outlet));
     counters
 }
 
 /// The stats line on stderr, and a `mapwatch.stats` document for the JSON
 /// file (not the console, whose stdout carries alerts only).
-fn report_stats(
-    detector: &Detector,
-    source: &SourceStats,
-    watch: &WatchStats,
-    outlet: &mut Outlet,
-    kernel_lost: u32,
-) {
-    let counters = stats_counters(detector, source, watch, outlet, kernel_lost);
+fn report_stats(detector: &Detector, gauges: &Gauges, outlet: &mut Outlet) {
+    let counters = stats_counters(detector, gauges, outlet);
     let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
     tracing::info!("stats: {}", line.join(" "));
     let stats: serde_json::Map<String, serde_json::Value> = counters

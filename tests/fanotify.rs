@@ -9,7 +9,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
-const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
 const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
 
 fn by_rule<'a>(alerts: &'a [Value], id: &str) -> Vec<&'a Value> {

@@ -5,7 +5,6 @@
 
 mod support;
 
-const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
 const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
 
 use std::process::{Command, Stdio};
@@ -289,6 +288,10 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
         before.rules.len() + 4 + 2,
         "and its two unkeyed record-type exclusions"
     );
+    assert_eq!(
+        excluded_record_types(),
+        mapwatch::source::audit::UNUSED_RECORD_TYPES
+    );
 
     let mapwatch = Mapwatch::start(dir.path());
     let stderr = mapwatch.stderr();
@@ -517,7 +520,7 @@ fn after_start_up_only_the_needed_capabilities_remain() {
 }
 
 #[test]
-fn backpressure_kernel_sets_no_wait_and_userspace_leaves_the_wait_alone() {
+fn backpressure_kernel_sets_no_wait_and_userspace_leaves_the_wait_alone_and_detects() {
     let _lock = audit_lock();
     let _audit = AuditStateGuard::new();
     let before = snapshot().backlog_wait_time;
@@ -537,6 +540,15 @@ fn backpressure_kernel_sets_no_wait_and_userspace_leaves_the_wait_alone() {
         before,
         "userspace leaves it alone"
     );
+    // Records then come through the reader thread and its queue: a
+    // positive is still detected, and its read confirmed.
+    let path = mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let alert = alerts
+        .iter()
+        .find(|a| a["rule"]["id"] == SEED_ID && a["file"]["path"] == path.as_str())
+        .expect("the seed rule's alert on the positive");
+    assert_eq!(alert["mapwatch"]["read"]["confirmed"], true, "{alert:#}");
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
     assert_eq!(snapshot().backlog_wait_time, before);

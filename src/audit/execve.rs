@@ -166,6 +166,21 @@ impl ArgvBuilder {
         });
     }
 
+    /// What the kernel writes for any argv under 7,500 bytes an argument:
+    /// `argc` and `a0..aN` in order, each whole. Anything else (split
+    /// arguments, gaps, reordering, a wrong `argc`) takes the general path.
+    fn is_plain(&self) -> bool {
+        self.declared_lens.is_empty()
+            && self
+                .argc
+                .is_some_and(|argc| argc as usize == self.pieces.len())
+            && self
+                .pieces
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.chunk.is_none() && p.index as usize == i)
+    }
+
     /// The reassembled argv and what was wrong with the input.
     pub fn finish(mut self) -> (Argv, ArgvDefects) {
         if self.is_plain() {
@@ -241,23 +256,6 @@ impl ArgvBuilder {
     }
 }
 
-impl ArgvBuilder {
-    /// What the kernel writes for any argv under 7,500 bytes an argument:
-    /// `argc` and `a0..aN` in order, each whole. Anything else (split
-    /// arguments, gaps, reordering, a wrong `argc`) takes the general path.
-    fn is_plain(&self) -> bool {
-        self.declared_lens.is_empty()
-            && self
-                .argc
-                .is_some_and(|argc| argc as usize == self.pieces.len())
-            && self
-                .pieces
-                .iter()
-                .enumerate()
-                .all(|(i, p)| p.chunk.is_none() && p.index as usize == i)
-    }
-}
-
 fn count_distinct_indices(sorted: &[Piece]) -> usize {
     let mut count = 0;
     let mut last = None;
@@ -285,6 +283,32 @@ mod tests {
 
     fn args(argv: &Argv) -> Vec<Vec<u8>> {
         argv.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn the_whole_in_order_argv_is_reassembled_as_the_general_path_would() {
+        let plain = ["type=EXECVE msg=audit(1.000:1): argc=3 a0=\"cat\" a1=\"\" a2=2F70726F63"];
+        // The same arguments out of order, and with argc not yet seen: the
+        // general path, which must give the same argv.
+        let reordered = ["type=EXECVE msg=audit(1.000:1): a2=2F70726F63 a0=\"cat\" a1=\"\" argc=3"];
+        let mut builder = ArgvBuilder::default();
+        builder.add_record(&Record::parse_log_line(plain[0].as_bytes()).expect("parses"));
+        assert!(builder.is_plain());
+        let mut builder = ArgvBuilder::default();
+        builder.add_record(&Record::parse_log_line(reordered[0].as_bytes()).expect("parses"));
+        assert!(!builder.is_plain());
+        let (fast, fast_defects) = build(&plain);
+        let (general, general_defects) = build(&reordered);
+        assert_eq!(fast, general);
+        assert_eq!(
+            args(&fast),
+            vec![b"cat".to_vec(), Vec::new(), b"/proc".to_vec()]
+        );
+        assert_eq!(fast_defects, general_defects);
+        // argc says more than came: not plain, the missing one is filled.
+        let (short, defects) = build(&["type=EXECVE msg=audit(1.000:1): argc=2 a0=\"cat\""]);
+        assert_eq!(args(&short), vec![b"cat".to_vec(), Vec::new()]);
+        assert_eq!(defects.missing_args, 1);
     }
 
     #[test]

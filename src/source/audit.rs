@@ -234,6 +234,22 @@ impl AuditSocket {
         self.request_ack(AuditMessage::DelRule(rule), &mut |_, _| {})
     }
 
+    /// Record types that mapwatch's kind of exclusion (see
+    /// [`UNUSED_RECORD_TYPES`]) drops right now, whoever added it.
+    pub fn excluded_record_types(&mut self) -> io::Result<Vec<u32>> {
+        Ok(self
+            .list_rules()?
+            .iter()
+            .filter_map(excluded_record_type)
+            .collect())
+    }
+
+    /// Deletes the exclusion of `record_type` that [`AuditSession`] adds;
+    /// an error if there is none.
+    pub fn delete_exclusion(&mut self, record_type: u32) -> io::Result<()> {
+        self.delete_rule(exclude_rule(record_type))
+    }
+
     /// Deletes every rule carrying our key; returns how many.
     pub fn delete_keyed_rules(&mut self) -> io::Result<usize> {
         let stale: Vec<RuleMessage> = self.list_rules()?.into_iter().filter(has_our_key).collect();
@@ -275,7 +291,7 @@ fn exit_rule(action: RuleAction, prepend: bool) -> RuleMessage {
 /// Record types of an exec event that mapwatch never reads: EOE (PROCTITLE,
 /// always the last record of a syscall event, ends it) and BPRM_FCAPS
 /// (file capabilities of the new program).
-const UNUSED_RECORD_TYPES: [u32; 2] = [1320, 1321];
+pub const UNUSED_RECORD_TYPES: [u32; 2] = [1320, 1321];
 
 /// `AUDIT_FILTER_EXCLUDE`: the list that drops records by type.
 const AUDIT_FILTER_EXCLUDE: u32 = 0x05;
@@ -289,6 +305,19 @@ fn exclude_rule(record_type: u32) -> RuleMessage {
     rule.fields
         .push((RuleField::Msgtype(record_type), RuleFieldFlags::Equal));
     rule
+}
+
+/// The record type a `-a never,exclude -F msgtype=TYPE` rule drops, if
+/// `rule` is one.
+fn excluded_record_type(rule: &RuleMessage) -> Option<u32> {
+    match rule.fields.as_slice() {
+        [(RuleField::Msgtype(record_type), RuleFieldFlags::Equal)]
+            if rule.action == RuleAction::Never =>
+        {
+            Some(*record_type)
+        }
+        _ => None,
+    }
 }
 
 /// `-a never,exit -F pid=OURS -k mapwatch`, first in the list: our own
@@ -395,6 +424,16 @@ pub struct SourceStats {
     pub batches: AtomicU64,
     pub enobufs: AtomicU64,
     pub dropped_records: AtomicU64,
+}
+
+impl SourceStats {
+    /// `records` records came in one go.
+    pub fn count_batch(&self, records: usize) {
+        if records > 0 {
+            self.records.fetch_add(records as u64, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Our registration with the kernel, undone on [`AuditSession::stop`] or drop.
@@ -850,10 +889,7 @@ impl RecordReader {
                 Err(e) => return Err(e.into()),
             }
         }
-        if records > 0 {
-            stats.records.fetch_add(records as u64, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.count_batch(records);
         Ok(records)
     }
 }
@@ -864,7 +900,6 @@ impl RecordReader {
 /// counted when the queue is full ([`Backpressure::Userspace`]).
 pub fn spawn_record_reader(
     mut reader: RecordReader,
-    early: RecordBatch,
     tx: Sender<RecordBatch>,
     stats: Arc<SourceStats>,
     max_batch: usize,
@@ -872,12 +907,6 @@ pub fn spawn_record_reader(
     std::thread::Builder::new()
         .name("mapwatch-audit".into())
         .spawn(move || {
-            if !early.is_empty() {
-                count_received(&early, &stats);
-                if !send_or_drop(&tx, early, &stats) {
-                    return;
-                }
-            }
             loop {
                 let mut ready = [PollFd::new(reader.fd(), PollFlags::POLLIN)];
                 match poll(&mut ready, PollTimeout::NONE) {
@@ -898,14 +927,6 @@ pub fn spawn_record_reader(
                 }
             }
         })
-}
-
-/// Counts records that did not come through [`RecordReader::receive`].
-pub fn count_received(batch: &RecordBatch, stats: &SourceStats) {
-    stats
-        .records
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Queues `batch`, or drops and counts it when the queue is full; false

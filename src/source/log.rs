@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::RecordBatch;
-use super::audit::{SourceStats, count_received};
+use super::audit::SourceStats;
 use super::queue::Sender;
 
 /// The longest line kept whole; auditd's own limit is 8 KiB (MAX_AUDIT_MESSAGE_LENGTH).
@@ -104,7 +104,7 @@ fn forward_lines(
         }
         let idle = input.buffer().is_empty();
         if !batch.is_empty() && (!more || idle || batch.len() >= max_batch) {
-            count_received(&batch, stats);
+            stats.count_batch(batch.len());
             let full = std::mem::replace(&mut batch, RecordBatch::of_log_lines());
             if tx.send(full).is_err() {
                 return Ok(());

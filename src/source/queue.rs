@@ -3,8 +3,9 @@
 //! Contract: a std channel whose sender also rings an eventfd, so the
 //! pipeline waits for the audit socket, its signals and every queue in one
 //! `epoll_wait`. A ring after every send (and when the sender is dropped)
-//! means the loop never sleeps with an item queued; it may wake once with
-//! nothing left to take, which costs one empty drain.
+//! and [`Receiver::drain`] silencing the bell before it takes what is
+//! queued mean the loop never sleeps with an item queued; it may wake once
+//! with nothing left to take, which costs one empty drain.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -23,53 +24,59 @@ pub fn bounded<T>(bound: usize) -> io::Result<(Sender<T>, Receiver<T>)> {
     let (tx, rx) = mpsc::sync_channel(bound);
     Ok((
         Sender {
-            tx: Some(tx),
-            bell: bell.clone(),
+            tx,
+            bell: Bell(bell.clone()),
         },
         Receiver { rx, bell },
     ))
 }
 
 pub struct Sender<T> {
-    /// `None` only while dropping, so the ring comes after the disconnect.
-    tx: Option<mpsc::SyncSender<T>>,
-    bell: Arc<EventFd>,
+    tx: mpsc::SyncSender<T>,
+    /// Declared after `tx`, so it is dropped (and rings) after the channel
+    /// is disconnected: the pipeline then sees the end, not an empty queue.
+    bell: Bell,
 }
 
 impl<T> Sender<T> {
     /// Queues `item` unless the queue is full (or the pipeline is gone).
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let Some(tx) = &self.tx else {
-            return Err(TrySendError::Disconnected(item));
-        };
-        tx.try_send(item)?;
-        self.ring();
+        self.tx.try_send(item)?;
+        self.bell.ring();
         Ok(())
     }
 
     /// Queues `item`, waiting for room; fails only when the pipeline is gone.
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
-        let Some(tx) = &self.tx else {
-            return Err(SendError(item));
-        };
-        tx.send(item)?;
-        self.ring();
+        self.tx.send(item)?;
+        self.bell.ring();
         Ok(())
-    }
-
-    fn ring(&self) {
-        // Fails only when the counter would overflow, i.e. it is already
-        // ringing.
-        let _ = self.bell.write(1);
     }
 }
 
-impl<T> Drop for Sender<T> {
-    /// The pipeline learns that this source has ended.
+/// The sender's side of the eventfd; rings once more when dropped.
+struct Bell(Arc<EventFd>);
+
+impl Bell {
+    fn ring(&self) {
+        // Fails only when the counter would overflow, i.e. it is already
+        // ringing.
+        let _ = self.0.write(1);
+    }
+}
+
+impl Drop for Bell {
     fn drop(&mut self) {
-        drop(self.tx.take());
         self.ring();
     }
+}
+
+/// Whether a queue's sender is still there after a [`Receiver::drain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    Open,
+    /// The sender is gone and everything it sent was taken.
+    Ended,
 }
 
 pub struct Receiver<T> {
@@ -83,16 +90,17 @@ impl<T> Receiver<T> {
         self.bell.as_fd()
     }
 
-    /// Silences the bell before the queue is drained: an item sent during
-    /// the drain rings it again.
-    pub fn silence(&self) {
+    /// Hands every queued item to `each`, without waiting. The bell is
+    /// silenced first, so an item sent during the drain rings it again.
+    pub fn drain(&self, mut each: impl FnMut(T)) -> Drained {
         let _ = self.bell.read();
-    }
-
-    /// The next queued item, without waiting; `Disconnected` once the
-    /// sender is gone and everything it sent was taken.
-    pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.rx.try_recv()
+        loop {
+            match self.rx.try_recv() {
+                Ok(item) => each(item),
+                Err(TryRecvError::Empty) => return Drained::Open,
+                Err(TryRecvError::Disconnected) => return Drained::Ended,
+            }
+        }
     }
 
     /// The next item, waiting for it.
@@ -115,37 +123,47 @@ mod tests {
         poll(&mut fds, PollTimeout::ZERO).expect("poll") == 1
     }
 
+    fn drained<T>(rx: &Receiver<T>) -> (Vec<T>, Drained) {
+        let mut items = Vec::new();
+        let drained = rx.drain(|item| items.push(item));
+        (items, drained)
+    }
+
     #[test]
-    fn a_send_rings_and_silence_waits_for_the_next() {
+    fn a_send_rings_and_a_drain_silences_until_the_next() {
         let (tx, rx) = bounded::<u32>(2).expect("queue");
         assert!(!rung(&rx));
         tx.try_send(1).expect("room");
         assert!(rung(&rx));
-        rx.silence();
+        assert_eq!(drained(&rx), (vec![1], Drained::Open));
         assert!(!rung(&rx));
-        assert_eq!(rx.try_recv(), Ok(1));
-        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        tx.try_send(2).expect("room");
+        assert!(rung(&rx));
+        assert_eq!(drained(&rx), (vec![2], Drained::Open));
     }
 
     #[test]
     fn a_full_queue_refuses_without_ringing() {
         let (tx, rx) = bounded::<u32>(1).expect("queue");
         tx.try_send(1).expect("room");
-        rx.silence();
+        let _ = rx.bell.read();
         assert!(matches!(tx.try_send(2), Err(TrySendError::Full(2))));
         assert!(!rung(&rx));
+        assert_eq!(drained(&rx), (vec![1], Drained::Open));
     }
 
     #[test]
-    fn a_dropped_sender_rings_and_disconnects_after_the_last_item() {
+    fn a_dropped_sender_rings_and_ends_after_the_last_item() {
         let (tx, rx) = bounded::<u32>(4).expect("queue");
+        tx.send(7).expect("sent");
+        assert_eq!(drained(&rx), (vec![7], Drained::Open));
+        assert!(!rung(&rx));
         let sender = std::thread::spawn(move || {
-            tx.send(7).expect("sent");
+            tx.send(8).expect("sent");
         });
         sender.join().expect("sender thread");
         assert!(rung(&rx));
-        assert_eq!(rx.try_recv(), Ok(7));
-        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(drained(&rx), (vec![8], Drained::Ended));
     }
 
     #[test]

@@ -10,11 +10,13 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use mapwatch::source::audit::{AuditSocket, has_our_key};
+use mapwatch::source::audit::{AuditSocket, UNUSED_RECORD_TYPES, has_our_key};
 use netlink_packet_audit::StatusMessage;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mapwatch");
+/// The shipped seed rule's `rule_id`.
+pub const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
 /// Marks a stdout line that did not parse as JSON.
@@ -117,12 +119,15 @@ pub fn set_backlog_wait_time(wait: u32) {
         .expect("setting audit backlog_wait_time");
 }
 
-/// Restores `enabled` and `backlog_limit` and removes rules keyed `mapwatch`
-/// when dropped, even if the test panicked.
+/// Restores `enabled` and `backlog_limit`, removes rules keyed `mapwatch`
+/// and the record-type exclusions that were not there before, when dropped,
+/// even if the test panicked (and killed a mapwatch that had no time to
+/// remove its own).
 pub struct AuditStateGuard {
     enabled: u32,
     backlog_limit: u32,
     backlog_wait_time: u32,
+    exclusions_before: Vec<u32>,
 }
 
 impl AuditStateGuard {
@@ -132,14 +137,27 @@ impl AuditStateGuard {
             enabled: before.enabled,
             backlog_limit: before.backlog_limit,
             backlog_wait_time: before.backlog_wait_time,
+            exclusions_before: excluded_record_types(),
         }
     }
+}
+
+/// The record types that exclusions of mapwatch's kind drop now.
+pub fn excluded_record_types() -> Vec<u32> {
+    AuditSocket::open()
+        .and_then(|mut socket| socket.excluded_record_types())
+        .expect("listing the kernel's audit rules")
 }
 
 impl Drop for AuditStateGuard {
     fn drop(&mut self) {
         if let Ok(mut socket) = AuditSocket::open() {
             let _ = socket.delete_keyed_rules();
+            for record_type in UNUSED_RECORD_TYPES {
+                if !self.exclusions_before.contains(&record_type) {
+                    let _ = socket.delete_exclusion(record_type);
+                }
+            }
         }
         set_status(self.enabled, self.backlog_limit);
         set_backlog_wait_time(self.backlog_wait_time);
@@ -287,15 +305,18 @@ impl Mapwatch {
         );
     }
 
-    /// Raises a fresh positive and waits for it, then for the confirmation
-    /// window: every alert of an earlier exec is in by then. Returns the
-    /// sentinel's maps path.
+    /// Raises a fresh positive and waits for the seed rule's alert on it
+    /// (not the extended rule's, which fanotify alone would raise), then
+    /// for the confirmation window: every alert of an earlier exec is in by
+    /// then. Returns the sentinel's maps path.
     pub fn sync(&self) -> String {
         let target = Target::spawn();
         let path = format!("/proc/{}/maps", target.pid());
         let dir = tempfile::tempdir().expect("tempdir");
         run_entry_leader("bash", &format!("cat {path} > /dev/null"), dir.path());
-        self.wait_for_alert("the sync sentinel", |a| a["file"]["path"] == path.as_str());
+        self.wait_for_alert("the sync sentinel", |a| {
+            a["rule"]["id"] == SEED_ID && a["file"]["path"] == path.as_str()
+        });
         // An unconfirmed alert leaves when its confirmation window ends
         // (250 ms by default), possibly after a confirmed sentinel.
         std::thread::sleep(Duration::from_millis(400));
