@@ -166,6 +166,9 @@ pub struct AuditConfig {
     pub event_timeout_ms: u64,
     /// Record batches queued between the reader and the pipeline.
     pub queue_batches: usize,
+    /// Under a dense stream of records, read the socket every this many ms
+    /// instead of at every record's wake-up; 0: at every wake-up.
+    pub poll_interval_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -179,6 +182,7 @@ impl Default for AuditConfig {
             max_events_in_flight: 4096,
             event_timeout_ms: 500,
             queue_batches: 1024,
+            poll_interval_ms: 10,
         }
     }
 }
@@ -281,7 +285,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), String> {
-        let checks: [(&str, &str, bool); 11] = [
+        let checks: [(&str, &str, bool); 12] = [
             ("syslog", "address", self.syslog.transport().is_some()),
             (
                 "syslog",
@@ -309,6 +313,11 @@ impl Config {
             ("audit", "queue_batches", self.audit.queue_batches > 0),
             (
                 "audit",
+                "poll_interval_ms",
+                self.audit.poll_interval_ms <= MAX_POLL_INTERVAL_MS,
+            ),
+            (
+                "audit",
                 "receive_buffer",
                 self.audit.receive_buffer >= 65536,
             ),
@@ -329,6 +338,7 @@ impl Config {
                     "max_message_bytes" => "at least 480",
                     "receive_buffer" => "at least 65536",
                     "table_capacity" => "at least 1024",
+                    "poll_interval_ms" => "at most 100",
                     _ => "greater than 0",
                 };
                 return Err(format!("{line}`{table}.{key}` must be {limit}"));
@@ -337,6 +347,10 @@ impl Config {
         Ok(())
     }
 }
+
+/// Beyond this, records would wait in the kernel longer than a detector
+/// should take to see them.
+const MAX_POLL_INTERVAL_MS: u64 = 100;
 
 /// The 1-based line where `key` is set inside `[table]`.
 fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {

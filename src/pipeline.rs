@@ -40,6 +40,7 @@ use crate::source::audit::{
 };
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
 use crate::source::log::spawn_stdin_reader;
+use crate::source::pacing::{Pacing, Switch};
 use crate::source::queue::{self, Drained};
 
 /// Counters of the detection core.
@@ -73,6 +74,9 @@ pub struct Detector {
     due_reads: Vec<ReadEvent>,
     serials: SerialTracker,
     log_events: bool,
+    /// While records read on a poll go through: when the socket was read
+    /// before, which is as early as they can have come.
+    polled_since: Option<Instant>,
 }
 
 impl Detector {
@@ -97,6 +101,7 @@ impl Detector {
             due_reads: Vec::new(),
             serials: SerialTracker::new(SERIAL_GRACE),
             log_events,
+            polled_since: None,
         }
     }
 
@@ -303,8 +308,17 @@ impl Detector {
         self.events = events;
     }
 
+    /// The records that follow, until the next call, were read on a poll of
+    /// the socket and came after `since` (`None`: as they came).
+    pub fn records_polled_since(&mut self, since: Option<Instant>) {
+        self.polled_since = since;
+    }
+
     fn evaluate(&mut self, event: ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
         self.table.record_exec(&event, now);
+        if let Some(since) = self.polled_since {
+            self.table.exec_came_after(event.pid, since);
+        }
         self.match_exec(&event, now, emit);
         self.table.keep_exec_details(event);
     }
@@ -634,17 +648,21 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         source: source_stats,
         watch: watch_stats,
         kernel_lost: 0,
+        socket_polls: 0,
     };
     let mut next_tick = Instant::now() + TICK;
     let mut last_prune = Instant::now();
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
+    let mut pacing = Pacing::new(Duration::from_millis(config.audit.poll_interval_ms));
     let mut ready = [EpollEvent::empty(); 4];
     let stop_signal = 'serve: loop {
-        // The correlator's next deadline or the tick, whichever is first.
-        let wake_at = detector
-            .next_deadline()
-            .map_or(next_tick, |deadline| deadline.min(next_tick));
+        // The correlator's next deadline, the next poll of the socket or the
+        // tick, whichever is first.
+        let wake_at = [detector.next_deadline(), pacing.next_poll()]
+            .into_iter()
+            .flatten()
+            .fold(next_tick, Instant::min);
         let count = match poller.wait(&mut ready, timeout_until(wake_at)) {
             Ok(count) => count,
             Err(Errno::EINTR) => 0,
@@ -656,11 +674,16 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     let Some(reader) = inline.as_mut() else {
                         continue;
                     };
-                    let read = reader.receive(MAX_BATCH, &gauges.source, &mut |now, t, text| {
-                        detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
-                    });
+                    let read =
+                        read_socket(reader, MAX_BATCH, None, &gauges, &mut detector, &mut outlet);
                     if let Err(e) = read {
                         tracing::error!("reading audit records: {e}");
+                        break 'serve "reader stopped";
+                    }
+                    if pacing.read_on_wakeup(Instant::now()) == Switch::StartPolling
+                        && let Err(e) = wake_on_socket(&poller, reader, false)
+                    {
+                        tracing::error!("polling the audit socket: {e}");
                         break 'serve "reader stopped";
                     }
                 }
@@ -677,6 +700,23 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 Some(Source::ReadQueue) => {
+                    // The exec that a read of a map confirms may be waiting
+                    // for the next poll: read it now.
+                    if let Some(reader) = inline.as_mut().filter(|_| pacing.is_polling()) {
+                        let since = pacing.read_early(Instant::now());
+                        let read = read_socket(
+                            reader,
+                            MAX_BATCH,
+                            since,
+                            &gauges,
+                            &mut detector,
+                            &mut outlet,
+                        );
+                        if let Err(e) = read {
+                            tracing::error!("reading audit records: {e}");
+                            break 'serve "reader stopped";
+                        }
+                    }
                     let drained = read_rx.drain(|reads| {
                         detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
                     });
@@ -699,6 +739,32 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 None => {}
+            }
+        }
+        if let Some(reader) = inline.as_mut().filter(|_| pacing.poll_due(Instant::now())) {
+            let since = pacing.last_read();
+            let read = read_socket(
+                reader,
+                MAX_BATCH,
+                since,
+                &gauges,
+                &mut detector,
+                &mut outlet,
+            );
+            let records = match read {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!("reading audit records: {e}");
+                    break 'serve "reader stopped";
+                }
+            };
+            gauges.socket_polls += 1;
+            let switch = pacing.polled(Instant::now(), records, MAX_BATCH);
+            if switch == Switch::StopPolling
+                && let Err(e) = wake_on_socket(&poller, reader, true)
+            {
+                tracing::error!("waking on the audit socket again: {e}");
+                break 'serve "reader stopped";
             }
         }
         let now = Instant::now();
@@ -731,9 +797,15 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let restored = session.stop();
     // What was already queued still gets evaluated.
     if let Some(reader) = inline.as_mut() {
-        let drained = reader.receive(usize::MAX, &gauges.source, &mut |now, t, text| {
-            detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
-        });
+        let since = pacing.last_read().filter(|_| pacing.is_polling());
+        let drained = read_socket(
+            reader,
+            usize::MAX,
+            since,
+            &gauges,
+            &mut detector,
+            &mut outlet,
+        );
         if let Err(e) = drained {
             tracing::error!("reading the last audit records: {e}");
         }
@@ -753,6 +825,38 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         tracing::error!("the sink thread panicked");
     }
     restored.map_err(RunError::Io)
+}
+
+/// The records queued on the audit socket, about `max` at most, through the
+/// detector; returns how many. `polled_since`: the socket was not read at
+/// a wake-up but on a poll, and last read then.
+fn read_socket(
+    reader: &mut RecordReader,
+    max: usize,
+    polled_since: Option<Instant>,
+    gauges: &Gauges,
+    detector: &mut Detector,
+    outlet: &mut Outlet,
+) -> std::io::Result<usize> {
+    detector.records_polled_since(polled_since);
+    let read = reader.receive(max, &gauges.source, &mut |now, t, text| {
+        detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
+    });
+    detector.records_polled_since(None);
+    read
+}
+
+/// Whether the audit socket wakes the pipeline ([`Pacing`] decides).
+fn wake_on_socket(poller: &Epoll, reader: &RecordReader, wake: bool) -> std::io::Result<()> {
+    let flags = if wake {
+        EpollFlags::EPOLLIN
+    } else {
+        EpollFlags::empty()
+    };
+    let mut event = EpollEvent::new(flags, Source::AuditSocket as u64);
+    poller
+        .modify(reader.fd(), &mut event)
+        .map_err(std::io::Error::from)
 }
 
 /// SIGHUP: the configuration, rules and sinks built anew and swapped in;
@@ -790,6 +894,8 @@ struct Gauges {
     watch: Arc<WatchStats>,
     /// The kernel's `lost` counter since start.
     kernel_lost: u32,
+    /// Reads of the audit socket on an interval ([`Pacing`]).
+    socket_polls: u64,
 }
 
 impl Gauges {
@@ -1084,6 +1190,11 @@ fn stats_counters(
     let c = detector.correlator_stats().unwrap_or_default();
     let mut counters = vec![
         ("records", d.records),
+        (
+            "socket_reads",
+            gauges.source.batches.load(Ordering::Relaxed),
+        ),
+        ("socket_polls", gauges.socket_polls),
         ("malformed_records", d.malformed_records),
         ("exec_events", a.exec_events),
         ("failed_execs", a.failed_execs),

@@ -251,6 +251,12 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
     assert_eq!(live_execs.len(), 2 * SHELLS.len(), "{live:#?}");
 
     auditd.stop();
+    // auditd passes its SIGTERM on to its plugins; it need not wait for
+    // them to finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mapwatch_rule_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         mapwatch_rule_count(),
         0,

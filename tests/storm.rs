@@ -2,7 +2,8 @@
 //! settings nothing is lost and every positive injected during the storm is
 //! detected; with a tiny backlog the kernel drops records and mapwatch
 //! reports exactly as many as the kernel counted, in its stats and in
-//! `mapwatch.health` documents. Needs root.
+//! `mapwatch.health` documents. Under a storm the socket is polled, and
+//! reads are still placed among the execs around them. Needs root.
 
 mod support;
 
@@ -169,6 +170,85 @@ fn with_a_tiny_backlog_losses_are_reported_as_the_kernel_counts_them() {
         stderr.contains("mapwatch lost events: kernel_lost="),
         "{stderr}"
     );
+}
+
+const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
+
+/// Under a storm the socket is read on an interval (`audit.poll_interval_ms`),
+/// so execs wait there while reads arrive at once. Leaders must still be
+/// named as of the read: bash, not the `touch` it exec's as its last command
+/// right after the read, and not the `env` it ran just before it became bash
+/// again and forked the reader. The seed rule's alerts must stay confirmed.
+#[test]
+fn under_a_storm_the_socket_is_polled_and_reads_are_placed_among_execs_as_they_happened() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let storm = Storm::start(2);
+    std::thread::sleep(Duration::from_secs(1));
+    let done = dir.path().join("done-bash");
+    let mut reads = Vec::new();
+    let mut positives = Vec::new();
+    for _ in 0..5 {
+        // bash exec's its last command, touch, just after cat's read.
+        let target = Target::spawn();
+        run_entry_leader(
+            "bash",
+            &format!("cat < {} > /dev/null", target.maps()),
+            dir.path(),
+        );
+        reads.push(target);
+        // bash becomes env, then bash again, just before it forks cat; the
+        // trailing `:` keeps it bash to the end.
+        let target = Target::spawn();
+        let body = format!(
+            "exec env bash -c 'cat < {} > /dev/null; touch {}; :'",
+            target.maps(),
+            done.display()
+        );
+        run_entry_leader("bash", &body, dir.path());
+        reads.push(target);
+        let target = Target::spawn();
+        let body = format!(
+            "exec env bash -c 'cat {} > /dev/null; touch {}; :'",
+            target.maps(),
+            done.display()
+        );
+        run_entry_leader("bash", &body, dir.path());
+        positives.push(target);
+    }
+    drop(storm);
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+
+    let stats = last_stats(&stderr);
+    assert!(
+        counter(&stats, "socket_polls") > 0,
+        "the socket was polled: {stats:?}"
+    );
+    let about = |id: &str, target: &Target| -> Vec<&Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"]["id"] == id && a["file"]["path"] == target.maps().as_str())
+            .collect()
+    };
+    for (id, targets) in [(EXTENDED_ID, &reads), (SEED_ID, &positives)] {
+        for target in targets {
+            let found = about(id, target);
+            assert_eq!(found.len(), 1, "{id} on {}: {alerts:#?}", target.maps());
+            let alert = found[0];
+            assert_eq!(alert["mapwatch"]["read"]["confirmed"], true, "{alert:#}");
+            assert_eq!(alert["process"]["name"], "cat", "{alert:#}");
+            assert_eq!(alert["process"]["parent"]["name"], "bash", "{alert:#}");
+            assert_eq!(
+                alert["process"]["entry_leader"]["name"], "bash",
+                "{alert:#}"
+            );
+        }
+    }
 }
 
 /// The kernel's audit `lost` counter.

@@ -83,6 +83,15 @@ pub struct AuditTimestamp {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct Serial(pub u64);
 
+impl Serial {
+    /// Whether the kernel numbered this event no later than `other`: serials
+    /// are taken as events end, from one 32-bit counter, so the comparison
+    /// wraps as [`crate::audit::serial`] does.
+    pub fn is_not_after(self, other: Serial) -> bool {
+        (other.0 as u32).wrapping_sub(self.0 as u32) as i32 >= 0
+    }
+}
+
 /// What ties the records of one event together.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct EventId {

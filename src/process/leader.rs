@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::stat::TtyKind;
 use super::table::{Process, ProcessTable};
+use crate::audit::record::Serial;
 
 /// `process.entry_leader.entry_meta.type`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -85,6 +86,8 @@ pub struct LeaderResolver<'t> {
     /// The process that just exec'd, if the event is an exec.
     exec_pid: Option<u32>,
     now: Instant,
+    /// The serial of an exec event the event is known to come after.
+    after_exec: Option<Serial>,
 }
 
 /// A copy of what a leader decision needs about one process.
@@ -104,7 +107,16 @@ impl<'t> LeaderResolver<'t> {
             table,
             exec_pid,
             now,
+            after_exec: None,
         }
+    }
+
+    /// The event came after the exec event numbered `serial` (its own
+    /// process's), so any exec numbered before that came before it too,
+    /// whenever its records were read.
+    pub fn after_exec(mut self, serial: Option<Serial>) -> Self {
+        self.after_exec = serial;
+        self
     }
 
     /// The process as a leader decision sees it. For the exec'ing process
@@ -117,7 +129,7 @@ impl<'t> LeaderResolver<'t> {
             ppid: process.ppid,
             sid: process.sid,
             tty: process.tty.unwrap_or(TtyKind::None),
-            name: leader_name(process, Some(pid) == exec_pid, self.now).to_vec(),
+            name: leader_name(process, Some(pid) == exec_pid, self.now, self.after_exec).to_vec(),
         })
     }
 
@@ -238,13 +250,100 @@ fn leader(node: Node, kind: EntryType) -> EntryLeader {
 
 /// The program a process ran as of `when`: the one before its last exec for
 /// the exec'ing process itself, and for events that happened before that
-/// exec was processed.
-fn leader_name(process: &Process, is_event_process: bool, when: Instant) -> &[u8] {
-    let exec_came_later = process.renamed_at.is_some_and(|at| at > when);
+/// exec happened. Under load the audit socket is read on an interval, so an
+/// exec read on a poll happened somewhere between two reads of the socket;
+/// when the event fell in between, the exec came first if the kernel
+/// numbered it no later than `after_exec`, an exec the event is known to
+/// follow (a shell that became bash, then forked the reader), and later
+/// otherwise (a shell exec'ing its last command after the read).
+fn leader_name(
+    process: &Process,
+    is_event_process: bool,
+    when: Instant,
+    after_exec: Option<Serial>,
+) -> &[u8] {
+    let exec_came_later = match (process.renamed_after, process.renamed_at) {
+        (_, None) => false,
+        (_, Some(latest)) if latest <= when => false,
+        (None, Some(_)) => true,
+        (Some(earliest), Some(_)) if earliest > when => true,
+        // Read on a poll, and the event fell while its records waited.
+        (Some(_), Some(_)) => !process
+            .exec_serial
+            .zip(after_exec)
+            .is_some_and(|(own, event)| own.is_not_after(event)),
+    };
     if (is_event_process || exec_came_later)
         && let Some(before) = process.name_before_exec.as_deref()
     {
         return before;
     }
     &process.name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::assemble::ExecEvent;
+    use crate::audit::record::{AuditTimestamp, EventId};
+    use std::time::Duration;
+
+    // Above pid_max's usual range: never live, the table alone answers.
+    const SHELL: u32 = 4_000_000_000;
+
+    fn exec(name: &str, serial: u64) -> ExecEvent {
+        ExecEvent {
+            id: Some(EventId {
+                timestamp: AuditTimestamp { secs: 0, millis: 0 },
+                serial: Serial(serial),
+            }),
+            pid: SHELL,
+            ppid: 1,
+            path: Some(format!("/usr/bin/{name}").into_bytes()),
+            ..ExecEvent::default()
+        }
+    }
+
+    /// The shell's name for a read at `when` by a reader exec'd as `serial`.
+    fn name_for_read(table: &mut ProcessTable, when: Instant, serial: u64) -> Vec<u8> {
+        let mut resolver = LeaderResolver::new(table, None, when).after_exec(Some(Serial(serial)));
+        resolver.parent(SHELL).expect("the shell is known").name
+    }
+
+    #[test]
+    fn an_exec_read_on_a_poll_is_placed_by_time_outside_its_window_and_by_serial_inside() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec("env", 10), t0);
+        // bash again, read on a poll at +10 ms, the socket's previous read
+        // having been at +2 ms.
+        table.record_exec(&exec("bash", 11), t0 + ms(10));
+        table.exec_came_after(SHELL, t0 + ms(2));
+        // Before the window, after it: time decides.
+        assert_eq!(name_for_read(&mut table, t0 + ms(1), 12), b"env");
+        assert_eq!(name_for_read(&mut table, t0 + ms(11), 9), b"bash");
+        // Inside: the reader's exec, numbered after bash's, came after it...
+        assert_eq!(name_for_read(&mut table, t0 + ms(5), 12), b"bash");
+        // ...while one numbered before it says nothing: as before, later.
+        assert_eq!(name_for_read(&mut table, t0 + ms(5), 9), b"env");
+    }
+
+    #[test]
+    fn an_exec_read_at_a_wakeup_is_placed_by_time_alone() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec("env", 10), t0);
+        table.record_exec(&exec("bash", 11), t0 + ms(10));
+        assert_eq!(name_for_read(&mut table, t0 + ms(5), 12), b"env");
+        assert_eq!(name_for_read(&mut table, t0 + ms(10), 12), b"bash");
+    }
+
+    #[test]
+    fn serials_compare_across_the_kernels_32_bit_wrap() {
+        assert!(Serial(u64::from(u32::MAX)).is_not_after(Serial(2)));
+        assert!(!Serial(2).is_not_after(Serial(u64::from(u32::MAX))));
+        assert!(Serial(7).is_not_after(Serial(7)));
+    }
 }

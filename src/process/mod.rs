@@ -33,10 +33,14 @@ impl<'t> EventContext<'t> {
         Self::build(pid, Some(ppid), LeaderResolver::new(table, Some(pid), now))
     }
 
-    /// For any other event about a (usually live) process.
+    /// For any other event about a (usually live) process: one that came
+    /// after the exec that made the process what it is.
     pub fn for_process(pid: u32, table: &'t mut ProcessTable, now: Instant) -> Self {
-        let ppid = table.lookup(pid, now).map(|p| p.ppid);
-        Self::build(pid, ppid, LeaderResolver::new(table, None, now))
+        let process = table.lookup(pid, now);
+        let ppid = process.map(|p| p.ppid);
+        let after_exec = process.and_then(|p| p.exec_serial);
+        let resolver = LeaderResolver::new(table, None, now).after_exec(after_exec);
+        Self::build(pid, ppid, resolver)
     }
 
     fn build(pid: u32, ppid: Option<u32>, resolver: LeaderResolver<'t>) -> Self {

@@ -17,13 +17,14 @@
 //! session and a new ppid (other than init's, which adopts orphans) meaning
 //! a new process under a reused pid.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::{Duration, Instant};
 
 use super::stat::{ProcStat, TtyKind, read_stat, tty_kind};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::assemble::SessionStart;
 use crate::audit::execve::Argv;
+use crate::audit::record::Serial;
 
 /// argv bytes kept per process (the rest of a huge argv is dropped).
 pub const MAX_KEPT_ARGV: usize = 4096;
@@ -58,6 +59,13 @@ pub struct Process {
     /// When mapwatch processed the exec that set `name`: an event that
     /// happened before it saw `name_before_exec`.
     pub renamed_at: Option<Instant>,
+    /// Set when that exec's records were read on a poll, some time after
+    /// they came: the exec happened after this (the socket's previous read)
+    /// and before `renamed_at`.
+    pub renamed_after: Option<Instant>,
+    /// The serial of that exec event, which orders it among other execs
+    /// whatever the time their records were read.
+    pub exec_serial: Option<Serial>,
     pub exe: Option<Vec<u8>>,
     /// What its last exec event said, for events about it after it exited
     /// (a short-lived reader of a maps file). argv is cut at
@@ -80,6 +88,8 @@ impl Process {
             name: Vec::new(),
             name_before_exec: None,
             renamed_at: None,
+            renamed_after: None,
+            exec_serial: None,
             exe: None,
             args: None,
             cwd: None,
@@ -105,6 +115,8 @@ pub struct ProcessTable {
     stats: TableStats,
     /// False when replaying a log: procfs describes other processes.
     procfs: bool,
+    /// The pids /proc listed at the last prune (kept for its capacity).
+    live: FxHashSet<u32>,
 }
 
 impl ProcessTable {
@@ -116,6 +128,7 @@ impl ProcessTable {
             grace,
             stats: TableStats::default(),
             procfs: true,
+            live: FxHashSet::default(),
         }
     }
 
@@ -154,15 +167,7 @@ impl ProcessTable {
     /// Loads every process visible in /proc.
     pub fn seed_from_procfs(&mut self, now: Instant) -> std::io::Result<usize> {
         let mut seeded = 0;
-        for entry in std::fs::read_dir("/proc")? {
-            let Ok(entry) = entry else { continue };
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in live_pids()? {
             if let Ok(stat) = read_stat(pid) {
                 self.insert_from_stat(&stat, now);
                 seeded += 1;
@@ -218,6 +223,8 @@ impl ProcessTable {
             process.tty = Some(tty_kind_of_name(tty));
         }
         process.renamed_at = Some(now);
+        process.renamed_after = None;
+        process.exec_serial = event.id.map(|id| id.serial);
         process.euid = event.euid;
         process.touched = now;
     }
@@ -265,6 +272,14 @@ impl ProcessTable {
         });
     }
 
+    /// The exec just recorded for `pid` happened after `since`, not just
+    /// before it was recorded: its records waited for a poll.
+    pub fn exec_came_after(&mut self, pid: u32, since: Instant) {
+        if let Some(process) = self.entries.get_mut(&pid) {
+            process.renamed_after = Some(since);
+        }
+    }
+
     /// The process as procfs shows it now, merged with what the table knows;
     /// the table alone when the process is gone. `None` when neither knows it.
     pub fn lookup(&mut self, pid: u32, now: Instant) -> Option<&Process> {
@@ -305,9 +320,17 @@ impl ProcessTable {
         }
         let grace = self.grace;
         let before = self.entries.len();
+        self.live.clear();
+        match live_pids() {
+            Ok(pids) => self.live.extend(pids),
+            Err(e) => {
+                tracing::warn!("listing /proc to find exited processes: {e}");
+                return;
+            }
+        }
         for process in self.entries.values_mut() {
             match process.gone_since {
-                None if !is_alive(process) => process.gone_since = Some(now),
+                None if !self.live.contains(&process.pid) => process.gone_since = Some(now),
                 // Found gone by an earlier pass: it exited more than a
                 // pass ago, long after any read of its could still be in
                 // flight. Its ancestry stays; its exec details go (most of
@@ -373,24 +396,16 @@ fn tty_kind_of_name(name: &[u8]) -> TtyKind {
     }
 }
 
-/// Whether the process still runs. Entries known only from exec events
-/// (no start time) are checked with `kill(pid, 0)`, which reads nothing in
-/// /proc (a read there would be one more fanotify event for ourselves).
-fn is_alive(process: &Process) -> bool {
-    match process.start_ticks {
-        Some(start) => read_stat(process.pid).is_ok_and(|live| live.start_ticks == start),
-        None => pid_exists(process.pid),
-    }
-}
-
-fn pid_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
+/// The pids in /proc: every live process. One directory listing per prune
+/// pass, where checking each entry would cost a system call per exec'd
+/// program (`kill(pid, 0)`) or a read of its stat file (one more fanotify
+/// event for ourselves); listing the directory is neither a read of a file
+/// nor, without `FAN_ONDIR`, an event. A pid reused since its entry was
+/// made looks alive here; lookups and execs compare start times and replace
+/// such entries.
+fn live_pids() -> std::io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir("/proc")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()))
 }
 
 #[cfg(test)]

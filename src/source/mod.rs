@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod fanotify;
 pub mod log;
+pub mod pacing;
 pub mod queue;
 
 /// Records read in one go: their types and texts in one buffer (one

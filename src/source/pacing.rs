@@ -1,0 +1,188 @@
+//! When the pipeline reads the audit socket: at each wake-up while records
+//! are sparse, on an interval while they are dense (what NAPI does for a
+//! busy network card).
+//!
+//! Contract: [`Pacing`] only decides; the pipeline acts. After a read
+//! prompted by the socket, [`Pacing::read_on_wakeup`] says whether to stop
+//! being woken by it (the previous read was less than an interval ago);
+//! while polling, the socket is read at [`Pacing::next_poll`], and a poll
+//! that finds it empty ([`Pacing::polled`]) says to be woken by it again.
+//! Records therefore wait at most one interval in the kernel, which never
+//! drops them for that: the socket's buffer and the backlog hold seconds of
+//! a storm. Anything that needs current records sooner (a read of a memory
+//! map) reads the socket itself, without changing the mode.
+//!
+//! Why: on a virtual machine a wake-up costs more than parsing an exec
+//! event, and at a few hundred execs per second nearly every exec gets one.
+//! An interval of 10 ms cut mapwatch's CPU per exec at 500 exec/s by a
+//! fifth (BENCHMARKS.md).
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Pacing {
+    interval: Duration,
+    last_read: Option<Instant>,
+    /// Some while polling: when to read next.
+    next_poll: Option<Instant>,
+}
+
+/// What the pipeline should do with the socket's readiness in its epoll set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// Keep things as they are.
+    Stay,
+    /// Stop waking on the socket; read it at [`Pacing::next_poll`].
+    StartPolling,
+    /// Wake on the socket again.
+    StopPolling,
+}
+
+impl Pacing {
+    /// `interval` zero: read at every wake-up, never poll.
+    pub fn new(interval: Duration) -> Self {
+        Pacing {
+            interval,
+            last_read: None,
+            next_poll: None,
+        }
+    }
+
+    /// The socket woke the pipeline and was read at `now`.
+    pub fn read_on_wakeup(&mut self, now: Instant) -> Switch {
+        let dense = !self.interval.is_zero()
+            && self
+                .last_read
+                .is_some_and(|last| now.saturating_duration_since(last) < self.interval);
+        self.last_read = Some(now);
+        if dense && self.next_poll.is_none() {
+            self.next_poll = Some(now + self.interval);
+            Switch::StartPolling
+        } else {
+            Switch::Stay
+        }
+    }
+
+    /// The socket is read at `now` ahead of its poll (a read of a memory map
+    /// came); returns when it was read before.
+    pub fn read_early(&mut self, now: Instant) -> Option<Instant> {
+        self.last_read.replace(now)
+    }
+
+    /// When the socket was last read.
+    pub fn last_read(&self) -> Option<Instant> {
+        self.last_read
+    }
+
+    /// Whether a poll is due at `now`.
+    pub fn poll_due(&self, now: Instant) -> bool {
+        self.next_poll.is_some_and(|at| at <= now)
+    }
+
+    /// A poll read `records` records at `now`, of at most `limit`: one that
+    /// stopped at its limit left records behind, so the next comes at once.
+    pub fn polled(&mut self, now: Instant, records: usize, limit: usize) -> Switch {
+        self.last_read = Some(now);
+        if records == 0 {
+            self.next_poll = None;
+            Switch::StopPolling
+        } else {
+            let wait = if records >= limit {
+                Duration::ZERO
+            } else {
+                self.interval
+            };
+            self.next_poll = Some(now + wait);
+            Switch::Stay
+        }
+    }
+
+    /// When the next poll is due, if polling.
+    pub fn next_poll(&self) -> Option<Instant> {
+        self.next_poll
+    }
+
+    pub fn is_polling(&self) -> bool {
+        self.next_poll.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(10);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn sparse_wakeups_never_poll() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(INTERVAL);
+        for i in 0..5 {
+            assert_eq!(pacing.read_on_wakeup(t0 + ms(20 * i)), Switch::Stay);
+        }
+        assert!(!pacing.is_polling());
+    }
+
+    #[test]
+    fn a_wakeup_within_the_interval_starts_polling() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(INTERVAL);
+        assert_eq!(pacing.read_on_wakeup(t0), Switch::Stay);
+        assert_eq!(pacing.read_on_wakeup(t0 + ms(3)), Switch::StartPolling);
+        assert_eq!(pacing.next_poll(), Some(t0 + ms(13)));
+        assert!(!pacing.poll_due(t0 + ms(12)));
+        assert!(pacing.poll_due(t0 + ms(13)));
+    }
+
+    #[test]
+    fn polls_go_on_while_they_find_records_and_stop_at_an_empty_one() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(INTERVAL);
+        pacing.read_on_wakeup(t0);
+        pacing.read_on_wakeup(t0 + ms(1));
+        assert_eq!(pacing.polled(t0 + ms(11), 12, 256), Switch::Stay);
+        assert_eq!(pacing.next_poll(), Some(t0 + ms(21)));
+        assert_eq!(pacing.polled(t0 + ms(21), 0, 256), Switch::StopPolling);
+        assert!(!pacing.is_polling());
+        // Woken again soon after the empty poll: dense again.
+        assert_eq!(pacing.read_on_wakeup(t0 + ms(22)), Switch::StartPolling);
+    }
+
+    #[test]
+    fn a_poll_that_hit_its_limit_is_followed_by_another_at_once() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(INTERVAL);
+        pacing.read_on_wakeup(t0);
+        pacing.read_on_wakeup(t0 + ms(1));
+        assert_eq!(pacing.polled(t0 + ms(11), 256, 256), Switch::Stay);
+        assert!(pacing.poll_due(t0 + ms(11)));
+    }
+
+    #[test]
+    fn an_early_read_gives_the_read_before_it_and_keeps_the_poll() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(INTERVAL);
+        pacing.read_on_wakeup(t0);
+        pacing.read_on_wakeup(t0 + ms(1));
+        assert_eq!(pacing.read_early(t0 + ms(4)), Some(t0 + ms(1)));
+        assert_eq!(pacing.last_read(), Some(t0 + ms(4)));
+        assert_eq!(pacing.next_poll(), Some(t0 + ms(11)));
+    }
+
+    #[test]
+    fn interval_zero_reads_at_every_wakeup() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(Duration::ZERO);
+        for i in 0..5 {
+            assert_eq!(
+                pacing.read_on_wakeup(t0 + Duration::from_micros(i)),
+                Switch::Stay
+            );
+        }
+        assert_eq!(pacing.next_poll(), None);
+    }
+}
