@@ -427,6 +427,7 @@ mod tests {
             },
             path: path.as_bytes().to_vec(),
             seen: now,
+            after: now,
         }
     }
 

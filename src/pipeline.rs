@@ -264,7 +264,7 @@ impl Detector {
         } = self;
         for read in due_reads.drain(..) {
             // Relations as they were when the read happened.
-            let mut ctx = EventContext::for_process(read.pid, table, read.seen);
+            let mut ctx = EventContext::for_read(read.pid, table, read.after, read.seen);
             let mut fields = ReadFields::new(&read, &mut ctx, host, users);
             matched.clear();
             rules.evaluate(&mut fields, &mut |index| matched.push(index));
@@ -701,7 +701,8 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 }
                 Some(Source::ReadQueue) => {
                     // The exec that a read of a map confirms may be waiting
-                    // for the next poll: read it now.
+                    // for the next poll: read it now, and be woken by the
+                    // rest of it if some is still on its way.
                     if let Some(reader) = inline.as_mut().filter(|_| pacing.is_polling()) {
                         let since = pacing.read_early(Instant::now());
                         let read = read_socket(
@@ -714,6 +715,10 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                         );
                         if let Err(e) = read {
                             tracing::error!("reading audit records: {e}");
+                            break 'serve "reader stopped";
+                        }
+                        if let Err(e) = wake_on_socket(&poller, reader, true) {
+                            tracing::error!("waking on the audit socket again: {e}");
                             break 'serve "reader stopped";
                         }
                     }

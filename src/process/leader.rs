@@ -86,6 +86,8 @@ pub struct LeaderResolver<'t> {
     /// The process that just exec'd, if the event is an exec.
     exec_pid: Option<u32>,
     now: Instant,
+    /// The event happened between this and `now`.
+    earliest: Instant,
     /// The serial of an exec event the event is known to come after.
     after_exec: Option<Serial>,
 }
@@ -107,15 +109,17 @@ impl<'t> LeaderResolver<'t> {
             table,
             exec_pid,
             now,
+            earliest: now,
             after_exec: None,
         }
     }
 
-    /// The event came after the exec event numbered `serial` (its own
-    /// process's), so any exec numbered before that came before it too,
-    /// whenever its records were read.
-    pub fn after_exec(mut self, serial: Option<Serial>) -> Self {
-        self.after_exec = serial;
+    /// The event happened between `earliest` and `now`, after the exec
+    /// event numbered `after_exec` (its own process's): any exec numbered no
+    /// later came before it too, whenever its records were read.
+    pub fn placed(mut self, earliest: Instant, after_exec: Option<Serial>) -> Self {
+        self.earliest = earliest.min(self.now);
+        self.after_exec = after_exec;
         self
     }
 
@@ -123,14 +127,23 @@ impl<'t> LeaderResolver<'t> {
     /// itself that is the program it ran when it called execve.
     fn node(&mut self, pid: u32) -> Option<Node> {
         let exec_pid = self.exec_pid;
+        let window = self.event_window();
         let process = self.table.lookup(pid, self.now)?;
         Some(Node {
             pid,
             ppid: process.ppid,
             sid: process.sid,
             tty: process.tty.unwrap_or(TtyKind::None),
-            name: leader_name(process, Some(pid) == exec_pid, self.now, self.after_exec).to_vec(),
+            name: leader_name(process, Some(pid) == exec_pid, window).to_vec(),
         })
+    }
+
+    fn event_window(&self) -> EventWindow {
+        EventWindow {
+            earliest: self.earliest,
+            latest: self.now,
+            after_exec: self.after_exec,
+        }
     }
 
     pub fn table(&mut self) -> &mut ProcessTable {
@@ -248,30 +261,40 @@ fn leader(node: Node, kind: EntryType) -> EntryLeader {
     }
 }
 
-/// The program a process ran as of `when`: the one before its last exec for
-/// the exec'ing process itself, and for events that happened before that
-/// exec happened. Under load the audit socket is read on an interval, so an
-/// exec read on a poll happened somewhere between two reads of the socket;
-/// when the event fell in between, the exec came first if the kernel
-/// numbered it no later than `after_exec`, an exec the event is known to
-/// follow (a shell that became bash, then forked the reader), and later
-/// otherwise (a shell exec'ing its last command after the read).
-fn leader_name(
-    process: &Process,
-    is_event_process: bool,
-    when: Instant,
+/// When an event happened, as far as mapwatch can tell.
+#[derive(Clone, Copy, Debug)]
+struct EventWindow {
+    earliest: Instant,
+    latest: Instant,
+    /// An exec the event is known to follow (its reader's own).
     after_exec: Option<Serial>,
-) -> &[u8] {
-    let exec_came_later = match (process.renamed_after, process.renamed_at) {
-        (_, None) => false,
-        (_, Some(latest)) if latest <= when => false,
-        (None, Some(_)) => true,
-        (Some(earliest), Some(_)) if earliest > when => true,
-        // Read on a poll, and the event fell while its records waited.
-        (Some(_), Some(_)) => !process
-            .exec_serial
-            .zip(after_exec)
-            .is_some_and(|(own, event)| own.is_not_after(event)),
+}
+
+/// The program a process ran when the event happened: the one before its
+/// last exec for the exec'ing process itself, and for events that happened
+/// before that exec. Neither time is exact: an exec happened before it was
+/// processed (long before, when its records waited for a poll:
+/// `renamed_after`), and a read before the fanotify thread read it, which
+/// under load can be late. When the two windows overlap, the kernel's
+/// serials decide: an exec numbered no later than the one the event follows
+/// came first (a shell that became bash again, then forked the reader), any
+/// other came later (a shell exec'ing its last command after the read).
+fn leader_name(process: &Process, is_event_process: bool, event: EventWindow) -> &[u8] {
+    let exec_came_later = match process.renamed_at {
+        None => false,
+        Some(latest) => {
+            let earliest = process.renamed_after.unwrap_or(latest);
+            if latest <= event.earliest {
+                false
+            } else if earliest > event.latest {
+                true
+            } else {
+                match (process.exec_serial, event.after_exec) {
+                    (Some(own), Some(anchor)) => !own.is_not_after(anchor),
+                    _ => latest > event.latest,
+                }
+            }
+        }
     };
     if (is_event_process || exec_came_later)
         && let Some(before) = process.name_before_exec.as_deref()
@@ -306,7 +329,18 @@ mod tests {
 
     /// The shell's name for a read at `when` by a reader exec'd as `serial`.
     fn name_for_read(table: &mut ProcessTable, when: Instant, serial: u64) -> Vec<u8> {
-        let mut resolver = LeaderResolver::new(table, None, when).after_exec(Some(Serial(serial)));
+        name_for_read_within(table, when, when, serial)
+    }
+
+    /// The same for a read that happened between `earliest` and `latest`.
+    fn name_for_read_within(
+        table: &mut ProcessTable,
+        earliest: Instant,
+        latest: Instant,
+        serial: u64,
+    ) -> Vec<u8> {
+        let mut resolver =
+            LeaderResolver::new(table, None, latest).placed(earliest, Some(Serial(serial)));
         resolver.parent(SHELL).expect("the shell is known").name
     }
 
@@ -338,6 +372,31 @@ mod tests {
         table.record_exec(&exec("bash", 11), t0 + ms(10));
         assert_eq!(name_for_read(&mut table, t0 + ms(5), 12), b"env");
         assert_eq!(name_for_read(&mut table, t0 + ms(10), 12), b"bash");
+    }
+
+    #[test]
+    fn a_read_seen_late_is_placed_by_serial_against_execs_within_its_window() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec("bash", 10), t0);
+        // The shell exec's touch (serial 13) at +3 ms, after the read by a
+        // reader exec'd as 12, which the fanotify thread only saw at +6 ms.
+        table.record_exec(&exec("touch", 13), t0 + ms(3));
+        assert_eq!(
+            name_for_read_within(&mut table, t0, t0 + ms(6), 12),
+            b"bash"
+        );
+        // Seen at once (+1 ms to +2 ms): time alone, the same answer.
+        assert_eq!(
+            name_for_read_within(&mut table, t0 + ms(1), t0 + ms(2), 12),
+            b"bash"
+        );
+        // A read after +3 ms by a reader exec'd later still (14): touch.
+        assert_eq!(
+            name_for_read_within(&mut table, t0 + ms(2), t0 + ms(6), 14),
+            b"touch"
+        );
     }
 
     #[test]

@@ -33,13 +33,19 @@ impl<'t> EventContext<'t> {
         Self::build(pid, Some(ppid), LeaderResolver::new(table, Some(pid), now))
     }
 
-    /// For any other event about a (usually live) process: one that came
-    /// after the exec that made the process what it is.
-    pub fn for_process(pid: u32, table: &'t mut ProcessTable, now: Instant) -> Self {
-        let process = table.lookup(pid, now);
+    /// For a read by a (usually live) process, which happened between
+    /// `earliest` and `latest`, and after the exec that made its process
+    /// what it is.
+    pub fn for_read(
+        pid: u32,
+        table: &'t mut ProcessTable,
+        earliest: Instant,
+        latest: Instant,
+    ) -> Self {
+        let process = table.lookup(pid, latest);
         let ppid = process.map(|p| p.ppid);
         let after_exec = process.and_then(|p| p.exec_serial);
-        let resolver = LeaderResolver::new(table, None, now).after_exec(after_exec);
+        let resolver = LeaderResolver::new(table, None, latest).placed(earliest, after_exec);
         Self::build(pid, ppid, resolver)
     }
 

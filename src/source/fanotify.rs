@@ -58,6 +58,10 @@ pub struct ReadEvent {
     /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved).
     pub path: Vec<u8>,
     pub seen: Instant,
+    /// The read happened after this: when the reader thread last found the
+    /// queue empty (or began its sleep). With `seen`, the window it fell
+    /// in; the thread can be scheduled late, and nothing dates the event.
+    pub after: Instant,
 }
 
 impl ReadEvent {
@@ -187,6 +191,7 @@ fn parse_events(
     stats: &WatchStats,
     out: &mut Vec<ReadEvent>,
     now: Instant,
+    after: Instant,
 ) {
     let mut offset = 0;
     let mut path_buf = [0u8; 256];
@@ -229,6 +234,7 @@ fn parse_events(
             },
             path: path.to_vec(),
             seen: now,
+            after: after.min(now),
         });
     }
 }
@@ -268,6 +274,7 @@ fn read_loop(
     // earlier than this, and are dated so (the leaders they are judged by
     // are those of that moment, not of when the sleep ended).
     let mut slept_since: Option<Instant> = None;
+    let mut emptied_at = Instant::now();
     loop {
         let mut batch = Vec::new();
         let mut any = false;
@@ -279,7 +286,8 @@ fn read_loop(
                 Ok(len) => {
                     any = true;
                     let seen = slept_since.unwrap_or_else(Instant::now);
-                    parse_events(&buf[..len], fd_dir, own_pid, stats, &mut batch, seen);
+                    let after = slept_since.unwrap_or(emptied_at);
+                    parse_events(&buf[..len], fd_dir, own_pid, stats, &mut batch, seen, after);
                 }
                 Err(Errno::EAGAIN) => break,
                 // Kernels without FAN_REPORT_FD_ERROR fail the read when the
@@ -291,6 +299,7 @@ fn read_loop(
             }
             flags = libc::MSG_DONTWAIT;
         }
+        emptied_at = Instant::now();
         slept_since = None;
         if !batch.is_empty() {
             match tx.try_send(batch) {
@@ -373,7 +382,8 @@ mod tests {
         let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")
             .expect("/proc/self/fd")
             .into();
-        parse_events(&buf, &fd_dir, 1, &stats, &mut out, Instant::now());
+        let now = Instant::now();
+        parse_events(&buf, &fd_dir, 1, &stats, &mut out, now, now);
         assert!(out.is_empty());
         assert_eq!(stats.overflows.load(Ordering::Relaxed), 1);
         assert_eq!(stats.unresolved.load(Ordering::Relaxed), 1);

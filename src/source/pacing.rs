@@ -9,8 +9,9 @@
 //! that finds it empty ([`Pacing::polled`]) says to be woken by it again.
 //! Records therefore wait at most one interval in the kernel, which never
 //! drops them for that: the socket's buffer and the backlog hold seconds of
-//! a storm. Anything that needs current records sooner (a read of a memory
-//! map) reads the socket itself, without changing the mode.
+//! a storm. A read of a memory map needs its exec at once: the socket is
+//! read then ([`Pacing::read_early`]) and wakes the pipeline again, so the
+//! rest of an exec still on its way comes without waiting for a poll.
 //!
 //! Why: on a virtual machine a wake-up costs more than parsing an exec
 //! event, and at a few hundred execs per second nearly every exec gets one.
@@ -63,9 +64,13 @@ impl Pacing {
         }
     }
 
-    /// The socket is read at `now` ahead of its poll (a read of a memory map
-    /// came); returns when it was read before.
+    /// A read of a memory map came while polling: the socket is read at
+    /// `now`, ahead of its poll, and wakes the pipeline again
+    /// ([`Switch::StopPolling`]), since the exec that read confirms may
+    /// still be on its way, a record or two short; returns when the socket
+    /// was read before.
     pub fn read_early(&mut self, now: Instant) -> Option<Instant> {
+        self.next_poll = None;
         self.last_read.replace(now)
     }
 
@@ -163,14 +168,16 @@ mod tests {
     }
 
     #[test]
-    fn an_early_read_gives_the_read_before_it_and_keeps_the_poll() {
+    fn an_early_read_gives_the_read_before_it_and_ends_polling() {
         let t0 = Instant::now();
         let mut pacing = Pacing::new(INTERVAL);
         pacing.read_on_wakeup(t0);
         pacing.read_on_wakeup(t0 + ms(1));
         assert_eq!(pacing.read_early(t0 + ms(4)), Some(t0 + ms(1)));
         assert_eq!(pacing.last_read(), Some(t0 + ms(4)));
-        assert_eq!(pacing.next_poll(), Some(t0 + ms(11)));
+        assert!(!pacing.is_polling());
+        // The rest of the exec wakes the pipeline, and polling resumes.
+        assert_eq!(pacing.read_on_wakeup(t0 + ms(5)), Switch::StartPolling);
     }
 
     #[test]
