@@ -560,7 +560,11 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             early = arrived;
             match config.audit.backpressure {
                 Backpressure::Kernel => {
-                    inline = Some(reader);
+                    let interval = Duration::from_millis(config.audit.poll_interval_ms);
+                    inline = Some(InlineSocket {
+                        reader,
+                        pacing: Pacing::new(interval),
+                    });
                     drop(record_tx);
                 }
                 Backpressure::Userspace => {
@@ -612,7 +616,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             .map_err(std::io::Error::from)
     };
     match &inline {
-        Some(reader) => watch_for(reader.fd(), Source::AuditSocket)?,
+        Some(socket) => watch_for(socket.reader.fd(), Source::AuditSocket)?,
         None => watch_for(record_rx.fd(), Source::RecordQueue)?,
     }
     watch_for(signals.as_fd(), Source::Signals)?;
@@ -648,18 +652,17 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         source: source_stats,
         watch: watch_stats,
         kernel_lost: 0,
-        socket_polls: 0,
     };
     let mut next_tick = Instant::now() + TICK;
     let mut last_prune = Instant::now();
     let mut last_poll = Instant::now();
     let mut last_stats = Instant::now();
-    let mut pacing = Pacing::new(Duration::from_millis(config.audit.poll_interval_ms));
     let mut ready = [EpollEvent::empty(); 4];
     let stop_signal = 'serve: loop {
         // The correlator's next deadline, the next poll of the socket or the
         // tick, whichever is first.
-        let wake_at = [detector.next_deadline(), pacing.next_poll()]
+        let next_poll = inline.as_ref().and_then(|socket| socket.pacing.next_poll());
+        let wake_at = [detector.next_deadline(), next_poll]
             .into_iter()
             .flatten()
             .fold(next_tick, Instant::min);
@@ -671,19 +674,11 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         for event in &ready[..count] {
             match Source::from_token(event.data()) {
                 Some(Source::AuditSocket) => {
-                    let Some(reader) = inline.as_mut() else {
-                        continue;
-                    };
-                    let read =
-                        read_socket(reader, MAX_BATCH, None, &gauges, &mut detector, &mut outlet);
-                    if let Err(e) = read {
-                        tracing::error!("reading audit records: {e}");
-                        break 'serve "reader stopped";
-                    }
-                    if pacing.read_on_wakeup(Instant::now()) == Switch::StartPolling
-                        && let Err(e) = wake_on_socket(&poller, reader, false)
+                    if let Some(socket) = inline.as_mut()
+                        && let Err(e) =
+                            socket.on_wakeup(&poller, &gauges.source, &mut detector, &mut outlet)
                     {
-                        tracing::error!("polling the audit socket: {e}");
+                        tracing::error!("reading audit records: {e}");
                         break 'serve "reader stopped";
                     }
                 }
@@ -700,27 +695,12 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 Some(Source::ReadQueue) => {
-                    // The exec that a read of a map confirms may be waiting
-                    // for the next poll: read it now, and be woken by the
-                    // rest of it if some is still on its way.
-                    if let Some(reader) = inline.as_mut().filter(|_| pacing.is_polling()) {
-                        let since = pacing.read_early(Instant::now());
-                        let read = read_socket(
-                            reader,
-                            MAX_BATCH,
-                            since,
-                            &gauges,
-                            &mut detector,
-                            &mut outlet,
-                        );
-                        if let Err(e) = read {
-                            tracing::error!("reading audit records: {e}");
-                            break 'serve "reader stopped";
-                        }
-                        if let Err(e) = wake_on_socket(&poller, reader, true) {
-                            tracing::error!("waking on the audit socket again: {e}");
-                            break 'serve "reader stopped";
-                        }
+                    if let Some(socket) = inline.as_mut()
+                        && let Err(e) =
+                            socket.before_reads(&poller, &gauges.source, &mut detector, &mut outlet)
+                    {
+                        tracing::error!("reading audit records: {e}");
+                        break 'serve "reader stopped";
                     }
                     let drained = read_rx.drain(|reads| {
                         detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
@@ -746,31 +726,11 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 None => {}
             }
         }
-        if let Some(reader) = inline.as_mut().filter(|_| pacing.poll_due(Instant::now())) {
-            let since = pacing.last_read();
-            let read = read_socket(
-                reader,
-                MAX_BATCH,
-                since,
-                &gauges,
-                &mut detector,
-                &mut outlet,
-            );
-            let records = match read {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::error!("reading audit records: {e}");
-                    break 'serve "reader stopped";
-                }
-            };
-            gauges.socket_polls += 1;
-            let switch = pacing.polled(Instant::now(), records, MAX_BATCH);
-            if switch == Switch::StopPolling
-                && let Err(e) = wake_on_socket(&poller, reader, true)
-            {
-                tracing::error!("waking on the audit socket again: {e}");
-                break 'serve "reader stopped";
-            }
+        if let Some(socket) = inline.as_mut()
+            && let Err(e) = socket.poll_if_due(&poller, &gauges.source, &mut detector, &mut outlet)
+        {
+            tracing::error!("reading audit records: {e}");
+            break 'serve "reader stopped";
         }
         let now = Instant::now();
         let tick = now >= next_tick;
@@ -801,19 +761,10 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
     let restored = session.stop();
     // What was already queued still gets evaluated.
-    if let Some(reader) = inline.as_mut() {
-        let since = pacing.last_read().filter(|_| pacing.is_polling());
-        let drained = read_socket(
-            reader,
-            usize::MAX,
-            since,
-            &gauges,
-            &mut detector,
-            &mut outlet,
-        );
-        if let Err(e) = drained {
-            tracing::error!("reading the last audit records: {e}");
-        }
+    if let Some(socket) = inline.as_mut()
+        && let Err(e) = socket.drain(&gauges.source, &mut detector, &mut outlet)
+    {
+        tracing::error!("reading the last audit records: {e}");
     }
     record_rx.drain(|batch| detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)));
     read_rx.drain(|reads| detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a)));
@@ -832,36 +783,110 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     restored.map_err(RunError::Io)
 }
 
-/// The records queued on the audit socket, about `max` at most, through the
-/// detector; returns how many. `polled_since`: the socket was not read at
-/// a wake-up but on a poll, and last read then.
-fn read_socket(
-    reader: &mut RecordReader,
-    max: usize,
-    polled_since: Option<Instant>,
-    gauges: &Gauges,
-    detector: &mut Detector,
-    outlet: &mut Outlet,
-) -> std::io::Result<usize> {
-    detector.records_polled_since(polled_since);
-    let read = reader.receive(max, &gauges.source, &mut |now, t, text| {
-        detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
-    });
-    detector.records_polled_since(None);
-    read
+/// The audit socket, read by the pipeline itself (`backpressure =
+/// "kernel"`), and when to read it ([`Pacing`]).
+struct InlineSocket {
+    reader: RecordReader,
+    pacing: Pacing,
 }
 
-/// Whether the audit socket wakes the pipeline ([`Pacing`] decides).
-fn wake_on_socket(poller: &Epoll, reader: &RecordReader, wake: bool) -> std::io::Result<()> {
-    let flags = if wake {
-        EpollFlags::EPOLLIN
-    } else {
-        EpollFlags::empty()
-    };
-    let mut event = EpollEvent::new(flags, Source::AuditSocket as u64);
-    poller
-        .modify(reader.fd(), &mut event)
-        .map_err(std::io::Error::from)
+impl InlineSocket {
+    /// The socket woke the pipeline: read it, and stop being woken by it
+    /// if records are dense.
+    fn on_wakeup(
+        &mut self,
+        poller: &Epoll,
+        stats: &SourceStats,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<()> {
+        self.read(MAX_BATCH, None, stats, detector, outlet)?;
+        match self.pacing.read_on_wakeup(Instant::now()) {
+            Switch::StartPolling => self.wake_on_socket(poller, false),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads of maps came: the execs they confirm may be waiting for the
+    /// next poll, so read them now, and be woken by the rest of one if some
+    /// is still on its way.
+    fn before_reads(
+        &mut self,
+        poller: &Epoll,
+        stats: &SourceStats,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<()> {
+        if !self.pacing.is_polling() {
+            return Ok(());
+        }
+        let since = self.pacing.read_early(Instant::now());
+        self.read(MAX_BATCH, since, stats, detector, outlet)?;
+        self.wake_on_socket(poller, true)
+    }
+
+    fn poll_if_due(
+        &mut self,
+        poller: &Epoll,
+        stats: &SourceStats,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<()> {
+        if !self.pacing.poll_due(Instant::now()) {
+            return Ok(());
+        }
+        let since = self.pacing.last_read();
+        let records = self.read(MAX_BATCH, since, stats, detector, outlet)?;
+        stats.polls.fetch_add(1, Ordering::Relaxed);
+        match self.pacing.polled(Instant::now(), records, MAX_BATCH) {
+            Switch::StopPolling => self.wake_on_socket(poller, true),
+            _ => Ok(()),
+        }
+    }
+
+    /// Everything still queued, at stop.
+    fn drain(
+        &mut self,
+        stats: &SourceStats,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<()> {
+        let since = self.pacing.last_read().filter(|_| self.pacing.is_polling());
+        self.read(usize::MAX, since, stats, detector, outlet)
+            .map(|_| ())
+    }
+
+    /// The queued records, about `max` at most, through the detector;
+    /// returns how many. `polled_since`: read on a poll, not at a wake-up,
+    /// the socket having been read last then.
+    fn read(
+        &mut self,
+        max: usize,
+        polled_since: Option<Instant>,
+        stats: &SourceStats,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<usize> {
+        detector.records_polled_since(polled_since);
+        let read = self.reader.receive(max, stats, &mut |now, t, text| {
+            detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
+        });
+        detector.records_polled_since(None);
+        read
+    }
+
+    /// Whether the socket wakes the pipeline.
+    fn wake_on_socket(&self, poller: &Epoll, wake: bool) -> std::io::Result<()> {
+        let flags = if wake {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        let mut event = EpollEvent::new(flags, Source::AuditSocket as u64);
+        poller
+            .modify(self.reader.fd(), &mut event)
+            .map_err(std::io::Error::from)
+    }
 }
 
 /// SIGHUP: the configuration, rules and sinks built anew and swapped in;
@@ -899,8 +924,6 @@ struct Gauges {
     watch: Arc<WatchStats>,
     /// The kernel's `lost` counter since start.
     kernel_lost: u32,
-    /// Reads of the audit socket on an interval ([`Pacing`]).
-    socket_polls: u64,
 }
 
 impl Gauges {
@@ -1199,7 +1222,7 @@ fn stats_counters(
             "socket_reads",
             gauges.source.batches.load(Ordering::Relaxed),
         ),
-        ("socket_polls", gauges.socket_polls),
+        ("socket_polls", gauges.source.polls.load(Ordering::Relaxed)),
         ("malformed_records", d.malformed_records),
         ("exec_events", a.exec_events),
         ("failed_execs", a.failed_execs),

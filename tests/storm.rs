@@ -189,35 +189,30 @@ fn under_a_storm_the_socket_is_polled_and_reads_are_placed_among_execs_as_they_h
     let storm = Storm::start(2);
     std::thread::sleep(Duration::from_secs(1));
     let done = dir.path().join("done-bash");
-    let mut reads = Vec::new();
-    let mut positives = Vec::new();
-    for _ in 0..5 {
+    let cases = [
         // bash exec's its last command, touch, just after cat's read.
-        let target = Target::spawn();
-        run_entry_leader(
-            "bash",
-            &format!("cat < {} > /dev/null", target.maps()),
-            dir.path(),
-        );
-        reads.push(target);
+        (EXTENDED_ID, "cat < {maps} > /dev/null"),
         // bash becomes env, then bash again, just before it forks cat; the
         // trailing `:` keeps it bash to the end.
-        let target = Target::spawn();
-        let body = format!(
-            "exec env bash -c 'cat < {} > /dev/null; touch {}; :'",
-            target.maps(),
-            done.display()
-        );
-        run_entry_leader("bash", &body, dir.path());
-        reads.push(target);
-        let target = Target::spawn();
-        let body = format!(
-            "exec env bash -c 'cat {} > /dev/null; touch {}; :'",
-            target.maps(),
-            done.display()
-        );
-        run_entry_leader("bash", &body, dir.path());
-        positives.push(target);
+        (
+            EXTENDED_ID,
+            "exec env bash -c 'cat < {maps} > /dev/null; touch {done}; :'",
+        ),
+        (
+            SEED_ID,
+            "exec env bash -c 'cat {maps} > /dev/null; touch {done}; :'",
+        ),
+    ];
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        for (id, body) in cases {
+            let target = Target::spawn();
+            let body = body
+                .replace("{maps}", &target.maps())
+                .replace("{done}", &done.display().to_string());
+            run_entry_leader("bash", &body, dir.path());
+            runs.push((id, target));
+        }
     }
     drop(storm);
     mapwatch.sync();
@@ -231,19 +226,17 @@ fn under_a_storm_the_socket_is_polled_and_reads_are_placed_among_execs_as_they_h
             .filter(|a| a["rule"]["id"] == id && a["file"]["path"] == target.maps().as_str())
             .collect()
     };
-    for (id, targets) in [(EXTENDED_ID, &reads), (SEED_ID, &positives)] {
-        for target in targets {
-            let found = about(id, target);
-            assert_eq!(found.len(), 1, "{id} on {}: {alerts:#?}", target.maps());
-            let alert = found[0];
-            assert_eq!(alert["mapwatch"]["read"]["confirmed"], true, "{alert:#}");
-            assert_eq!(alert["process"]["name"], "cat", "{alert:#}");
-            assert_eq!(alert["process"]["parent"]["name"], "bash", "{alert:#}");
-            assert_eq!(
-                alert["process"]["entry_leader"]["name"], "bash",
-                "{alert:#}"
-            );
-        }
+    for (id, target) in &runs {
+        let found = about(id, target);
+        assert_eq!(found.len(), 1, "{id} on {}: {alerts:#?}", target.maps());
+        let alert = found[0];
+        assert_eq!(alert["mapwatch"]["read"]["confirmed"], true, "{alert:#}");
+        assert_eq!(alert["process"]["name"], "cat", "{alert:#}");
+        assert_eq!(alert["process"]["parent"]["name"], "bash", "{alert:#}");
+        assert_eq!(
+            alert["process"]["entry_leader"]["name"], "bash",
+            "{alert:#}"
+        );
     }
     let stats = last_stats(&stderr);
     assert!(

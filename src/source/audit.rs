@@ -422,6 +422,9 @@ pub struct SessionOptions {
 pub struct SourceStats {
     pub records: AtomicU64,
     pub batches: AtomicU64,
+    /// Reads of the socket on an interval, under load
+    /// ([`crate::source::pacing`]).
+    pub polls: AtomicU64,
     pub enobufs: AtomicU64,
     pub dropped_records: AtomicU64,
 }
