@@ -564,6 +564,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     inline = Some(InlineSocket {
                         reader,
                         pacing: Pacing::new(interval),
+                        stats: source_stats.clone(),
                     });
                     drop(record_tx);
                 }
@@ -671,12 +672,12 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             Err(Errno::EINTR) => 0,
             Err(e) => return Err(RunError::Io(e.into())),
         };
+        let woke = Instant::now();
         for event in &ready[..count] {
             match Source::from_token(event.data()) {
                 Some(Source::AuditSocket) => {
                     if let Some(socket) = inline.as_mut()
-                        && let Err(e) =
-                            socket.on_wakeup(&poller, &gauges.source, &mut detector, &mut outlet)
+                        && let Err(e) = socket.on_wakeup(woke, &poller, &mut detector, &mut outlet)
                     {
                         tracing::error!("reading audit records: {e}");
                         break 'serve "reader stopped";
@@ -697,7 +698,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                 Some(Source::ReadQueue) => {
                     if let Some(socket) = inline.as_mut()
                         && let Err(e) =
-                            socket.before_reads(&poller, &gauges.source, &mut detector, &mut outlet)
+                            socket.before_reads(woke, &poller, &mut detector, &mut outlet)
                     {
                         tracing::error!("reading audit records: {e}");
                         break 'serve "reader stopped";
@@ -727,7 +728,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             }
         }
         if let Some(socket) = inline.as_mut()
-            && let Err(e) = socket.poll_if_due(&poller, &gauges.source, &mut detector, &mut outlet)
+            && let Err(e) = socket.poll_if_due(woke, &poller, &mut detector, &mut outlet)
         {
             tracing::error!("reading audit records: {e}");
             break 'serve "reader stopped";
@@ -762,7 +763,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let restored = session.stop();
     // What was already queued still gets evaluated.
     if let Some(socket) = inline.as_mut()
-        && let Err(e) = socket.drain(&gauges.source, &mut detector, &mut outlet)
+        && let Err(e) = socket.drain(&mut detector, &mut outlet)
     {
         tracing::error!("reading the last audit records: {e}");
     }
@@ -784,10 +785,11 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
 }
 
 /// The audit socket, read by the pipeline itself (`backpressure =
-/// "kernel"`), and when to read it ([`Pacing`]).
+/// "kernel"`), when [`Pacing`] says; `now` is when the pipeline woke.
 struct InlineSocket {
     reader: RecordReader,
     pacing: Pacing,
+    stats: Arc<SourceStats>,
 }
 
 impl InlineSocket {
@@ -795,13 +797,13 @@ impl InlineSocket {
     /// if records are dense.
     fn on_wakeup(
         &mut self,
+        now: Instant,
         poller: &Epoll,
-        stats: &SourceStats,
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<()> {
-        self.read(MAX_BATCH, None, stats, detector, outlet)?;
-        match self.pacing.read_on_wakeup(Instant::now()) {
+        self.read(MAX_BATCH, None, detector, outlet)?;
+        match self.pacing.read_on_wakeup(now) {
             Switch::StartPolling => self.wake_on_socket(poller, false),
             _ => Ok(()),
         }
@@ -812,48 +814,42 @@ impl InlineSocket {
     /// is still on its way.
     fn before_reads(
         &mut self,
+        now: Instant,
         poller: &Epoll,
-        stats: &SourceStats,
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<()> {
         if !self.pacing.is_polling() {
             return Ok(());
         }
-        let since = self.pacing.read_early(Instant::now());
-        self.read(MAX_BATCH, since, stats, detector, outlet)?;
+        let since = self.pacing.read_early(now);
+        self.read(MAX_BATCH, since, detector, outlet)?;
         self.wake_on_socket(poller, true)
     }
 
     fn poll_if_due(
         &mut self,
+        now: Instant,
         poller: &Epoll,
-        stats: &SourceStats,
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<()> {
-        if !self.pacing.poll_due(Instant::now()) {
+        if !self.pacing.poll_due(now) {
             return Ok(());
         }
         let since = self.pacing.last_read();
-        let records = self.read(MAX_BATCH, since, stats, detector, outlet)?;
-        stats.polls.fetch_add(1, Ordering::Relaxed);
-        match self.pacing.polled(Instant::now(), records, MAX_BATCH) {
+        let records = self.read(MAX_BATCH, since, detector, outlet)?;
+        self.stats.polls.fetch_add(1, Ordering::Relaxed);
+        match self.pacing.polled(now, records, MAX_BATCH) {
             Switch::StopPolling => self.wake_on_socket(poller, true),
             _ => Ok(()),
         }
     }
 
     /// Everything still queued, at stop.
-    fn drain(
-        &mut self,
-        stats: &SourceStats,
-        detector: &mut Detector,
-        outlet: &mut Outlet,
-    ) -> std::io::Result<()> {
+    fn drain(&mut self, detector: &mut Detector, outlet: &mut Outlet) -> std::io::Result<()> {
         let since = self.pacing.last_read().filter(|_| self.pacing.is_polling());
-        self.read(usize::MAX, since, stats, detector, outlet)
-            .map(|_| ())
+        self.read(usize::MAX, since, detector, outlet).map(|_| ())
     }
 
     /// The queued records, about `max` at most, through the detector;
@@ -863,12 +859,11 @@ impl InlineSocket {
         &mut self,
         max: usize,
         polled_since: Option<Instant>,
-        stats: &SourceStats,
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<usize> {
         detector.records_polled_since(polled_since);
-        let read = self.reader.receive(max, stats, &mut |now, t, text| {
+        let read = self.reader.receive(max, &self.stats, &mut |now, t, text| {
             detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
         });
         detector.records_polled_since(None);
@@ -938,8 +933,23 @@ impl Gauges {
     }
 
     /// The stats line, and a `mapwatch.stats` document.
+    /// The stats line on stderr, and a `mapwatch.stats` document for the
+    /// JSON file (not the console, whose stdout carries alerts only).
     fn report_stats(&self, detector: &Detector, outlet: &mut Outlet) {
-        report_stats(detector, self, outlet);
+        let counters = stats_counters(detector, self, outlet);
+        let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tracing::info!("stats: {}", line.join(" "));
+        let stats: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+            .collect();
+        outlet.stats(serde_json::json!({
+            "@timestamp": crate::alert::now_rfc3339(),
+            "ecs": {"version": "8.11.0"},
+            "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
+            "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
+            "mapwatch": {"stats": stats},
+        }));
     }
 }
 
@@ -1219,7 +1229,7 @@ fn stats_counters(
     let mut counters = vec![
         ("records", d.records),
         (
-            "socket_reads",
+            "record_batches",
             gauges.source.batches.load(Ordering::Relaxed),
         ),
         ("socket_polls", gauges.source.polls.load(Ordering::Relaxed)),
@@ -1240,25 +1250,6 @@ fn stats_counters(
     ];
     counters.extend(loss_counters(detector, gauges, outlet));
     counters
-}
-
-/// The stats line on stderr, and a `mapwatch.stats` document for the JSON
-/// file (not the console, whose stdout carries alerts only).
-fn report_stats(detector: &Detector, gauges: &Gauges, outlet: &mut Outlet) {
-    let counters = stats_counters(detector, gauges, outlet);
-    let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    tracing::info!("stats: {}", line.join(" "));
-    let stats: serde_json::Map<String, serde_json::Value> = counters
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
-        .collect();
-    outlet.stats(serde_json::json!({
-        "@timestamp": crate::alert::now_rfc3339(),
-        "ecs": {"version": "8.11.0"},
-        "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
-        "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
-        "mapwatch": {"stats": stats},
-    }));
 }
 
 /// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.

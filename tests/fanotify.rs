@@ -9,8 +9,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
-const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
-
 fn by_rule<'a>(alerts: &'a [Value], id: &str) -> Vec<&'a Value> {
     alerts.iter().filter(|a| a["rule"]["id"] == id).collect()
 }

@@ -5,8 +5,6 @@
 
 mod support;
 
-const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
-
 use std::process::{Command, Stdio};
 
 use serde_json::Value;

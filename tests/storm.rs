@@ -172,8 +172,6 @@ fn with_a_tiny_backlog_losses_are_reported_as_the_kernel_counts_them() {
     );
 }
 
-const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
-
 /// Under a storm the socket is read on an interval (`audit.poll_interval_ms`),
 /// so execs wait there while reads arrive at once, and the fanotify thread
 /// can see a read late. Leaders must still be named as of the read: bash,

@@ -115,8 +115,6 @@ pub struct ProcessTable {
     stats: TableStats,
     /// False when replaying a log: procfs describes other processes.
     procfs: bool,
-    /// The pids /proc listed at the last prune (kept for its capacity).
-    live: FxHashSet<u32>,
 }
 
 impl ProcessTable {
@@ -128,7 +126,6 @@ impl ProcessTable {
             grace,
             stats: TableStats::default(),
             procfs: true,
-            live: FxHashSet::default(),
         }
     }
 
@@ -320,17 +317,16 @@ impl ProcessTable {
         }
         let grace = self.grace;
         let before = self.entries.len();
-        self.live.clear();
-        match live_pids() {
-            Ok(pids) => self.live.extend(pids),
+        let live: FxHashSet<u32> = match live_pids() {
+            Ok(pids) => pids.collect(),
             Err(e) => {
                 tracing::warn!("listing /proc to find exited processes: {e}");
                 return;
             }
-        }
+        };
         for process in self.entries.values_mut() {
             match process.gone_since {
-                None if !self.live.contains(&process.pid) => process.gone_since = Some(now),
+                None if !live.contains(&process.pid) => process.gone_since = Some(now),
                 // Found gone by an earlier pass: it exited more than a
                 // pass ago, long after any read of its could still be in
                 // flight. Its ancestry stays; its exec details go (most of

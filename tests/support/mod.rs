@@ -17,6 +17,8 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_mapwatch");
 /// The shipped seed rule's `rule_id`.
 pub const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
+/// The shipped extended rule's (any read of another process's map).
+pub const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
 /// Marks a stdout line that did not parse as JSON.
