@@ -174,7 +174,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            mode: crate::source::audit::AuditMode::Unicast,
+            mode: crate::source::audit::AuditMode::Auto,
             backpressure: crate::source::audit::Backpressure::Kernel,
             backlog_limit: 8192,
             receive_buffer: 8 << 20,

@@ -477,7 +477,7 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     };
     if session.stale_rules_removed > 0 {
         tracing::warn!(
-            "removed {} stale audit rules keyed `mapwatch` left by an earlier run",
+            "removed {} stale audit rules of mapwatch (keyed `mapwatch`, and its record-type exclusions) left by an earlier run",
             session.stale_rules_removed
         );
     }

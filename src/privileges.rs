@@ -7,7 +7,9 @@
 //! `CAP_DAC_READ_SEARCH` (other processes' /proc links), and nothing else,
 //! in every set; threads created afterwards inherit that. [`check_trusted`]
 //! refuses, when running as root, a configuration or rule file that anyone
-//! but root could have written.
+//! but root could have written. [`eperm_cause`] tells an operator which of
+//! the two usual refusers said EPERM to a call: a missing capability, or a
+//! system-call filter (systemd's `SystemCallFilter=` answers EPERM).
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -42,6 +44,41 @@ pub fn drop_unneeded() -> io::Result<()> {
     }
     tracing::debug!("capabilities kept: {kept:?}; dropped {}", gone.len());
     Ok(())
+}
+
+/// Whether this process holds `cap` in its effective set.
+pub fn has_effective(cap: Capability) -> bool {
+    caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false)
+}
+
+/// Why `call` failed with EPERM, as an operator can act on it. A missing
+/// capability is the first suspect; with the capability effective, a
+/// seccomp filter (systemd's `SystemCallFilter=` with
+/// `SystemCallErrorNumber=EPERM`) is the usual refuser; with neither, a
+/// security module's policy.
+pub fn eperm_cause(call: &str, cap: Capability) -> String {
+    if !has_effective(cap) {
+        return format!(
+            "{call} needs {cap}, which this process does not have: run as root, or grant it (the unit's CapabilityBoundingSet=)"
+        );
+    }
+    match seccomp_mode() {
+        Some(mode) if mode != 0 => format!(
+            "{call} was refused by a system-call filter (seccomp mode {mode}; {cap} is effective): allow {call} in the unit's SystemCallFilter=, after any ~@privileged line"
+        ),
+        _ => format!(
+            "{call} was refused although {cap} is effective and no system-call filter is on: check the security module's policy (AppArmor, SELinux)"
+        ),
+    }
+}
+
+/// The `Seccomp:` field of /proc/self/status: 0 none, 1 strict, 2 filter.
+fn seccomp_mode() -> Option<u8> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Seccomp:"))
+        .and_then(|mode| mode.trim().parse().ok())
 }
 
 /// Refuses `path` when running as root and someone else could change it.

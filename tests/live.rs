@@ -293,7 +293,10 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
 
     let mapwatch = Mapwatch::start(dir.path());
     let stderr = mapwatch.stderr();
-    assert!(stderr.contains("removed 4 stale audit rules"), "{stderr}");
+    assert!(
+        stderr.contains("removed 6 stale audit rules"),
+        "its four keyed rules and two exclusions: {stderr}"
+    );
     assert!(stderr.contains("did not shut down cleanly"), "{stderr}");
     assert_eq!(snapshot().pid, mapwatch.pid());
     assert_eq!(mapwatch_rule_count(), 4);

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::TrySendError;
 use std::time::{Duration, Instant};
 
+use caps::Capability;
 use netlink_packet_audit::{
     AuditMessage, RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls,
     StatusMessage,
@@ -66,15 +67,20 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why the audit session could not be set up.
 #[derive(Debug)]
 pub enum AuditError {
-    MissingCapability(&'static str),
+    MissingCapability(Capability),
     Locked,
     DaemonRunning {
         pid: u32,
         name: String,
     },
+    /// A live mapwatch owns rules keyed `mapwatch`: starting would delete
+    /// them (they look stale to any other run).
+    AnotherMapwatch(u32),
     Kernel {
         what: &'static str,
         source: io::Error,
+        /// Who refused, when the kernel said EPERM or ECONNREFUSED.
+        cause: Option<String>,
     },
     StateFile {
         path: PathBuf,
@@ -96,7 +102,20 @@ impl std::fmt::Display for AuditError {
                 f,
                 "another audit daemon is registered with the kernel: pid {pid} ({name}); stop it first (e.g. `systemctl stop auditd`)"
             ),
-            AuditError::Kernel { what, source } => write!(f, "audit netlink: {what}: {source}"),
+            AuditError::AnotherMapwatch(pid) => write!(
+                f,
+                "another mapwatch (pid {pid}) is running with its audit rules installed; stop it first (e.g. `systemctl stop mapwatch`): two would delete each other's rules"
+            ),
+            AuditError::Kernel {
+                what,
+                source,
+                cause: None,
+            } => write!(f, "audit netlink: {what}: {source}"),
+            AuditError::Kernel {
+                what,
+                source,
+                cause: Some(cause),
+            } => write!(f, "audit netlink: {what}: {source}: {cause}"),
             AuditError::StateFile { path, source } => {
                 write!(f, "audit state file {}: {source}", path.display())
             }
@@ -107,7 +126,26 @@ impl std::fmt::Display for AuditError {
 impl std::error::Error for AuditError {}
 
 fn kernel(what: &'static str) -> impl FnOnce(io::Error) -> AuditError {
-    move |source| AuditError::Kernel { what, source }
+    kernel_needing(what, Capability::CAP_AUDIT_CONTROL)
+}
+
+/// A kernel error of a request that needs `cap`, with who refused it.
+fn kernel_needing(what: &'static str, cap: Capability) -> impl FnOnce(io::Error) -> AuditError {
+    move |source| {
+        let cause = match source.raw_os_error() {
+            Some(libc::EPERM) => Some(crate::privileges::eperm_cause(what, cap)),
+            // audit_netlink_ok(): only the initial user and pid namespaces.
+            Some(libc::ECONNREFUSED) => Some(
+                "the kernel takes audit requests only from the initial user and pid namespaces (not from a container, or a unit with PrivateUsers= or PrivatePIDs=)".to_owned(),
+            ),
+            _ => None,
+        };
+        AuditError::Kernel {
+            what,
+            source,
+            cause,
+        }
+    }
 }
 
 /// A netlink audit socket speaking request/reply.
@@ -234,25 +272,20 @@ impl AuditSocket {
         self.request_ack(AuditMessage::DelRule(rule), &mut |_, _| {})
     }
 
-    /// Record types that mapwatch's kind of exclusion (see
-    /// [`UNUSED_RECORD_TYPES`]) drops right now, whoever added it.
+    /// Record types that mapwatch's exclusions (see [`UNUSED_RECORD_TYPES`])
+    /// drop right now.
     pub fn excluded_record_types(&mut self) -> io::Result<Vec<u32>> {
         Ok(self
             .list_rules()?
             .iter()
-            .filter_map(excluded_record_type)
+            .filter_map(our_excluded_type)
             .collect())
     }
 
-    /// Deletes the exclusion of `record_type` that [`AuditSession`] adds;
-    /// an error if there is none.
-    pub fn delete_exclusion(&mut self, record_type: u32) -> io::Result<()> {
-        self.delete_rule(exclude_rule(record_type))
-    }
-
-    /// Deletes every rule carrying our key; returns how many.
-    pub fn delete_keyed_rules(&mut self) -> io::Result<usize> {
-        let stale: Vec<RuleMessage> = self.list_rules()?.into_iter().filter(has_our_key).collect();
+    /// Deletes every rule of ours: those carrying our key and our
+    /// record-type exclusions (known by their shape); returns how many.
+    pub fn delete_our_rules(&mut self) -> io::Result<usize> {
+        let stale: Vec<RuleMessage> = self.list_rules()?.into_iter().filter(is_ours).collect();
         let count = stale.len();
         for rule in stale {
             self.delete_rule(rule)?;
@@ -270,6 +303,12 @@ fn header_fields(buf: &[u8]) -> (usize, u16, u32) {
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// True for the rules mapwatch installs: keyed `mapwatch`, or one of its
+/// unkeyed record-type exclusions.
+pub fn is_ours(rule: &RuleMessage) -> bool {
+    has_our_key(rule) || our_excluded_type(rule).is_some()
 }
 
 /// True for rules whose key list includes ours (auditctl joins several keys
@@ -296,23 +335,34 @@ pub const UNUSED_RECORD_TYPES: [u32; 2] = [1320, 1321];
 /// `AUDIT_FILTER_EXCLUDE`: the list that drops records by type.
 const AUDIT_FILTER_EXCLUDE: u32 = 0x05;
 
-/// `-a never,exclude -F msgtype=TYPE` (no key: see
-/// [`AuditSession::exclude_unused_record_types`]).
+/// `-a never,exclude -F msgtype=TYPE -F uid>=0`. The kernel ignores an
+/// exclude rule that carries a key (and every exclude rule after it), so
+/// this one is marked by its shape instead: `uid>=0` holds for every
+/// record (uids compare unsigned), so it changes nothing the rule does, but
+/// tells it from an administrator's `-a never,exclude -F msgtype=EOE`, and
+/// lets any later run find and delete it, state file or not.
 fn exclude_rule(record_type: u32) -> RuleMessage {
     let mut rule = RuleMessage::new();
     rule.flags = RuleFlags::from(AUDIT_FILTER_EXCLUDE);
     rule.action = RuleAction::Never;
     rule.fields
         .push((RuleField::Msgtype(record_type), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Uid(0), RuleFieldFlags::GreaterThanOrEqual));
     rule
 }
 
-/// The record type a `-a never,exclude -F msgtype=TYPE` rule drops, if
-/// `rule` is one.
-fn excluded_record_type(rule: &RuleMessage) -> Option<u32> {
+/// The record type `rule` drops, if it is one of our exclusions: exactly
+/// the shape of [`exclude_rule`], for one of [`UNUSED_RECORD_TYPES`].
+fn our_excluded_type(rule: &RuleMessage) -> Option<u32> {
+    let list = u32::from(rule.flags) & !AUDIT_FILTER_PREPEND;
     match rule.fields.as_slice() {
-        [(RuleField::Msgtype(record_type), RuleFieldFlags::Equal)]
-            if rule.action == RuleAction::Never =>
+        [
+            (RuleField::Msgtype(record_type), RuleFieldFlags::Equal),
+            (RuleField::Uid(0), RuleFieldFlags::GreaterThanOrEqual),
+        ] if rule.action == RuleAction::Never
+            && list == AUDIT_FILTER_EXCLUDE
+            && UNUSED_RECORD_TYPES.contains(record_type) =>
         {
             Some(*record_type)
         }
@@ -371,10 +421,6 @@ pub struct SavedStatus {
     /// Absent from the state file of a version that did not change it.
     #[serde(default)]
     pub backlog_wait_time: Option<u32>,
-    /// Record types this run excluded (kernel exclude rules can carry no
-    /// key, so a run after a crash learns here which ones are ours).
-    #[serde(default)]
-    pub excluded_types: Vec<u32>,
 }
 
 /// How mapwatch gets records (`[audit] mode`).
@@ -382,11 +428,12 @@ pub struct SavedStatus {
 #[serde(rename_all = "lowercase")]
 pub enum AuditMode {
     /// Registered as the audit daemon (replaces auditd).
-    #[default]
     Unicast,
     /// A reader of the multicast group, beside the registered daemon.
     Multicast,
-    /// Multicast when another live audit daemon is registered, else unicast.
+    /// Multicast when another live audit daemon is registered, else unicast:
+    /// installing mapwatch never takes auditd's place.
+    #[default]
     Auto,
 }
 
@@ -485,7 +532,7 @@ fn join_multicast(receive_buffer: usize) -> io::Result<RecordSocket> {
 
 impl AuditSession {
     pub fn start(options: &SessionOptions) -> Result<(AuditSession, RecordSocket), AuditError> {
-        require_capability(CAP_AUDIT_CONTROL, "CAP_AUDIT_CONTROL")?;
+        require_capability(Capability::CAP_AUDIT_CONTROL)?;
         let mut control = AuditSocket::open().map_err(kernel("opening the control socket"))?;
         let status = control
             .status()
@@ -494,6 +541,7 @@ impl AuditSession {
             return Err(AuditError::Locked);
         }
         let me = std::process::id();
+        refuse_beside_another_mapwatch(&mut control, me)?;
         let other_daemon = (status.pid != 0 && status.pid != me && process_alive(status.pid))
             .then_some(status.pid);
         match (options.mode, other_daemon) {
@@ -506,8 +554,7 @@ impl AuditSession {
             }
             _ => {}
         }
-        let mut saved = original_status(&options.state_file, &status, me)?;
-        let stale_exclusions = std::mem::take(&mut saved.excluded_types);
+        let saved = original_status(&options.state_file, &status, me)?;
         write_state_file(&options.state_file, &saved)?;
 
         let mut session = AuditSession {
@@ -523,7 +570,7 @@ impl AuditSession {
         };
         session.stale_rules_removed = session
             .control
-            .delete_keyed_rules()
+            .delete_our_rules()
             .map_err(kernel("deleting stale mapwatch rules"))?;
 
         let mut enable = StatusMessage::new();
@@ -541,16 +588,11 @@ impl AuditSession {
 
         let records = register(me, options.receive_buffer).map_err(|e| match e.raw_os_error() {
             Some(libc::EEXIST) => daemon_running(status.pid),
-            _ => AuditError::Kernel {
-                what: "registering as the audit daemon",
-                source: e,
-            },
+            _ => kernel("registering as the audit daemon")(e),
         })?;
         session.registered = true;
         session.add_rules(me)?;
-        session.remove_exclusions(&stale_exclusions);
         session.exclude_unused_record_types()?;
-        write_state_file(&options.state_file, &session.saved)?;
         Ok((session, records))
     }
 
@@ -563,10 +605,12 @@ impl AuditSession {
         daemon: Option<u32>,
         options: &SessionOptions,
     ) -> Result<(AuditSession, RecordSocket), AuditError> {
-        require_capability(CAP_AUDIT_READ, "CAP_AUDIT_READ")?;
+        require_capability(Capability::CAP_AUDIT_READ)?;
         let mut session = Self::beside_daemon(control, status, daemon)?;
-        let records = join_multicast(options.receive_buffer)
-            .map_err(kernel("joining the audit multicast group"))?;
+        let records = join_multicast(options.receive_buffer).map_err(kernel_needing(
+            "joining the audit multicast group",
+            Capability::CAP_AUDIT_READ,
+        ))?;
         session.add_rules(std::process::id())?;
         Ok((session, records))
     }
@@ -574,12 +618,13 @@ impl AuditSession {
     /// As auditd's plugin: records come from auditd on stdin, so only our
     /// rules are ours to add and remove (auditd's may not audit execve).
     pub fn start_for_plugin() -> Result<AuditSession, AuditError> {
-        require_capability(CAP_AUDIT_CONTROL, "CAP_AUDIT_CONTROL")?;
+        require_capability(Capability::CAP_AUDIT_CONTROL)?;
         let mut control = AuditSocket::open().map_err(kernel("opening the control socket"))?;
         let status = control
             .status()
             .map_err(kernel("reading the audit status"))?;
         let daemon = (status.pid != 0).then_some(status.pid);
+        refuse_beside_another_mapwatch(&mut control, std::process::id())?;
         let mut session = Self::beside_daemon(control, status, daemon)?;
         session.add_rules(std::process::id())?;
         Ok(session)
@@ -602,7 +647,6 @@ impl AuditSession {
                 enabled: status.enabled,
                 backlog_limit: status.backlog_limit,
                 backlog_wait_time: None,
-                excluded_types: Vec::new(),
             },
             state_file: PathBuf::new(),
             active: true,
@@ -614,7 +658,7 @@ impl AuditSession {
         };
         session.stale_rules_removed = session
             .control
-            .delete_keyed_rules()
+            .delete_our_rules()
             .map_err(kernel("deleting stale mapwatch rules"))?;
         Ok(session)
     }
@@ -641,32 +685,18 @@ impl AuditSession {
     /// format, queue, copy and receive per exec. Not beside another daemon,
     /// whose log wants them (auditd ends its events at EOE).
     ///
-    /// The kernel ignores an exclude rule that carries a key (and every
-    /// exclude rule after it), so these are unkeyed. Ours are listed in the
-    /// state file and deleted one for one at stop; the kernel accepts an
-    /// identical rule twice, so someone else's copy stays.
+    /// The exclusions carry no key but a shape of their own
+    /// ([`exclude_rule`]), so they are deleted with the keyed rules, at stop
+    /// or by the next start after a crash, and an administrator's own
+    /// exclusion of the same type is never touched.
     fn exclude_unused_record_types(&mut self) -> Result<(), AuditError> {
         for record_type in UNUSED_RECORD_TYPES {
-            match self.control.add_rule(exclude_rule(record_type)) {
-                Ok(()) => {}
-                // The kernel's own comparison found an identical rule.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
-                Err(e) => return Err(kernel("adding the record-type exclusions")(e)),
-            }
-            self.saved.excluded_types.push(record_type);
+            self.control
+                .add_rule(exclude_rule(record_type))
+                .map_err(kernel("adding the record-type exclusions"))?;
             self.rules_installed += 1;
         }
         Ok(())
-    }
-
-    /// Deletes exclusions this (or a crashed) run added; ones already gone
-    /// are no error.
-    fn remove_exclusions(&mut self, types: &[u32]) {
-        for &record_type in types {
-            if let Err(e) = self.control.delete_rule(exclude_rule(record_type)) {
-                tracing::debug!("exclusion of record type {record_type} already gone: {e}");
-            }
-        }
     }
 
     /// Reads the kernel's counters (lost, backlog) on the control socket.
@@ -684,9 +714,7 @@ impl AuditSession {
             return Ok(());
         }
         self.active = false;
-        let rules = self.control.delete_keyed_rules();
-        let excluded = std::mem::take(&mut self.saved.excluded_types);
-        self.remove_exclusions(&excluded);
+        let rules = self.control.delete_our_rules();
         if self.beside_daemon.is_some() {
             return rules.map(|_| ());
         }
@@ -723,10 +751,41 @@ impl Drop for AuditSession {
     fn drop(&mut self) {
         if let Err(e) = self.restore() {
             tracing::error!(
-                "restoring the kernel audit state failed: {e}; run `auditctl -D -k {RULE_KEY}` and check `auditctl -s`"
+                "restoring the kernel audit state failed: {e}; the next start of mapwatch deletes its rules, or run `auditctl -D -k {RULE_KEY}`, delete its `-a never,exclude -F msgtype=... -F uid>=0` rules, and check `auditctl -s`"
             );
         }
     }
+}
+
+/// How long a start waits for another mapwatch to finish stopping: auditd
+/// restarting its plugins starts the new one while the old one may still
+/// be removing its rules.
+const OTHER_MAPWATCH_GRACE: Duration = Duration::from_secs(5);
+
+/// Every mapwatch's first rule is `never,exit -F pid=ITS_PID -k mapwatch`
+/// ([`self_exclusion_rule`]): a live pid there other than ours is a running
+/// mapwatch, whose rules a start would take for a crashed run's.
+fn refuse_beside_another_mapwatch(control: &mut AuditSocket, me: u32) -> Result<(), AuditError> {
+    let rules = control
+        .list_rules()
+        .map_err(kernel("listing the audit rules"))?;
+    let owner = rules.iter().filter(|r| has_our_key(r)).find_map(|rule| {
+        rule.fields.iter().find_map(|(field, _)| match field {
+            RuleField::Pid(pid) if *pid != me && process_alive(*pid) => Some(*pid),
+            _ => None,
+        })
+    });
+    let Some(pid) = owner else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + OTHER_MAPWATCH_GRACE;
+    while process_alive(pid) {
+        if Instant::now() >= deadline {
+            return Err(AuditError::AnotherMapwatch(pid));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 fn daemon_running(pid: u32) -> AuditError {
@@ -770,7 +829,6 @@ fn original_status(path: &Path, now: &StatusMessage, me: u32) -> Result<SavedSta
         enabled: now.enabled,
         backlog_limit: now.backlog_limit,
         backlog_wait_time: Some(now.backlog_wait_time),
-        excluded_types: Vec::new(),
     })
 }
 
@@ -812,23 +870,14 @@ fn register(pid: u32, receive_buffer: usize) -> io::Result<RecordSocket> {
     })
 }
 
-const CAP_AUDIT_CONTROL: u32 = 30;
-const CAP_AUDIT_READ: u32 = 37;
-
 /// Checks the effective capability set, to fail with the capability's name
 /// rather than the kernel's bare EPERM.
-fn require_capability(cap: u32, name: &'static str) -> Result<(), AuditError> {
-    let status =
-        fs::read_to_string("/proc/self/status").map_err(kernel("reading /proc/self/status"))?;
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    if effective & (1 << cap) == 0 {
-        return Err(AuditError::MissingCapability(name));
+fn require_capability(cap: Capability) -> Result<(), AuditError> {
+    if crate::privileges::has_effective(cap) {
+        Ok(())
+    } else {
+        Err(AuditError::MissingCapability(cap))
     }
-    Ok(())
 }
 
 /// The record socket and the buffers it is read into. The pipeline reads it
@@ -1101,5 +1150,24 @@ mod tests {
             RuleFieldFlags::Equal,
         );
         assert!(!has_our_key(&other));
+    }
+
+    #[test]
+    fn our_exclusions_are_known_by_their_shape() {
+        for record_type in UNUSED_RECORD_TYPES {
+            let ours = exclude_rule(record_type);
+            assert_eq!(our_excluded_type(&ours), Some(record_type));
+            assert!(is_ours(&ours));
+        }
+        // An administrator's `-a never,exclude -F msgtype=EOE` is theirs.
+        let mut plain = exclude_rule(1320);
+        plain.fields.truncate(1);
+        assert!(!is_ours(&plain));
+        // The same shape for a type mapwatch never excludes is not ours.
+        assert!(!is_ours(&exclude_rule(1300)));
+        // Nor the same fields on another list.
+        let mut on_exit = exclude_rule(1320);
+        on_exit.flags = RuleFlags::from(AUDIT_FILTER_EXIT);
+        assert!(!is_ours(&on_exit));
     }
 }

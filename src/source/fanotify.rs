@@ -11,8 +11,8 @@
 //! cannot be resolved (ESRCH, reported as a negative fd by kernels with
 //! `FAN_REPORT_FD_ERROR`, 6.13+): it is counted and reading goes on; so is
 //! a queue overflow. Where fanotify is unavailable (no CAP_SYS_ADMIN, a
-//! kernel refusing the mark) [`ProcWatch::open`] says why, and mapwatch runs
-//! without read confirmation.
+//! system-call filter, a kernel refusing the mark) [`ProcWatch::open`] says
+//! which, and mapwatch runs without read confirmation.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -105,8 +105,16 @@ pub struct ProcWatch {
     group: Fanotify,
 }
 
+/// The procfs that the host's processes read: the one mounted in pid 1's
+/// mount namespace. Under systemd's `ProtectKernelTunables=`,
+/// `ProtectControlGroups=` or `ProcSubset=`, a service's own `/proc` is a
+/// procfs instance of its own (another superblock), and a filesystem mark
+/// there would see only the reads made inside the service.
+pub const HOST_PROC: &str = "/proc/1/root/proc";
+
 impl ProcWatch {
-    /// Sets up the group and the mount mark on /proc.
+    /// Sets up the group and its mark on the host's procfs ([`HOST_PROC`];
+    /// this process's `/proc` where pid 1's root can't be followed).
     pub fn open() -> Result<ProcWatch, String> {
         let base = InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC;
         let file_flags = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
@@ -115,27 +123,57 @@ impl ProcWatch {
             file_flags,
         )
         .or_else(|_| Fanotify::init(base, file_flags))
-        .map_err(|e| match e {
-            Errno::EPERM => "fanotify needs CAP_SYS_ADMIN".to_owned(),
-            e => format!("fanotify_init: {e}"),
-        })?;
-        // A filesystem mark sees every mount of the host's procfs, in every
-        // mount namespace: under systemd's ProtectSystem= the service has a
-        // mount namespace of its own, and a mount mark would only see reads
-        // made through its private copy of /proc. Kernels before 4.20 only
-        // have mount marks.
+        .map_err(|e| refused("fanotify_init", e))?;
+        let proc = watched_proc();
+        // A filesystem mark sees every mount of that procfs, in every mount
+        // namespace. Kernels before 4.20 only have mount marks, which see
+        // the reads made through that one mount.
         let mark = |flags: MarkFlags| {
             group.mark(
                 MarkFlags::FAN_MARK_ADD | flags,
                 MaskFlags::FAN_ACCESS,
                 nix::fcntl::AT_FDCWD,
-                Some("/proc"),
+                Some(proc),
             )
         };
         mark(MarkFlags::FAN_MARK_FILESYSTEM)
-            .or_else(|_| mark(MarkFlags::FAN_MARK_MOUNT))
-            .map_err(|e| format!("the kernel refused a fanotify mark on /proc: {e}"))?;
+            .or_else(|e| match e {
+                Errno::EINVAL => {
+                    tracing::warn!(
+                        "this kernel has no fanotify filesystem marks (Linux 4.20+): watching the mount {proc} only; reads through other mounts of it go unconfirmed"
+                    );
+                    mark(MarkFlags::FAN_MARK_MOUNT)
+                }
+                e => Err(e),
+            })
+            .map_err(|e| match e {
+                Errno::EPERM => refused("fanotify_mark", e),
+                e => format!("the kernel refused a fanotify mark on {proc}: {e}"),
+            })?;
+        tracing::info!("watching reads of memory maps on {proc}");
         Ok(ProcWatch { group })
+    }
+}
+
+/// [`HOST_PROC`] when it can be followed (it needs `CAP_SYS_PTRACE` over
+/// pid 1) and is a procfs, else `/proc`.
+fn watched_proc() -> &'static str {
+    match nix::sys::statfs::statfs(HOST_PROC) {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC => HOST_PROC,
+        Ok(_) => "/proc",
+        Err(e) => {
+            tracing::warn!(
+                "cannot follow {HOST_PROC} ({e}): watching this process's /proc, which under a sandbox may not be the host's"
+            );
+            "/proc"
+        }
+    }
+}
+
+fn refused(call: &str, e: Errno) -> String {
+    match e {
+        Errno::EPERM => crate::privileges::eperm_cause(call, caps::Capability::CAP_SYS_ADMIN),
+        e => format!("{call}: {e}"),
     }
 }
 

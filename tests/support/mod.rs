@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use mapwatch::source::audit::{AuditSocket, UNUSED_RECORD_TYPES, has_our_key};
+use mapwatch::source::audit::{AuditSocket, has_our_key};
 use netlink_packet_audit::StatusMessage;
 use serde_json::Value;
 
@@ -121,15 +121,13 @@ pub fn set_backlog_wait_time(wait: u32) {
         .expect("setting audit backlog_wait_time");
 }
 
-/// Restores `enabled` and `backlog_limit`, removes rules keyed `mapwatch`
-/// and the record-type exclusions that were not there before, when dropped,
-/// even if the test panicked (and killed a mapwatch that had no time to
-/// remove its own).
+/// Restores `enabled` and `backlog_limit` and removes mapwatch's rules
+/// (keyed, and its record-type exclusions), when dropped, even if the test
+/// panicked (and killed a mapwatch that had no time to remove its own).
 pub struct AuditStateGuard {
     enabled: u32,
     backlog_limit: u32,
     backlog_wait_time: u32,
-    exclusions_before: Vec<u32>,
 }
 
 impl AuditStateGuard {
@@ -139,7 +137,6 @@ impl AuditStateGuard {
             enabled: before.enabled,
             backlog_limit: before.backlog_limit,
             backlog_wait_time: before.backlog_wait_time,
-            exclusions_before: excluded_record_types(),
         }
     }
 }
@@ -154,12 +151,7 @@ pub fn excluded_record_types() -> Vec<u32> {
 impl Drop for AuditStateGuard {
     fn drop(&mut self) {
         if let Ok(mut socket) = AuditSocket::open() {
-            let _ = socket.delete_keyed_rules();
-            for record_type in UNUSED_RECORD_TYPES {
-                if !self.exclusions_before.contains(&record_type) {
-                    let _ = socket.delete_exclusion(record_type);
-                }
-            }
+            let _ = socket.delete_our_rules();
         }
         set_status(self.enabled, self.backlog_limit);
         set_backlog_wait_time(self.backlog_wait_time);
