@@ -23,6 +23,7 @@ use crate::alert::health::LossWatch;
 use crate::alert::limit::Limiter;
 use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
+use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::Record;
 use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
@@ -35,7 +36,7 @@ use crate::sink::syslog::{SyslogOptions, SyslogSink, facility_code};
 use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
 use crate::source::RecordBatch;
 use crate::source::audit::{
-    AuditError, AuditSession, Backpressure, RecordReader, RecordSocket, SessionOptions,
+    AuditError, AuditSession, Backpressure, RULE_KEY, RecordReader, RecordSocket, SessionOptions,
     SourceStats, spawn_record_reader,
 };
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
@@ -77,6 +78,9 @@ pub struct Detector {
     /// While records read on a poll go through: when the socket was read
     /// before, which is as early as they can have come.
     polled_since: Option<Instant>,
+    /// A CONFIG_CHANGE record said a rule of ours may have been removed;
+    /// the owner of the audit session checks ([`Detector::take_rules_touched`]).
+    rules_touched: bool,
 }
 
 impl Detector {
@@ -102,6 +106,7 @@ impl Detector {
             serials: SerialTracker::new(SERIAL_GRACE),
             log_events,
             polled_since: None,
+            rules_touched: false,
         }
     }
 
@@ -221,10 +226,16 @@ impl Detector {
         if !record.rtype.is_from_audit_daemon() {
             self.serials.see(record.id.serial, now);
         }
+        self.rules_touched |= removes_our_rule(record, RULE_KEY);
         self.assembler.push(record, now, &mut self.events);
         for session in self.assembler.take_sessions() {
             self.table.record_session_start(session, now);
         }
+    }
+
+    /// Whether a rule of ours may have been removed since the last call.
+    pub fn take_rules_touched(&mut self) -> bool {
+        std::mem::take(&mut self.rules_touched)
     }
 
     /// Events whose EOE never came, once their time is up.
@@ -733,6 +744,9 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             tracing::error!("reading audit records: {e}");
             break 'serve "reader stopped";
         }
+        if detector.take_rules_touched() {
+            reinstall_removed_rules(&mut session);
+        }
         let now = Instant::now();
         let tick = now >= next_tick;
         if tick || detector.next_deadline().is_some_and(|d| d <= now) {
@@ -1003,6 +1017,19 @@ impl Request {
             Signal::SIGUSR1 => Request::Stats,
             _ => return None,
         })
+    }
+}
+
+/// Someone removed rules of ours (`auditctl -D`; auditd's `augenrules
+/// --load`, which runs after auditd has started its plugins): without them
+/// no exec is seen, so they are put back at once, and the operator told.
+fn reinstall_removed_rules(session: &mut AuditSession) {
+    match session.reinstall_removed_rules() {
+        Ok(0) => {}
+        Ok(missing) => tracing::warn!(
+            "{missing} of mapwatch's audit rules were removed by another program (auditctl -D, augenrules --load): reinstalled"
+        ),
+        Err(e) => tracing::error!("reinstalling mapwatch's removed audit rules: {e}"),
     }
 }
 

@@ -6,6 +6,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::*;
@@ -553,4 +554,40 @@ fn backpressure_kernel_sets_no_wait_and_userspace_leaves_the_wait_alone_and_dete
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
     assert_eq!(snapshot().backlog_wait_time, before);
+}
+
+#[test]
+fn rules_removed_by_auditctl_are_reinstalled_and_detection_goes_on() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    require_program("auditctl", "auditd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    mapwatch.sync();
+    let rules_before = snapshot().rules;
+    // As auditd's augenrules does when it loads its rules file, and as an
+    // intruder might: every rule deleted, ours with them.
+    let deleted = Command::new("auditctl")
+        .arg("-D")
+        .stdout(Stdio::null())
+        .status()
+        .expect("auditctl -D");
+    assert!(deleted.success(), "auditctl -D");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot().rules != rules_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        snapshot().rules,
+        rules_before,
+        "the same rules, in the same order (self-exclusion first), exclusions included\n{}",
+        mapwatch.stderr()
+    );
+    mapwatch.sync();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("of mapwatch's audit rules were removed by another program"),
+        "{stderr}"
+    );
 }

@@ -3,6 +3,7 @@
 //! I/O, so every source (netlink, log replay, auditd plugin) shares them.
 
 pub mod assemble;
+pub mod config_change;
 pub mod execve;
 pub mod record;
 pub mod serial;

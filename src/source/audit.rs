@@ -288,7 +288,11 @@ impl AuditSocket {
         let stale: Vec<RuleMessage> = self.list_rules()?.into_iter().filter(is_ours).collect();
         let count = stale.len();
         for rule in stale {
-            self.delete_rule(rule)?;
+            match self.delete_rule(rule) {
+                // Deleted meanwhile by someone else (`auditctl -D`).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                other => other?,
+            }
         }
         Ok(count)
     }
@@ -697,6 +701,40 @@ impl AuditSession {
             self.rules_installed += 1;
         }
         Ok(())
+    }
+
+    /// Puts back our rules if any is gone (someone's `auditctl -D`); returns
+    /// how many were missing. All of ours are deleted and added again, so
+    /// the self-exclusion stays first and no rule is doubled.
+    pub fn reinstall_removed_rules(&mut self) -> Result<usize, AuditError> {
+        if !self.active {
+            return Ok(0);
+        }
+        let present = self
+            .control
+            .list_rules()
+            .map_err(kernel("listing the audit rules"))?
+            .iter()
+            .filter(|rule| is_ours(rule))
+            .count();
+        let missing = self.rules_installed.saturating_sub(present);
+        if missing == 0 {
+            return Ok(0);
+        }
+        let excluding = self.rules_installed > self.keyed_rules();
+        self.control
+            .delete_our_rules()
+            .map_err(kernel("deleting the rest of mapwatch's rules"))?;
+        self.add_rules(std::process::id())?;
+        if excluding {
+            self.exclude_unused_record_types()?;
+        }
+        Ok(missing)
+    }
+
+    /// The keyed rules [`Self::add_rules`] installs.
+    fn keyed_rules(&self) -> usize {
+        2 + native_syscalls().len()
     }
 
     /// Reads the kernel's counters (lost, backlog) on the control socket.

@@ -21,7 +21,7 @@ bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
 check() { # DESCRIPTION COMMAND...
     local what=$1
     shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
+    if "$@"; then ok "$what"; else bad "$what"; return 1; fi
 }
 wait_for() { # SECONDS COMMAND...: true once COMMAND succeeds
     local deadline=$((SECONDS + $1))
@@ -70,10 +70,17 @@ extended_alert() {
 detects() { # WHEN: both rules fire for a fresh target
     new_target
     setsid -f bash -c "sleep 0.3; cat /proc/$target/maps > /dev/null"
-    check "$1: cat /proc/PID/maps gives the seed alert, confirmed" wait_for 20 seed_alert
+    check "$1: cat /proc/PID/maps gives the seed alert, confirmed" wait_for 20 seed_alert || explain
     new_target
     setsid -f bash -c "sleep 0.3; cat < /proc/$target/maps > /dev/null"
-    check "$1: cat < /proc/PID/maps gives the extended rule's alert" wait_for 20 extended_alert
+    check "$1: cat < /proc/PID/maps gives the extended rule's alert" wait_for 20 extended_alert || explain
+}
+explain() { # what the alert file and the journal say about a failed check
+    echo "--- alerts naming /proc/$target/maps:"
+    grep -F "/proc/$target/maps" "$alerts" 2>/dev/null | cut -c1-1500
+    echo "--- the journal's last 25 lines:"
+    journalctl -q --no-pager -n 25
+    return 1
 }
 
 install() { # dpkg -i; the deployment's other checks need it
@@ -97,7 +104,7 @@ alone() {
     before=$(audit_state)
     since=$(date '+%Y-%m-%d %H:%M:%S')
     install || return
-    check "the service is active and has sent READY=1" wait_for 30 service_ready mapwatch
+    check "the service is active and has sent READY=1" wait_for 30 service_ready mapwatch || explain
     detects "installed"
     check "the journal has no warning since the install" journal_clean mapwatch "$since"
     journalctl -q --no-pager -u mapwatch --since "$since" | tail -5
@@ -158,7 +165,7 @@ beside() {
     local before
     before=$(audit_state)
     install || return
-    check "the service is active and has sent READY=1" wait_for 30 service_ready mapwatch
+    check "the service is active and has sent READY=1" wait_for 30 service_ready mapwatch || explain
     check "auditd.service is still active" systemctl is-active -q auditd
     detects "beside auditd"
     check "auditd is still the registered daemon" auditd_registered
@@ -179,7 +186,7 @@ plugin() {
     sed -i 's/^active = no$/active = yes/' /etc/audit/plugins.d/mapwatch.conf
     check "systemctl restart auditd" systemctl restart auditd
     check "auditd is the registered audit daemon" wait_for 20 auditd_registered
-    check "the plugin has added its rules" wait_for 30 sh -c 'auditctl -l | grep -q "key=mapwatch"'
+    check "the plugin has added its rules" wait_for 30 sh -c 'auditctl -l | grep -q "key=mapwatch"' || explain
     detects "as auditd's plugin"
     check "auditd is still the registered daemon" auditd_registered
     check "auditd's rule is still there" sh -c 'auditctl -l | grep -q guest-auditd'
@@ -194,9 +201,10 @@ plugin() {
 }
 
 echo "guest: Linux $(uname -r), $(systemctl --version | head -1)"
-alone
-beside
-plugin
+# DEPLOYMENTS=... on the host runs fewer (while working on one).
+for deployment in $(cat "$payload/deployments" 2>/dev/null || echo alone beside plugin); do
+    "$deployment"
+done
 systemctl stop auditd
 new_target
 kill "$target" 2>/dev/null

@@ -9,7 +9,7 @@
 #
 #   bash tests/systemd/run.sh [DEB]        (root; DEB defaults to the newest
 #                                           target/debian/mapwatch_*.deb)
-#   KERNELS="bullseye bookworm" bash tests/systemd/run.sh
+#   KERNELS="bullseye bookworm" DEPLOYMENTS="alone" bash tests/systemd/run.sh
 #
 # What can be cached is, under $MAPWATCH_VM_CACHE (/var/cache/mapwatch-vm):
 # the apt lists and kernel packages of each suite, the root filesystem, and
@@ -166,6 +166,7 @@ payload=$work/payload
 mkdir -p "$payload"
 cp "$deb" "$payload/mapwatch.deb"
 cp "$here/guest.sh" "$payload/guest.sh"
+[ -z "${DEPLOYMENTS:-}" ] || echo "$DEPLOYMENTS" >"$payload/deployments"
 
 # KVM where it works; TCG on kvm_pvm (nested virtualisation for PVM guest
 # kernels, on which stock Debian kernels hang at boot) or without /dev/kvm.
