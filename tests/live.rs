@@ -591,3 +591,30 @@ fn rules_removed_by_auditctl_are_reinstalled_and_detection_goes_on() {
         "{stderr}"
     );
 }
+
+#[test]
+fn after_sigkill_with_the_state_file_lost_every_rule_of_ours_still_goes() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let before = snapshot();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = Mapwatch::start(dir.path());
+    crashed.kill();
+    assert_eq!(
+        excluded_record_types(),
+        mapwatch::source::audit::UNUSED_RECORD_TYPES,
+        "a SIGKILLed run leaves its exclusions behind"
+    );
+    // As systemd did before RuntimeDirectoryPreserve=, or a reboot of /run.
+    std::fs::remove_file(dir.path().join("audit-state.json")).expect("removing the state file");
+
+    let mapwatch = Mapwatch::start(dir.path());
+    mapwatch.sync();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        excluded_record_types().is_empty(),
+        "the exclusions are known by their shape, not from the state file"
+    );
+    assert_eq!(snapshot().rules, before.rules, "no rule of ours is left");
+}

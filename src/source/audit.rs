@@ -1,22 +1,29 @@
 //! The kernel audit subsystem over netlink: status, registration as the audit
-//! daemon, our rules, and the record read loop.
+//! daemon, our rules, and the record socket.
 //!
 //! Contract:
-//! - [`AuditSession::start`] saves the kernel's audit status, deletes stale
-//!   rules keyed `mapwatch` (a crashed run's), sets the backlog limit, enables
-//!   audit, registers our pid on the record socket, then adds a `never` rule
-//!   for our own pid (prepended) and `always,exit` rules for execve,
-//!   execveat and setsid on every ABI of this machine, all keyed `mapwatch`.
+//! - [`AuditSession::start`] refuses while another live mapwatch owns rules,
+//!   saves the kernel's audit status, deletes stale rules of ours (a crashed
+//!   run's: keyed `mapwatch`, or our record-type exclusions, known by their
+//!   shape), sets the backlog limit, enables audit, registers our pid on the
+//!   record socket, then adds a `never` rule for our own pid (prepended) and
+//!   `always,exit` rules for execve, execveat and setsid on every ABI of this
+//!   machine, all keyed `mapwatch`, and, as the only consumer, the exclusions
+//!   of record types we never read. Beside another daemon (`auto`,
+//!   `multicast`, plugin) only our rules are added and removed.
 //! - [`AuditSession::stop`] (or dropping the session, e.g. on a panic) deletes
 //!   our rules, unregisters and restores the saved status. The original status
 //!   is also written to a state file, so that a run following a SIGKILL
 //!   restores what the machine had before the crashed run, not what it left.
+//! - [`AuditSession::reinstall_removed_rules`] puts our rules back when
+//!   someone else deleted any of them.
 //! - Status and rule requests go on a control socket of their own, so queued
-//!   records can never fill the socket a reply must arrive on.
-//! - [`read_records`] never blocks the pipeline: records go out in batches
-//!   through a bounded channel; a full channel makes the reader wait (the
-//!   kernel then drops and counts) or drops and counts the batch, as
-//!   [`Backpressure`] says. ENOBUFS is counted, not fatal.
+//!   records can never fill the socket a reply must arrive on. An EPERM or
+//!   ECONNREFUSED says who refused.
+//! - [`RecordReader`] reads the record socket without blocking; with
+//!   [`Backpressure::Userspace`], [`spawn_record_reader`] does so on a thread
+//!   that drops and counts whole batches when the pipeline's queue is full.
+//!   ENOBUFS is counted, not fatal.
 
 use std::fs;
 use std::io;

@@ -55,7 +55,7 @@ apt_in() { # SUITE apt-get|apt-cache ARGS...
         -o Dir::Etc::SourceParts=/nonexistent -o Dir::Cache="$root/cache" \
         -o Dir::State::status=/dev/null -o APT::Architecture=amd64 -o APT::Sandbox::User=root "$@"
 }
-kernel_package() { # SUITE -> the versioned linux-image package, downloaded
+kernel_packages() { # SUITE -> a folder with the kernel's packages, downloaded
     local suite=$1 root=$cache/apt/$1 security=""
     mkdir -p "$root/lists/partial" "$root/cache/archives/partial" "$root/debs"
     case $suite in bullseye | bookworm | trixie) security="$suite-security" ;; esac
@@ -68,18 +68,28 @@ kernel_package() { # SUITE -> the versioned linux-image package, downloaded
     package=$(apt_in "$suite" apt-cache depends linux-image-amd64 |
         sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1)
     [ -n "$package" ] || fail "no linux-image package in $suite"
-    (cd "$root/debs" && { ls "${package}"_*.deb >/dev/null 2>&1 || apt_in "$suite" apt-get download "$package" >/dev/null; }) ||
-        fail "downloading $package from $suite"
-    ls -t "$root/debs/${package}"_*.deb | head -1
+    # Newer kernels split the image: the kernel and its modules are packages
+    # of their own (linux-binary-*, linux-modules-*) of the same version.
+    local parts
+    parts=$(apt_in "$suite" apt-cache depends "$package" |
+        sed -n 's/^ *Depends: \(linux-\(binary\|modules\|base\)-[0-9][^ ]*\)$/\1/p')
+    mkdir -p "$root/debs/$package"
+    if [ ! -f "$root/debs/$package/.complete" ]; then
+        # shellcheck disable=SC2086 # one word per package
+        (cd "$root/debs/$package" && apt_in "$suite" apt-get download "$package" $parts >/dev/null) ||
+            fail "downloading $package from $suite"
+        touch "$root/debs/$package/.complete"
+    fi
+    echo "$root/debs/$package"
 }
 
 step "kernels: ${suites[*]}"
 declare -A kernel_deb kernel_release
 for suite in "${suites[@]}"; do
-    kernel_deb[$suite]=$(kernel_package "$suite")
-    release=$(basename "${kernel_deb[$suite]}" | sed 's/^linux-image-\([^_]*\)_.*/\1/')
+    kernel_deb[$suite]=$(kernel_packages "$suite")
+    release=$(basename "${kernel_deb[$suite]}" | sed 's/^linux-image-//')
     kernel_release[$suite]=${release%-unsigned}
-    echo "$suite: ${kernel_release[$suite]} ($(basename "${kernel_deb[$suite]}"))"
+    echo "$suite: ${kernel_release[$suite]} ($(cd "${kernel_deb[$suite]}" && echo *.deb))"
 done
 
 # --- the root filesystem -----------------------------------------------------
@@ -125,7 +135,7 @@ if [ ! -f "$rootfs/.complete" ]; then
 fi
 
 # --- the root image: the root filesystem plus every kernel's modules ---------
-image_key=$( (echo "$rootfs_key"; for s in "${suites[@]}"; do basename "${kernel_deb[$s]}"; done) | sha256sum | cut -c1-16)
+image_key=$( (echo "$rootfs_key"; for s in "${suites[@]}"; do ls "${kernel_deb[$s]}"; done) | sha256sum | cut -c1-16)
 image=$cache/root-$image_key.img
 boot=$cache/boot-$image_key
 if [ ! -f "$image" ]; then
@@ -137,7 +147,7 @@ if [ ! -f "$image" ]; then
     for suite in "${suites[@]}"; do
         release=${kernel_release[$suite]}
         unpacked=$work/kernel-$suite
-        dpkg-deb -x "${kernel_deb[$suite]}" "$unpacked"
+        for part in "${kernel_deb[$suite]}"/*.deb; do dpkg-deb -x "$part" "$unpacked"; done
         # usr-merged or not, the modules go where the guest's kmod looks.
         modules=$(find "$unpacked" -type d -path "*/lib/modules/$release" | head -1)
         [ -n "$modules" ] || fail "no modules for $release in ${kernel_deb[$suite]}"
