@@ -135,6 +135,11 @@ if [ ! -f "$rootfs/.complete" ]; then
 fi
 
 # --- the root image: the root filesystem plus every kernel's modules ---------
+first_file() { # PATH...: the first that exists
+    local path
+    for path; do [ -f "$path" ] && { echo "$path"; return; }; done
+    true
+}
 image_key=$( (echo "$rootfs_key"; for s in "${suites[@]}"; do ls "${kernel_deb[$s]}"; done) | sha256sum | cut -c1-16)
 image=$cache/root-$image_key.img
 boot=$cache/boot-$image_key
@@ -155,8 +160,13 @@ if [ ! -f "$image" ]; then
         rm -rf "$modules/kernel/drivers/"{gpu,media,net/wireless,infiniband,staging,iio,hid,usb,bluetooth} "$modules/kernel/sound"
         mkdir -p "$stage/usr/lib/modules"
         cp -a "$modules" "$stage/usr/lib/modules/"
-        cp "$unpacked/boot/vmlinuz-$release" "$boot.partial/"
-        cp "$unpacked/boot/config-$release" "$stage/boot/" 2>/dev/null || true
+        # /boot/vmlinuz-RELEASE, or (split packages) beside the modules.
+        kernel=$(first_file "$unpacked/boot/vmlinuz-$release" "$modules/vmlinuz")
+        [ -n "$kernel" ] || fail "no kernel image for $release in ${kernel_deb[$suite]}"
+        cp "$kernel" "$boot.partial/vmlinuz-$release"
+        # mkinitramfs reads the kernel's configuration (compression support).
+        config=$(first_file "$unpacked/boot/config-$release" "$modules/config")
+        [ -z "$config" ] || cp "$config" "$stage/boot/config-$release"
         chroot "$stage" depmod -a "$release"
         chroot "$stage" mkinitramfs -o "/boot/initrd.img-$release" "$release" 2>"$work/mkinitramfs.log" ||
             { cat "$work/mkinitramfs.log" >&2; fail "mkinitramfs $release"; }
@@ -165,10 +175,14 @@ if [ ! -f "$image" ]; then
     done
     size_mb=$(( $(du -sm "$stage" | cut -f1) * 3 / 2 + 512 ))
     # ^orphan_file: bullseye's e2fsck (5.10 era) does not know the feature.
-    mke2fs -q -t ext4 -O ^orphan_file -L root -d "$stage" "$image.partial" "${size_mb}M"
+    truncate -s "${size_mb}M" "$image.partial"
+    mke2fs -q -t ext4 -O ^orphan_file -L root -d "$stage" "$image.partial"
     rm -rf "$stage" "$boot"
     mv "$boot.partial" "$boot"
     mv "$image.partial" "$image"
+    # One image is kept: the one of this recipe and kernel set.
+    find "$cache" -maxdepth 1 \( -name 'root-*.img' ! -name "root-$image_key.img" -o -name 'boot-*' ! -name "boot-$image_key" \
+        -o -name 'rootfs-*' ! -name "rootfs-$rootfs_key" \) -exec rm -rf {} +
 fi
 
 # --- the guest's payload: the package and the check --------------------------
