@@ -564,25 +564,62 @@ fn rules_removed_by_auditctl_are_reinstalled_and_detection_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mapwatch = Mapwatch::start(dir.path());
     mapwatch.sync();
-    let rules_before = snapshot().rules;
-    // As auditd's augenrules does when it loads its rules file, and as an
-    // intruder might: every rule deleted, ours with them.
-    let deleted = Command::new("auditctl")
-        .arg("-D")
-        .stdout(Stdio::null())
-        .status()
-        .expect("auditctl -D");
-    assert!(deleted.success(), "auditctl -D");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while snapshot().rules != rules_before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    let ours = snapshot().rules;
+    // As auditd's augenrules does when it loads its rules file (and as an
+    // intruder might): every rule deleted, ours with them, then the file's
+    // own rules added. Our reinstall must not break the file's load
+    // (auditctl stops at the first error), so it runs a few times.
+    let rules_file = dir.path().join("audit.rules");
+    std::fs::write(
+        &rules_file,
+        "-D\n-a always,exit -F arch=b64 -S kill -k mapwatch-test-foreign\n",
+    )
+    .expect("rules file");
+    let _foreign = scopeguard(|| {
+        let _ = Command::new("auditctl")
+            .args(["-D", "-k", "mapwatch-test-foreign"])
+            .stdout(Stdio::null())
+            .status();
+    });
+    for round in 0..5 {
+        let loaded = Command::new("auditctl")
+            .arg("-R")
+            .arg(&rules_file)
+            .output()
+            .expect("auditctl -R");
+        assert!(
+            loaded.status.success(),
+            "round {round}: auditctl -R failed beside mapwatch: {}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ours_back = || {
+            let now = snapshot().rules;
+            ours.iter()
+                .all(|rule| now.iter().filter(|r| *r == rule).count() == 1)
+                && now.len() == ours.len() + 1
+        };
+        while !ours_back() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let now = snapshot().rules;
+        assert!(
+            ours_back(),
+            "round {round}: each rule of ours once, and the file's rule: {now:#?}\n{}",
+            mapwatch.stderr()
+        );
+        let listed = Command::new("auditctl")
+            .arg("-l")
+            .output()
+            .expect("auditctl -l");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let first_exit_rule = listed.lines().find(|l| l.contains(",exit"));
+        assert!(
+            first_exit_rule
+                .is_some_and(|l| l.starts_with("-a never,exit") && l.contains("key=mapwatch")),
+            "round {round}: the self-exclusion is still the first exit rule:\n{listed}"
+        );
     }
-    assert_eq!(
-        snapshot().rules,
-        rules_before,
-        "the same rules, in the same order (self-exclusion first), exclusions included\n{}",
-        mapwatch.stderr()
-    );
     mapwatch.sync();
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");

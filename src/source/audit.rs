@@ -381,6 +381,18 @@ fn our_excluded_type(rule: &RuleMessage) -> Option<u32> {
     }
 }
 
+/// Whether `rule` is [`self_exclusion_rule`] for `pid`, as the kernel lists
+/// it (its syscall mask as the kernel keeps it).
+fn is_self_exclusion(rule: &RuleMessage, pid: u32) -> bool {
+    u32::from(rule.flags) & !AUDIT_FILTER_PREPEND == AUDIT_FILTER_EXIT
+        && rule.action == RuleAction::Never
+        && has_our_key(rule)
+        && rule
+            .fields
+            .iter()
+            .any(|(field, _)| matches!(field, RuleField::Pid(p) if *p == pid))
+}
+
 /// `-a never,exit -F pid=OURS -k mapwatch`, first in the list: our own
 /// activity must never feed back into our input.
 fn self_exclusion_rule(pid: u32) -> RuleMessage {
@@ -510,6 +522,8 @@ pub struct AuditSession {
     pub beside_daemon: Option<u32>,
     pub stale_rules_removed: usize,
     pub rules_installed: usize,
+    /// As the only consumer of records, it excludes those it never reads.
+    excludes_record_types: bool,
     /// The kernel's `lost` counter when the session began.
     pub lost_at_start: u32,
 }
@@ -577,6 +591,7 @@ impl AuditSession {
             beside_daemon: None,
             stale_rules_removed: 0,
             rules_installed: 0,
+            excludes_record_types: false,
             lost_at_start: status.lost,
         };
         session.stale_rules_removed = session
@@ -665,6 +680,7 @@ impl AuditSession {
             beside_daemon: Some(daemon.unwrap_or(0)),
             stale_rules_removed: 0,
             rules_installed: 0,
+            excludes_record_types: false,
             lost_at_start: status.lost,
         };
         session.stale_rules_removed = session
@@ -707,41 +723,46 @@ impl AuditSession {
                 .map_err(kernel("adding the record-type exclusions"))?;
             self.rules_installed += 1;
         }
+        self.excludes_record_types = true;
         Ok(())
     }
 
-    /// Puts back our rules if any is gone (someone's `auditctl -D`); returns
-    /// how many were missing. All of ours are deleted and added again, so
-    /// the self-exclusion stays first and no rule is doubled.
+    /// Puts back our rules that someone removed (`auditctl -D`); returns
+    /// how many were missing. Each rule is added again as it was first
+    /// added (the self-exclusion prepended, so it stays first); the kernel
+    /// answers EEXIST for the appended ones still there. Nothing is deleted: the
+    /// remover may still be working through its own list of rules
+    /// (`auditctl -D` deletes what it listed, and stops at the first rule
+    /// it finds gone, leaving auditd's rules file unloaded).
     pub fn reinstall_removed_rules(&mut self) -> Result<usize, AuditError> {
         if !self.active {
             return Ok(0);
         }
-        let present = self
+        let me = std::process::id();
+        // A prepended rule is added again even when an identical one is
+        // there (no EEXIST for it), so the self-exclusion is looked for.
+        let listed = self
             .control
             .list_rules()
-            .map_err(kernel("listing the audit rules"))?
-            .iter()
-            .filter(|rule| is_ours(rule))
-            .count();
-        let missing = self.rules_installed.saturating_sub(present);
-        if missing == 0 {
-            return Ok(0);
+            .map_err(kernel("listing the audit rules"))?;
+        let mut rules = Vec::new();
+        if !listed.iter().any(|rule| is_self_exclusion(rule, me)) {
+            rules.push(self_exclusion_rule(me));
         }
-        let excluding = self.rules_installed > self.keyed_rules();
-        self.control
-            .delete_our_rules()
-            .map_err(kernel("deleting the rest of mapwatch's rules"))?;
-        self.add_rules(std::process::id())?;
-        if excluding {
-            self.exclude_unused_record_types()?;
+        rules.push(unaudited_threads_rule(me));
+        rules.extend(native_syscalls().iter().map(syscall_rule));
+        if self.excludes_record_types {
+            rules.extend(UNUSED_RECORD_TYPES.map(exclude_rule));
+        }
+        let mut missing = 0;
+        for rule in rules {
+            match self.control.add_rule(rule) {
+                Ok(()) => missing += 1,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(kernel("reinstalling mapwatch's audit rules")(e)),
+            }
         }
         Ok(missing)
-    }
-
-    /// The keyed rules [`Self::add_rules`] installs.
-    fn keyed_rules(&self) -> usize {
-        2 + native_syscalls().len()
     }
 
     /// Reads the kernel's counters (lost, backlog) on the control socket.
