@@ -94,7 +94,10 @@ install() { # dpkg -i; the deployment's other checks need it
 
 journal_clean() { # UNIT SINCE: no warning or worse from UNIT since SINCE
     local lines
-    lines=$(journalctl -q --no-pager -u "$1" --since "$2" -p warning)
+    # systemd's own at their priority; mapwatch's stderr lines all come in
+    # at info, with their level in the text.
+    lines=$( (journalctl -q --no-pager -u "$1" --since "$2" -p warning
+        journalctl -q --no-pager -u "$1" --since "$2" | grep -E 'Z +(WARN|ERROR) ') | sort -u)
     [ -z "$lines" ] || { echo "$lines"; return 1; }
 }
 
