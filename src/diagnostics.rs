@@ -1,10 +1,14 @@
-//! Where mapwatch's own log lines go when nobody reads its stderr: auditd
-//! starts its plugins with stderr on /dev/null, so an auditd plugin logs to
-//! the local syslog socket instead (journald and rsyslog both read it).
+//! Where mapwatch's own log lines go when stderr is not a terminal or a
+//! file: auditd starts its plugins with stderr on /dev/null, so an auditd
+//! plugin logs to the local syslog socket instead (journald and rsyslog both
+//! read it); under systemd, stderr is a journal stream, and each line starts
+//! with its level as `<N>` so that `journalctl -p warning` finds it.
 //!
-//! Contract: one datagram per log line, `<PRI>mapwatch[PID]: text`, with
-//! facility daemon and the line's level as severity; a syslog socket that
-//! is missing or full loses the line, never blocks or fails the caller.
+//! Contract: [`DevLog`] sends one datagram per log line,
+//! `<PRI>mapwatch[PID]: text`, with facility daemon and the line's level as
+//! severity; a syslog socket that is missing or full loses the line, never
+//! blocks or fails the caller. [`JournalStderr`] writes each line to stderr
+//! in one `write`, prefixed `<SEVERITY>`.
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;
@@ -22,6 +26,65 @@ pub fn stderr_is_discarded() -> bool {
     };
     let null = std::fs::metadata("/dev/null");
     meta.file_type().is_char_device() && null.is_ok_and(|n| n.rdev() == meta.rdev())
+}
+
+/// True when stderr is the journal's stream for this service
+/// (`JOURNAL_STREAM`, set by systemd, names its device and inode).
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", meta.dev(), meta.ino()))
+}
+
+/// Log lines to stderr as the journal's stream, each with its level.
+#[derive(Clone, Copy, Default)]
+pub struct JournalStderr;
+
+/// One log line, written to stderr when the formatter is done with it.
+pub struct JournalLine {
+    line: Vec<u8>,
+}
+
+impl io::Write for JournalLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for JournalLine {
+    fn drop(&mut self) {
+        use std::io::Write;
+        // One write per line: lines of two threads never interleave.
+        let _ = io::stderr().write_all(&self.line);
+    }
+}
+
+impl<'a> MakeWriter<'a> for JournalStderr {
+    type Writer = JournalLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        journal_line(&Level::INFO)
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        journal_line(meta.level())
+    }
+}
+
+fn journal_line(level: &Level) -> JournalLine {
+    JournalLine {
+        line: format!("<{}>", severity(level)).into_bytes(),
+    }
 }
 
 /// Log lines to the local syslog socket.
@@ -76,15 +139,19 @@ impl Drop for DevLogLine {
     }
 }
 
-/// syslog severity of a log level (facility daemon = 3).
-fn priority(level: &Level) -> u8 {
-    let severity = match *level {
+/// syslog severity of a log level.
+fn severity(level: &Level) -> u8 {
+    match *level {
         Level::ERROR => 3,
         Level::WARN => 4,
         Level::INFO => 6,
         _ => 7,
-    };
-    3 * 8 + severity
+    }
+}
+
+/// syslog priority of a log level, facility daemon (3).
+fn priority(level: &Level) -> u8 {
+    3 * 8 + severity(level)
 }
 
 impl<'a> MakeWriter<'a> for DevLog {
@@ -133,6 +200,16 @@ mod tests {
                 std::process::id()
             )
         );
+    }
+
+    #[test]
+    fn journal_lines_start_with_their_severity() {
+        let mut line = journal_line(&Level::WARN);
+        line.write_all(b"kernel lost 3 records\n").expect("write");
+        assert_eq!(line.line, b"<4>kernel lost 3 records\n");
+        std::mem::forget(line);
+        assert_eq!(journal_line(&Level::ERROR).line, b"<3>");
+        assert_eq!(journal_line(&Level::INFO).line, b"<6>");
     }
 
     #[test]

@@ -369,6 +369,18 @@ fn log_filter(verbose: bool) -> tracing_subscriber::EnvFilter {
 }
 
 fn init_logging(verbose: bool) {
+    if mapwatch::diagnostics::stderr_is_journal() {
+        // The journal stamps lines and keeps their level from the prefix.
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter(verbose))
+            .with_writer(mapwatch::diagnostics::JournalStderr)
+            .with_ansi(false)
+            .with_target(false)
+            .without_time()
+            .with_level(false)
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(verbose))
         .with_writer(std::io::stderr)
