@@ -45,32 +45,8 @@ pub fn stderr_is_journal() -> bool {
 #[derive(Clone, Copy, Default)]
 pub struct JournalStderr;
 
-/// One log line, written to stderr when the formatter is done with it.
-pub struct JournalLine {
-    line: Vec<u8>,
-}
-
-impl io::Write for JournalLine {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for JournalLine {
-    fn drop(&mut self) {
-        use std::io::Write;
-        // One write per line: lines of two threads never interleave.
-        let _ = io::stderr().write_all(&self.line);
-    }
-}
-
 impl<'a> MakeWriter<'a> for JournalStderr {
-    type Writer = JournalLine;
+    type Writer = LogLine;
 
     fn make_writer(&'a self) -> Self::Writer {
         journal_line(&Level::INFO)
@@ -81,8 +57,9 @@ impl<'a> MakeWriter<'a> for JournalStderr {
     }
 }
 
-fn journal_line(level: &Level) -> JournalLine {
-    JournalLine {
+fn journal_line(level: &Level) -> LogLine {
+    LogLine {
+        to: Destination::Stderr,
         line: format!("<{}>", severity(level)).into_bytes(),
     }
 }
@@ -111,13 +88,21 @@ impl DevLog {
     }
 }
 
-/// One log line, sent when the formatter is done with it.
-pub struct DevLogLine {
-    socket: Option<Arc<UnixDatagram>>,
+/// Where a finished line goes.
+enum Destination {
+    /// The syslog socket, if it could be connected.
+    Syslog(Option<Arc<UnixDatagram>>),
+    Stderr,
+}
+
+/// One log line, with its prefix, sent whole when the formatter is done
+/// with it.
+pub struct LogLine {
+    to: Destination,
     line: Vec<u8>,
 }
 
-impl io::Write for DevLogLine {
+impl io::Write for LogLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.line.extend_from_slice(buf);
         Ok(buf.len())
@@ -128,13 +113,21 @@ impl io::Write for DevLogLine {
     }
 }
 
-impl Drop for DevLogLine {
+impl Drop for LogLine {
     fn drop(&mut self) {
-        while self.line.last() == Some(&b'\n') {
-            self.line.pop();
-        }
-        if let Some(socket) = &self.socket {
-            let _ = socket.send(&self.line);
+        match &self.to {
+            Destination::Syslog(socket) => {
+                while self.line.last() == Some(&b'\n') {
+                    self.line.pop();
+                }
+                if let Some(socket) = socket {
+                    let _ = socket.send(&self.line);
+                }
+            }
+            // One write per line: lines of two threads never interleave.
+            Destination::Stderr => {
+                let _ = io::Write::write_all(&mut io::stderr(), &self.line);
+            }
         }
     }
 }
@@ -155,7 +148,7 @@ fn priority(level: &Level) -> u8 {
 }
 
 impl<'a> MakeWriter<'a> for DevLog {
-    type Writer = DevLogLine;
+    type Writer = LogLine;
 
     fn make_writer(&'a self) -> Self::Writer {
         self.line_for(&Level::INFO)
@@ -167,9 +160,9 @@ impl<'a> MakeWriter<'a> for DevLog {
 }
 
 impl DevLog {
-    fn line_for(&self, level: &Level) -> DevLogLine {
-        DevLogLine {
-            socket: self.socket.clone(),
+    fn line_for(&self, level: &Level) -> LogLine {
+        LogLine {
+            to: Destination::Syslog(self.socket.clone()),
             line: format!("<{}>mapwatch[{}]: ", priority(level), self.pid).into_bytes(),
         }
     }
@@ -204,12 +197,14 @@ mod tests {
 
     #[test]
     fn journal_lines_start_with_their_severity() {
+        // The prefix only: a dropped line is written to the test's stderr.
         let mut line = journal_line(&Level::WARN);
-        line.write_all(b"kernel lost 3 records\n").expect("write");
-        assert_eq!(line.line, b"<4>kernel lost 3 records\n");
-        std::mem::forget(line);
-        assert_eq!(journal_line(&Level::ERROR).line, b"<3>");
-        assert_eq!(journal_line(&Level::INFO).line, b"<6>");
+        assert_eq!(std::mem::take(&mut line.line), b"<4>");
+        assert_eq!(
+            std::mem::take(&mut journal_line(&Level::ERROR).line),
+            b"<3>"
+        );
+        assert_eq!(std::mem::take(&mut journal_line(&Level::INFO).line), b"<6>");
     }
 
     #[test]

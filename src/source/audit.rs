@@ -381,16 +381,27 @@ fn our_excluded_type(rule: &RuleMessage) -> Option<u32> {
     }
 }
 
-/// Whether `rule` is [`self_exclusion_rule`] for `pid`, as the kernel lists
-/// it (its syscall mask as the kernel keeps it).
-fn is_self_exclusion(rule: &RuleMessage, pid: u32) -> bool {
-    u32::from(rule.flags) & !AUDIT_FILTER_PREPEND == AUDIT_FILTER_EXIT
-        && rule.action == RuleAction::Never
-        && has_our_key(rule)
-        && rule
-            .fields
-            .iter()
-            .any(|(field, _)| matches!(field, RuleField::Pid(p) if *p == pid))
+/// Every rule keyed `mapwatch` that a session adds, in order: the
+/// self-exclusion first (prepended), then the task rule and one exec rule
+/// per ABI.
+fn keyed_rules(me: u32) -> Vec<RuleMessage> {
+    let mut rules = vec![self_exclusion_rule(me), unaudited_threads_rule(me)];
+    rules.extend(native_syscalls().iter().map(syscall_rule));
+    rules
+}
+
+/// The pid whose syscalls `rule` keeps out of audit, if it is a
+/// [`self_exclusion_rule`] as the kernel lists it (its syscall mask as the
+/// kernel keeps it, so the rule is recognised, not compared).
+fn self_excluded_pid(rule: &RuleMessage) -> Option<u32> {
+    let on_exit = u32::from(rule.flags) & !AUDIT_FILTER_PREPEND == AUDIT_FILTER_EXIT;
+    if !on_exit || rule.action != RuleAction::Never || !has_our_key(rule) {
+        return None;
+    }
+    rule.fields.iter().find_map(|(field, _)| match field {
+        RuleField::Pid(pid) => Some(*pid),
+        _ => None,
+    })
 }
 
 /// `-a never,exit -F pid=OURS -k mapwatch`, first in the list: our own
@@ -691,17 +702,11 @@ impl AuditSession {
     }
 
     fn add_rules(&mut self, me: u32) -> Result<(), AuditError> {
-        self.control
-            .add_rule(self_exclusion_rule(me))
-            .map_err(kernel("adding the self-exclusion rule"))?;
-        self.control
-            .add_rule(unaudited_threads_rule(me))
-            .map_err(kernel("adding the self-exclusion rule"))?;
-        self.rules_installed = 2;
-        for abi in native_syscalls() {
+        self.rules_installed = 0;
+        for rule in keyed_rules(me) {
             self.control
-                .add_rule(syscall_rule(abi))
-                .map_err(kernel("adding the execve/setsid rules"))?;
+                .add_rule(rule)
+                .map_err(kernel("adding the self-exclusion and execve/setsid rules"))?;
             self.rules_installed += 1;
         }
         Ok(())
@@ -745,12 +750,13 @@ impl AuditSession {
             .control
             .list_rules()
             .map_err(kernel("listing the audit rules"))?;
-        let mut rules = Vec::new();
-        if !listed.iter().any(|rule| is_self_exclusion(rule, me)) {
-            rules.push(self_exclusion_rule(me));
+        let has_self_exclusion = listed
+            .iter()
+            .any(|rule| self_excluded_pid(rule) == Some(me));
+        let mut rules = keyed_rules(me);
+        if has_self_exclusion {
+            rules.remove(0);
         }
-        rules.push(unaudited_threads_rule(me));
-        rules.extend(native_syscalls().iter().map(syscall_rule));
         if self.excludes_record_types {
             rules.extend(UNUSED_RECORD_TYPES.map(exclude_rule));
         }
@@ -835,12 +841,10 @@ fn refuse_beside_another_mapwatch(control: &mut AuditSocket, me: u32) -> Result<
     let rules = control
         .list_rules()
         .map_err(kernel("listing the audit rules"))?;
-    let owner = rules.iter().filter(|r| has_our_key(r)).find_map(|rule| {
-        rule.fields.iter().find_map(|(field, _)| match field {
-            RuleField::Pid(pid) if *pid != me && process_alive(*pid) => Some(*pid),
-            _ => None,
-        })
-    });
+    let owner = rules
+        .iter()
+        .filter_map(self_excluded_pid)
+        .find(|pid| *pid != me && process_alive(*pid));
     let Some(pid) = owner else {
         return Ok(());
     };
