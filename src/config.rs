@@ -150,10 +150,10 @@ pub enum OnRuleError {
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// `unicast` (the audit daemon), `multicast` (beside it), or `auto`.
-    pub mode: crate::source::audit::AuditMode,
+    pub mode: crate::source::netlink::AuditMode,
     /// Where records are dropped when mapwatch falls behind: `kernel` or
     /// `userspace`.
-    pub backpressure: crate::source::audit::Backpressure,
+    pub backpressure: crate::source::netlink::Backpressure,
     /// Kernel queue of records awaiting delivery (`auditctl -b`).
     pub backlog_limit: u32,
     /// SO_RCVBUF of the record socket, bytes.
@@ -174,8 +174,8 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            mode: crate::source::audit::AuditMode::Auto,
-            backpressure: crate::source::audit::Backpressure::Kernel,
+            mode: crate::source::netlink::AuditMode::Auto,
+            backpressure: crate::source::netlink::Backpressure::Kernel,
             backlog_limit: 8192,
             receive_buffer: 8 << 20,
             state_file: PathBuf::from("/run/mapwatch/audit-state.json"),

@@ -34,15 +34,15 @@ use crate::rule::live::{ExecFields, ReadFields};
 use crate::sink::json_file::JsonFile;
 use crate::sink::syslog::{SyslogOptions, SyslogSink, facility_code};
 use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
-use crate::source::RecordBatch;
-use crate::source::audit::{
-    AuditError, AuditSession, Backpressure, RULE_KEY, RecordReader, RecordSocket, SessionOptions,
-    SourceStats, spawn_record_reader,
-};
 use crate::source::fanotify::{ProcWatch, ReadEvent, WatchStats, spawn_reader};
 use crate::source::log::spawn_stdin_reader;
+use crate::source::netlink::{
+    AuditError, AuditSession, Backpressure, RULE_KEY, RecordReader, RecordSocket, SessionOptions,
+    spawn_record_reader,
+};
 use crate::source::pacing::{Pacing, Switch};
 use crate::source::queue::{self, Drained};
+use crate::source::{RecordBatch, SourceStats};
 
 /// Counters of the detection core.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]

@@ -289,7 +289,7 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     );
     assert_eq!(
         excluded_record_types(),
-        mapwatch::source::audit::UNUSED_RECORD_TYPES
+        mapwatch::source::netlink::rules::UNUSED_RECORD_TYPES
     );
 
     let mapwatch = Mapwatch::start(dir.path());
@@ -639,7 +639,7 @@ fn after_sigkill_with_the_state_file_lost_every_rule_of_ours_still_goes() {
     crashed.kill();
     assert_eq!(
         excluded_record_types(),
-        mapwatch::source::audit::UNUSED_RECORD_TYPES,
+        mapwatch::source::netlink::rules::UNUSED_RECORD_TYPES,
         "a SIGKILLed run leaves its exclusions behind"
     );
     // As systemd did before RuntimeDirectoryPreserve=, or a reboot of /run.

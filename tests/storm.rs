@@ -248,7 +248,7 @@ struct AuditSocketStatus;
 
 impl AuditSocketStatus {
     fn lost() -> u32 {
-        mapwatch::source::audit::AuditSocket::open()
+        mapwatch::source::netlink::socket::AuditSocket::open()
             .expect("audit socket")
             .status()
             .expect("audit status")

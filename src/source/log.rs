@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::RecordBatch;
-use super::audit::SourceStats;
+use super::SourceStats;
 use super::queue::Sender;
 
 /// The longest line kept whole; auditd's own limit is 8 KiB (MAX_AUDIT_MESSAGE_LENGTH).

@@ -4,11 +4,13 @@
 //! auditd feed and fanotify by threads that hand it [`RecordBatch`]es and
 //! reads through [`queue`]s.
 
-pub mod audit;
 pub mod fanotify;
 pub mod log;
+pub mod netlink;
 pub mod pacing;
 pub mod queue;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Records read in one go: their types and texts in one buffer (one
 /// allocation per batch, not per record).
@@ -53,5 +55,27 @@ impl RecordBatch {
         self.spans
             .iter()
             .map(|&(t, start, end)| (t, &self.bytes[start..end]))
+    }
+}
+
+/// Counters shared between the record readers and the stats reporter.
+#[derive(Default, Debug)]
+pub struct SourceStats {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    /// Reads of the socket on an interval, under load
+    /// ([`crate::source::pacing`]).
+    pub polls: AtomicU64,
+    pub enobufs: AtomicU64,
+    pub dropped_records: AtomicU64,
+}
+
+impl SourceStats {
+    /// `records` records came in one go.
+    pub fn count_batch(&self, records: usize) {
+        if records > 0 {
+            self.records.fetch_add(records as u64, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -10,7 +10,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use mapwatch::source::audit::{AuditSocket, has_our_key};
+use mapwatch::source::netlink::rules::has_our_key;
+use mapwatch::source::netlink::socket::AuditSocket;
 use netlink_packet_audit::StatusMessage;
 use serde_json::Value;
 
