@@ -9,9 +9,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mapwatch::alert::{HostInfo, UserNames};
 use mapwatch::audit::assemble::ExecEvent;
 use mapwatch::config::Config;
+use mapwatch::process::host::{HostInfo, UserNames};
 use mapwatch::process::{EventContext, ProcessTable};
 use mapwatch::rule::RuleSet;
 use mapwatch::rule::live::ExecFields;

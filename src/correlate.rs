@@ -9,7 +9,8 @@
 //!   sockets) still confirms it.
 //! - A read of another process's map by a process that also named it in an
 //!   exec alert is that alert's; every other read becomes one file event
-//!   (per open) for the `file where` rules, after a short hold that lets the
+//!   per reader and target within a window (a `cat` of a map is several
+//!   read(2)s) for the `file where` rules, after a short hold that lets the
 //!   exec event arrive first.
 //! - A process reading a file whose target differs from the one its
 //!   arguments name (GNU grep reads its own /proc/self/maps at start-up)
@@ -20,100 +21,15 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::alert::{Alert, escape_bytes};
-use crate::audit::assemble::ExecEvent;
-use crate::rule::wildcard::Wildcard;
 use crate::source::fanotify::ReadEvent;
 
 /// Held exec alerts, recent reads and held file events, each at most.
 const MAX_HELD: usize = 16_384;
-
-/// An argument naming a memory map, and whose map that is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapsArg {
-    pub arg: Vec<u8>,
-    /// `None` when the path can't name a real maps file (e.g. `/PROC/1/MAPS`
-    /// matches the rule's case-insensitive pattern but no file).
-    pub target: Option<u32>,
-}
-
-/// `/proc/*/maps`, case-insensitively, as the seed rule matches it.
-static MAPS_PATTERN: LazyLock<Wildcard> = LazyLock::new(|| Wildcard::insensitive("/proc/*/maps"));
-
-/// The arguments of `event` matching `/proc/*/maps` (case-insensitively, as
-/// the seed rule does), with their targets: relative paths are resolved
-/// against the exec's working directory; `self` and `thread-self` are the
-/// reader.
-pub fn maps_args(event: &ExecEvent) -> Vec<MapsArg> {
-    let mut out = Vec::new();
-    for arg in event.argv.iter().skip(1) {
-        let absolute = resolve(arg, event.cwd.as_deref());
-        if MAPS_PATTERN.matches(arg)
-            || absolute
-                .as_deref()
-                .is_some_and(|a| a.ends_with(b"/maps") && a.starts_with(b"/proc/"))
-        {
-            out.push(MapsArg {
-                arg: arg.to_vec(),
-                target: absolute.as_deref().and_then(|a| proc_target(a, event.pid)),
-            });
-        }
-    }
-    out
-}
-
-/// `arg` as an absolute, normalised path.
-fn resolve(arg: &[u8], cwd: Option<&[u8]>) -> Option<Vec<u8>> {
-    let joined;
-    let path = if arg.starts_with(b"/") {
-        arg
-    } else {
-        let cwd = cwd?;
-        joined = [cwd, b"/", arg].concat();
-        &joined
-    };
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for part in path.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    let mut out = Vec::with_capacity(path.len());
-    for part in parts {
-        out.push(b'/');
-        out.extend_from_slice(part);
-    }
-    Some(out)
-}
-
-/// Whose map a normalised `/proc/...` path is.
-fn proc_target(path: &[u8], reader: u32) -> Option<u32> {
-    let parts: Vec<&[u8]> = path.split(|b| *b == b'/').skip(1).collect();
-    let (who, tail) = match parts.as_slice() {
-        [b"proc", who, b"maps"] => (*who, None),
-        [b"proc", who, b"task", tid, b"maps"] => (*who, Some(*tid)),
-        _ => return None,
-    };
-    if tail.is_some_and(|t| t.is_empty() || !t.iter().all(u8::is_ascii_digit)) {
-        return None;
-    }
-    match who {
-        b"self" | b"thread-self" => Some(reader),
-        digits if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
-            std::str::from_utf8(digits).ok()?.parse().ok()
-        }
-        _ => None,
-    }
-}
 
 struct Pending {
     alert: Alert,
@@ -189,10 +105,6 @@ impl Correlator {
         self.stats
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// An exec alert whose arguments name the maps of `targets`.
     pub fn exec_alert(
         &mut self,
@@ -254,15 +166,7 @@ impl Correlator {
 
     /// A read event from fanotify.
     pub fn read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
-        let Some(target) = read.target_pid() else {
-            return;
-        };
-        if read.mask.opened {
-            self.last_read.remove(&(read.pid, target));
-        }
-        if !read.mask.read {
-            return;
-        }
+        let target = read.target;
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].reader == read.pid && self.pending[i].targets.contains(&target) {
@@ -366,50 +270,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::fanotify::ReadMask;
-
-    fn exec(args: &[&str], cwd: &str, pid: u32) -> ExecEvent {
-        ExecEvent {
-            pid,
-            argv: args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>().into(),
-            cwd: Some(cwd.as_bytes().to_vec()),
-            ..ExecEvent::default()
-        }
-    }
-
-    fn targets(args: &[&str], cwd: &str) -> Vec<Option<u32>> {
-        maps_args(&exec(args, cwd, 7))
-            .into_iter()
-            .map(|m| m.target)
-            .collect()
-    }
-
-    #[test]
-    fn targets_from_arguments() {
-        assert_eq!(targets(&["cat", "/proc/42/maps"], "/"), vec![Some(42)]);
-        assert_eq!(targets(&["cat", "/proc/self/maps"], "/"), vec![Some(7)]);
-        assert_eq!(
-            targets(&["cat", "/proc/thread-self/maps"], "/"),
-            vec![Some(7)]
-        );
-        assert_eq!(
-            targets(&["cat", "/proc/42/task/43/maps"], "/"),
-            vec![Some(42)]
-        );
-        assert_eq!(targets(&["cat", "/proc//42/maps"], "/"), vec![Some(42)]);
-        assert_eq!(targets(&["cat", "maps"], "/proc/42"), vec![Some(42)]);
-        assert_eq!(targets(&["cat", "../42/maps"], "/proc/1"), vec![Some(42)]);
-        assert_eq!(targets(&["cat", "/PROC/42/MAPS"], "/"), vec![None]);
-        assert_eq!(
-            targets(&["cat", "/proc/42/smaps"], "/"),
-            Vec::<Option<u32>>::new()
-        );
-        assert_eq!(
-            targets(&["/proc/42/maps"], "/"),
-            Vec::<Option<u32>>::new(),
-            "argv[0] is the program"
-        );
-    }
+    use crate::process::proc_path::maps_owner;
 
     fn alert() -> Alert {
         Alert {
@@ -421,10 +282,7 @@ mod tests {
     fn read(pid: u32, path: &str, now: Instant) -> ReadEvent {
         ReadEvent {
             pid,
-            mask: ReadMask {
-                opened: true,
-                read: true,
-            },
+            target: maps_owner(path.as_bytes(), pid).expect("a maps path"),
             path: path.as_bytes().to_vec(),
             seen: now,
             after: now,
@@ -501,24 +359,30 @@ mod tests {
     }
 
     #[test]
-    fn one_file_event_per_open() {
+    fn one_file_event_per_reader_and_target_per_window() {
         let now = Instant::now();
-        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let ms = Duration::from_millis;
+        let mut c = Correlator::new(ms(200), ms(20));
         let mut due = Vec::new();
-        let mut again = read(5, "/proc/42/maps", now);
-        again.mask.opened = false;
-        c.read(read(5, "/proc/42/maps", now), now, &mut |_| {});
-        c.read(again.clone(), now, &mut |_| {});
-        c.read(again, now, &mut |_| {});
-        c.tick(now + Duration::from_millis(30), &mut |_| {}, &mut due);
+        // cat reads a map in several read(2)s: one event.
+        for _ in 0..3 {
+            c.read(read(5, "/proc/42/maps", now), now, &mut |_| {});
+        }
+        c.tick(now + ms(30), &mut |_| {}, &mut due);
         assert_eq!(due.len(), 1);
+        // Another target, or the same one after the window, is another.
         c.read(
-            read(5, "/proc/42/maps", now),
-            now + Duration::from_millis(40),
+            read(5, "/proc/43/maps", now + ms(40)),
+            now + ms(40),
             &mut |_| {},
         );
-        c.tick(now + Duration::from_millis(80), &mut |_| {}, &mut due);
-        assert_eq!(due.len(), 2, "a new open is a new event");
+        c.read(
+            read(5, "/proc/42/maps", now + ms(250)),
+            now + ms(250),
+            &mut |_| {},
+        );
+        c.tick(now + ms(300), &mut |_| {}, &mut due);
+        assert_eq!(due.len(), 3);
     }
 
     #[test]
@@ -530,7 +394,7 @@ mod tests {
             c.exec_alert(alert(), pid, vec![1], now, &mut |_| released += 1);
             c.read(read(pid + 1_000_000, "/proc/1/maps", now), now, &mut |_| {});
         }
-        assert!(c.pending() <= MAX_HELD);
+        assert!(c.pending.len() <= MAX_HELD);
         assert_eq!(released, 100);
         assert!(c.held.len() <= MAX_HELD && c.recent.len() <= MAX_HELD);
     }

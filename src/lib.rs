@@ -13,6 +13,7 @@ pub mod audit;
 pub mod config;
 pub mod correlate;
 pub mod diagnostics;
+pub mod maps;
 pub mod pipeline;
 pub mod privileges;
 pub mod process;

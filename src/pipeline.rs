@@ -21,13 +21,15 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::alert::health::LossWatch;
 use crate::alert::limit::Limiter;
-use crate::alert::{self, Alert, AlertInputs, HostInfo, UserNames, escape_for_terminal};
+use crate::alert::{self, Alert, AlertInputs, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::Record;
 use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
-use crate::correlate::{Correlator, CorrelatorStats, maps_args};
+use crate::correlate::{Correlator, CorrelatorStats};
+use crate::maps::maps_args;
+use crate::process::host::{HostInfo, UserNames};
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
@@ -145,11 +147,10 @@ impl Detector {
         for read in reads {
             if self.log_events {
                 tracing::debug!(
-                    "read pid={} path={} open={} read={}",
+                    "read pid={} target={} path={}",
                     read.pid,
-                    escape_for_terminal(&read.path),
-                    read.mask.opened,
-                    read.mask.read
+                    read.target,
+                    escape_for_terminal(&read.path)
                 );
             }
             correlator.read(read, now, emit);

@@ -14,58 +14,17 @@ mod time;
 pub use escape::{escape_bytes, escape_for_terminal};
 pub use time::rfc3339_millis;
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value, json};
 
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
-use crate::correlate::MapsArg;
+use crate::maps::MapsArg;
 use crate::process::EventContext;
+use crate::process::host::{HostInfo, UserNames};
 use crate::process::leader::{EntryLeader, Related};
 use crate::process::live::LiveProcess;
 use crate::rule::RuleMeta;
 use crate::rule::live::ReadFields;
-
-/// Facts about this host, gathered once.
-#[derive(Clone, Debug)]
-pub struct HostInfo {
-    pub name: String,
-    pub kernel: String,
-}
-
-impl HostInfo {
-    pub fn detect() -> Self {
-        let name = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default();
-        let kernel = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        HostInfo { name, kernel }
-    }
-}
-
-/// uid -> user name, looked up once per uid.
-#[derive(Default)]
-pub struct UserNames {
-    cache: HashMap<u32, Option<String>>,
-}
-
-impl UserNames {
-    pub fn name(&mut self, uid: u32) -> Option<&str> {
-        self.cache
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
-            .as_deref()
-    }
-}
 
 /// One alert, ready for the sinks.
 #[derive(Clone, Debug)]
@@ -405,16 +364,9 @@ pub fn build(
 pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> Alert {
     let name = fields.name().map(<[u8]>::to_vec).unwrap_or_default();
     let read = fields.read;
-    let target = read.target_pid();
-    let target_name = fields
-        .target
-        .as_mut()
-        .and_then(|t| t.comm())
-        .map(<[u8]>::to_vec);
-    let target_obj = fields
-        .target
-        .as_mut()
-        .map(|t| live_target_object(t, fields.users));
+    let target = read.target;
+    let target_name = fields.target.comm().map(<[u8]>::to_vec);
+    let target_obj = Some(live_target_object(&mut fields.target, fields.users));
     let executable = fields.executable().map(<[u8]>::to_vec);
     let cwd = fields.cwd().map(<[u8]>::to_vec);
     let euid = fields.uid();
@@ -439,7 +391,7 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
             .as_deref()
             .map(escape_bytes)
             .unwrap_or_else(|| "?".into()),
-        target.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+        target,
         escape_bytes(&read.path),
         leader_text(entry_leader.as_ref()),
     );
@@ -511,12 +463,4 @@ fn described_target(
     insert_some(&mut target, "executable", executable.map(text));
     insert_some(&mut target, "user", user_object(euid, users));
     Value::Object(target)
-}
-
-/// The executable of a live process (`/proc/<pid>/exe`).
-pub fn live_executable(pid: u32) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStringExt;
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| p.into_os_string().into_vec())
 }

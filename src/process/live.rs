@@ -19,6 +19,11 @@ pub struct LiveProcess {
     uid: Option<Option<u32>>,
 }
 
+/// The executable of a live process (`/proc/<pid>/exe`).
+pub fn executable(pid: u32) -> Option<Vec<u8>> {
+    link(pid, "exe")
+}
+
 fn link(pid: u32, name: &str) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{pid}/{name}"))
         .ok()

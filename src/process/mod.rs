@@ -5,8 +5,10 @@
 //! and only when a rule or an alert asks for it, so events that fail a rule's
 //! cheap predicates cost no procfs walk.
 
+pub mod host;
 pub mod leader;
 pub mod live;
+pub mod proc_path;
 pub mod stat;
 pub mod table;
 
@@ -109,7 +111,7 @@ impl<'t> EventContext<'t> {
                 if table.is_history() {
                     table.get(ppid).and_then(|p| p.exe.clone())
                 } else {
-                    crate::alert::live_executable(ppid)
+                    live::executable(ppid)
                 }
             })
             .as_deref()

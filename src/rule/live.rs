@@ -12,10 +12,10 @@ use std::ops::ControlFlow;
 
 use super::eval::{Category, Event, Scalar};
 use super::field::Field;
-use crate::alert::{HostInfo, UserNames};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
 use crate::process::EventContext;
+use crate::process::host::{HostInfo, UserNames};
 use crate::process::live::LiveProcess;
 use crate::source::fanotify::ReadEvent;
 
@@ -246,7 +246,7 @@ pub struct ReadFields<'c, 't> {
     pub ctx: &'c mut EventContext<'t>,
     pub host: &'c HostInfo,
     pub users: &'c mut UserNames,
-    pub target: Option<LiveProcess>,
+    pub target: LiveProcess,
     reader: LiveProcess,
     known: KnownExec,
     command_line: Option<Option<Vec<u8>>>,
@@ -272,7 +272,7 @@ impl<'c, 't> ReadFields<'c, 't> {
             .unwrap_or_default();
         ReadFields {
             reader: LiveProcess::new(read.pid),
-            target: read.target_pid().map(LiveProcess::new),
+            target: LiveProcess::new(read.target),
             read,
             ctx,
             host,
@@ -326,7 +326,7 @@ impl<'c, 't> ReadFields<'c, 't> {
     }
 
     pub fn is_self_read(&self) -> bool {
-        self.read.target_pid() == Some(self.read.pid)
+        self.read.target == self.read.pid
     }
 }
 
@@ -408,16 +408,13 @@ impl Event for ReadFields<'_, '_> {
                 let mut ids = || (known.euid.or_else(|| reader.uid()), None);
                 visit_common(field, ctx, host, users, &mut ids, visit)
             }
-            Field::TargetPid => one(
-                visit,
-                self.read.target_pid().map(|p| Scalar::Long(p.into())),
-            ),
+            Field::TargetPid => one(visit, Some(Scalar::Long(self.read.target.into()))),
             Field::TargetName => {
-                let name = self.target.as_mut().and_then(|t| t.comm());
+                let name = self.target.comm();
                 one(visit, keyword(name))
             }
             Field::TargetExecutable => {
-                let exe = self.target.as_mut().and_then(|t| t.exe());
+                let exe = self.target.exe();
                 one(visit, keyword(exe))
             }
             Field::ReadSelf => one(visit, Some(Scalar::Boolean(self.is_self_read()))),

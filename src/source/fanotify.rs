@@ -26,12 +26,11 @@ use nix::errno::Errno;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 
 use super::queue::Sender;
+use crate::process::proc_path::maps_owner;
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
 /// `-errno` in `fd` instead of failing the read.
 const FAN_REPORT_FD_ERROR: u32 = 0x0000_2000;
-const FAN_ACCESS: u64 = 0x0000_0001;
-const FAN_OPEN: u64 = 0x0000_0020;
 const FAN_Q_OVERFLOW: u64 = 0x0000_4000;
 const METADATA_LEN: usize = 24;
 /// How long the reader lets events accumulate after a batch, when events
@@ -41,19 +40,13 @@ const DENSE: Duration = Duration::from_millis(5);
 /// Wake-ups in a row, each within [`DENSE`] of the last, that make a burst.
 const BURST: u32 = 16;
 
-/// What the reader did to the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadMask {
-    pub opened: bool,
-    pub read: bool,
-}
-
-/// A process opened or read a memory map.
+/// A process read a memory map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadEvent {
     /// The reader (thread group id).
     pub pid: u32,
-    pub mask: ReadMask,
+    /// The process whose map was read.
+    pub target: u32,
     /// The file as the kernel names it: `/proc/<pid>/maps` or
     /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved).
     pub path: Vec<u8>,
@@ -62,32 +55,6 @@ pub struct ReadEvent {
     /// the window it fell in: the thread can be scheduled late, and nothing
     /// dates the event.
     pub after: Instant,
-}
-
-impl ReadEvent {
-    /// The process whose memory map this is.
-    pub fn target_pid(&self) -> Option<u32> {
-        maps_target(&self.path)
-    }
-}
-
-/// The pid in a resolved maps path, if it is one.
-pub fn maps_target(path: &[u8]) -> Option<u32> {
-    let rest = path.strip_prefix(b"/proc/")?;
-    let rest = rest.strip_suffix(b"/maps")?;
-    let pid = rest.split(|b| *b == b'/').next()?;
-    let valid_tail = match rest.get(pid.len()..) {
-        Some(b"") => true,
-        Some(tail) => {
-            let tid = tail.strip_prefix(b"/task/").unwrap_or_default();
-            !tid.is_empty() && tid.iter().all(u8::is_ascii_digit)
-        }
-        None => false,
-    };
-    if !valid_tail || pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(pid).ok()?.parse().ok()
 }
 
 /// Counters of the fanotify source.
@@ -217,10 +184,6 @@ fn close(fd: RawFd) {
     let _ = nix::unistd::close(fd);
 }
 
-fn is_maps_path(path: &[u8]) -> bool {
-    path.starts_with(b"/proc/") && path.ends_with(b"/maps")
-}
-
 /// Parses one read() worth of events; returns the maps events.
 fn parse_events(
     buf: &[u8],
@@ -260,16 +223,13 @@ fn parse_events(
         }
         let path = fd_path(fd_dir, fd, &mut path_buf);
         close(fd);
-        let Some(path) = path.filter(|p| is_maps_path(p)) else {
+        let Some((path, target)) = path.and_then(|p| Some((p, maps_owner(p, pid)?))) else {
             continue;
         };
         stats.maps_events.fetch_add(1, Ordering::Relaxed);
         out.push(ReadEvent {
             pid,
-            mask: ReadMask {
-                opened: mask & FAN_OPEN != 0,
-                read: mask & FAN_ACCESS != 0,
-            },
+            target,
             path: path.to_vec(),
             seen: now,
             after,
@@ -419,17 +379,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn maps_targets() {
-        assert_eq!(maps_target(b"/proc/42/maps"), Some(42));
-        assert_eq!(maps_target(b"/proc/42/task/43/maps"), Some(42));
-        assert_eq!(maps_target(b"/proc/42/smaps"), None);
-        assert_eq!(maps_target(b"/proc/42/task/maps"), None);
-        assert_eq!(maps_target(b"/proc/self/maps"), None);
-        assert_eq!(maps_target(b"/proc//maps"), None);
-        assert_eq!(maps_target(b"/proc/42/x/43/maps"), None);
-    }
-
     fn metadata(mask: u64, fd: i32, pid: i32) -> Vec<u8> {
         let mut m = Vec::new();
         m.extend_from_slice(&(METADATA_LEN as u32).to_ne_bytes());
@@ -446,7 +395,7 @@ mod tests {
         let stats = WatchStats::default();
         let mut out = Vec::new();
         let mut buf = metadata(FAN_Q_OVERFLOW, -1, 0);
-        buf.extend(metadata(FAN_ACCESS, -3, 77));
+        buf.extend(metadata(MaskFlags::FAN_ACCESS.bits(), -3, 77));
         buf.extend_from_slice(&[1, 2, 3]);
         let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")
             .expect("/proc/self/fd")

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::rules::{RULE_KEY, UNUSED_RECORD_TYPES, exclude_rule, keyed_rules, self_excluded_pid};
 use super::socket::{AUDIT_REPLACE, AuditSocket};
 use super::{AuditError, AuditMode, Backpressure, kernel, kernel_needing};
+use crate::process::live::LiveProcess;
 use crate::source::RecordBatch;
 
 const AUDIT_STATUS_ENABLED: u32 = 0x1;
@@ -403,9 +404,10 @@ fn refuse_beside_another_mapwatch(control: &mut AuditSocket, me: u32) -> Result<
 }
 
 fn daemon_running(pid: u32) -> AuditError {
-    let name = fs::read(format!("/proc/{pid}/comm"))
-        .map(|c| String::from_utf8_lossy(c.trim_ascii_end()).into_owned())
-        .unwrap_or_else(|_| "unknown".into());
+    let name = LiveProcess::new(pid)
+        .comm()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_else(|| "unknown".into());
     AuditError::DaemonRunning { pid, name }
 }
 

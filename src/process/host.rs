@@ -1,0 +1,44 @@
+//! Facts about this host and its users, looked up once: the host name and
+//! kernel release every document carries, and uid -> user name.
+
+use std::collections::HashMap;
+
+/// Facts about this host, gathered once at start.
+#[derive(Clone, Debug)]
+pub struct HostInfo {
+    pub name: String,
+    pub kernel: String,
+}
+
+impl HostInfo {
+    pub fn detect() -> Self {
+        let name = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        HostInfo { name, kernel }
+    }
+}
+
+/// uid -> user name, looked up once per uid.
+#[derive(Default)]
+pub struct UserNames {
+    cache: HashMap<u32, Option<String>>,
+}
+
+impl UserNames {
+    pub fn name(&mut self, uid: u32) -> Option<&str> {
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .as_deref()
+    }
+}

@@ -1,0 +1,132 @@
+//! The grammar of procfs paths that name one process's file:
+//! `/proc/<pid>/<file>` and `/proc/<pid>/task/<tid>/<file>`, where `<pid>`
+//! may be `self` or `thread-self` (the process that opens it).
+//!
+//! Contract: [`ProcFile::parse`] takes an absolute, normalised path (no
+//! `.`, `..` or doubled `/`: what the kernel reports for an open file, or
+//! what [`crate::maps`] makes of an argument) and borrows from it. It is
+//! the one parser of these paths: the fanotify filter, the argument
+//! analysis, the correlator, the rules and the alert all go through it.
+
+/// Which process a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Pid(u32),
+    /// `self` or `thread-self`: whoever opens it.
+    Opener,
+}
+
+/// A file of one process's procfs directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcFile<'p> {
+    pub owner: Owner,
+    /// Through `task/<tid>/`: a thread's view (threads share the map).
+    pub thread: Option<u32>,
+    /// The file's name in that directory (`maps`, `smaps`, `mem`, ...).
+    pub name: &'p [u8],
+}
+
+impl<'p> ProcFile<'p> {
+    /// The process file `path` names, if it names one.
+    pub fn parse(path: &'p [u8]) -> Option<Self> {
+        let rest = path.strip_prefix(b"/proc/")?;
+        let mut parts = rest.split(|b| *b == b'/');
+        let owner = match parts.next()? {
+            b"self" | b"thread-self" => Owner::Opener,
+            digits => Owner::Pid(number(digits)?),
+        };
+        let (thread, name) = match (parts.next()?, parts.next(), parts.next()) {
+            (name, None, None) => (None, name),
+            (b"task", Some(tid), Some(name)) => (Some(number(tid)?), name),
+            _ => return None,
+        };
+        if name.is_empty() || parts.next().is_some() {
+            return None;
+        }
+        Some(ProcFile {
+            owner,
+            thread,
+            name,
+        })
+    }
+
+    /// The pid whose file this is, when `opener` opens it.
+    pub fn owner_pid(&self, opener: u32) -> u32 {
+        match self.owner {
+            Owner::Pid(pid) => pid,
+            Owner::Opener => opener,
+        }
+    }
+
+    pub fn is_maps(&self) -> bool {
+        self.name == b"maps"
+    }
+}
+
+/// Whose memory map `path` is, when `opener` opens it: `None` unless it
+/// names a `maps` file.
+pub fn maps_owner(path: &[u8], opener: u32) -> Option<u32> {
+    ProcFile::parse(path)
+        .filter(ProcFile::is_maps)
+        .map(|file| file.owner_pid(opener))
+}
+
+/// A pid or tid: decimal digits only, as procfs names them.
+fn number(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_owner_of_maps_files() {
+        assert_eq!(maps_owner(b"/proc/42/maps", 7), Some(42));
+        assert_eq!(maps_owner(b"/proc/42/task/43/maps", 7), Some(42));
+        assert_eq!(maps_owner(b"/proc/self/maps", 7), Some(7));
+        assert_eq!(maps_owner(b"/proc/thread-self/maps", 7), Some(7));
+        assert_eq!(maps_owner(b"/proc/self/task/9/maps", 7), Some(7));
+    }
+
+    #[test]
+    fn refuses_what_is_not_one_process_file() {
+        for path in [
+            &b"/proc/42/smaps"[..],
+            b"/proc/42/task/maps",
+            b"/proc//maps",
+            b"/proc/maps",
+            b"/proc/42/x/43/maps",
+            b"/proc/42/task/43/maps/x",
+            b"/proc/4x/maps",
+            b"/proc/42/task/4x/maps",
+            b"/proc/99999999999/maps",
+            b"/PROC/42/MAPS",
+            b"proc/42/maps",
+            b"/proc/42/",
+        ] {
+            assert_eq!(
+                maps_owner(path, 7),
+                None,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_the_file_name_and_thread() {
+        let file = ProcFile::parse(b"/proc/42/task/43/numa_maps");
+        assert_eq!(
+            file,
+            Some(ProcFile {
+                owner: Owner::Pid(42),
+                thread: Some(43),
+                name: b"numa_maps"
+            })
+        );
+    }
+}
