@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mapwatch::config::Config;
-use mapwatch::pipeline::Detector;
-use mapwatch::rule::RuleSet;
+use mapwatch::detector::Detector;
 
 mod common;
 
@@ -54,11 +53,7 @@ fn records(serial: u64) -> Vec<(u16, String)> {
 
 fn bench(c: &mut Criterion) {
     let config = Config::default();
-    let mut detector = Detector::new(
-        &config,
-        RuleSet::load(&config).expect("shipped rules"),
-        false,
-    );
+    let mut detector = Detector::new(&config, config.load_rules().expect("shipped rules"), false);
     let mut serial = 0u64;
     let mut one_event = |detector: &mut Detector| {
         serial += 1;

@@ -60,7 +60,7 @@ impl Harness {
 fn bench(c: &mut Criterion) {
     let config = Config::default();
     let mut harness = Harness {
-        rules: RuleSet::load(&config).expect("shipped rules load"),
+        rules: config.load_rules().expect("shipped rules load"),
         table: ProcessTable::new(65536, Duration::from_secs(60)),
         host: HostInfo::detect(),
         users: UserNames::default(),

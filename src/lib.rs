@@ -12,6 +12,7 @@ pub mod alert;
 pub mod audit;
 pub mod config;
 pub mod correlate;
+pub mod detector;
 pub mod diagnostics;
 pub mod maps;
 pub mod pipeline;

@@ -204,7 +204,9 @@ fn main() -> ExitCode {
 /// The configuration and the rules it names.
 fn load(path: Option<&Path>) -> Result<(Config, RuleSet), String> {
     let config = Config::load(path).map_err(|e| format!("configuration error: {e}"))?;
-    let rules = RuleSet::load(&config).map_err(|e| format!("rule error: {e}"))?;
+    let rules = config
+        .load_rules()
+        .map_err(|e| format!("rule error: {e}"))?;
     Ok((config, rules))
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::pipeline::Detector;
+use crate::detector::Detector;
 use crate::rule::RuleSet;
 use crate::sink::{OutputFormat, write_console};
 use crate::source::log::{open_log, read_line};

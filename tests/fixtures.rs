@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mapwatch::audit::assemble::{Assembler, ExecEvent};
 use mapwatch::audit::record::Record;
 use mapwatch::config::Config;
-use mapwatch::pipeline::Detector;
+use mapwatch::detector::Detector;
 
 fn testdata_dir() -> PathBuf {
     let dir = std::env::var_os("MAPWATCH_TESTDATA")
@@ -174,7 +174,7 @@ fn enriched_apt_tree_samples() {
 #[test]
 fn detector_counts_malformed_records_and_keeps_going() {
     let config = Config::default();
-    let rules = mapwatch::rule::RuleSet::load(&config).expect("shipped rules load");
+    let rules = config.load_rules().expect("shipped rules load");
     let mut detector = Detector::new(&config, rules, false);
     let now = Instant::now();
     let mut alerts = Vec::new();

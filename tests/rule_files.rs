@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use mapwatch::config::Config;
-use mapwatch::rule::RuleSet;
 use mapwatch::rule::eql::parse_query;
 use mapwatch::rule::file::parse_rule;
 use mapwatch::rule::json::JsonEvent;
@@ -307,7 +306,7 @@ match = "wildcard"
         "[[exceptions]]\ndescription = \"ops box\"\nquery = 'user.name == \"mallory\"'\n",
     )
     .expect("config with a global exception");
-    let set = RuleSet::load(&global).expect("rules load");
+    let set = global.load_rules().expect("rules load");
     assert_eq!(set.global_exceptions.len(), 1);
     let mut hits = 0;
     set.evaluate(&mut JsonEvent::new(&base), &mut |_| hits += 1);
@@ -347,7 +346,7 @@ fn bad_exceptions_are_load_errors_with_positions() {
 
     let config =
         Config::parse("\n[[exceptions]]\nquery = 'process.pid < 3'\n").expect("config parses");
-    let err = RuleSet::load(&config).expect_err("bad global exception");
+    let err = config.load_rules().expect_err("bad global exception");
     assert_eq!((err.line, err.column), (3, 22), "{err}");
 }
 

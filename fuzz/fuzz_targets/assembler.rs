@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use mapwatch::config::Config;
-use mapwatch::pipeline::Detector;
+use mapwatch::detector::Detector;
 use mapwatch::rule::RuleSet;
 
 static CONFIG: LazyLock<Config> = LazyLock::new(|| {

@@ -175,7 +175,8 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::rule::RulesConfig;
+    use crate::rule::file::SourceText;
 
     fn alert(rule_id: &str, n: u32) -> Alert {
         Alert {
@@ -185,7 +186,11 @@ mod tests {
     }
 
     fn limiter() -> Limiter {
-        Limiter::new(&RuleSet::load(&Config::default()).expect("shipped rules"))
+        let none = SourceText {
+            name: "(none)",
+            text: "",
+        };
+        Limiter::new(&RuleSet::load(&RulesConfig::default(), &[], &none).expect("shipped rules"))
     }
 
     const SEED: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";

@@ -14,8 +14,36 @@ pub mod table;
 
 use std::time::Instant;
 
+use serde::Deserialize;
+
 use leader::{EntryLeader, LeaderResolver, Related};
 pub use table::ProcessTable;
+
+/// `[process]`: the process table.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Processes remembered, live and recently gone.
+    pub table_capacity: usize,
+    /// How long a gone process stays in the table, seconds.
+    pub gone_grace_secs: u64,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            table_capacity: 65536,
+            gone_grace_secs: 10,
+        }
+    }
+}
+
+impl ProcessConfig {
+    /// The first key whose value cannot be used, and what it must be.
+    pub fn invalid_key(&self) -> Option<(&'static str, &'static str)> {
+        (self.table_capacity < 1024).then_some(("table_capacity", "at least 1024"))
+    }
+}
 
 /// The process an event is about, with lazily resolved relations.
 pub struct EventContext<'t> {

@@ -21,9 +21,42 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eval::{Category, Event, Expr};
-use file::{RuleError, SourceText};
+use file::{ExceptionSpec, RuleError, SourceText};
 
-use crate::config::{Config, OnRuleError};
+use serde::Deserialize;
+
+/// `[rules]`: which rule files are loaded.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Load the rules shipped with mapwatch (compiled into the binary).
+    pub shipped: bool,
+    /// Directories whose `*.toml` rule files are loaded, in order.
+    pub directories: Vec<PathBuf>,
+    /// A rule file that fails to load: stop (`fail`) or log and go on (`skip`).
+    pub on_error: OnRuleError,
+    /// Rules (by `rule_id`) not to load.
+    pub disabled: Vec<String>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            shipped: true,
+            directories: vec![PathBuf::from("/etc/mapwatch/rules.d")],
+            on_error: OnRuleError::Fail,
+            disabled: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRuleError {
+    #[default]
+    Fail,
+    Skip,
+}
 
 /// A MITRE ATT&CK reference (`threat.tactic`, `threat.technique`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,23 +143,29 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    pub fn load(config: &Config) -> Result<RuleSet, RuleError> {
+    /// The rules `settings` name, with the global `exceptions` of the
+    /// configuration `config` (which their errors point into).
+    pub fn load(
+        settings: &RulesConfig,
+        exceptions: &[ExceptionSpec],
+        config: &SourceText<'_>,
+    ) -> Result<RuleSet, RuleError> {
         let mut set = RuleSet::default();
-        if config.rules.shipped {
+        if settings.shipped {
             for (name, text) in SHIPPED {
                 set.rules
                     .push(file::parse_rule(text, &format!("rules/{name} (built in)"))?);
             }
         }
         set.rules
-            .retain(|r| !config.rules.disabled.contains(&r.meta.rule_id));
+            .retain(|r| !settings.disabled.contains(&r.meta.rule_id));
         let shipped_count = set.rules.len();
-        for dir in &config.rules.directories {
+        for dir in &settings.directories {
             for path in rule_files(dir)? {
                 match file::load_rule_file(&path) {
-                    Ok(rule) if config.rules.disabled.contains(&rule.meta.rule_id) => {}
+                    Ok(rule) if settings.disabled.contains(&rule.meta.rule_id) => {}
                     Ok(rule) => set.add_local(rule, shipped_count)?,
-                    Err(e) if config.rules.on_error == OnRuleError::Skip => {
+                    Err(e) if settings.on_error == OnRuleError::Skip => {
                         tracing::error!("skipping rule file: {e}");
                         set.skipped.push(e);
                     }
@@ -134,21 +173,17 @@ impl RuleSet {
                 }
             }
         }
-        let src = SourceText {
-            name: &config.source_name(),
-            text: &config.source_text,
-        };
-        for spec in &config.exceptions {
+        for spec in exceptions {
             let at = spec
                 .query
                 .as_ref()
                 .or(spec.field.as_ref())
                 .map_or(0, |s| s.span().start);
-            set.global_exceptions.push(spec.compile(&src, at)?);
+            set.global_exceptions.push(spec.compile(config, at)?);
         }
         if set.rules.is_empty() {
             return Err(RuleError {
-                source: config.source_name(),
+                source: config.name.to_owned(),
                 line: 0,
                 column: 0,
                 message: "no rules loaded: enable `rules.shipped` or add rule files to `rules.directories`".into(),

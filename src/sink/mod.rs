@@ -12,13 +12,33 @@ pub mod json_file;
 pub mod syslog;
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use crate::alert::Alert;
 use json_file::JsonFile;
-use syslog::SyslogSink;
+use syslog::{SyslogConfig, SyslogSink};
+
+/// `[output]`: where the service writes its alerts.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// ECS JSON lines file of the service (`-`: stdout, empty: none). In
+    /// the foreground, stdout takes its place.
+    pub json_file: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            json_file: PathBuf::from("/var/log/mapwatch/alerts.json"),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -48,6 +68,45 @@ pub struct Sinks {
     pub color: bool,
     pub file: Option<JsonFile>,
     pub syslog: Option<SyslogSink>,
+}
+
+impl Sinks {
+    /// The sinks of a run: stdout in the foreground, the JSON file as a
+    /// service, and syslog when enabled. An unusable alert file is a
+    /// start-up error, not a silent loss.
+    pub fn open(
+        output: &OutputConfig,
+        syslog: &SyslogConfig,
+        hostname: &str,
+        foreground: bool,
+        format: OutputFormat,
+    ) -> io::Result<Sinks> {
+        let path = &output.json_file;
+        let syslog = syslog.open(hostname);
+        let (console, file) = if foreground {
+            (Some(format), None)
+        } else if path.as_os_str().is_empty() {
+            (None, None)
+        } else if path.as_os_str() == "-" {
+            (Some(OutputFormat::Json), None)
+        } else {
+            let file = JsonFile::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("alert file {}: {e}", path.display()))
+            })?;
+            tracing::info!("alerts go to {}", path.display());
+            (None, Some(file))
+        };
+        let color = color_wanted(
+            io::IsTerminal::is_terminal(&io::stdout()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        Ok(Sinks {
+            console,
+            color,
+            file,
+            syslog,
+        })
+    }
 }
 
 /// Alerts a sink could not take, shared with the pipeline's health check.

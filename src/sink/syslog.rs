@@ -65,6 +65,90 @@ fn severity_code(severity: &str) -> u8 {
     }
 }
 
+/// `[syslog]`: whether and how alerts also go to syslog.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// Send alerts to syslog too.
+    pub enabled: bool,
+    /// `unix:PATH`, `udp:HOST:PORT` or `tcp:HOST:PORT`.
+    pub address: String,
+    pub format: Format,
+    pub facility: String,
+    pub app_name: String,
+    /// Longer messages are cut (at a UTF-8 boundary, with a marker).
+    pub max_message_bytes: usize,
+    /// Messages kept while the daemon is away.
+    pub queue: usize,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            enabled: false,
+            address: "unix:/dev/log".into(),
+            format: Format::Rfc5424,
+            facility: "authpriv".into(),
+            app_name: "mapwatch".into(),
+            max_message_bytes: 8192,
+            queue: 10_000,
+        }
+    }
+}
+
+impl SyslogConfig {
+    /// The transport named by `address`.
+    pub fn transport(&self) -> Option<Transport> {
+        let (kind, rest) = self.address.split_once(':')?;
+        match kind {
+            "unix" if !rest.is_empty() => Some(Transport::Unix(PathBuf::from(rest))),
+            "udp" if rest.contains(':') => Some(Transport::Udp(rest.to_owned())),
+            "tcp" if rest.contains(':') => Some(Transport::Tcp(rest.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl SyslogConfig {
+    /// The first key whose value cannot be used, and what it must be.
+    pub fn invalid_key(&self) -> Option<(&'static str, &'static str)> {
+        if self.transport().is_none() {
+            return Some(("address", "`unix:PATH`, `udp:HOST:PORT` or `tcp:HOST:PORT`"));
+        }
+        if facility_code(&self.facility).is_none() {
+            return Some(("facility", "a syslog facility name (e.g. authpriv, local0)"));
+        }
+        if self.max_message_bytes < 480 {
+            return Some(("max_message_bytes", "at least 480"));
+        }
+        None
+    }
+
+    /// The sink these settings describe, `None` when syslog is off.
+    pub fn open(&self, hostname: &str) -> Option<SyslogSink> {
+        if !self.enabled {
+            return None;
+        }
+        // Both were checked with the configuration ([`Self::invalid_key`]).
+        let transport = self.transport()?;
+        let facility = facility_code(&self.facility)?;
+        tracing::info!(
+            "alerts also go to syslog ({transport:?}, {:?}, {})",
+            self.format,
+            self.facility
+        );
+        Some(SyslogSink::new(SyslogOptions {
+            transport,
+            format: self.format,
+            facility,
+            app_name: self.app_name.clone(),
+            hostname: hostname.to_owned(),
+            max_message_bytes: self.max_message_bytes,
+            queue: self.queue,
+        }))
+    }
+}
+
 pub struct SyslogOptions {
     pub transport: Transport,
     pub format: Format,

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+use serde::Deserialize;
 
 use super::queue::Sender;
 use crate::process::proc_path::maps_owner;
@@ -39,6 +40,41 @@ const COALESCE: Duration = Duration::from_millis(2);
 const DENSE: Duration = Duration::from_millis(5);
 /// Wake-ups in a row, each within [`DENSE`] of the last, that make a burst.
 const BURST: u32 = 16;
+
+/// `[fanotify]`: read confirmation.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanotifyConfig {
+    /// Watch /proc with fanotify to confirm reads and see reads no argument names.
+    pub enabled: bool,
+    /// How long an exec alert waits for the read that confirms it, ms.
+    pub confirm_window_ms: u64,
+    /// How long a read waits for its exec event before the file rules see it, ms.
+    pub hold_ms: u64,
+}
+
+impl Default for FanotifyConfig {
+    fn default() -> Self {
+        FanotifyConfig {
+            enabled: true,
+            confirm_window_ms: 250,
+            hold_ms: 100,
+        }
+    }
+}
+
+impl FanotifyConfig {
+    /// The first key whose value cannot be used, and what it must be.
+    pub fn invalid_key(&self) -> Option<(&'static str, &'static str)> {
+        if self.confirm_window_ms == 0 {
+            return Some(("confirm_window_ms", "greater than 0"));
+        }
+        if self.hold_ms == 0 {
+            return Some(("hold_ms", "greater than 0"));
+        }
+        None
+    }
+}
 
 /// A process read a memory map.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -136,3 +136,94 @@ pub enum Backpressure {
     /// kernel's `backlog_wait_time` is left as it is.
     Userspace,
 }
+
+/// `[audit]`: the session with the kernel and how its records are read.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `unicast` (the audit daemon), `multicast` (beside it), or `auto`.
+    pub mode: AuditMode,
+    /// Where records are dropped when mapwatch falls behind: `kernel` or
+    /// `userspace`.
+    pub backpressure: Backpressure,
+    /// Kernel queue of records awaiting delivery (`auditctl -b`).
+    pub backlog_limit: u32,
+    /// SO_RCVBUF of the record socket, bytes.
+    pub receive_buffer: usize,
+    /// Where the pre-start audit status is kept until a clean shutdown.
+    pub state_file: PathBuf,
+    /// Events held waiting for their EOE record, at most.
+    pub max_events_in_flight: usize,
+    /// How long an event without EOE waits before it is flushed, ms.
+    pub event_timeout_ms: u64,
+    /// Record batches queued between the reader and the pipeline.
+    pub queue_batches: usize,
+    /// Under a dense stream of records, read the socket every this many ms
+    /// instead of at every record's wake-up; 0: at every wake-up.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            mode: AuditMode::Auto,
+            backpressure: Backpressure::Kernel,
+            backlog_limit: 8192,
+            receive_buffer: 8 << 20,
+            state_file: PathBuf::from("/run/mapwatch/audit-state.json"),
+            max_events_in_flight: 4096,
+            event_timeout_ms: 500,
+            queue_batches: 1024,
+            poll_interval_ms: 10,
+        }
+    }
+}
+
+/// Beyond this, records would wait in the kernel longer than a detector
+/// should take to see them.
+const MAX_POLL_INTERVAL_MS: u64 = 100;
+
+impl AuditConfig {
+    /// The first key whose value cannot be used, and what it must be.
+    pub fn invalid_key(&self) -> Option<(&'static str, &'static str)> {
+        let checks = [
+            ("backlog_limit", self.backlog_limit > 0, "greater than 0"),
+            (
+                "max_events_in_flight",
+                self.max_events_in_flight > 0,
+                "greater than 0",
+            ),
+            (
+                "event_timeout_ms",
+                self.event_timeout_ms > 0,
+                "greater than 0",
+            ),
+            ("queue_batches", self.queue_batches > 0, "greater than 0"),
+            (
+                "poll_interval_ms",
+                self.poll_interval_ms <= MAX_POLL_INTERVAL_MS,
+                "at most 100",
+            ),
+            (
+                "receive_buffer",
+                self.receive_buffer >= 65536,
+                "at least 65536",
+            ),
+        ];
+        checks
+            .into_iter()
+            .find(|(_, ok, _)| !ok)
+            .map(|(key, _, must_be)| (key, must_be))
+    }
+
+    /// What the audit session needs of these settings.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            mode: self.mode,
+            backpressure: self.backpressure,
+            backlog_limit: self.backlog_limit,
+            receive_buffer: self.receive_buffer,
+            state_file: self.state_file.clone(),
+        }
+    }
+}

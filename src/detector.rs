@@ -1,0 +1,364 @@
+//! The detector: records in, alerts out. The synchronous core that both
+//! drivers run, the live service ([`crate::pipeline`]) and replay
+//! ([`crate::replay`]).
+//!
+//! Contract: [`Detector`] owns all detection state (assembler, process
+//! table, rules, correlator) and does no I/O other than procfs (none at
+//! all for a recorded log's detector). Records go in one at a time or in a
+//! batch, reads of memory maps as fanotify saw them; every alert leaves
+//! through the `emit` callback, in the order it is decided. Malformed
+//! records are counted and logged (sampled), never fatal.
+
+use std::time::{Duration, Instant};
+
+use crate::alert::{self, Alert, AlertInputs, escape_for_terminal};
+use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
+use crate::audit::config_change::removes_our_rule;
+use crate::audit::record::{ParseError, Record};
+use crate::audit::serial::{SerialStats, SerialTracker};
+use crate::config::Config;
+use crate::correlate::{Correlator, CorrelatorStats};
+use crate::maps::maps_args;
+use crate::process::host::{HostInfo, UserNames};
+use crate::process::{EventContext, ProcessTable};
+use crate::rule::RuleSet;
+use crate::rule::live::{ExecFields, ReadFields};
+use crate::source::RecordBatch;
+use crate::source::fanotify::ReadEvent;
+use crate::source::netlink::RULE_KEY;
+
+/// Counters of the detection core.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DetectorStats {
+    pub records: u64,
+    pub malformed_records: u64,
+    pub alerts: u64,
+    pub unresolved_entry_leaders: u64,
+}
+
+/// How long a missing serial may be overtaken before it counts as lost.
+const SERIAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Malformed records logged in full before logging turns to sampling.
+const MALFORMED_LOGGED: u64 = 10;
+const MALFORMED_SAMPLE_EVERY: u64 = 1000;
+
+/// Records in, alerts out.
+pub struct Detector {
+    assembler: Assembler,
+    table: ProcessTable,
+    rules: RuleSet,
+    host: HostInfo,
+    users: UserNames,
+    stats: DetectorStats,
+    events: Vec<ExecEvent>,
+    matched: Vec<usize>,
+    /// Read confirmation; `None` when fanotify is off or unavailable.
+    correlator: Option<Correlator>,
+    due_reads: Vec<ReadEvent>,
+    serials: SerialTracker,
+    log_events: bool,
+    /// While records read on a poll go through: when the socket was read
+    /// before, which is as early as they can have come.
+    polled_since: Option<Instant>,
+    /// A CONFIG_CHANGE record said a rule of ours may have been removed;
+    /// the owner of the audit session checks ([`Detector::take_rules_touched`]).
+    rules_touched: bool,
+}
+
+impl Detector {
+    /// A detector of this machine's events, with procfs behind its table.
+    pub fn new(config: &Config, rules: RuleSet, log_events: bool) -> Self {
+        Detector {
+            assembler: Assembler::new(
+                Duration::from_millis(config.audit.event_timeout_ms),
+                config.audit.max_events_in_flight,
+            ),
+            table: ProcessTable::new(
+                config.process.table_capacity,
+                Duration::from_secs(config.process.gone_grace_secs),
+            ),
+            rules,
+            host: HostInfo::detect(),
+            users: UserNames::default(),
+            stats: DetectorStats::default(),
+            events: Vec::new(),
+            matched: Vec::new(),
+            correlator: None,
+            due_reads: Vec::new(),
+            serials: SerialTracker::new(SERIAL_GRACE),
+            log_events,
+            polled_since: None,
+            rules_touched: false,
+        }
+    }
+
+    /// A detector of a recorded log's events: its process table knows only
+    /// the log's history, never this machine's procfs.
+    pub fn for_recorded_log(config: &Config, rules: RuleSet, log_events: bool) -> Self {
+        Detector {
+            table: ProcessTable::from_history(config.process.table_capacity),
+            ..Self::new(config, rules, log_events)
+        }
+    }
+
+    pub fn serial_stats(&self) -> SerialStats {
+        self.serials.stats()
+    }
+
+    /// Turns on read confirmation (fanotify is running).
+    pub fn confirm_reads(&mut self, window: Duration, hold: Duration) {
+        self.correlator = Some(Correlator::new(window, hold));
+    }
+
+    pub fn correlator_stats(&self) -> Option<CorrelatorStats> {
+        self.correlator.as_ref().map(Correlator::stats)
+    }
+
+    /// When the detector next has something to release on its own.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.correlator.as_ref().and_then(Correlator::next_deadline)
+    }
+
+    /// Reads of memory maps seen by fanotify.
+    pub fn on_reads(&mut self, reads: Vec<ReadEvent>, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let Some(correlator) = self.correlator.as_mut() else {
+            return;
+        };
+        for read in reads {
+            if self.log_events {
+                tracing::debug!(
+                    "read pid={} target={} path={}",
+                    read.pid,
+                    read.target,
+                    escape_for_terminal(&read.path)
+                );
+            }
+            correlator.read(read, now, emit);
+        }
+    }
+
+    pub fn seed_process_table(&mut self) -> std::io::Result<usize> {
+        self.table.seed_from_procfs(Instant::now())
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        self.stats
+    }
+
+    /// Rules reloaded on SIGHUP take effect from the next event.
+    pub fn set_rules(&mut self, rules: RuleSet) {
+        self.rules = rules;
+    }
+
+    pub fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    pub fn assembler_stats(&self) -> AssemblerStats {
+        self.assembler.stats()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.assembler.in_flight()
+    }
+
+    /// One record in netlink form (type from the header).
+    pub fn on_netlink_record(
+        &mut self,
+        record_type: u16,
+        text: &[u8],
+        now: Instant,
+        emit: &mut dyn FnMut(Alert),
+    ) {
+        self.stats.records += 1;
+        match Record::parse_netlink(record_type, text) {
+            Ok(record) => self.on_record(&record, now),
+            Err(e) => self.malformed(record_type, text, e),
+        }
+        self.evaluate_pending(now, emit);
+    }
+
+    /// A batch from a source, in whichever form it has.
+    pub fn on_batch(&mut self, batch: &RecordBatch, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if batch.is_log_lines() {
+            for (_, line) in batch.iter() {
+                self.on_log_line(line, now, emit);
+            }
+        } else {
+            for (record_type, text) in batch.iter() {
+                self.on_netlink_record(record_type, text, now, emit);
+            }
+        }
+    }
+
+    /// One record in log form (`type=NAME msg=audit(...): ...`), raw or
+    /// enriched, as auditd writes it to its log and to its plugins.
+    pub fn on_log_line(&mut self, line: &[u8], now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.stats.records += 1;
+        match Record::parse_log_line(line) {
+            Ok(record) => self.on_record(&record, now),
+            Err(e) => self.malformed(0, line, e),
+        }
+        self.evaluate_pending(now, emit);
+    }
+
+    fn on_record(&mut self, record: &Record<'_>, now: Instant) {
+        // auditd numbers its own DAEMON_* records from a counter of its own.
+        if !record.rtype.is_from_audit_daemon() {
+            self.serials.see(record.id.serial, now);
+        }
+        self.rules_touched |= removes_our_rule(record, RULE_KEY);
+        self.assembler.push(record, now, &mut self.events);
+        for session in self.assembler.take_sessions() {
+            self.table.record_session_start(session, now);
+        }
+    }
+
+    /// Whether a rule of ours may have been removed since the last call.
+    pub fn take_rules_touched(&mut self) -> bool {
+        std::mem::take(&mut self.rules_touched)
+    }
+
+    /// Events whose EOE never came, once their time is up.
+    pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.serials.expire(now);
+        self.assembler.flush_expired(now, &mut self.events);
+        self.evaluate_pending(now, emit);
+        if let Some(correlator) = self.correlator.as_mut() {
+            correlator.tick(now, emit, &mut self.due_reads);
+        }
+        self.evaluate_reads(emit);
+    }
+
+    /// End of input: every event still held is evaluated.
+    pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
+        self.serials.finish();
+        self.assembler.flush_all(&mut self.events);
+        let now = Instant::now();
+        self.evaluate_pending(now, emit);
+        if let Some(correlator) = self.correlator.as_mut() {
+            correlator.flush(emit, &mut self.due_reads);
+        }
+        self.evaluate_reads(emit);
+    }
+
+    /// Reads released by the correlator go to the `file where` rules.
+    fn evaluate_reads(&mut self, emit: &mut dyn FnMut(Alert)) {
+        let Detector {
+            table,
+            rules,
+            host,
+            users,
+            stats,
+            matched,
+            due_reads,
+            ..
+        } = self;
+        for read in due_reads.drain(..) {
+            // Relations as they were when the read happened.
+            let mut ctx = EventContext::for_read(read.pid, table, read.after, read.seen);
+            let mut fields = ReadFields::new(&read, &mut ctx, host, users);
+            matched.clear();
+            rules.evaluate(&mut fields, &mut |index| matched.push(index));
+            for &index in matched.iter() {
+                let inputs = AlertInputs {
+                    rule: &rules.rules[index].meta,
+                    host,
+                };
+                stats.alerts += 1;
+                emit(alert::build_read(&mut fields, &inputs));
+            }
+        }
+    }
+
+    pub fn prune(&mut self, now: Instant) {
+        self.table.prune(now);
+    }
+
+    fn malformed(&mut self, record_type: u16, text: &[u8], error: ParseError) {
+        self.stats.malformed_records += 1;
+        let n = self.stats.malformed_records;
+        if n <= MALFORMED_LOGGED || n.is_multiple_of(MALFORMED_SAMPLE_EVERY) {
+            let preview = &text[..text.len().min(200)];
+            tracing::warn!(
+                "malformed audit record #{n} (type {record_type}): {error}: {}",
+                escape_for_terminal(preview)
+            );
+        }
+    }
+
+    fn evaluate_pending(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            self.evaluate(event, now, emit);
+        }
+        self.events = events;
+    }
+
+    /// The records that follow, until the next call, were read on a poll of
+    /// the socket and came after `since` (`None`: as they came).
+    pub fn records_polled_since(&mut self, since: Option<Instant>) {
+        self.polled_since = since;
+    }
+
+    fn evaluate(&mut self, event: ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.table.record_exec(&event, now);
+        if let Some(since) = self.polled_since {
+            self.table.exec_came_after(event.pid, since);
+        }
+        self.match_exec(&event, now, emit);
+        self.table.keep_exec_details(event);
+    }
+
+    fn match_exec(&mut self, event: &ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if self.log_events {
+            tracing::debug!(
+                "exec pid={} ppid={} name={} argv={}",
+                event.pid,
+                event.ppid,
+                escape_for_terminal(event.name()),
+                escape_for_terminal(&event.argv.iter().collect::<Vec<_>>().join(&b' '))
+            );
+        }
+        let Detector {
+            table,
+            rules,
+            host,
+            users,
+            stats,
+            matched,
+            correlator,
+            ..
+        } = self;
+        let mut ctx = EventContext::for_exec(event.pid, event.ppid, table, now);
+        matched.clear();
+        rules.evaluate(
+            &mut ExecFields::new(event, &mut ctx, host, users),
+            &mut |index| matched.push(index),
+        );
+        if ctx.entry_leader_unresolved() {
+            stats.unresolved_entry_leaders += 1;
+        }
+        if matched.is_empty() {
+            return;
+        }
+        let maps = maps_args(event);
+        let targets: Vec<u32> = maps.iter().filter_map(|m| m.target).collect();
+        for &index in matched.iter() {
+            let inputs = AlertInputs {
+                rule: &rules.rules[index].meta,
+                host,
+            };
+            let alert = alert::build(event, maps.first(), &mut ctx, &inputs, users);
+            stats.alerts += 1;
+            match correlator.as_mut() {
+                // An alert about maps files waits for proof of the read.
+                Some(correlator) if !maps.is_empty() => {
+                    correlator.exec_alert(alert, event.pid, targets.clone(), now, emit)
+                }
+                _ => emit(alert),
+            }
+        }
+    }
+}

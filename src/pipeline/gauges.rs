@@ -1,0 +1,146 @@
+//! The counters kept beside the detector's (sources, fanotify, sinks, the
+//! kernel's `lost`): the stats line, `mapwatch.stats` documents, and the
+//! loss counters the health check watches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::outlet::Outlet;
+use crate::detector::Detector;
+use crate::source::SourceStats;
+use crate::source::fanotify::WatchStats;
+use crate::source::netlink::AuditSession;
+
+/// The counters kept outside the detector, and the kernel's `lost` as last
+/// read: what the stats line and the health check report beside the
+/// detector's own.
+pub(super) struct Gauges {
+    source: Arc<SourceStats>,
+    watch: Arc<WatchStats>,
+    /// The kernel's `lost` counter since start.
+    kernel_lost: u32,
+}
+
+impl Gauges {
+    pub(super) fn new(source: Arc<SourceStats>, watch: Arc<WatchStats>) -> Self {
+        Gauges {
+            source,
+            watch,
+            kernel_lost: 0,
+        }
+    }
+
+    pub(super) fn poll_kernel_lost(&mut self, session: &mut AuditSession) {
+        self.kernel_lost = poll_kernel_lost(session, self.kernel_lost);
+    }
+
+    /// A health document if a loss counter grew.
+    pub(super) fn report_losses(&self, detector: &Detector, outlet: &mut Outlet) {
+        let losses = loss_counters(detector, self, outlet);
+        outlet.report_losses(&losses, detector.host());
+    }
+
+    /// The stats line, and a `mapwatch.stats` document.
+    /// The stats line on stderr, and a `mapwatch.stats` document for the
+    /// JSON file (not the console, whose stdout carries alerts only).
+    pub(super) fn report_stats(&self, detector: &Detector, outlet: &mut Outlet) {
+        let counters = stats_counters(detector, self, outlet);
+        let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tracing::info!("stats: {}", line.join(" "));
+        let stats: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+            .collect();
+        outlet.stats(serde_json::json!({
+            "@timestamp": crate::alert::now_rfc3339(),
+            "ecs": {"version": "8.11.0"},
+            "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
+            "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
+            "mapwatch": {"stats": stats},
+        }));
+    }
+}
+
+/// The kernel's `lost` counter since start (the health check reports growth).
+fn poll_kernel_lost(session: &mut AuditSession, last: u32) -> u32 {
+    match session.kernel_status() {
+        Ok(status) => status.lost.wrapping_sub(session.lost_at_start),
+        Err(e) => {
+            tracing::warn!("reading the kernel audit status: {e}");
+            last
+        }
+    }
+}
+
+/// The counters that grow only when events were lost on their way.
+fn loss_counters(
+    detector: &Detector,
+    gauges: &Gauges,
+    outlet: &Outlet,
+) -> [(&'static str, u64); 10] {
+    let (source, watch) = (&gauges.source, &gauges.watch);
+    [
+        ("kernel_lost", u64::from(gauges.kernel_lost)),
+        ("serial_gaps", detector.serial_stats().gaps),
+        ("enobufs", source.enobufs.load(Ordering::Relaxed)),
+        (
+            "queue_dropped_records",
+            source.dropped_records.load(Ordering::Relaxed),
+        ),
+        (
+            "fanotify_overflows",
+            watch.overflows.load(Ordering::Relaxed),
+        ),
+        (
+            "read_batches_dropped",
+            watch.dropped.load(Ordering::Relaxed),
+        ),
+        ("events_evicted", detector.assembler_stats().evicted),
+        ("alerts_dropped", outlet.dropped),
+        (
+            "alert_file_failures",
+            outlet.sink_stats.file_lost.load(Ordering::Relaxed),
+        ),
+        (
+            "syslog_dropped",
+            outlet.sink_stats.syslog_dropped.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
+/// Every counter, in the order the stats line gives them: what was seen,
+/// then what was lost.
+fn stats_counters(
+    detector: &Detector,
+    gauges: &Gauges,
+    outlet: &Outlet,
+) -> Vec<(&'static str, u64)> {
+    let watch = &gauges.watch;
+    let d = detector.stats();
+    let a = detector.assembler_stats();
+    let c = detector.correlator_stats().unwrap_or_default();
+    let mut counters = vec![
+        ("records", d.records),
+        (
+            "record_batches",
+            gauges.source.batches.load(Ordering::Relaxed),
+        ),
+        ("socket_polls", gauges.source.polls.load(Ordering::Relaxed)),
+        ("malformed_records", d.malformed_records),
+        ("exec_events", a.exec_events),
+        ("failed_execs", a.failed_execs),
+        ("events_without_eoe", a.flushed_without_eoe),
+        ("alerts", d.alerts),
+        ("alerts_suppressed", outlet.limiter.suppressed_total),
+        ("unresolved_entry_leaders", d.unresolved_entry_leaders),
+        ("proc_events", watch.events.load(Ordering::Relaxed)),
+        ("maps_reads", watch.maps_events.load(Ordering::Relaxed)),
+        ("unresolved_reads", watch.unresolved.load(Ordering::Relaxed)),
+        ("confirmed", c.confirmed),
+        ("unconfirmed", c.unconfirmed),
+        ("file_events", c.file_events),
+        ("events_in_flight", detector.in_flight() as u64),
+    ];
+    counters.extend(loss_counters(detector, gauges, outlet));
+    counters
+}

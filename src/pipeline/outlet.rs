@@ -1,0 +1,103 @@
+//! Where alerts leave the loop: the rate limiter, then the bounded channel
+//! to the sink thread (a full channel drops and counts, never blocks).
+
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
+
+use crate::alert::Alert;
+use crate::alert::health::LossWatch;
+use crate::alert::limit::Limiter;
+use crate::process::host::HostInfo;
+use crate::sink::{SinkMessage, SinkStats, Sinks};
+
+/// Where alerts leave the pipeline: the rate limiter, then the sink channel.
+pub(super) struct Outlet {
+    tx: Option<SyncSender<SinkMessage>>,
+    pub(super) dropped: u64,
+    pub(super) limiter: Limiter,
+    pub(super) sink_stats: Arc<SinkStats>,
+    losses: LossWatch,
+}
+
+impl Outlet {
+    pub(super) fn new(
+        tx: SyncSender<SinkMessage>,
+        limiter: Limiter,
+        sink_stats: Arc<SinkStats>,
+    ) -> Self {
+        Outlet {
+            tx: Some(tx),
+            dropped: 0,
+            limiter,
+            sink_stats,
+            losses: LossWatch::default(),
+        }
+    }
+
+    pub(super) fn emit(&mut self, alert: Alert) {
+        if self.limiter.admit(&alert, Instant::now()) {
+            self.send(alert);
+        }
+    }
+
+    fn send(&mut self, alert: Alert) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(SinkMessage::Alert(alert)).is_err()
+        {
+            self.dropped += 1;
+        }
+    }
+
+    /// A `mapwatch.health` report (and a warning) when a loss counter grew
+    /// since the last report.
+    pub(super) fn report_losses(&mut self, losses: &[(&'static str, u64)], host: &HostInfo) {
+        let Some(health) = self.losses.check(losses, host) else {
+            return;
+        };
+        tracing::warn!(
+            "{}",
+            health.document["message"].as_str().unwrap_or_default()
+        );
+        if let Some(tx) = &self.tx
+            && tx.try_send(SinkMessage::Health(health)).is_err()
+        {
+            self.dropped += 1;
+        }
+    }
+
+    /// A stats document, for the file sink only.
+    pub(super) fn stats(&mut self, document: serde_json::Value) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(SinkMessage::Stats(document));
+        }
+    }
+
+    /// Reloaded sinks take over; queued alerts go to them. Waits for room:
+    /// a reload must not be lost.
+    pub(super) fn replace_sinks(&mut self, sinks: Sinks) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SinkMessage::Replace(Box::new(sinks)));
+        }
+    }
+
+    /// Summaries of rate-limit windows that ended.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let mut summaries = Vec::new();
+        self.limiter.expire(now, &mut summaries);
+        for summary in summaries {
+            self.send(summary);
+        }
+    }
+
+    /// Shutdown: pending summaries leave, then the channel closes (which
+    /// ends the sink thread).
+    pub(super) fn close(&mut self) {
+        let mut summaries = Vec::new();
+        self.limiter.flush(&mut summaries);
+        for summary in summaries {
+            self.send(summary);
+        }
+        self.tx = None;
+    }
+}
