@@ -9,7 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Alert, HostInfo, now_rfc3339};
+use super::{Alert, ecs_document, now_rfc3339};
+use crate::process::host::HostInfo;
 
 /// Counters that only grow when something was lost, last reported values.
 #[derive(Default)]
@@ -41,22 +42,22 @@ impl LossWatch {
             .collect();
         let what: Vec<String> = lost.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let message = format!("mapwatch lost events: {}", what.join(" "));
-        let document = json!({
-            "@timestamp": now_rfc3339(),
-            "ecs": {"version": "8.11.0"},
-            "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
-            "host": {"name": host.name, "hostname": host.name},
-            "event": {
-                "kind": "alert",
-                "category": ["host"],
-                "type": ["info"],
-                "module": "mapwatch",
-                "dataset": "mapwatch.health",
-                "severity": 47,
-            },
-            "message": message,
-            "mapwatch": {"health": {"lost": lost, "totals": totals}},
-        });
+        let document = ecs_document(
+            now_rfc3339(),
+            json!({
+                "host": {"name": host.name, "hostname": host.name},
+                "event": {
+                    "kind": "alert",
+                    "category": ["host"],
+                    "type": ["info"],
+                    "module": "mapwatch",
+                    "dataset": "mapwatch.health",
+                    "severity": 47,
+                },
+                "message": message,
+                "mapwatch": {"health": {"lost": lost, "totals": totals}},
+            }),
+        );
         let summary = format!(
             "{} health  {message}",
             document["@timestamp"].as_str().unwrap_or_default()

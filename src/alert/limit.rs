@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::Alert;
+use super::{Alert, ecs_document};
 use crate::rule::RuleSet;
 
 #[derive(Clone, Copy, Debug)]
@@ -145,28 +145,28 @@ impl Limiter {
             limit.max,
             limit.interval.as_secs()
         );
-        let document = json!({
-            "@timestamp": window.last_suppressed.clone().unwrap_or(Value::Null),
-            "ecs": {"version": "8.11.0"},
-            "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
-            "event": {
-                "kind": "alert",
-                "type": ["info"],
-                "action": "alerts-suppressed",
-                "module": "mapwatch",
-                "dataset": "mapwatch.alert",
-                "reason": reason,
-            },
-            "rule": window.rule,
-            "threat": window.threat,
-            "mapwatch": {"suppressed": {
-                "count": window.suppressed,
-                "first": window.first_suppressed,
-                "last": window.last_suppressed,
-                "max_signals": limit.max,
-                "interval_seconds": limit.interval.as_secs(),
-            }},
-        });
+        let document = ecs_document(
+            window.last_suppressed.clone().unwrap_or(Value::Null),
+            json!({
+                "event": {
+                    "kind": "alert",
+                    "type": ["info"],
+                    "action": "alerts-suppressed",
+                    "module": "mapwatch",
+                    "dataset": "mapwatch.alert",
+                    "reason": reason,
+                },
+                "rule": window.rule,
+                "threat": window.threat,
+                "mapwatch": {"suppressed": {
+                    "count": window.suppressed,
+                    "first": window.first_suppressed,
+                    "last": window.last_suppressed,
+                    "max_signals": limit.max,
+                    "interval_seconds": limit.interval.as_secs(),
+                }},
+            }),
+        );
         let summary = format!("suppressed: {reason}");
         Some(Alert { document, summary })
     }

@@ -26,6 +26,23 @@ use crate::process::live::LiveProcess;
 use crate::rule::RuleMeta;
 use crate::rule::live::ReadFields;
 
+/// The ECS version of every document's fields.
+const ECS_VERSION: &str = "8.11.0";
+
+/// `body` (a JSON object) as a document of mapwatch's: its time, the ECS
+/// version and the agent that wrote it, then its own fields.
+pub fn ecs_document(timestamp: impl Into<Value>, mut body: Value) -> Value {
+    if let Value::Object(fields) = &mut body {
+        fields.insert("@timestamp".into(), timestamp.into());
+        fields.insert("ecs".into(), json!({"version": ECS_VERSION}));
+        fields.insert(
+            "agent".into(),
+            json!({"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")}),
+        );
+    }
+    body
+}
+
 /// One alert, ready for the sinks.
 #[derive(Clone, Debug)]
 pub struct Alert {
@@ -220,36 +237,36 @@ fn document(
             json!({"severity": rule.severity, "tags": rule.tags})
         },
     );
-    let mut document = json!({
-        "@timestamp": action.timestamp,
-        "ecs": {"version": "8.11.0"},
-        "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
-        "event": {
-            "kind": "alert",
-            "category": [action.category],
-            "type": [action.kind],
-            "action": action.name,
-            "module": "mapwatch",
-            "dataset": "mapwatch.alert",
-            "severity": severity_number(&rule.severity),
-            "risk_score": rule.risk_score,
-            "reason": action.reason,
-        },
-        "rule": {
-            "id": rule.rule_id,
-            "uuid": rule.rule_id,
-            "name": rule.name,
-            "description": rule.description,
-            "version": rule.version.to_string(),
-            "author": rule.author,
-            "license": rule.license,
-            "ruleset": rule.ruleset,
-        },
-        "threat": threat_object(rule),
-        "host": {"name": inputs.host.name, "hostname": inputs.host.name, "os": {"type": "linux", "kernel": inputs.host.kernel}},
-        "process": Value::Object(process),
-        "mapwatch": Value::Object(mapwatch),
-    });
+    let mut document = ecs_document(
+        action.timestamp.as_str(),
+        json!({
+            "event": {
+                "kind": "alert",
+                "category": [action.category],
+                "type": [action.kind],
+                "action": action.name,
+                "module": "mapwatch",
+                "dataset": "mapwatch.alert",
+                "severity": severity_number(&rule.severity),
+                "risk_score": rule.risk_score,
+                "reason": action.reason,
+            },
+            "rule": {
+                "id": rule.rule_id,
+                "uuid": rule.rule_id,
+                "name": rule.name,
+                "description": rule.description,
+                "version": rule.version.to_string(),
+                "author": rule.author,
+                "license": rule.license,
+                "ruleset": rule.ruleset,
+            },
+            "threat": threat_object(rule),
+            "host": {"name": inputs.host.name, "hostname": inputs.host.name, "os": {"type": "linux", "kernel": inputs.host.kernel}},
+            "process": Value::Object(process),
+            "mapwatch": Value::Object(mapwatch),
+        }),
+    );
     if !rule.references.is_empty() {
         document["rule"]["reference"] = json!(rule.references);
     }

@@ -51,13 +51,13 @@ impl Gauges {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
             .collect();
-        outlet.stats(serde_json::json!({
-            "@timestamp": crate::alert::now_rfc3339(),
-            "ecs": {"version": "8.11.0"},
-            "agent": {"type": "mapwatch", "name": "mapwatch", "version": env!("CARGO_PKG_VERSION")},
-            "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
-            "mapwatch": {"stats": stats},
-        }));
+        outlet.stats(crate::alert::ecs_document(
+            crate::alert::now_rfc3339(),
+            serde_json::json!({
+                "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
+                "mapwatch": {"stats": stats},
+            }),
+        ));
     }
 }
 
