@@ -50,14 +50,21 @@ fn read_input(name: &str) -> String {
     })
 }
 
+/// The defaults, without this machine's rule directories.
+fn config() -> Config {
+    let mut config = Config::default();
+    config.rules.directories.clear();
+    config
+}
+
 fn shipped_rules() -> RuleSet {
-    Config::default().load_rules().expect("shipped rules load")
+    config().load_rules().expect("shipped rules load")
 }
 
 /// The documents and summary of `mapwatch replay FILE --format json`.
 fn replay_file(name: &str) -> (Vec<Value>, String) {
     let options = ReplayOptions {
-        config: Config::default(),
+        config: config(),
         rules: shipped_rules(),
         paths: vec![input(name)],
         format: OutputFormat::Json,
@@ -103,7 +110,9 @@ fn recorded_reads() -> Vec<(u32, String)> {
     read_input("reads.txt")
         .lines()
         .map(|line| {
-            let (pid, path) = line.split_once(' ').expect("reads.txt: `PID PATH` per line");
+            let (pid, path) = line
+                .split_once(' ')
+                .expect("reads.txt: `PID PATH` per line");
             (pid.parse().expect("reads.txt: a pid"), path.to_owned())
         })
         .collect()
@@ -117,10 +126,12 @@ fn detect_with_reads() -> Vec<Value> {
     let log = read_input("audit.log");
     let reads = recorded_reads();
     let pids = reads.iter().map(|(pid, _)| *pid);
-    let targets = reads.iter().filter_map(|(pid, path)| maps_owner(path.as_bytes(), *pid));
+    let targets = reads
+        .iter()
+        .filter_map(|(pid, path)| maps_owner(path.as_bytes(), *pid));
     require_not_running(pids.chain(targets));
 
-    let config = Config::default();
+    let config = config();
     let mut detector = Detector::for_recorded_log(&config, shipped_rules(), false);
     detector.confirm_reads(
         Duration::from_millis(config.fanotify.confirm_window_ms),
@@ -144,8 +155,9 @@ fn detect_with_reads() -> Vec<Value> {
             next_tick += Duration::from_millis(100);
         }
         detector.on_log_line(line.as_bytes(), now, &mut emit);
-        // The EOE of its exec has come: the reader's read follows.
-        if line.starts_with("type=EOE")
+        // The last record of its exec (auditd drops EOE from its log): the
+        // reader's read follows.
+        if line.starts_with("type=PROCTITLE")
             && let Some(&(reader, _)) = pending_reads.peek()
             && exec_seen(&log, reader, line)
         {
@@ -175,10 +187,15 @@ fn detect_with_reads() -> Vec<Value> {
     out
 }
 
-/// Whether the event that `eoe` ends is the exec of `pid`.
-fn exec_seen(log: &str, pid: u32, eoe: &str) -> bool {
-    let serial = |line: &str| line.split_once("):").map(|(head, _)| head.to_owned());
-    let Some(event) = serial(eoe) else {
+/// Whether the event that `last` ends is the exec of `pid`.
+fn exec_seen(log: &str, pid: u32, last: &str) -> bool {
+    // `audit(SECONDS.MILLIS:SERIAL)`: the event a record belongs to.
+    let serial = |line: &str| {
+        let start = line.find("audit(")?;
+        let end = start + line[start..].find(')')?;
+        Some(line[start..end].to_owned())
+    };
+    let Some(event) = serial(last) else {
         return false;
     };
     log.lines()

@@ -96,9 +96,9 @@ setsid bash --norc -c '
     (cd /proc/$victim && exec cat maps > /dev/null) & read_by /proc/$victim/maps
     cat < /proc/$victim/maps > /dev/null & read_by /proc/$victim/maps
     head -c1 /proc/$victim/maps > /dev/null & read_by /proc/$victim/maps
-    python3 -c "open(\"/proc/$victim/maps\").read()" & read_by /proc/$victim/maps
+    /usr/bin/python3 -c "open(\"/proc/$victim/maps\").read()" & read_by /proc/$victim/maps
     cat /PROC/$victim/MAPS 2> /dev/null & wait $!
-    cat "$(printf "/proc/%s/maps\n\377" $victim)" 2> /dev/null & wait $!
+    cat "$(printf "/proc/%s\n\377/maps" $victim)" 2> /dev/null & wait $!
     cat /etc/hostname > /dev/null & wait $!
     kill $victim
 ' golden "$dir/reads.txt"
