@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
+# shellcheck source=bench/auditd-conf.sh
+source "$root/bench/auditd-conf.sh"
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (audit and fanotify)" >&2; exit 1; }
 for pkg in auditd laurel gcc python3 procps time; do
     dpkg -s "$pkg" > /dev/null 2>&1 || need="${need:-} $pkg"
@@ -90,31 +92,7 @@ start_mapwatch() {
 start_auditd() {
     local format=$1 plugin=${2:-} dir=$work/auditd-$1-${2:-plain}
     mkdir -p "$dir/plugins.d"
-    cat > "$dir/auditd.conf" << CONF
-local_events = yes
-write_logs = yes
-log_file = $dir/audit.log
-log_group = root
-log_format = $format
-flush = INCREMENTAL_ASYNC
-freq = 50
-max_log_file = 2048
-num_logs = 2
-max_log_file_action = ROTATE
-priority_boost = 4
-name_format = NONE
-space_left = 75
-space_left_action = IGNORE
-admin_space_left = 50
-admin_space_left_action = IGNORE
-disk_full_action = IGNORE
-disk_error_action = IGNORE
-q_depth = 8000
-overflow_action = SYSLOG
-max_restarts = 10
-plugin_dir = $dir/plugins.d
-end_of_event_timeout = 2
-CONF
+    auditd_conf "$dir" "$format" > "$dir/auditd.conf"
     chmod 600 "$dir/auditd.conf"
     if [ "$plugin" = laurel ]; then
         mkdir -p "$dir/laurel"

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::correlate::{Correlator, CorrelatorStats};
 use crate::maps::maps_args;
 use crate::process::host::{HostInfo, UserNames};
+use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
@@ -153,6 +154,10 @@ impl Detector {
 
     pub fn host(&self) -> &HostInfo {
         &self.host
+    }
+
+    pub fn table_stats(&self) -> TableStats {
+        self.table.stats()
     }
 
     pub fn assembler_stats(&self) -> AssemblerStats {

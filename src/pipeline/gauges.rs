@@ -119,6 +119,7 @@ fn stats_counters(
     let d = detector.stats();
     let a = detector.assembler_stats();
     let c = detector.correlator_stats().unwrap_or_default();
+    let t = detector.table_stats();
     let mut counters = vec![
         ("records", d.records),
         (
@@ -140,6 +141,9 @@ fn stats_counters(
         ("unconfirmed", c.unconfirmed),
         ("file_events", c.file_events),
         ("events_in_flight", detector.in_flight() as u64),
+        ("processes", t.entries as u64),
+        ("pids_reused", t.pid_reuse),
+        ("processes_pruned", t.pruned),
     ];
     counters.extend(loss_counters(detector, gauges, outlet));
     counters

@@ -101,9 +101,9 @@ impl Process {
 }
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+/// What the table holds and has done, for the stats line.
 pub struct TableStats {
     pub entries: usize,
-    pub seeded: usize,
     pub pid_reuse: u64,
     pub pruned: u64,
 }
@@ -170,7 +170,6 @@ impl ProcessTable {
                 seeded += 1;
             }
         }
-        self.stats.seeded = seeded;
         Ok(seeded)
     }
 

@@ -11,6 +11,8 @@
 #   bash tests/golden/record.sh        # writes tests/golden/inputs/
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/auditd-conf.sh
+source "$here/../../bench/auditd-conf.sh"
 out=$here/inputs
 dir=$(mktemp -d)
 key=mapwatch-golden
@@ -39,37 +41,7 @@ type = always
 args = $dir/feed.log
 format = string
 CONF
-cat > "$dir/auditd.conf" <<CONF
-local_events = yes
-write_logs = yes
-log_file = $dir/audit.log
-log_group = root
-log_format = RAW
-flush = INCREMENTAL_ASYNC
-freq = 20
-max_log_file = 50
-num_logs = 2
-priority_boost = 0
-name_format = NONE
-max_log_file_action = ROTATE
-space_left = 75
-space_left_action = IGNORE
-admin_space_left = 50
-admin_space_left_action = IGNORE
-disk_full_action = IGNORE
-disk_error_action = IGNORE
-use_libwrap = no
-tcp_listen_queue = 5
-tcp_max_per_addr = 1
-tcp_client_max_idle = 0
-transport = TCP
-distribute_network = no
-q_depth = 2000
-overflow_action = SYSLOG
-max_restarts = 10
-plugin_dir = $dir/plugins.d
-end_of_event_timeout = 2
-CONF
+auditd_conf "$dir" RAW > "$dir/auditd.conf"
 chmod 600 "$dir/auditd.conf" "$dir/plugins.d/feed.conf"
 auditd -n -c "$dir" >/dev/null 2>"$dir/auditd.stderr" &
 auditd_pid=$!

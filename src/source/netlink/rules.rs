@@ -106,21 +106,20 @@ pub(super) fn self_excluded_pid(rule: &RuleMessage) -> Option<u32> {
 /// `-a never,exit -F pid=OURS -k mapwatch`, first in the list: our own
 /// activity must never feed back into our input.
 fn self_exclusion_rule(pid: u32) -> RuleMessage {
-    let mut rule = exit_rule(RuleAction::Never, true);
-    rule.syscalls = RuleSyscalls::new_maxed();
-    rule.fields
-        .push((RuleField::Pid(pid), RuleFieldFlags::Equal));
-    rule.fields
-        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
-    rule
+    never_for_pid(AUDIT_FILTER_EXIT | AUDIT_FILTER_PREPEND, pid)
 }
 
 /// `-a never,task -F pid=OURS -k mapwatch`: threads we create afterwards
 /// get no audit context at all, so our own syscalls (a read confirmation
 /// costs three per event) skip the audit entry and exit paths.
 fn unaudited_threads_rule(pid: u32) -> RuleMessage {
+    never_for_pid(AUDIT_FILTER_TASK, pid)
+}
+
+/// `-a never,LIST -F pid=PID -k mapwatch`, every syscall.
+fn never_for_pid(list: u32, pid: u32) -> RuleMessage {
     let mut rule = RuleMessage::new();
-    rule.flags = RuleFlags::from(AUDIT_FILTER_TASK);
+    rule.flags = RuleFlags::from(list);
     rule.action = RuleAction::Never;
     rule.syscalls = RuleSyscalls::new_maxed();
     rule.fields

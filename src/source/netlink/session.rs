@@ -138,22 +138,13 @@ impl AuditSession {
         let saved = original_status(&options.state_file, &status, me)?;
         write_state_file(&options.state_file, &saved)?;
 
-        let mut session = AuditSession {
+        let mut session = Self::begin(
             control,
             saved,
-            state_file: options.state_file.clone(),
-            active: true,
-            registered: false,
-            beside_daemon: None,
-            stale_rules_removed: 0,
-            rules_installed: 0,
-            excludes_record_types: false,
-            lost_at_start: status.lost,
-        };
-        session.stale_rules_removed = session
-            .control
-            .delete_our_rules()
-            .map_err(kernel("deleting stale mapwatch rules"))?;
+            options.state_file.clone(),
+            None,
+            status.lost,
+        )?;
 
         let mut enable = StatusMessage::new();
         enable.mask = AUDIT_STATUS_ENABLED | AUDIT_STATUS_BACKLOG_LIMIT;
@@ -222,22 +213,35 @@ impl AuditSession {
                 "audit is disabled (enabled=0): nothing arrives until the audit daemon enables it"
             );
         }
+        let saved = SavedStatus {
+            saved_by: std::process::id(),
+            enabled: status.enabled,
+            backlog_limit: status.backlog_limit,
+            backlog_wait_time: None,
+        };
+        let beside = Some(daemon.unwrap_or(0));
+        Self::begin(control, saved, PathBuf::new(), beside, status.lost)
+    }
+
+    /// A session on `control`, with the stale rules of ours deleted.
+    fn begin(
+        control: AuditSocket,
+        saved: SavedStatus,
+        state_file: PathBuf,
+        beside_daemon: Option<u32>,
+        lost_at_start: u32,
+    ) -> Result<AuditSession, AuditError> {
         let mut session = AuditSession {
             control,
-            saved: SavedStatus {
-                saved_by: std::process::id(),
-                enabled: status.enabled,
-                backlog_limit: status.backlog_limit,
-                backlog_wait_time: None,
-            },
-            state_file: PathBuf::new(),
+            saved,
+            state_file,
             active: true,
             registered: false,
-            beside_daemon: Some(daemon.unwrap_or(0)),
+            beside_daemon,
             stale_rules_removed: 0,
             rules_installed: 0,
             excludes_record_types: false,
-            lost_at_start: status.lost,
+            lost_at_start,
         };
         session.stale_rules_removed = session
             .control
