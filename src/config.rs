@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -45,6 +46,13 @@ pub struct Config {
 pub struct LogConfig {
     /// Seconds between stats lines on stderr; 0 turns them off.
     pub stats_interval_secs: u64,
+}
+
+impl LogConfig {
+    /// Zero: no stats line.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval_secs)
+    }
 }
 
 impl Default for LogConfig {

@@ -12,12 +12,13 @@ mod inline_socket;
 mod outlet;
 mod readers;
 mod reload;
+mod schedule;
 mod signals;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -34,6 +35,7 @@ use crate::source::queue::Drained;
 use gauges::Gauges;
 use outlet::Outlet;
 use readers::{Readers, Records, open_proc_watch};
+use schedule::Schedule;
 use signals::{Request, notify_systemd, service_signals};
 
 /// Where live records come from.
@@ -80,10 +82,6 @@ impl From<std::io::Error> for RunError {
     }
 }
 
-const TICK: Duration = Duration::from_millis(100);
-const PRUNE_EVERY: Duration = Duration::from_secs(5);
-/// How often the kernel's `lost` counter is read and losses are reported.
-const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const ALERT_QUEUE: usize = 4096;
 /// Records read in one go, about, before the loop looks at its other sources.
 const MAX_BATCH: usize = 256;
@@ -177,10 +175,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     let early = std::mem::take(&mut readers.early);
     detector.on_batch(&early, Instant::now(), &mut |a| outlet.emit(a));
     let mut gauges = Gauges::new(readers.source_stats.clone(), readers.watch_stats.clone());
-    let mut next_tick = Instant::now() + TICK;
-    let mut last_prune = Instant::now();
-    let mut last_poll = Instant::now();
-    let mut last_stats = Instant::now();
+    let mut schedule = Schedule::new(Instant::now(), config.log.stats_interval());
     let mut ready = [EpollEvent::empty(); 4];
     let stop_signal = 'serve: loop {
         // The correlator's next deadline, the next poll of the socket or the
@@ -192,7 +187,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         let wake_at = [detector.next_deadline(), next_poll]
             .into_iter()
             .flatten()
-            .fold(next_tick, Instant::min);
+            .fold(schedule.next_tick(), Instant::min);
         let count = match poller.wait(&mut ready, timeout_until(wake_at)) {
             Ok(count) => count,
             Err(Errno::EINTR) => 0,
@@ -243,12 +238,15 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                             Some(Request::Stats) => gauges.report_stats(&detector, &mut outlet),
                             Some(Request::Stop(signal)) => break 'serve signal,
                             Some(Request::Reload) if options.foreground => break 'serve "SIGHUP",
-                            Some(Request::Reload) => reload::reload_in_place(
-                                &mut config,
-                                &options,
-                                &mut detector,
-                                &mut outlet,
-                            ),
+                            Some(Request::Reload) => {
+                                reload::reload_in_place(
+                                    &mut config,
+                                    &options,
+                                    &mut detector,
+                                    &mut outlet,
+                                );
+                                schedule.set_stats_every(config.log.stats_interval());
+                            }
                             None => {}
                         }
                     }
@@ -266,27 +264,21 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             reinstall_removed_rules(&mut session);
         }
         let now = Instant::now();
-        let tick = now >= next_tick;
-        if tick || detector.next_deadline().is_some_and(|d| d <= now) {
+        let due = schedule.tick(now);
+        if due.is_some() || detector.next_deadline().is_some_and(|d| d <= now) {
             detector.on_tick(now, &mut |a| outlet.emit(a));
         }
-        if tick {
-            next_tick = now + TICK;
-            outlet.expire(now);
-            if now.duration_since(last_prune) >= PRUNE_EVERY {
-                detector.prune(now);
-                last_prune = now;
-            }
-            if now.duration_since(last_poll) >= HEALTH_EVERY {
-                gauges.poll_kernel_lost(&mut session);
-                gauges.report_losses(&detector, &mut outlet);
-                last_poll = now;
-            }
-            let stats_every = Duration::from_secs(config.log.stats_interval_secs);
-            if !stats_every.is_zero() && now.duration_since(last_stats) >= stats_every {
-                gauges.report_stats(&detector, &mut outlet);
-                last_stats = now;
-            }
+        let Some(due) = due else { continue };
+        outlet.expire(now);
+        if due.prune {
+            detector.prune(now);
+        }
+        if due.health {
+            gauges.poll_kernel_lost(&mut session);
+            gauges.report_losses(&detector, &mut outlet);
+        }
+        if due.stats {
+            gauges.report_stats(&detector, &mut outlet);
         }
     };
     // Losses up to the end, before the counter is no longer ours to read.
