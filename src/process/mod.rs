@@ -1,5 +1,7 @@
 //! Processes behind events: the process table, procfs reads, and the session
-//! and entry leaders an event's rule and alert need.
+//! and entry leaders an event's rule and alert need. This is the one seam
+//! to other processes' procfs (`stat`, `live`) and to the grammar of its
+//! paths (`proc_path`): the rest of mapwatch asks here.
 //!
 //! Contract: [`EventContext`] resolves each relation at most once per event,
 //! and only when a rule or an alert asks for it, so events that fail a rule's

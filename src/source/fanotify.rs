@@ -1,12 +1,13 @@
-//! fanotify on /proc: who opens and reads which `/proc/<pid>/maps`.
+//! fanotify on /proc: who reads which `/proc/<pid>/maps`.
 //!
 //! Contract: one filesystem mark on the host's procfs, notification class,
 //! `FAN_ACCESS` (a read is what confirms; see ARCHITECTURE.md), read by a
 //! thread of its own. Each event's reader pid
 //! is checked first (our own reads of /proc are dropped without a syscall);
 //! then the event's fd is resolved to its path into a stack buffer and
-//! closed, and only paths of the form `/proc/<pid>/.../maps` leave as
-//! [`ReadEvent`]s, in batches, through a bounded channel (a full channel
+//! closed, and only paths that name a maps file
+//! ([`crate::process::proc_path`]) leave as [`ReadEvent`]s, with the pid
+//! whose map it is, in batches, through a bounded channel (a full channel
 //! drops and counts). An event whose file's process has already exited
 //! cannot be resolved (ESRCH, reported as a negative fd by kernels with
 //! `FAN_REPORT_FD_ERROR`, 6.13+): it is counted and reading goes on; so is

@@ -1,5 +1,5 @@
 //! Sources: where audit records and reads come from. Records stay raw text
-//! until the pipeline parses them: the audit socket is read by the pipeline
+//! until the detector parses them: the audit socket is read by the pipeline
 //! itself (or, with userspace backpressure, by a thread of its own), the
 //! auditd feed and fanotify by threads that hand it [`RecordBatch`]es and
 //! reads through [`queue`]s.
