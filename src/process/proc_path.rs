@@ -8,6 +8,8 @@
 //! the one parser of these paths: the fanotify filter, the argument
 //! analysis, the correlator, the rules and the alert all go through it.
 
+use crate::audit::record::parse_decimal;
+
 /// Which process a path names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
@@ -33,11 +35,11 @@ impl<'p> ProcFile<'p> {
         let mut parts = rest.split(|b| *b == b'/');
         let owner = match parts.next()? {
             b"self" | b"thread-self" => Owner::Opener,
-            digits => Owner::Pid(number(digits)?),
+            digits => Owner::Pid(parse_decimal(digits)?),
         };
         let (thread, name) = match (parts.next()?, parts.next(), parts.next()) {
             (name, None, None) => (None, name),
-            (b"task", Some(tid), Some(name)) => (Some(number(tid)?), name),
+            (b"task", Some(tid), Some(name)) => (Some(parse_decimal(tid)?), name),
             _ => return None,
         };
         if name.is_empty() || parts.next().is_some() {
@@ -66,17 +68,14 @@ impl<'p> ProcFile<'p> {
 /// Whose memory map `path` is, when `opener` opens it: `None` unless it
 /// names a `maps` file.
 pub fn maps_owner(path: &[u8], opener: u32) -> Option<u32> {
+    // Most procfs reads fanotify reports are of other files (`ps` reads
+    // stat, status, cmdline): those are refused by their end, unparsed.
+    if !path.ends_with(b"/maps") {
+        return None;
+    }
     ProcFile::parse(path)
         .filter(ProcFile::is_maps)
         .map(|file| file.owner_pid(opener))
-}
-
-/// A pid or tid: decimal digits only, as procfs names them.
-fn number(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]
