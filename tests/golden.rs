@@ -31,6 +31,9 @@ use mapwatch::sink::OutputFormat;
 use mapwatch::source::fanotify::ReadEvent;
 use serde_json::{Value, json};
 
+mod support;
+use support::elastic::{Promoted, assert_promoted_as_documented, external_alerts};
+
 const SEED_RULE: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
 
 fn golden_dir() -> PathBuf {
@@ -48,6 +51,13 @@ fn read_input(name: &str) -> String {
             input(name).display()
         )
     })
+}
+
+fn test_host() -> HostInfo {
+    HostInfo {
+        name: "(host)".into(),
+        kernel: "(kernel)".into(),
+    }
 }
 
 /// The defaults, without this machine's rule directories.
@@ -369,9 +379,9 @@ fn reads_confirm_exec_alerts_and_raise_the_extended_rules_alerts() {
     assert_golden("reads.json", Value::Array(documents));
 }
 
-#[test]
-fn the_rate_limit_passes_the_first_alerts_and_summarises_the_rest() {
-    let (alerts, _) = replay_file("audit.log");
+/// The recorded log's alerts through a limiter of 2 per minute: what it
+/// admitted (by argv), then its summaries.
+fn rate_limited(alerts: Vec<Value>) -> (Vec<Value>, Vec<Alert>) {
     let mut rules = shipped_rules();
     for rule in &mut rules.rules {
         rule.max_signals = 2;
@@ -379,18 +389,25 @@ fn the_rate_limit_passes_the_first_alerts_and_summarises_the_rest() {
     }
     let mut limiter = Limiter::new(&rules);
     let t0 = Instant::now();
-    let mut out = Vec::new();
+    let mut admitted = Vec::new();
     for (i, document) in alerts.into_iter().enumerate() {
         let alert = Alert {
             document,
             summary: String::new(),
         };
         if limiter.admit(&alert, t0 + Duration::from_millis(i as u64)) {
-            out.push(json!({"admitted": alert.document["process"]["args"]}));
+            admitted.push(json!({"admitted": alert.document["process"]["args"]}));
         }
     }
     let mut summaries = Vec::new();
     limiter.expire(t0 + Duration::from_secs(61), &mut summaries);
+    (admitted, summaries)
+}
+
+#[test]
+fn the_rate_limit_passes_the_first_alerts_and_summarises_the_rest() {
+    let (alerts, _) = replay_file("audit.log");
+    let (mut out, summaries) = rate_limited(alerts);
     assert!(!summaries.is_empty(), "suppressed alerts are summarised");
     out.extend(summaries.into_iter().map(|s| s.document));
     assert_golden("rate-limit.json", Value::Array(out));
@@ -398,10 +415,6 @@ fn the_rate_limit_passes_the_first_alerts_and_summarises_the_rest() {
 
 #[test]
 fn health_documents_report_what_grew_since_the_last() {
-    let host = HostInfo {
-        name: "(host)".into(),
-        kernel: "(kernel)".into(),
-    };
     let mut watch = LossWatch::default();
     let mut out = Vec::new();
     let rounds: [&[(&'static str, u64)]; 4] = [
@@ -411,7 +424,7 @@ fn health_documents_report_what_grew_since_the_last() {
         &[("kernel_lost", 10), ("enobufs", 1)],
     ];
     for counters in rounds {
-        match watch.check(counters, &host) {
+        match watch.check(counters, &test_host()) {
             Some(alert) => out.push(json!({"document": alert.document, "summary": alert.summary})),
             None => out.push(json!({"document": null})),
         }
@@ -426,4 +439,80 @@ fn health_documents_report_what_grew_since_the_last() {
         }
     }
     assert_golden("health.json", Value::Array(out));
+}
+
+/// Elastic's promotion rule (tests/support/elastic.rs) on one document of
+/// every kind mapwatch writes: exec alerts (plain and confirmed), read
+/// alerts of the extended rule, rate-limit summaries, health reports and
+/// stats, as the detector makes them from the recorded inputs.
+#[test]
+fn every_document_kind_reaches_elastic_security_as_documented() {
+    let (replayed, _) = replay_file("audit.log");
+    let mut documents = detect_with_reads();
+    let (_, summaries) = rate_limited(replayed.clone());
+    documents.extend(replayed);
+    documents.extend(summaries.into_iter().map(|s| s.document));
+    let mut watch = LossWatch::default();
+    let health = watch
+        .check(&[("kernel_lost", 3)], &test_host())
+        .expect("a loss is reported");
+    documents.push(health.document);
+    documents.push(mapwatch::alert::stats::document(
+        &[("records", 10), ("kernel_lost", 3)],
+        &test_host(),
+    ));
+    for (dataset, action) in [
+        ("mapwatch.alert", "exec"),
+        ("mapwatch.alert", "read"),
+        ("mapwatch.alert", "alerts-suppressed"),
+        ("mapwatch.health", ""),
+        ("mapwatch.stats", ""),
+    ] {
+        assert!(
+            documents.iter().any(|d| d["event"]["dataset"] == dataset
+                && (action.is_empty() || d["event"]["action"] == action)),
+            "no {dataset} {action} document to check"
+        );
+    }
+    assert_promoted_as_documented(&documents);
+    let seed = documents
+        .iter()
+        .find(|d| d["rule"]["id"] == SEED_RULE && d["event"]["action"] == "exec")
+        .expect("a seed-rule alert");
+    let title = external_alerts(seed).expect("promoted").title;
+    assert!(
+        title.starts_with("Suspicious /proc/maps Discovery: ") && title.contains("entry leader "),
+        "{title}"
+    );
+}
+
+/// The checker itself, on documents made to sit on each side of the rule.
+#[test]
+fn the_promotion_rule_is_evaluated_as_elasticsearch_runs_its_kql() {
+    let alert = json!({"event": {"kind": "alert", "module": "mapwatch", "severity": 73, "risk_score": 21}, "message": "m"});
+    assert_eq!(
+        external_alerts(&alert),
+        Some(Promoted {
+            title: "m".into(),
+            severity: "high",
+            risk_score: 21.0
+        })
+    );
+    let endpoint = json!({"event": {"kind": "alert", "module": "endpoint"}});
+    assert_eq!(external_alerts(&endpoint), None, "Elastic Defend's own");
+    let m365 =
+        json!({"event": {"kind": "alert"}, "data_stream": {"dataset": "m365_defender.alert"}});
+    assert_eq!(external_alerts(&m365), None);
+    let metric = json!({"event": {"kind": "metric", "module": "mapwatch"}});
+    assert_eq!(external_alerts(&metric), None);
+    let bare = json!({"event": {"kind": ["event", "alert"]}});
+    assert_eq!(
+        external_alerts(&bare),
+        Some(Promoted {
+            title: "External Alerts".into(),
+            severity: "medium",
+            risk_score: 47.0
+        }),
+        "missing fields satisfy the negations; the rule's defaults apply"
+    );
 }

@@ -194,6 +194,7 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
             .collect();
         assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
     }
+    support::elastic::assert_promoted_as_documented(&docs);
     // The schema has teeth: an ECS type or an unknown field is caught.
     let alert = docs
         .iter()
@@ -205,6 +206,15 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
         !validator.is_valid(&wrong_type),
         "process.pid must be a long"
     );
+    let mut forged = alert.clone();
+    forged["message"] = Value::String("a\nfake second line".into());
+    assert!(
+        !validator.is_valid(&forged),
+        "message has no control characters"
+    );
+    let mut untitled = alert.clone();
+    untitled.as_object_mut().map(|d| d.remove("message"));
+    assert!(!validator.is_valid(&untitled), "an alert has a message");
     let mut unknown = alert.clone();
     unknown["proces"] = serde_json::json!({});
     assert!(!validator.is_valid(&unknown), "no field outside the schema");

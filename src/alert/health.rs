@@ -1,6 +1,9 @@
 //! `mapwatch.health` documents: events were lost somewhere between the
 //! kernel and the sinks. They go wherever alerts go (a detector that is
-//! blind for a while is itself something to alert on), never rate-limited.
+//! blind for a while is itself something to alert on), never rate-limited,
+//! and are alerts (`event.kind: alert`, medium): Elastic's "External
+//! Alerts" promotes them, because an attacker who floods the audit backlog
+//! to hide an exec is exactly what an analyst must see.
 //!
 //! Contract: [`LossWatch::check`] compares every loss counter with its value
 //! at the last report and returns a document only when one of them grew;
@@ -53,6 +56,7 @@ impl LossWatch {
                     "module": "mapwatch",
                     "dataset": "mapwatch.health",
                     "severity": 47,
+                    "risk_score": 47,
                 },
                 "message": message,
                 "mapwatch": {"health": {"lost": lost, "totals": totals}},

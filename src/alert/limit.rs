@@ -4,7 +4,10 @@
 //! Contract: a rule's window opens with its first alert and lasts its
 //! interval; alerts past the limit in a window are suppressed and counted.
 //! When a window that suppressed anything ends (or at shutdown), one summary
-//! alert says how many alerts of which rule were suppressed, and when. A
+//! alert says how many alerts of which rule were suppressed, and when. It is
+//! an alert (`event.kind: alert`, the rule's severity, the host): promoted
+//! into Elastic Security beside the alerts it stands for, it tells the
+//! analyst that a burst went past what they were shown. A
 //! rule's limiter state is a few counters; windows of rules gone quiet are
 //! dropped when they end.
 
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Alert, ecs_document};
+use super::{Alert, ecs_document, escape_for_terminal};
 use crate::rule::RuleSet;
 
 #[derive(Clone, Copy, Debug)]
@@ -28,9 +31,13 @@ struct Window {
     suppressed: u64,
     first_suppressed: Option<Value>,
     last_suppressed: Option<Value>,
-    /// The rule's fields, for the summary.
+    /// The rule's fields and the first alert's severity and host, for the
+    /// summary.
     rule: Value,
     threat: Value,
+    severity: Value,
+    risk_score: Value,
+    host: Value,
 }
 
 pub struct Limiter {
@@ -81,6 +88,9 @@ impl Limiter {
                 last_suppressed: None,
                 rule: alert.document["rule"].clone(),
                 threat: alert.document["threat"].clone(),
+                severity: alert.document["event"]["severity"].clone(),
+                risk_score: alert.document["event"]["risk_score"].clone(),
+                host: alert.document["host"].clone(),
             });
         if window.admitted < limit.max {
             window.admitted += 1;
@@ -145,6 +155,23 @@ impl Limiter {
             limit.max,
             limit.interval.as_secs()
         );
+        let message = format!(
+            "{}: {} more alerts suppressed, from {} to {} (at most {} per {} s)",
+            escape_for_terminal(name.as_bytes()),
+            window.suppressed,
+            window
+                .first_suppressed
+                .as_ref()
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            window
+                .last_suppressed
+                .as_ref()
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            limit.max,
+            limit.interval.as_secs()
+        );
         let document = ecs_document(
             window.last_suppressed.clone().unwrap_or(Value::Null),
             json!({
@@ -154,8 +181,12 @@ impl Limiter {
                     "action": "alerts-suppressed",
                     "module": "mapwatch",
                     "dataset": "mapwatch.alert",
+                    "severity": window.severity,
+                    "risk_score": window.risk_score,
                     "reason": reason,
                 },
+                "message": message,
+                "host": window.host,
                 "rule": window.rule,
                 "threat": window.threat,
                 "mapwatch": {"suppressed": {

@@ -9,6 +9,8 @@
 mod escape;
 pub mod health;
 pub mod limit;
+mod message;
+pub mod stats;
 mod time;
 
 pub use escape::{escape_bytes, escape_for_terminal};
@@ -16,6 +18,7 @@ pub use time::rfc3339_millis;
 
 use serde_json::{Map, Value, json};
 
+use self::message::{Deed, Reader, alert_message};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
 use crate::maps::MapsArg;
@@ -142,6 +145,8 @@ struct Action<'a> {
     timestamp: String,
     file_path: Option<&'a [u8]>,
     reason: String,
+    /// The one-line title (see [`message`]).
+    message: String,
     target: Option<Value>,
     audit: Option<Value>,
 }
@@ -204,6 +209,17 @@ fn command_line(args: &Argv) -> String {
         .join(" ")
 }
 
+/// The user's name, or the uid when it has none.
+fn user_text(euid: Option<u32>, users: &mut UserNames) -> Option<String> {
+    let uid = euid?;
+    Some(
+        users
+            .name(uid)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uid.to_string()),
+    )
+}
+
 fn leader_text(leader: Option<&EntryLeader>) -> String {
     leader
         .map(|e| {
@@ -251,6 +267,7 @@ fn document(
                 "risk_score": rule.risk_score,
                 "reason": action.reason,
             },
+            "message": action.message,
             "rule": {
                 "id": rule.rule_id,
                 "uuid": rule.rule_id,
@@ -283,13 +300,7 @@ fn document(
         severity = rule.severity,
         rule_name = rule.name,
         pid = subject.pid,
-        user = subject
-            .euid
-            .map(|uid| users
-                .name(uid)
-                .map(str::to_owned)
-                .unwrap_or_else(|| uid.to_string()))
-            .unwrap_or_else(|| "?".into()),
+        user = user_text(subject.euid, users).unwrap_or_else(|| "?".into()),
         what = match (subject.args, action.file_path) {
             (Some(args), _) if action.name == "exec" =>
                 escape_for_terminal(command_line(args).as_bytes()),
@@ -354,6 +365,26 @@ pub fn build(
     insert_some(&mut audit, "session", event.ses.map(|s| json!(s)));
     insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
     audit.insert("complete".into(), json!(event.complete));
+    let target = target.map(|pid| target_object(pid, event, ctx, users));
+    let command: Vec<u8>;
+    let deed = match first_path {
+        Some(path) => Deed::RanWith(path),
+        None => {
+            command = event.argv.iter().collect::<Vec<_>>().join(&b' ');
+            Deed::RanCommand(&command)
+        }
+    };
+    let message = alert_message(
+        &inputs.rule.name,
+        &Reader {
+            name: event.name(),
+            pid: event.pid,
+            user: user_text(event.euid, users),
+        },
+        &deed,
+        target.as_ref(),
+        entry_leader.as_ref(),
+    );
     let action = Action {
         category: "process",
         kind: "start",
@@ -370,7 +401,8 @@ pub fn build(
             first_path.map(escape_bytes).unwrap_or_default(),
             leader_text(entry_leader.as_ref()),
         ),
-        target: target.map(|pid| target_object(pid, event, ctx, users)),
+        message,
+        target,
         audit: Some(Value::Object(audit)),
     };
     document(&subject, action, ctx, inputs, users)
@@ -412,6 +444,17 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
         escape_bytes(&read.path),
         leader_text(entry_leader.as_ref()),
     );
+    let message = alert_message(
+        &inputs.rule.name,
+        &Reader {
+            name: &name,
+            pid: read.pid,
+            user: user_text(euid, fields.users),
+        },
+        &Deed::Read(&read.path),
+        target_obj.as_ref(),
+        entry_leader.as_ref(),
+    );
     let action = Action {
         category: "file",
         kind: "access",
@@ -419,6 +462,7 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
         timestamp: now_rfc3339(),
         file_path: Some(&read.path),
         reason,
+        message,
         target: target_obj,
         audit: None,
     };

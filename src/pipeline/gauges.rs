@@ -40,24 +40,13 @@ impl Gauges {
         outlet.report_losses(&losses, detector.host());
     }
 
-    /// The stats line, and a `mapwatch.stats` document.
     /// The stats line on stderr, and a `mapwatch.stats` document for the
     /// JSON file (not the console, whose stdout carries alerts only).
     pub(super) fn report_stats(&self, detector: &Detector, outlet: &mut Outlet) {
         let counters = stats_counters(detector, self, outlet);
         let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         tracing::info!("stats: {}", line.join(" "));
-        let stats: serde_json::Map<String, serde_json::Value> = counters
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
-            .collect();
-        outlet.stats(crate::alert::ecs_document(
-            crate::alert::now_rfc3339(),
-            serde_json::json!({
-                "event": {"kind": "metric", "module": "mapwatch", "dataset": "mapwatch.stats"},
-                "mapwatch": {"stats": stats},
-            }),
-        ));
+        outlet.stats(crate::alert::stats::document(&counters, detector.host()));
     }
 }
 

@@ -1,0 +1,156 @@
+//! The `message` of an alert: the one line an analyst reads first. Elastic
+//! Security's promotion rule "External Alerts" titles each alert it promotes
+//! with it (`rule_name_override = "message"`), so it names the rule, the
+//! reader, the map and whose it is, and the entry leader.
+//!
+//! Contract: never empty; no control characters (every attacker-controlled
+//! part goes through [`escape_for_terminal`]); each such part is cut to
+//! [`MAX_PART`] characters, so a 128 KiB argument cannot make a title of
+//! 128 KiB. The full values are in the document's own fields.
+
+use serde_json::Value;
+
+use super::escape::escape_for_terminal;
+use crate::process::leader::EntryLeader;
+
+/// Characters of one attacker-controlled part (a name, a path).
+const MAX_PART: usize = 96;
+
+/// The reader: who did it.
+pub(super) struct Reader<'a> {
+    pub name: &'a [u8],
+    pub pid: u32,
+    /// Its effective user's name, or the uid when the name is unknown.
+    pub user: Option<String>,
+}
+
+/// What the reader did to whose map.
+pub(super) enum Deed<'a> {
+    /// An exec whose argument names a memory map (`path`), or the command
+    /// line when no argument resolves to one.
+    RanWith(&'a [u8]),
+    RanCommand(&'a [u8]),
+    /// A read fanotify saw.
+    Read(&'a [u8]),
+}
+
+/// `RULE: READER (pid P, user U) DEED, TARGET; entry leader L`.
+pub(super) fn alert_message(
+    rule_name: &str,
+    reader: &Reader<'_>,
+    deed: &Deed<'_>,
+    target: Option<&Value>,
+    leader: Option<&EntryLeader>,
+) -> String {
+    let user = reader.user.as_deref().unwrap_or("?");
+    let deed = match deed {
+        Deed::RanWith(path) => format!("ran with {}", part(path)),
+        Deed::RanCommand(command) => format!("ran {}", part(command)),
+        Deed::Read(path) => format!("read {}", part(path)),
+    };
+    let whose = target.map(|t| whose_map(t, reader.pid)).unwrap_or_default();
+    let leader = leader.map_or_else(
+        || "unknown".to_owned(),
+        |e| format!("{} (pid {}, {})", part(&e.name), e.pid, e.kind.as_str()),
+    );
+    format!(
+        "{rule}: {name} (pid {pid}, user {user}) {deed}{whose}; entry leader {leader}",
+        rule = escape_for_terminal(rule_name.as_bytes()),
+        name = part(reader.name),
+        pid = reader.pid,
+        user = escape_for_terminal(user.as_bytes()),
+    )
+}
+
+/// `, the memory map of NAME (pid N)`, from the document's target object.
+fn whose_map(target: &Value, reader_pid: u32) -> String {
+    let pid = target["pid"].as_u64();
+    if pid == Some(u64::from(reader_pid)) {
+        return ", its own memory map".to_owned();
+    }
+    let pid = pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+    match target["name"].as_str() {
+        Some(name) => format!(", the memory map of {} (pid {pid})", part(name.as_bytes())),
+        None => format!(", the memory map of pid {pid}"),
+    }
+}
+
+/// An attacker-controlled part: escaped, and cut to [`MAX_PART`] characters.
+pub(super) fn part(bytes: &[u8]) -> String {
+    let escaped = escape_for_terminal(bytes);
+    match escaped.char_indices().nth(MAX_PART) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::leader::EntryType;
+    use serde_json::json;
+
+    fn reader(name: &[u8]) -> Reader<'_> {
+        Reader {
+            name,
+            pid: 4242,
+            user: Some("root".into()),
+        }
+    }
+
+    #[test]
+    fn names_rule_reader_map_target_and_entry_leader() {
+        let leader = EntryLeader {
+            pid: 800,
+            name: b"sshd".to_vec(),
+            kind: EntryType::Sshd,
+        };
+        let message = alert_message(
+            "Suspicious /proc/maps Discovery",
+            &reader(b"cat"),
+            &Deed::RanWith(b"/proc/812/maps"),
+            Some(&json!({"pid": 812, "name": "nginx"})),
+            Some(&leader),
+        );
+        assert_eq!(
+            message,
+            "Suspicious /proc/maps Discovery: cat (pid 4242, user root) ran with /proc/812/maps, the memory map of nginx (pid 812); entry leader sshd (pid 800, sshd)"
+        );
+    }
+
+    #[test]
+    fn a_self_read_and_an_unknown_target_say_so() {
+        let own = alert_message(
+            "R",
+            &reader(b"python3"),
+            &Deed::Read(b"/proc/self/maps"),
+            Some(&json!({"pid": 4242})),
+            None,
+        );
+        assert!(own.contains("read /proc/self/maps, its own memory map; entry leader unknown"));
+        let gone = alert_message(
+            "R",
+            &reader(b"cat"),
+            &Deed::RanCommand(b"cat /proc/9/maps"),
+            Some(&json!({"pid": 9})),
+            None,
+        );
+        assert!(gone.contains("ran cat /proc/9/maps, the memory map of pid 9;"));
+    }
+
+    #[test]
+    fn attacker_bytes_are_escaped_and_cut() {
+        let long = [b'a'; 5000];
+        let message = alert_message(
+            "R",
+            &reader(b"x\n\x1b[31mfake alert\r"),
+            &Deed::Read(&long),
+            None,
+            None,
+        );
+        assert!(!message.chars().any(char::is_control), "{message}");
+        assert!(message.contains("x\\x0a\\x1b[31mfake alert\\x0d"));
+        assert!(message.len() < 300, "{} bytes", message.len());
+        assert!(message.contains(&format!("read {}…", "a".repeat(MAX_PART))));
+    }
+}
