@@ -1,6 +1,9 @@
 //! The EQL subset's semantics, pinned case by case (DESIGN.md, "Rules"):
 //! case rules, `*` crossing `/`, whole-value matching, lists on the right of
-//! `:`, arrays, missing fields, `not`, precedence, escapes, numbers.
+//! `:`, arrays, missing fields, `not`, precedence, escapes, numbers; and
+//! every operator on every shape of value, plain and negated, as
+//! Elasticsearch computes it, each row naming where (ARCHITECTURE.md,
+//! "EQL semantics").
 
 use mapwatch::rule::eql::parse_query;
 use mapwatch::rule::json::JsonEvent;
@@ -86,8 +89,8 @@ fn semantics_table() {
         (
             r#"process where process.name != "cat""#,
             process(json!({})),
-            false,
-            "!= on a missing field is null",
+            true,
+            "!= on a missing field: must_not term matches it",
         ),
         (
             r#"process where process.name != "CAT""#,
@@ -153,8 +156,8 @@ fn semantics_table() {
         (
             r#"process where process.name not in ("cat")"#,
             process(json!({})),
-            false,
-            "not in on missing is null",
+            true,
+            "not in on a missing field: must_not terms matches it",
         ),
         // `:` — case-insensitive wildcard, whole value, * crosses /
         (
@@ -330,8 +333,8 @@ fn semantics_table() {
         (
             r#"process where process.args != "cat""#,
             args(json!(["cat", "x"])),
-            true,
-            "!= on an array: some element differs",
+            false,
+            "!= on an array: one element equals, so must_not term fails",
         ),
         (
             r#"process where process.args != "cat""#,
@@ -367,8 +370,8 @@ fn semantics_table() {
         (
             r#"process where not process.entry_leader.name in ("bash")"#,
             process(json!({})),
-            false,
-            "not null is null",
+            true,
+            "not over a missing field: must_not matches",
         ),
         (
             r#"process where process.entry_leader.name == null"#,
@@ -404,31 +407,31 @@ fn semantics_table() {
             r#"process where process.title == "x" or process.name == "cat""#,
             named("cat"),
             true,
-            "null or true",
+            "missing or true",
         ),
         (
             r#"process where process.title == "x" or process.name == "dog""#,
             named("cat"),
             false,
-            "null or false",
+            "missing or false",
         ),
         (
             r#"process where process.title == "x" and process.name == "dog""#,
             named("cat"),
             false,
-            "null and false",
+            "missing and false",
         ),
         (
             r#"process where not (process.title == "x" and process.name == "dog")"#,
             named("cat"),
             true,
-            "not (null and false)",
+            "not (missing and false)",
         ),
         (
             r#"process where not (process.title == "x" or process.name == "dog")"#,
             named("cat"),
-            false,
-            "not (null or false)",
+            true,
+            "not (missing or false): must_not of a bool that matched nothing",
         ),
         // not
         (
@@ -687,4 +690,230 @@ fn seed_event_fields_outside_the_query_do_not_matter() {
     doc["event"]["type"] = json!("start");
     doc["host"]["os"]["type"] = json!("windows");
     assert!(!eval(SEED, &doc));
+}
+
+/// The value shapes each operator is pinned on.
+/// "Match" is the positive leaf query under the operator: the literal, the
+/// pattern, the list (for `!=` the `term` of `==`, for `not in` the `terms`
+/// of `in`).
+const SHAPES: [&str; 6] = [
+    "single value that matches",
+    "single value that does not",
+    "array with a value that matches",
+    "array with no value that matches",
+    "missing field",
+    "explicit null",
+];
+
+/// One operator, on every shape, plain and under `not (…)`.
+struct Row {
+    /// The comparison, on `field`.
+    condition: &'static str,
+    field: &'static str,
+    /// A value that the positive leaf query matches, and one it does not.
+    hit: Value,
+    miss: Value,
+    plain: [bool; 6],
+    negated: [bool; 6],
+    /// Where Elasticsearch computes this.
+    source: &'static str,
+}
+
+/// What a positive leaf query (`term`, `terms`, `wildcard`) returns on each
+/// shape: any value satisfies it; nothing on a missing field or null.
+const ANY: [bool; 6] = [true, false, true, false, false, false];
+/// Its `must_not`: no value satisfies it, which a missing field meets.
+const NONE: [bool; 6] = [false, true, false, true, true, true];
+
+/// Sources, in elastic/elasticsearch (x-pack/plugin/…), read for this table.
+const TERM: &str = "ql planner/ExpressionTranslators.BinaryComparisons: Equals -> TermQuery; a term query matches a document when any of the field's values equals (Elasticsearch reference, 'Arrays' and 'Term query'); a missing field has no value to match";
+const NOT_EQUALS: &str = "ql ExpressionTranslators.BinaryComparisons: NotEquals -> new NotQuery(TermQuery); ql querydsl/query/NotQuery.asBuilder -> bool.must_not";
+const NOT: &str = "ql ExpressionTranslators.Nots: not X -> X's query negated (NotQuery, bool.must_not); a script query is negated inside the script instead";
+const INSENSITIVE: &str = "eql planner/QueryTranslator.InsensitiveBinaryComparisons: InsensitiveEquals (`:` without * or ?) -> TermQuery(case_insensitive=true)";
+const WILDCARD: &str = "eql optimizer/Optimizer.ReplaceWildcards: `:` with * or ? -> Like(case-insensitive); ql ExpressionTranslators.Likes -> WildcardQuery";
+const LIKE: &str =
+    "ql ExpressionTranslators.Likes: Like/WildcardLike -> WildcardQuery(pattern, caseInsensitive)";
+const IN: &str = "ql ExpressionTranslators.InComparisons: In -> TermsQuery (any value in the set)";
+const IS_NULL: &str = "eql Optimizer.ReplaceNullChecks: `== null` -> IsNull; ql ExpressionTranslators.IsNulls -> NotQuery(ExistsQuery); exists matches no document whose field is missing, null, [] or [null] (Elasticsearch reference, 'Exists query')";
+const IS_NOT_NULL: &str = "eql Optimizer.ReplaceNullChecks: `!= null` -> IsNotNull; ql ExpressionTranslators.IsNotNulls -> ExistsQuery";
+
+fn rows() -> Vec<Row> {
+    let keyword = |condition, hit: &str, miss: &str, plain, source| Row {
+        condition,
+        field: "process.args",
+        hit: json!(hit),
+        miss: json!(miss),
+        plain,
+        negated: plain.map(|b: bool| !b),
+        source,
+    };
+    vec![
+        keyword(r#"process.args == "-p""#, "-p", "-P", ANY, TERM),
+        keyword(r#"process.args != "-p""#, "-p", "-P", NONE, NOT_EQUALS),
+        keyword(r#"process.args : "-P""#, "-p", "-x", ANY, INSENSITIVE),
+        keyword(
+            r#"process.args : "/PROC/*/maps""#,
+            "/proc/1/MAPS",
+            "/proc/1/smaps",
+            ANY,
+            WILDCARD,
+        ),
+        keyword(
+            r#"process.args : ("-x", "/proc/?/maps")"#,
+            "/proc/1/maps",
+            "/proc/12/maps",
+            ANY,
+            WILDCARD,
+        ),
+        keyword(
+            r#"process.args like "/proc/*""#,
+            "/proc/1",
+            "/PROC/1",
+            ANY,
+            LIKE,
+        ),
+        keyword(
+            r#"process.args like~ "/PROC/*""#,
+            "/proc/1",
+            "/sys/1",
+            ANY,
+            LIKE,
+        ),
+        keyword(
+            r#"process.args in ("-p", "--pid")"#,
+            "--pid",
+            "--PID",
+            ANY,
+            IN,
+        ),
+        keyword(r#"process.args in~ ("--PID")"#, "--pid", "-p", ANY, IN),
+        keyword(
+            r#"process.args not in ("-p", "--pid")"#,
+            "-p",
+            "-x",
+            NONE,
+            NOT,
+        ),
+        keyword(
+            r#"process.args not in~ ("--PID")"#,
+            "--pid",
+            "-x",
+            NONE,
+            NOT,
+        ),
+        Row {
+            condition: "process.args == null",
+            field: "process.args",
+            hit: json!("x"),
+            miss: json!("x"),
+            plain: [false, false, false, false, true, true],
+            negated: [true, true, true, true, false, false],
+            source: IS_NULL,
+        },
+        Row {
+            condition: "process.args != null",
+            field: "process.args",
+            hit: json!("x"),
+            miss: json!("x"),
+            plain: [true, true, true, true, false, false],
+            negated: [false, false, false, false, true, true],
+            source: IS_NOT_NULL,
+        },
+        Row {
+            condition: "process.pid == 1",
+            field: "process.pid",
+            hit: json!(1),
+            miss: json!(2),
+            plain: ANY,
+            negated: NONE,
+            source: TERM,
+        },
+        Row {
+            condition: "process.pid != 1",
+            field: "process.pid",
+            hit: json!(1),
+            miss: json!(2),
+            plain: NONE,
+            negated: ANY,
+            source: NOT_EQUALS,
+        },
+        Row {
+            condition: "process.pid in (1, 7)",
+            field: "process.pid",
+            hit: json!(7),
+            miss: json!(2),
+            plain: ANY,
+            negated: NONE,
+            source: IN,
+        },
+        Row {
+            condition: "mapwatch.read.self == true",
+            field: "mapwatch.read.self",
+            hit: json!(true),
+            miss: json!(false),
+            plain: ANY,
+            negated: NONE,
+            source: TERM,
+        },
+        Row {
+            condition: "mapwatch.read.self != true",
+            field: "mapwatch.read.self",
+            hit: json!(true),
+            miss: json!(false),
+            plain: NONE,
+            negated: ANY,
+            source: NOT_EQUALS,
+        },
+    ]
+}
+
+/// The event for a row's shape `i` (see [`SHAPES`]); the arrays pair the
+/// row's values so that "with one that does" holds one of each.
+fn shaped(row: &Row, i: usize) -> Value {
+    let value = match i {
+        0 => Some(row.hit.clone()),
+        1 => Some(row.miss.clone()),
+        2 => Some(json!([row.miss, row.hit])),
+        3 => Some(json!([row.miss, row.miss])),
+        4 => None,
+        _ => Some(Value::Null),
+    };
+    let mut doc = process(json!({}));
+    if let Some(value) = value {
+        doc[row.field] = value;
+    }
+    doc
+}
+
+#[test]
+fn every_operator_on_every_shape_plain_and_negated_as_elasticsearch_computes_it() {
+    let mut failures = Vec::new();
+    let rows = rows();
+    for row in &rows {
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let doc = shaped(row, i);
+            for (query, expected) in [
+                (format!("process where {}", row.condition), row.plain[i]),
+                (
+                    format!("process where not ({})", row.condition),
+                    row.negated[i],
+                ),
+            ] {
+                if eval(&query, &doc) != expected {
+                    failures.push(format!(
+                        "`{query}` on a {shape} ({doc}) should be {expected}; Elasticsearch: {}",
+                        row.source
+                    ));
+                }
+            }
+        }
+    }
+    assert!(rows.len() >= 18, "{} rows", rows.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Elasticsearch:\n{}",
+        failures.len(),
+        rows.len() * SHAPES.len() * 2,
+        failures.join("\n")
+    );
 }

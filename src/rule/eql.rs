@@ -421,8 +421,8 @@ impl Parser {
                     _ => error(close.offset, "expected `)`"),
                 }
             }
-            Tok::Word(w) if w == "true" => Ok(Expr::Const(Some(true))),
-            Tok::Word(w) if w == "false" => Ok(Expr::Const(Some(false))),
+            Tok::Word(w) if w == "true" => Ok(Expr::Const(true)),
+            Tok::Word(w) if w == "false" => Ok(Expr::Const(false)),
             Tok::Word(w) => {
                 if matches!(self.peek().tok, Tok::LParen) {
                     let what = if FUNCTIONS.contains(&w.as_str()) {

@@ -1,11 +1,17 @@
 //! Compiled conditions and their evaluation against an event.
 //!
-//! Contract: evaluation follows Elasticsearch EQL's three-valued logic: a
-//! comparison on a missing field is null, `not null` is null, `and`/`or`
-//! absorb nulls the SQL way, and only `true` matches, so a missing field
-//! never matches. A comparison on an array field holds if any element
-//! satisfies it. Evaluation allocates nothing; values reach it through
-//! [`Event::visit`].
+//! Contract: a condition is true or false, as the query Elasticsearch
+//! translates an EQL condition into (x-pack/plugin/ql `ExpressionTranslators`,
+//! x-pack/plugin/eql `QueryTranslator`): every comparison is a leaf query
+//! (`term`, `terms`, `wildcard`, `exists`) that matches when **any** value
+//! of the field satisfies it and never on a missing field; `!=` is
+//! `must_not` of the `term` query and `not` is `must_not` of what it
+//! negates, so both hold when **no** value satisfies the comparison,
+//! including when the field is missing. `== null` is `must_not exists`,
+//! `!= null` is `exists`; an explicit JSON null, `[]` and `[null]` are
+//! missing, as for `exists`. `and`/`or` are `bool` `filter`/`should`.
+//! tests/eql_semantics.rs pins each operator against its source.
+//! Evaluation allocates nothing; values reach it through [`Event::visit`].
 
 use std::ops::ControlFlow;
 
@@ -87,10 +93,11 @@ pub enum Test {
 }
 
 impl Test {
+    /// Whether one value satisfies the leaf query. `NotEqual` is the `term`
+    /// query of `Equal`, negated over the whole field in [`Expr::evaluate`].
     fn holds(&self, value: Scalar<'_>) -> bool {
         match self {
-            Test::Equal(lit) => lit.equals(value),
-            Test::NotEqual(lit) => !lit.equals(value),
+            Test::Equal(lit) | Test::NotEqual(lit) => lit.equals(value),
             Test::In(list) => list.iter().any(|lit| lit.equals(value)),
             Test::InFolded(list) => list.iter().any(|lit| lit.equals_folded(value)),
             Test::Wildcard(patterns) => match value {
@@ -109,36 +116,16 @@ pub enum Expr {
     Or(Vec<Expr>),
     Not(Box<Expr>),
     Compare { field: Field, test: Test },
-    Const(Option<bool>),
+    Const(bool),
 }
 
 impl Expr {
-    /// Three-valued result: `None` is EQL's null.
-    pub fn evaluate(&self, event: &mut dyn Event) -> Option<bool> {
+    /// Whether the event matches: two-valued, as a query-DSL filter is.
+    pub fn matches(&self, event: &mut dyn Event) -> bool {
         match self {
-            Expr::And(terms) => {
-                let mut result = Some(true);
-                for term in terms {
-                    match term.evaluate(event) {
-                        Some(false) => return Some(false),
-                        None => result = None,
-                        Some(true) => {}
-                    }
-                }
-                result
-            }
-            Expr::Or(terms) => {
-                let mut result = Some(false);
-                for term in terms {
-                    match term.evaluate(event) {
-                        Some(true) => return Some(true),
-                        None => result = None,
-                        Some(false) => {}
-                    }
-                }
-                result
-            }
-            Expr::Not(inner) => inner.evaluate(event).map(|b| !b),
+            Expr::And(terms) => terms.iter().all(|term| term.matches(event)),
+            Expr::Or(terms) => terms.iter().any(|term| term.matches(event)),
+            Expr::Not(inner) => !inner.matches(event),
             Expr::Const(value) => *value,
             Expr::Compare { field, test } => {
                 let mut any = false;
@@ -151,18 +138,14 @@ impl Expr {
                     }
                 });
                 match test {
-                    Test::IsNull => Some(!present),
-                    Test::NotNull => Some(present),
-                    _ if !present => None,
-                    _ => Some(any),
+                    Test::IsNull => !present,
+                    Test::NotNull => present,
+                    // `must_not term`: no value equals, or there is none.
+                    Test::NotEqual(_) => !any,
+                    _ => any,
                 }
             }
         }
-    }
-
-    /// True only when the condition is true (null does not match).
-    pub fn matches(&self, event: &mut dyn Event) -> bool {
-        self.evaluate(event) == Some(true)
     }
 
     fn cost(&self) -> Cost {
@@ -177,8 +160,8 @@ impl Expr {
     }
 
     /// Flattens nested `and`/`or` and puts cheap terms first. Reordering is
-    /// sound: three-valued `and` and `or` are commutative, and terms have no
-    /// side effects beyond (cached) lookups.
+    /// sound: `and` and `or` are commutative, and terms have no side effects
+    /// beyond (cached) lookups.
     pub fn optimised(self) -> Expr {
         match self {
             Expr::And(terms) => Expr::And(flatten(terms, true)),

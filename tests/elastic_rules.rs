@@ -1,0 +1,181 @@
+//! Elastic's own rules, verbatim from `../shared/testdata/elastic-rules/`,
+//! decide as Elasticsearch decides where a negation meets an array or a
+//! missing field (tests/eql_semantics.rs pins each operator): on ECS
+//! documents, and on live exec events with the rules loaded by the service.
+
+use std::path::PathBuf;
+
+use mapwatch::rule::Rule;
+use mapwatch::rule::file::parse_rule;
+use mapwatch::rule::json::JsonEvent;
+use serde_json::{Value, json};
+
+mod support;
+use support::*;
+
+/// `credential_access_gdb_process_hooking.toml`: gdb attaching to a pid,
+/// with `process.args != "1"` (pid 1 is another rule's).
+const GDB_RULE: &str = "credential_access_gdb_process_hooking.toml";
+const GDB_ID: &str = "66c058f3-99f4-4d18-952b-43348f2577a0";
+/// `persistence_potential_persistence_script_executable_bit_set.toml`: a
+/// persistence script made executable, `and not (process.parent.executable
+/// : "/var/lib/dpkg/*" or …)`.
+const CHMOD_RULE: &str = "persistence_potential_persistence_script_executable_bit_set.toml";
+const CHMOD_ID: &str = "94418745-529f-4259-8d25-a713a6feb6ae";
+
+fn rule_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MAPWATCH_ELASTIC_RULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/elastic-rules")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "Elastic's rule {} not found: check out shared/ beside the repository or set MAPWATCH_ELASTIC_RULES",
+        path.display()
+    );
+    path
+}
+
+fn elastic_rule(name: &str) -> Rule {
+    let path = rule_path(name);
+    let text = std::fs::read_to_string(&path).expect("reading the rule");
+    parse_rule(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// An exec event as Elastic Defend would index it.
+fn exec(name: &str, args: &[&str], parent_executable: Option<&str>) -> Value {
+    let mut doc = json!({
+        "event": {"category": ["process"], "type": ["start"], "action": "exec"},
+        "host": {"os": {"type": "linux"}},
+        "process": {"name": name, "args": args, "command_line": args.join(" "), "parent": {"pid": 4000}},
+    });
+    if let Some(exe) = parent_executable {
+        doc["process"]["parent"]["executable"] = json!(exe);
+    }
+    doc
+}
+
+#[test]
+fn elastics_negations_decide_as_elasticsearch_on_ecs_documents() {
+    let gdb = elastic_rule(GDB_RULE);
+    let matches = |rule: &Rule, doc: &Value| rule.matches(&mut JsonEvent::new(doc));
+    assert!(
+        !matches(
+            &gdb,
+            &exec(
+                "gdb",
+                &["gdb", "-nx", "-batch", "-p", "1", "--version"],
+                None
+            )
+        ),
+        "one argument is \"1\": must_not term holds for no document that has it"
+    );
+    assert!(matches(
+        &gdb,
+        &exec("gdb", &["gdb", "-nx", "-batch", "-p", "4242"], None)
+    ));
+
+    let chmod = elastic_rule(CHMOD_RULE);
+    let args = ["chmod", "+x", "/etc/cron.daily/job"];
+    assert!(
+        matches(&chmod, &exec("chmod", &args, None)),
+        "a missing parent executable satisfies `not (process.parent.executable : …)`"
+    );
+    assert!(matches(
+        &chmod,
+        &exec("chmod", &args, Some("/usr/bin/bash"))
+    ));
+    assert!(
+        !matches(
+            &chmod,
+            &exec("chmod", &args, Some("/var/lib/dpkg/info/x.postinst"))
+        ),
+        "the rule's own exclusion still excludes"
+    );
+}
+
+/// A parent whose executable can no longer be read: its main thread exits
+/// at once (`pthread_exit`, so `/proc/PID/exe` is gone) and a second
+/// thread, once the first is a zombie, runs the command given. To the
+/// agent the parent is as gone as one that has exited: the alert has no
+/// `process.parent.executable`.
+const ORPHANING_PARENT: &str = r#"
+import ctypes, os, subprocess, sys, threading, time
+main = threading.get_native_id()
+def run():
+    stat = f"/proc/self/task/{main}/stat"
+    while os.path.exists(stat) and open(stat).read().rsplit(")", 1)[1].split()[0] not in "ZX":
+        time.sleep(0.01)
+    subprocess.run(sys.argv[1:])
+    os._exit(0)
+threading.Thread(target=run).start()
+ctypes.CDLL(None).pthread_exit(None)
+"#;
+
+#[test]
+fn elastics_negations_decide_as_elasticsearch_on_live_execs() {
+    require_root();
+    require_program("gdb", "gdb");
+    require_program("python3", "python3");
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules_d = dir.path().join("rules.d");
+    std::fs::create_dir(&rules_d).expect("rules.d");
+    for name in [GDB_RULE, CHMOD_RULE] {
+        std::fs::copy(rule_path(name), rules_d.join(name)).expect("copying the rule");
+    }
+    // A real script in a path the rule watches (`/etc/cron*`), removed after.
+    let cron = tempfile::Builder::new()
+        .prefix("cron.mapwatch-test-")
+        .tempdir_in("/etc")
+        .expect("a directory under /etc");
+    let script = cron.path().join("job");
+    std::fs::write(&script, "#!/bin/sh\ntrue\n").expect("the script");
+    let parent = dir.path().join("orphaning_parent.py");
+    std::fs::write(&parent, ORPHANING_PARENT).expect("the parent");
+
+    let mapwatch = Mapwatch::start_with(
+        dir.path(),
+        &format!("[rules]\ndirectories = [\"{}\"]\n", rules_d.display()),
+    );
+    let target = Target::spawn();
+    run_entry_leader(
+        "bash",
+        &format!(
+            "gdb -nx -batch -p 1 --version >/dev/null; gdb -nx -batch -p {pid} --version >/dev/null; python3 {parent} chmod +x {script}",
+            pid = target.pid(),
+            parent = parent.display(),
+            script = script.display(),
+        ),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let of =
+        |id: &str| -> Vec<&Value> { alerts.iter().filter(|a| a["rule"]["id"] == id).collect() };
+
+    let gdb = of(GDB_ID);
+    assert_eq!(gdb.len(), 1, "only the gdb without a \"1\": {gdb:#?}");
+    assert!(args_of(gdb[0]).contains(&target.pid().to_string()));
+
+    let chmod = of(CHMOD_ID);
+    assert_eq!(chmod.len(), 1, "{alerts:#?}");
+    let script_arg = script.display().to_string();
+    assert!(args_of(chmod[0]).contains(&script_arg), "{:#}", chmod[0]);
+    assert!(
+        chmod[0]["process"]["parent"]["executable"].is_null(),
+        "the parent's executable is missing, as the test means: {:#}",
+        chmod[0]
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&script)
+            .expect("the script")
+            .permissions(),
+    );
+    assert_ne!(mode & 0o111, 0, "chmod +x ran");
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
