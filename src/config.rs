@@ -16,6 +16,7 @@ use crate::process::ProcessConfig;
 use crate::rule::file::{ExceptionSpec, RuleError, SourceText};
 use crate::rule::{RuleSet, RulesConfig};
 use crate::sink::OutputConfig;
+use crate::sink::metrics::MetricsConfig;
 use crate::sink::syslog::SyslogConfig;
 use crate::source::fanotify::FanotifyConfig;
 use crate::source::netlink::AuditConfig;
@@ -31,6 +32,7 @@ pub struct Config {
     pub fanotify: FanotifyConfig,
     pub output: OutputConfig,
     pub syslog: SyslogConfig,
+    pub metrics: MetricsConfig,
     pub rules: RulesConfig,
     /// Global exceptions: a match of any rule is suppressed when one holds.
     pub exceptions: Vec<ExceptionSpec>,
@@ -145,6 +147,12 @@ impl Config {
             ("audit", self.audit.invalid_key()),
             ("process", self.process.invalid_key()),
         ];
+        if let Some((key, must_be)) = self.metrics.invalid_key() {
+            let line = line_of_key(text, "metrics", key)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            return Err(format!("{line}`metrics.{key}` must be {must_be}"));
+        }
         let Some((table, (key, must_be))) = checks
             .into_iter()
             .find_map(|(table, invalid)| Some((table, invalid?)))

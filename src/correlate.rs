@@ -73,7 +73,15 @@ pub struct Correlator {
     stats: CorrelatorStats,
 }
 
-fn with_read(mut alert: Alert, confirmed: bool, paths: &[Vec<u8>]) -> Alert {
+/// The alert with its read's verdict; a confirmation at `now` records how
+/// long the alert waited for it.
+fn with_read(mut alert: Alert, confirmed: bool, paths: &[Vec<u8>], now: Instant) -> Alert {
+    if confirmed {
+        alert.timing.confirmation = alert
+            .timing
+            .raised
+            .map(|raised| now.saturating_duration_since(raised));
+    }
     let paths: Vec<Value> = paths
         .iter()
         .map(|p| Value::String(escape_bytes(p).into_owned()))
@@ -123,13 +131,13 @@ impl Correlator {
         if !earlier.is_empty() {
             self.claim(reader, &targets, now);
             self.stats.confirmed += 1;
-            emit(with_read(alert, true, &earlier));
+            emit(with_read(alert, true, &earlier, now));
             return;
         }
         if targets.is_empty() {
             // Nothing a read could confirm (no such file can exist).
             self.stats.unconfirmed += 1;
-            emit(with_read(alert, false, &[]));
+            emit(with_read(alert, false, &[], now));
             return;
         }
         if self.pending.len() >= MAX_HELD
@@ -137,7 +145,7 @@ impl Correlator {
         {
             self.stats.released_early += 1;
             self.stats.unconfirmed += 1;
-            emit(with_read(oldest.alert, false, &[]));
+            emit(with_read(oldest.alert, false, &[], now));
         }
         // Claim now, so the file rules don't raise the same read twice.
         self.claim(reader, &targets, now + self.window);
@@ -172,7 +180,12 @@ impl Correlator {
             if self.pending[i].reader == read.pid && self.pending[i].targets.contains(&target) {
                 if let Some(p) = self.pending.remove(i) {
                     self.stats.confirmed += 1;
-                    emit(with_read(p.alert, true, std::slice::from_ref(&read.path)));
+                    emit(with_read(
+                        p.alert,
+                        true,
+                        std::slice::from_ref(&read.path),
+                        now,
+                    ));
                 }
             } else {
                 i += 1;
@@ -215,7 +228,7 @@ impl Correlator {
         while self.pending.front().is_some_and(|p| p.deadline <= now) {
             if let Some(p) = self.pending.pop_front() {
                 self.stats.unconfirmed += 1;
-                emit(with_read(p.alert, false, &[]));
+                emit(with_read(p.alert, false, &[], now));
             }
         }
         while self.held.front().is_some_and(|h| h.due <= now) {
@@ -275,7 +288,7 @@ mod tests {
     fn alert() -> Alert {
         Alert {
             document: json!({"mapwatch": {}}),
-            summary: String::new(),
+            ..Alert::default()
         }
     }
 

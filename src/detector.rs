@@ -148,6 +148,11 @@ impl Detector {
     }
 
     /// Rules reloaded on SIGHUP take effect from the next event.
+    /// Rules in force.
+    pub fn rule_count(&self) -> usize {
+        self.rules.rules.len()
+    }
+
     pub fn set_rules(&mut self, rules: RuleSet) {
         self.rules = rules;
     }
@@ -272,7 +277,9 @@ impl Detector {
                     host,
                 };
                 stats.alerts += 1;
-                emit(alert::build_read(&mut fields, &inputs));
+                let mut alert = alert::build_read(&mut fields, &inputs);
+                alert.timing.raised = Some(read.seen);
+                emit(alert);
             }
         }
     }
@@ -355,7 +362,8 @@ impl Detector {
                 rule: &rules.rules[index].meta,
                 host,
             };
-            let alert = alert::build(event, maps.first(), &mut ctx, &inputs, users);
+            let mut alert = alert::build(event, maps.first(), &mut ctx, &inputs, users);
+            alert.timing.raised = Some(now);
             stats.alerts += 1;
             match correlator.as_mut() {
                 // An alert about maps files waits for proof of the read.

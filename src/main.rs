@@ -71,6 +71,14 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Ask the running daemon for its health and counters, over its
+    /// `[metrics] listen` endpoint. Exit 0 healthy, 1 unhealthy, 2 when it
+    /// cannot be asked (not running, no endpoint configured).
+    Status {
+        /// Configuration file [default: /etc/mapwatch/mapwatch.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Work with detection rules.
     Rules {
         #[command(subcommand)]
@@ -106,10 +114,53 @@ enum RulesCommand {
     },
 }
 
+/// `mapwatch status`.
+fn status(config: Option<&Path>) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mapwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listen = match config.metrics.endpoint() {
+        Some(Ok(listen)) => listen,
+        Some(Err(must_be)) => {
+            eprintln!(
+                "mapwatch: {}: `metrics.listen` must be {must_be}",
+                config.source_name()
+            );
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!(
+                "mapwatch: {} has no `[metrics] listen`: mapwatch status asks the daemon over it (e.g. listen = \"unix:/run/mapwatch/metrics.sock\")",
+                config.source_name()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match mapwatch::sink::metrics::client::fetch_status(&listen) {
+        Ok(status) => {
+            print!("{}", mapwatch::sink::metrics::client::render(&status));
+            if status["healthy"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(message) => {
+            eprintln!("mapwatch: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Status { config } => status(config.as_deref()),
         Command::Manpage => {
             let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).section("8");
             match man.render(&mut std::io::stdout().lock()) {

@@ -393,7 +393,7 @@ fn rate_limited(alerts: Vec<Value>) -> (Vec<Value>, Vec<Alert>) {
     for (i, document) in alerts.into_iter().enumerate() {
         let alert = Alert {
             document,
-            summary: String::new(),
+            ..Alert::default()
         };
         if limiter.admit(&alert, t0 + Duration::from_millis(i as u64)) {
             admitted.push(json!({"admitted": alert.document["process"]["args"]}));

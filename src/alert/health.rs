@@ -66,7 +66,11 @@ impl LossWatch {
             "{} health  {message}",
             document["@timestamp"].as_str().unwrap_or_default()
         );
-        Some(Alert { document, summary })
+        Some(Alert {
+            document,
+            summary,
+            timing: Default::default(),
+        })
     }
 }
 

@@ -199,7 +199,11 @@ impl Limiter {
             }),
         );
         let summary = format!("suppressed: {reason}");
-        Some(Alert { document, summary })
+        Some(Alert {
+            document,
+            summary,
+            timing: Default::default(),
+        })
     }
 }
 
@@ -212,7 +216,7 @@ mod tests {
     fn alert(rule_id: &str, n: u32) -> Alert {
         Alert {
             document: json!({"@timestamp": format!("t{n}"), "rule": {"id": rule_id, "name": "R"}, "threat": {}}),
-            summary: String::new(),
+            ..Alert::default()
         }
     }
 

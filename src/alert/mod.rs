@@ -47,10 +47,22 @@ pub fn ecs_document(timestamp: impl Into<Value>, mut body: Value) -> Value {
 }
 
 /// One alert, ready for the sinks.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Alert {
     pub document: Value,
     pub summary: String,
+    pub timing: Timing,
+}
+
+/// When an alert's input arrived, and how long it waited for its read: the
+/// metrics' latency histograms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// When the input that raised it (the exec event's last records, or the
+    /// read) reached mapwatch.
+    pub raised: Option<std::time::Instant>,
+    /// For a confirmed exec alert: from being raised to its read.
+    pub confirmation: Option<std::time::Duration>,
 }
 
 /// Everything an alert is built from besides the event itself.
@@ -329,7 +341,11 @@ fn document(
             ))
             .unwrap_or_else(|| "unknown".into()),
     );
-    Alert { document, summary }
+    Alert {
+        document,
+        summary,
+        timing: Timing::default(),
+    }
 }
 
 /// An alert for an exec event; `maps` is the first argument naming a memory

@@ -1,12 +1,15 @@
 //! The counters kept beside the detector's (sources, fanotify, sinks, the
-//! kernel's `lost`): the stats line, `mapwatch.stats` documents, and the
-//! loss counters the health check watches.
+//! kernel's `lost`): the stats line, `mapwatch.stats` documents, the loss
+//! counters the health check watches, and what the metrics publish.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::outlet::Outlet;
 use crate::detector::Detector;
+use crate::sink::metrics::health::SourceState;
+use crate::sink::metrics::{AgentInfo, HealthWindow, Metrics};
 use crate::source::SourceStats;
 use crate::source::fanotify::WatchStats;
 use crate::source::netlink::AuditSession;
@@ -19,19 +22,60 @@ pub(super) struct Gauges {
     watch: Arc<WatchStats>,
     /// The kernel's `lost` counter since start.
     kernel_lost: u32,
+    /// The source as the last status poll found it.
+    source_state: SourceState,
+    health: Option<HealthWindow>,
 }
 
 impl Gauges {
-    pub(super) fn new(source: Arc<SourceStats>, watch: Arc<WatchStats>) -> Self {
+    pub(super) fn new(
+        source: Arc<SourceStats>,
+        watch: Arc<WatchStats>,
+        health: Option<HealthWindow>,
+    ) -> Self {
         Gauges {
             source,
             watch,
             kernel_lost: 0,
+            source_state: SourceState {
+                attached: true,
+                last_heard: Instant::now(),
+            },
+            health,
         }
     }
 
+    /// The kernel's `lost` counter, and whether the source is still ours:
+    /// registered (`pid` is this process) unless beside another daemon.
     pub(super) fn poll_kernel_lost(&mut self, session: &mut AuditSession) {
-        self.kernel_lost = poll_kernel_lost(session, self.kernel_lost);
+        match session.kernel_status() {
+            Ok(status) => {
+                self.kernel_lost = status.lost.wrapping_sub(session.lost_at_start);
+                self.source_state = SourceState {
+                    attached: session.beside_daemon.is_some() || status.pid == std::process::id(),
+                    last_heard: Instant::now(),
+                };
+            }
+            Err(e) => tracing::warn!("reading the kernel audit status: {e}"),
+        }
+    }
+
+    /// Counters, the health verdict and the status document, to the metrics.
+    pub(super) fn publish(
+        &mut self,
+        detector: &Detector,
+        outlet: &Outlet,
+        metrics: &Metrics,
+        info: &AgentInfo,
+    ) {
+        let losses = loss_counters(detector, self, outlet);
+        let counters = stats_counters(detector, self, outlet);
+        let source = self.source_state;
+        let Some(window) = self.health.as_mut() else {
+            return;
+        };
+        let verdict = window.judge(Instant::now(), &losses, source);
+        metrics.publish(&counters, &verdict, info, detector.rule_count());
     }
 
     /// A health document if a loss counter grew.
@@ -47,17 +91,6 @@ impl Gauges {
         let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         tracing::info!("stats: {}", line.join(" "));
         outlet.stats(crate::alert::stats::document(&counters, detector.host()));
-    }
-}
-
-/// The kernel's `lost` counter since start (the health check reports growth).
-fn poll_kernel_lost(session: &mut AuditSession, last: u32) -> u32 {
-    match session.kernel_status() {
-        Ok(status) => status.lost.wrapping_sub(session.lost_at_start),
-        Err(e) => {
-            tracing::warn!("reading the kernel audit status: {e}");
-            last
-        }
     }
 }
 

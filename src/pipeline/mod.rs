@@ -28,6 +28,7 @@ use crate::alert::limit::Limiter;
 use crate::config::Config;
 use crate::detector::Detector;
 use crate::rule::RuleSet;
+use crate::sink::metrics::{AgentInfo, HealthWindow, Metrics, MetricsOutput};
 use crate::sink::{self, OutputFormat, SinkMessage, SinkStats, Sinks};
 use crate::source::fanotify::ProcWatch;
 use crate::source::netlink::{AuditError, AuditSession};
@@ -167,14 +168,35 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     )
     .map_err(std::io::Error::from)?;
     let mut readers = Readers::start(records, proc_watch, &config, &mut detector)?;
-    let (sink, mut outlet) = start_sink(&config, &options, &detector)?;
+    let agent = AgentInfo {
+        mode: match (options.feed, session.beside_daemon) {
+            (Feed::AuditdPlugin, _) => "plugin",
+            (Feed::Kernel, Some(_)) => "multicast",
+            (Feed::Kernel, None) => "unicast",
+        },
+        rules: detector.rule_count(),
+        procfs_watched: usize::from(readers.confirms_reads()),
+    };
+    let metrics = MetricsOutput::start(&config.metrics, &agent)?;
+    let (sink, mut outlet) = start_sink(
+        &config,
+        &options,
+        &detector,
+        metrics.as_ref().map(|m| m.metrics.clone()),
+    )?;
     let poller = watch_sources(&readers, &signals)?;
     log_ready(&session, &options, seeded, readers.confirms_reads());
     notify_systemd(b"READY=1");
 
     let early = std::mem::take(&mut readers.early);
     detector.on_batch(&early, Instant::now(), &mut |a| outlet.emit(a));
-    let mut gauges = Gauges::new(readers.source_stats.clone(), readers.watch_stats.clone());
+    let mut gauges = Gauges::new(
+        readers.source_stats.clone(),
+        readers.watch_stats.clone(),
+        metrics
+            .as_ref()
+            .map(|_| HealthWindow::new(config.metrics.interval())),
+    );
     let mut schedule = Schedule::new(Instant::now(), config.log.stats_interval());
     let mut ready = [EpollEvent::empty(); 4];
     let stop_signal = 'serve: loop {
@@ -276,6 +298,9 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         if due.health {
             gauges.poll_kernel_lost(&mut session);
             gauges.report_losses(&detector, &mut outlet);
+            if let Some(output) = &metrics {
+                gauges.publish(&detector, &outlet, &output.metrics, &agent);
+            }
         }
         if due.stats {
             gauges.report_stats(&detector, &mut outlet);
@@ -315,6 +340,7 @@ fn start_sink(
     config: &Config,
     options: &RunOptions,
     detector: &Detector,
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<(JoinHandle<()>, Outlet), RunError> {
     let (alert_tx, alert_rx) = std::sync::mpsc::sync_channel::<SinkMessage>(ALERT_QUEUE);
     let sinks = Sinks::open(
@@ -331,7 +357,7 @@ fn start_sink(
             .name("mapwatch-sink".into())
             .spawn(move || sink::deliver(alert_rx, sinks, &stats))?
     };
-    let outlet = Outlet::new(alert_tx, Limiter::new(&options.rules), sink_stats);
+    let outlet = Outlet::new(alert_tx, Limiter::new(&options.rules), sink_stats, metrics);
     Ok((sink, outlet))
 }
 

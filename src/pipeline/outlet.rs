@@ -9,6 +9,7 @@ use crate::alert::Alert;
 use crate::alert::health::LossWatch;
 use crate::alert::limit::Limiter;
 use crate::process::host::HostInfo;
+use crate::sink::metrics::Metrics;
 use crate::sink::{SinkMessage, SinkStats, Sinks};
 
 /// Where alerts leave the pipeline: the rate limiter, then the sink channel.
@@ -18,6 +19,8 @@ pub(super) struct Outlet {
     pub(super) limiter: Limiter,
     pub(super) sink_stats: Arc<SinkStats>,
     losses: LossWatch,
+    /// Counts each alert that leaves, with its latency.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Outlet {
@@ -25,6 +28,7 @@ impl Outlet {
         tx: SyncSender<SinkMessage>,
         limiter: Limiter,
         sink_stats: Arc<SinkStats>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Outlet {
             tx: Some(tx),
@@ -32,6 +36,7 @@ impl Outlet {
             limiter,
             sink_stats,
             losses: LossWatch::default(),
+            metrics,
         }
     }
 
@@ -42,9 +47,11 @@ impl Outlet {
     }
 
     fn send(&mut self, alert: Alert) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(SinkMessage::Alert(alert)).is_err()
-        {
+        let Some(tx) = &self.tx else { return };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_alert(&alert, Instant::now());
+        }
+        if tx.try_send(SinkMessage::Alert(alert)).is_err() {
             self.dropped += 1;
         }
     }

@@ -60,12 +60,13 @@ fn reload(
 }
 
 /// Sections a reload cannot change: they shaped the audit session, the
-/// process table and fanotify at start.
+/// process table, fanotify and the metrics endpoint at start.
 fn warn_restart_only(old: &Config, new: &Config) {
     for (section, changed) in [
         ("audit", old.audit != new.audit),
         ("process", old.process != new.process),
         ("fanotify", old.fanotify != new.fanotify),
+        ("metrics", old.metrics != new.metrics),
     ] {
         if changed {
             tracing::warn!("SIGHUP: [{section}] changed; it takes effect at the next restart");

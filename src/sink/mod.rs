@@ -9,6 +9,7 @@
 //! stop the others or the pipeline.
 
 pub mod json_file;
+pub mod metrics;
 pub mod syslog;
 
 use std::io::{self, Write};
@@ -245,6 +246,7 @@ mod tests {
         Alert {
             document: json!({"mapwatch": {"rule": {"severity": severity}}}),
             summary: "summary".into(),
+            ..Alert::default()
         }
     }
 

@@ -396,6 +396,7 @@ mod tests {
         Alert {
             document: json!({"rule": {"severity": "low"}, "process": {"args": ["cat", arg]}}),
             summary: format!("low rule: cat {arg} @cee:{{\"forged\":1}}"),
+            ..Alert::default()
         }
     }
 
