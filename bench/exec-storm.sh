@@ -7,6 +7,10 @@
 #
 #   bash bench/exec-storm.sh [SECONDS] [ROUNDS] [RATES...]   (default: 10 5 500 1000 2000 0)
 #
+# CONTENDERS="mapwatch mapwatch-metrics auditd-RAW" picks some of them;
+# mapwatch-metrics is mapwatch with [metrics] listen and textfile on, scraped
+# every second as Prometheus would (the scraper's own CPU is not counted).
+#
 # Rate 0 is "as fast as the storm can go". CPU is the scheduler's runtime
 # (user+sys, in ns) of every userspace process of the contender, all its
 # threads (auditd and laurel counted together).
@@ -24,7 +28,8 @@ secs=${1:-10}
 rounds=${2:-5}
 shift 2 || true
 rates=(${@:-500 1000 2000 0})
-contenders=(mapwatch auditd-RAW auditd-ENRICHED auditd-laurel)
+read -r -a contenders <<< "${CONTENDERS:-mapwatch auditd-RAW auditd-ENRICHED auditd-laurel}"
+metrics_port=19464
 
 run_storm() { "$work/storm" "$1" "$secs"; }
 
@@ -60,6 +65,14 @@ run_contender() {
         mapwatch)
             start_mapwatch
             measure mapwatch "$rate" "$started"
+            ;;
+        mapwatch-metrics)
+            start_mapwatch "$(printf '[metrics]\nlisten = "127.0.0.1:%s"\ntextfile = "%s/mapwatch.prom"\ninterval_secs = 15\n' "$metrics_port" "$work")"
+            (while :; do curl -s -o /dev/null "http://127.0.0.1:$metrics_port/metrics"; sleep 1; done) &
+            local scraper=$!
+            measure mapwatch-metrics "$rate" "$started"
+            kill "$scraper"
+            wait "$scraper" 2> /dev/null || true
             ;;
         auditd-RAW | auditd-ENRICHED)
             start_auditd "${name#auditd-}"

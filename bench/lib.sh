@@ -9,7 +9,7 @@ root=$PWD
 # shellcheck source=bench/auditd-conf.sh
 source "$root/bench/auditd-conf.sh"
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (audit and fanotify)" >&2; exit 1; }
-for pkg in auditd laurel gcc python3 procps time; do
+for pkg in auditd laurel gcc python3 procps time curl; do
     dpkg -s "$pkg" > /dev/null 2>&1 || need="${need:-} $pkg"
 done
 if [ -n "${need:-}" ]; then apt-get install -y $need > /dev/null; fi
@@ -59,7 +59,7 @@ describe_machine() {
 }
 
 # $1/mapwatch.toml: the service's defaults, with its state, alerts and no
-# stats line under $1.
+# stats line under $1, and the TOML in $2 (more tables) appended.
 write_config() {
     mkdir -p "$1"
     cat > "$1/mapwatch.toml" << CONF
@@ -69,15 +69,16 @@ state_file = "$1/state.json"
 stats_interval_secs = 0
 [output]
 json_file = "$1/alerts.json"
+${2:-}
 CONF
     chmod 600 "$1/mapwatch.toml"
 }
 
-# mapwatch as the service runs it (fanotify on); sets $started to its pid
-# once ready.
+# mapwatch as the service runs it (fanotify on), with the TOML in $1
+# appended to its configuration; sets $started to its pid once ready.
 start_mapwatch() {
     local dir=$work/mapwatch
-    write_config "$dir"
+    write_config "$dir" "${1:-}"
     : > "$dir/stderr"
     "$bin" run --config "$dir/mapwatch.toml" > /dev/null 2> "$dir/stderr" &
     started=$!

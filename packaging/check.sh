@@ -46,6 +46,14 @@ systemd-analyze verify "$unit" || fail "systemd-analyze verify"
 exposure=$(systemd-analyze security --offline=true "$unit" 2>&1 | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
 echo "exposure: $exposure"
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 3.0) }' || fail "exposure $exposure above 3.0"
+# With metrics on: the endpoint needs nothing the unit lacks (AF_INET and
+# AF_UNIX are allowed); the textfile needs its directory writable.
+with_metrics=$(mktemp -d)/mapwatch.service
+sed 's|^LogsDirectoryMode=0750$|&\nReadWritePaths=/var/lib/prometheus/node-exporter|' "$unit" > "$with_metrics"
+grep -q '^ReadWritePaths=' "$with_metrics" || fail "the metrics drop-in was not applied"
+exposure_metrics=$(systemd-analyze security --offline=true "$with_metrics" 2>&1 | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+echo "exposure with the metrics textfile: $exposure_metrics"
+awk -v e="$exposure_metrics" 'BEGIN { exit !(e != "" && e <= 3.0) }' || fail "exposure with metrics $exposure_metrics above 3.0"
 
 step "run as the service would (the unit's ExecStart, no systemd here)"
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")

@@ -738,15 +738,29 @@ const IS_NULL: &str = "eql Optimizer.ReplaceNullChecks: `== null` -> IsNull; ql 
 const IS_NOT_NULL: &str = "eql Optimizer.ReplaceNullChecks: `!= null` -> IsNotNull; ql ExpressionTranslators.IsNotNulls -> ExistsQuery";
 
 fn rows() -> Vec<Row> {
-    let keyword = |condition, hit: &str, miss: &str, plain, source| Row {
+    // Under `not (…)` each row is the complement: a query-DSL filter is
+    // two-valued. The table still checks both.
+    let row = |condition, field, hit: Value, miss: Value, plain: [bool; 6], source| Row {
         condition,
-        field: "process.args",
-        hit: json!(hit),
-        miss: json!(miss),
+        field,
+        hit,
+        miss,
         plain,
-        negated: plain.map(|b: bool| !b),
+        negated: plain.map(|b| !b),
         source,
     };
+    let keyword = |condition, hit: &str, miss: &str, plain, source| {
+        row(
+            condition,
+            "process.args",
+            json!(hit),
+            json!(miss),
+            plain,
+            source,
+        )
+    };
+    let present = [true, true, true, true, false, false];
+    let absent = present.map(|b| !b);
     vec![
         keyword(r#"process.args == "-p""#, "-p", "-P", ANY, TERM),
         keyword(r#"process.args != "-p""#, "-p", "-P", NONE, NOT_EQUALS),
@@ -801,69 +815,48 @@ fn rows() -> Vec<Row> {
             NONE,
             NOT,
         ),
-        Row {
-            condition: "process.args == null",
-            field: "process.args",
-            hit: json!("x"),
-            miss: json!("x"),
-            plain: [false, false, false, false, true, true],
-            negated: [true, true, true, true, false, false],
-            source: IS_NULL,
-        },
-        Row {
-            condition: "process.args != null",
-            field: "process.args",
-            hit: json!("x"),
-            miss: json!("x"),
-            plain: [true, true, true, true, false, false],
-            negated: [false, false, false, false, true, true],
-            source: IS_NOT_NULL,
-        },
-        Row {
-            condition: "process.pid == 1",
-            field: "process.pid",
-            hit: json!(1),
-            miss: json!(2),
-            plain: ANY,
-            negated: NONE,
-            source: TERM,
-        },
-        Row {
-            condition: "process.pid != 1",
-            field: "process.pid",
-            hit: json!(1),
-            miss: json!(2),
-            plain: NONE,
-            negated: ANY,
-            source: NOT_EQUALS,
-        },
-        Row {
-            condition: "process.pid in (1, 7)",
-            field: "process.pid",
-            hit: json!(7),
-            miss: json!(2),
-            plain: ANY,
-            negated: NONE,
-            source: IN,
-        },
-        Row {
-            condition: "mapwatch.read.self == true",
-            field: "mapwatch.read.self",
-            hit: json!(true),
-            miss: json!(false),
-            plain: ANY,
-            negated: NONE,
-            source: TERM,
-        },
-        Row {
-            condition: "mapwatch.read.self != true",
-            field: "mapwatch.read.self",
-            hit: json!(true),
-            miss: json!(false),
-            plain: NONE,
-            negated: ANY,
-            source: NOT_EQUALS,
-        },
+        keyword("process.args == null", "x", "x", absent, IS_NULL),
+        keyword("process.args != null", "x", "x", present, IS_NOT_NULL),
+        row(
+            "process.pid == 1",
+            "process.pid",
+            json!(1),
+            json!(2),
+            ANY,
+            TERM,
+        ),
+        row(
+            "process.pid != 1",
+            "process.pid",
+            json!(1),
+            json!(2),
+            NONE,
+            NOT_EQUALS,
+        ),
+        row(
+            "process.pid in (1, 7)",
+            "process.pid",
+            json!(7),
+            json!(2),
+            ANY,
+            IN,
+        ),
+        row(
+            "mapwatch.read.self == true",
+            "mapwatch.read.self",
+            json!(true),
+            json!(false),
+            ANY,
+            TERM,
+        ),
+        row(
+            "mapwatch.read.self != true",
+            "mapwatch.read.self",
+            json!(true),
+            json!(false),
+            NONE,
+            NOT_EQUALS,
+        ),
     ]
 }
 
