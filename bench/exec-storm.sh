@@ -108,7 +108,7 @@ done
 
 # The rounds' own ratios of $1 to $2 at rate $3, space-separated.
 round_ratios() {
-    paste -d' ' <(echo ${us[$1,$3]} | tr ' ' '\n') <(echo ${us[$2,$3]} | tr ' ' '\n') |
+    paste -d' ' <(echo ${us[$1,$3]:-} | tr ' ' '\n') <(echo ${us[$2,$3]:-} | tr ' ' '\n') |
         awk '$2 > 0 { printf "%.3f ", $1 / $2 }'
 }
 
@@ -132,6 +132,7 @@ for rate in "${rates[@]}"; do
         lost_total=$(echo "${lost[$name,$rate]}" | tr ' ' '\n' | awk '{ s += $1 } END { print s + 0 }')
         raw=$(round_ratios "$name" auditd-RAW "$rate")
         laurel=$(round_ratios "$name" auditd-laurel "$rate")
-        echo "| $label | $name | $rate_done | $per_exec | $range | $lost_total | $(echo "$raw" | median)× | $(echo "$raw" | spread) | $(echo "$laurel" | median)× |"
+        [ -n "$laurel" ] && laurel="$(echo "$laurel" | median)×"
+        echo "| $label | $name | $rate_done | $per_exec | $range | $lost_total | $(echo "$raw" | median)× | $(echo "$raw" | spread) | $laurel |"
     done
 done

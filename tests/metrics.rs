@@ -300,6 +300,10 @@ fn a_thousand_hostile_clients_change_nothing_in_detection() {
         get(port, "/healthz").filter(|(code, _)| *code == 200)
     });
     assert_eq!(code, 200);
+    eprintln!(
+        "{} hostile connections: mapwatch RSS {rss_before} KiB before, {rss_during} KiB during",
+        1000
+    );
     assert!(
         rss_during.saturating_sub(rss_before) < 8 * 1024,
         "memory grew from {rss_before} KiB to {rss_during} KiB"
