@@ -289,7 +289,8 @@ fn a_thousand_hostile_clients_change_nothing_in_detection() {
         };
         clients.push(stream);
     }
-    assert!(clients.len() >= 900, "{} connections opened", clients.len());
+    let clients_opened = clients.len();
+    assert!(clients_opened >= 900, "{clients_opened} connections opened");
 
     let runs = run_spine_scenarios(dir.path());
     mapwatch.sync();
@@ -302,7 +303,7 @@ fn a_thousand_hostile_clients_change_nothing_in_detection() {
     assert_eq!(code, 200);
     eprintln!(
         "{} hostile connections: mapwatch RSS {rss_before} KiB before, {rss_during} KiB during",
-        1000
+        clients_opened
     );
     assert!(
         rss_during.saturating_sub(rss_before) < 8 * 1024,

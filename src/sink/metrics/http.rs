@@ -14,7 +14,6 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,8 +28,6 @@ const DEADLINE: Duration = Duration::from_secs(2);
 /// A running endpoint; a unix socket's file is removed when it is dropped.
 pub struct MetricsServer {
     unix_path: Option<PathBuf>,
-    /// Connections closed unanswered because every worker was busy.
-    pub rejected: Arc<AtomicU64>,
 }
 
 impl Drop for MetricsServer {
@@ -133,31 +130,26 @@ impl MetricsServer {
                 .name(format!("mapwatch-http-{i}"))
                 .spawn(move || work(&rx, &metrics))?;
         }
-        let rejected = Arc::new(AtomicU64::new(0));
-        let counted = rejected.clone();
         std::thread::Builder::new()
             .name("mapwatch-http".into())
-            .spawn(move || accept_loop(&acceptor, &tx, &counted))?;
+            .spawn(move || accept_loop(&acceptor, &tx, &metrics))?;
         Ok(MetricsServer {
             unix_path: match listen {
                 Listen::Unix(path) => Some(path.clone()),
                 Listen::Tcp(_) => None,
             },
-            rejected,
         })
     }
 }
 
-fn accept_loop(acceptor: &Acceptor, tx: &SyncSender<Stream>, rejected: &AtomicU64) {
+fn accept_loop(acceptor: &Acceptor, tx: &SyncSender<Stream>, metrics: &Metrics) {
     loop {
         match acceptor.accept() {
             Ok(stream) => match tx.try_send(stream) {
                 Ok(()) => {}
                 // Dropping the stream closes it: busy workers are no reason
                 // to queue without bound.
-                Err(TrySendError::Full(_)) => {
-                    rejected.fetch_add(1, Ordering::Relaxed);
-                }
+                Err(TrySendError::Full(_)) => metrics.http_rejected.inc(),
                 Err(TrySendError::Disconnected(_)) => return,
             },
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
@@ -260,13 +252,26 @@ fn respond(
         "HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Ok(());
+    write_by(stream, deadline, head.as_bytes())?;
+    write_by(stream, deadline, body.as_bytes())
+}
+
+/// Writes `bytes` unless the deadline passes first: each write may wait
+/// only for what is left of it, so a client that does not read costs its
+/// worker [`DEADLINE`] at most.
+fn write_by(stream: &mut Stream, deadline: Instant, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_timeouts(left)?;
+        match stream.write(bytes)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => bytes = &bytes[n..],
+        }
     }
-    stream.set_timeouts(left)?;
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -131,6 +131,8 @@ pub struct Metrics {
     confirmation_delay: Histogram,
     healthy: IntGauge,
     rules: IntGauge,
+    /// Connections the endpoint closed unanswered: every worker was busy.
+    http_rejected: IntCounter,
     started: Instant,
     /// The stats counters, registered at their first publication (the
     /// pipeline names them) with the value last published.
@@ -205,6 +207,13 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), info.mode])
             .set(1);
         let rules = registered(&registry, IntGauge::new("rules_loaded", "Rules in force."))?;
+        let http_rejected = registered(
+            &registry,
+            IntCounter::new(
+                "http_rejected_total",
+                "Connections to this endpoint closed unanswered because both workers were busy.",
+            ),
+        )?;
         rules.set(info.rules as i64);
         let procfs_watched = registered(
             &registry,
@@ -230,6 +239,7 @@ impl Metrics {
             confirmation_delay,
             healthy,
             rules,
+            http_rejected,
             started: Instant::now(),
             published: Mutex::new(HashMap::new()),
             status: Mutex::new("{}".into()),
