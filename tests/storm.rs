@@ -172,6 +172,47 @@ fn with_a_tiny_backlog_losses_are_reported_as_the_kernel_counts_them() {
     );
 }
 
+/// Stopped in the middle of the storm: deleting its rules under a full
+/// backlog loses their CONFIG_CHANGE records, after the loop's last poll.
+/// The final stats line and the health documents still add up to the
+/// kernel's count over the whole run, stop included.
+#[test]
+fn losses_while_stopping_under_a_storm_are_counted_too() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let lost_before = AuditSocketStatus::lost();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start_with(dir.path(), "backlog_limit = 4\n");
+    let storm = Storm::start(6);
+    std::thread::sleep(Duration::from_secs(3));
+    let alerts_log = mapwatch.alert_log();
+    let (status, stderr) = mapwatch.terminate();
+    drop(storm);
+    assert!(status.success(), "{stderr}");
+    let kernel_lost = u64::from(AuditSocketStatus::lost().wrapping_sub(lost_before));
+    assert!(
+        kernel_lost > 0,
+        "a backlog of 4 under a storm loses records"
+    );
+    let stats = last_stats(&stderr);
+    assert_eq!(
+        counter(&stats, "kernel_lost"),
+        kernel_lost,
+        "the last stats line counts what was lost while stopping: {stats:?}"
+    );
+    let reported: u64 = alerts_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|d| d["event"]["dataset"] == "mapwatch.health")
+        .filter_map(|d| d["mapwatch"]["health"]["lost"]["kernel_lost"].as_u64())
+        .sum();
+    assert_eq!(
+        reported, kernel_lost,
+        "health documents add up to the kernel's count"
+    );
+}
+
 /// Under a storm the socket is read on an interval (`audit.poll_interval_ms`),
 /// so execs wait there while reads arrive at once, and the fanotify thread
 /// can see a read late. Leaders must still be named as of the read: bash,

@@ -60,6 +60,13 @@ impl Gauges {
         }
     }
 
+    /// The kernel's `lost` counter as the stopped session last read it.
+    pub(super) fn set_final_kernel_lost(&mut self, lost_since_start: Option<u32>) {
+        if let Some(lost) = lost_since_start {
+            self.kernel_lost = lost;
+        }
+    }
+
     /// Counters, the health verdict and the status document, to the metrics.
     pub(super) fn publish(
         &mut self,

@@ -306,10 +306,11 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             gauges.report_stats(&detector, &mut outlet);
         }
     };
-    // Losses up to the end, before the counter is no longer ours to read.
-    gauges.poll_kernel_lost(&mut session);
     tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
-    let restored = session.stop();
+    // The last count of losses comes after the last rule change: deleting
+    // rules under a full backlog loses their CONFIG_CHANGE records too.
+    let stopped = session.stop();
+    gauges.set_final_kernel_lost(stopped.lost_since_start);
     // What was already queued still gets evaluated.
     if let Some(socket) = readers.inline.as_mut()
         && let Err(e) = socket.drain(&mut detector, &mut outlet)
@@ -332,7 +333,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     if sink.join().is_err() {
         tracing::error!("the sink thread panicked");
     }
-    restored.map_err(RunError::Io)
+    stopped.restored.map_err(RunError::Io)
 }
 
 /// The sink thread and the outlet that feeds it.

@@ -65,6 +65,14 @@ pub struct SessionOptions {
     pub state_file: PathBuf,
 }
 
+/// How [`AuditSession::stop`] went.
+pub struct Stopped {
+    pub restored: io::Result<()>,
+    /// The kernel's `lost` counter since the session began, read after the
+    /// last change mapwatch made; `None` if the status could not be read.
+    pub lost_since_start: Option<u32>,
+}
+
 /// Our registration with the kernel, undone on [`AuditSession::stop`] or drop.
 pub struct AuditSession {
     control: AuditSocket,
@@ -325,9 +333,21 @@ impl AuditSession {
         self.control.status()
     }
 
-    /// Deletes our rules, unregisters and restores the saved status.
-    pub fn stop(mut self) -> io::Result<()> {
-        self.restore()
+    /// Deletes our rules, unregisters and restores the saved status; then
+    /// reads the kernel's `lost` counter once more, so that records lost
+    /// while stopping (the rule deletions' CONFIG_CHANGE records under a full
+    /// backlog) are counted too.
+    pub fn stop(mut self) -> Stopped {
+        let restored = self.restore();
+        let lost_since_start = self
+            .control
+            .status()
+            .ok()
+            .map(|status| status.lost.wrapping_sub(self.lost_at_start));
+        Stopped {
+            restored,
+            lost_since_start,
+        }
     }
 
     fn restore(&mut self) -> io::Result<()> {
