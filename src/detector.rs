@@ -147,12 +147,12 @@ impl Detector {
         self.stats
     }
 
-    /// Rules reloaded on SIGHUP take effect from the next event.
     /// Rules in force.
     pub fn rule_count(&self) -> usize {
         self.rules.rules.len()
     }
 
+    /// Rules reloaded on SIGHUP take effect from the next event.
     pub fn set_rules(&mut self, rules: RuleSet) {
         self.rules = rules;
     }

@@ -33,11 +33,7 @@ fn cat_of_a_live_process_map_is_confirmed() {
         mapwatch.stderr()
     );
     let target = Target::spawn();
-    run_entry_leader(
-        "bash",
-        &format!("cat {} > /dev/null", target.maps()),
-        dir.path(),
-    );
+    cat_maps_under_bash(&target, dir.path());
     mapwatch.sync();
     let alerts = mapwatch.alerts();
     let seed = about(&alerts, SEED_ID, &target);
@@ -228,11 +224,7 @@ fn fanotify_can_be_turned_off() {
         mapwatch.stderr()
     );
     let target = Target::spawn();
-    run_entry_leader(
-        "bash",
-        &format!("cat {} > /dev/null", target.maps()),
-        dir.path(),
-    );
+    cat_maps_under_bash(&target, dir.path());
     mapwatch.sync();
     let alerts = mapwatch.alerts();
     let seed = about(&alerts, SEED_ID, &target);
@@ -314,11 +306,7 @@ fn a_fanotify_queue_overflow_is_reported_and_detection_goes_on() {
     });
     assert_eq!(health["event"]["dataset"], "mapwatch.health");
     let target = Target::spawn();
-    run_entry_leader(
-        "bash",
-        &format!("cat {} > /dev/null", target.maps()),
-        dir.path(),
-    );
+    cat_maps_under_bash(&target, dir.path());
     let alert = mapwatch.wait_for_alert("a positive after the overflow", |a| {
         a["file"]["path"] == target.maps().as_str()
     });

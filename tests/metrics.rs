@@ -166,11 +166,7 @@ fn prometheus_scrapes_alerts_and_losses_and_health_follows_them() {
     let mapwatch = Mapwatch::start_service(dir.path(), &with_metrics(dir.path(), port, ""));
     let target = Target::spawn();
     for _ in 0..5 {
-        run_entry_leader(
-            "bash",
-            &format!("cat {} > /dev/null", target.maps()),
-            dir.path(),
-        );
+        cat_maps_under_bash(&target, dir.path());
     }
     let seed = format!("mapwatch_alerts_total{{rule_id=\"{SEED_ID}\"}}");
     let alerts = wait_for("5 seed alerts in Prometheus", || {
@@ -330,11 +326,7 @@ fn node_exporters_textfile_collector_reads_the_textfile() {
         ),
     );
     let target = Target::spawn();
-    run_entry_leader(
-        "bash",
-        &format!("cat {} > /dev/null", target.maps()),
-        dir.path(),
-    );
+    cat_maps_under_bash(&target, dir.path());
     mapwatch.sync();
     wait_for("the textfile with the seed alert", || {
         std::fs::read_to_string(&prom)

@@ -264,7 +264,7 @@ fn sighup_reloads_configuration_and_rules_and_a_bad_configuration_changes_nothin
         .to_owned();
     let positive = |dir: &std::path::Path| {
         let target = Target::spawn();
-        run_entry_leader("bash", &format!("cat {} > /dev/null", target.maps()), dir);
+        cat_maps_under_bash(&target, dir);
         target
     };
     let wait_for = |file: &std::path::Path, maps: &str, count: usize| {

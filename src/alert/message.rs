@@ -76,7 +76,7 @@ fn whose_map(target: &Value, reader_pid: u32) -> String {
 }
 
 /// An attacker-controlled part: escaped, and cut to [`MAX_PART`] characters.
-pub(super) fn part(bytes: &[u8]) -> String {
+fn part(bytes: &[u8]) -> String {
     let escaped = escape_for_terminal(bytes);
     match escaped.char_indices().nth(MAX_PART) {
         Some((cut, _)) => format!("{}…", &escaped[..cut]),

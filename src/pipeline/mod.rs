@@ -174,7 +174,6 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             (Feed::Kernel, Some(_)) => "multicast",
             (Feed::Kernel, None) => "unicast",
         },
-        rules: detector.rule_count(),
         procfs_watched: usize::from(readers.confirms_reads()),
     };
     let metrics = MetricsOutput::start(&config.metrics, &agent)?;

@@ -48,11 +48,17 @@ impl Outlet {
 
     fn send(&mut self, alert: Alert) {
         let Some(tx) = &self.tx else { return };
-        if let Some(metrics) = &self.metrics {
-            metrics.observe_alert(&alert, Instant::now());
-        }
-        if tx.try_send(SinkMessage::Alert(alert)).is_err() {
-            self.dropped += 1;
+        let observed = self
+            .metrics
+            .as_ref()
+            .and_then(|m| Some((m, m.observe(&alert, Instant::now())?)));
+        match tx.try_send(SinkMessage::Alert(alert)) {
+            Ok(()) => {
+                if let Some((metrics, observation)) = observed {
+                    metrics.record(observation);
+                }
+            }
+            Err(_) => self.dropped += 1,
         }
     }
 

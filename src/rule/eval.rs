@@ -94,7 +94,7 @@ pub enum Test {
 
 impl Test {
     /// Whether one value satisfies the leaf query. `NotEqual` is the `term`
-    /// query of `Equal`, negated over the whole field in [`Expr::evaluate`].
+    /// query of `Equal`, negated over the whole field in [`Expr::matches`].
     fn holds(&self, value: Scalar<'_>) -> bool {
         match self {
             Test::Equal(lit) | Test::NotEqual(lit) => lit.equals(value),

@@ -222,11 +222,16 @@ pub fn assert_promoted_as_documented(docs: &[Value]) {
             ("mapwatch.alert", "alerts-suppressed") => {
                 let p = promoted.unwrap_or_else(|| panic!("a summary is promoted: {doc:#}"));
                 let rule = &doc["rule"]["id"];
-                let of_its_alerts = docs
+                let of_its_alerts: Vec<&str> = docs
                     .iter()
                     .filter(|d| d["rule"]["id"] == *rule && d["event"]["action"] != action)
                     .filter_map(external_alerts)
-                    .map(|a| a.severity);
+                    .map(|a| a.severity)
+                    .collect();
+                assert!(
+                    !of_its_alerts.is_empty(),
+                    "a summary's rule has alerts among the documents to compare with: {doc:#}"
+                );
                 for severity in of_its_alerts {
                     assert_eq!(
                         p.severity, severity,

@@ -455,6 +455,12 @@ pub fn run_entry_leader(shell: &str, body: &str, dir: &Path) -> u32 {
     run_detached(&[shell, "-c"], shell, body, dir)
 }
 
+/// The seed rule's plainest positive: `cat` of `target`'s map, run by a
+/// bash entry leader. Returns the shell's pid.
+pub fn cat_maps_under_bash(target: &Target, dir: &Path) -> u32 {
+    run_entry_leader("bash", &format!("cat {} > /dev/null", target.maps()), dir)
+}
+
 /// Like [`run_entry_leader`] for any interpreter given as argv prefix.
 pub fn run_detached(prefix: &[&str], shell: &str, body: &str, dir: &Path) -> u32 {
     let done = dir.join(format!("done-{shell}"));

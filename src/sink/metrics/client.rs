@@ -1,7 +1,7 @@
 //! `mapwatch status`: asks the running daemon over its metrics endpoint and
 //! renders the answer for a terminal or a Nagios-style check.
 //!
-//! Contract: one `GET /status` within [`TIMEOUT`]; the answer is shown as a
+//! Contract: one `GET /status` within `TIMEOUT` (5 s); the answer is shown as a
 //! table of mode, uptime, rules, health and every counter. What the daemon
 //! sent is printed escaped: the endpoint could be someone else's.
 

@@ -3,7 +3,9 @@
 //! a unix socket, and/or written as a node_exporter textfile.
 //!
 //! Contract: the pipeline thread is the only writer. It counts each alert
-//! as it leaves ([`Metrics::observe_alert`], atomics only) and once a second
+//! the sink channel took ([`Metrics::observe`] before the hand-over,
+//! [`Metrics::record`] after it, atomics only; a dropped alert is in
+//! `alerts_dropped_total` instead) and once a second
 //! publishes its counters, the health verdict and the status document
 //! ([`Metrics::publish`], a few atomic stores and one `try_lock` it never
 //! waits on). Readers (the HTTP workers, the textfile writer) run on threads
@@ -111,7 +113,6 @@ impl MetricsConfig {
 pub struct AgentInfo {
     /// `unicast` (the audit daemon), `multicast` (beside one) or `plugin`.
     pub mode: &'static str,
-    pub rules: usize,
     pub procfs_watched: usize,
 }
 
@@ -142,6 +143,14 @@ pub struct Metrics {
     verdict: Mutex<Verdict>,
 }
 
+/// An alert's contribution to the metrics, taken before it is handed to
+/// the sink channel and recorded only if the channel took it.
+pub struct Observation {
+    alerts: IntCounter,
+    latency: Option<Duration>,
+    confirmation: Option<Duration>,
+}
+
 enum Published {
     Total(IntCounter, u64),
     Level(IntGauge),
@@ -169,25 +178,17 @@ impl Metrics {
                 &["rule_id", "rule_name"],
             ),
         )?;
-        let alert_latency = registered(
-            &registry,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "alert_latency_seconds",
-                    "From the arrival of the records (or the read) that raised an alert to the alert leaving for the sinks.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            ),
+        let latency = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            registered(&registry, Histogram::with_opts(opts))
+        };
+        let alert_latency = latency(
+            "alert_latency_seconds",
+            "From the arrival of the records (or the read) that raised an alert to the alert leaving for the sinks.",
         )?;
-        let confirmation_delay = registered(
-            &registry,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "read_confirmation_delay_seconds",
-                    "How long a confirmed exec alert waited for the read that proved it.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            ),
+        let confirmation_delay = latency(
+            "read_confirmation_delay_seconds",
+            "How long a confirmed exec alert waited for the read that proved it.",
         )?;
         let healthy = registered(
             &registry,
@@ -214,7 +215,6 @@ impl Metrics {
                 "Connections to this endpoint closed unanswered because both workers were busy.",
             ),
         )?;
-        rules.set(info.rules as i64);
         let procfs_watched = registered(
             &registry,
             IntGauge::new(
@@ -247,23 +247,35 @@ impl Metrics {
         }))
     }
 
-    /// An alert leaving for the sinks, `now`.
-    pub fn observe_alert(&self, alert: &Alert, now: Instant) {
+    /// What an alert about to leave, `now`, will count once it has left
+    /// (`None` for documents that are not a rule's alert).
+    pub fn observe(&self, alert: &Alert, now: Instant) -> Option<Observation> {
         let event = &alert.document["event"];
         let is_rule_alert = event["dataset"] == "mapwatch.alert"
             && matches!(event["action"].as_str(), Some("exec" | "read"));
         if !is_rule_alert {
-            return;
+            return None;
         }
         let rule = &alert.document["rule"];
         let id = rule["id"].as_str().unwrap_or_default();
         let name = rule["name"].as_str().unwrap_or_default();
-        self.alerts.with_label_values(&[id, name]).inc();
-        if let Some(raised) = alert.timing.raised {
-            self.alert_latency
-                .observe(now.saturating_duration_since(raised).as_secs_f64());
+        Some(Observation {
+            alerts: self.alerts.with_label_values(&[id, name]),
+            latency: alert
+                .timing
+                .raised
+                .map(|raised| now.saturating_duration_since(raised)),
+            confirmation: alert.timing.confirmation,
+        })
+    }
+
+    /// An alert that has left for the sinks.
+    pub fn record(&self, observation: Observation) {
+        observation.alerts.inc();
+        if let Some(latency) = observation.latency {
+            self.alert_latency.observe(latency.as_secs_f64());
         }
-        if let Some(delay) = alert.timing.confirmation {
+        if let Some(delay) = observation.confirmation {
             self.confirmation_delay.observe(delay.as_secs_f64());
         }
     }
@@ -371,8 +383,8 @@ impl Metrics {
 /// textfile writer, each on a thread of its own.
 pub struct MetricsOutput {
     pub metrics: Arc<Metrics>,
+    /// Removes a unix socket's file when the pipeline ends.
     _server: Option<MetricsServer>,
-    _textfile: Option<std::thread::JoinHandle<()>>,
 }
 
 impl MetricsOutput {
@@ -392,18 +404,12 @@ impl MetricsOutput {
             }
             None => None,
         };
-        let textfile = match &config.textfile {
-            Some(path) => Some(textfile::start(
-                path.clone(),
-                config.interval(),
-                metrics.clone(),
-            )?),
-            None => None,
-        };
+        if let Some(path) = &config.textfile {
+            textfile::start(path.clone(), config.interval(), metrics.clone())?;
+        }
         Ok(Some(MetricsOutput {
             metrics,
             _server: server,
-            _textfile: textfile,
         }))
     }
 }

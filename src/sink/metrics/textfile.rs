@@ -9,16 +9,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::Metrics;
 
-pub(super) fn start(
-    path: PathBuf,
-    every: Duration,
-    metrics: Arc<Metrics>,
-) -> io::Result<JoinHandle<()>> {
+pub(super) fn start(path: PathBuf, every: Duration, metrics: Arc<Metrics>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("mapwatch-textfile".into())
         .spawn(move || {
@@ -39,6 +34,7 @@ pub(super) fn start(
                 std::thread::sleep(every);
             }
         })
+        .map(drop)
 }
 
 fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
