@@ -298,7 +298,7 @@ mod tests {
             target: maps_owner(path.as_bytes(), pid).expect("a maps path"),
             path: path.as_bytes().to_vec(),
             seen: now,
-            after: now,
+            taken_by: 1,
         }
     }
 

@@ -44,6 +44,10 @@ const SERIAL_GRACE: Duration = Duration::from_secs(2);
 const MALFORMED_LOGGED: u64 = 10;
 const MALFORMED_SAMPLE_EVERY: u64 = 1000;
 
+/// Execs waiting for a moment when the fanotify queue is empty, at most;
+/// past that (a sustained read burst), they are placed without it.
+const MAX_UNORDERED_EXECS: usize = 4096;
+
 /// Records in, alerts out.
 pub struct Detector {
     assembler: Assembler,
@@ -59,9 +63,9 @@ pub struct Detector {
     due_reads: Vec<ReadEvent>,
     serials: SerialTracker,
     log_events: bool,
-    /// While records read on a poll go through: when the socket was read
-    /// before, which is as early as they can have come.
-    polled_since: Option<Instant>,
+    /// Processes whose exec was evaluated since the last
+    /// [`Detector::order_execs_before_reads`] that could place them.
+    unordered_execs: Vec<u32>,
     /// A CONFIG_CHANGE record said a rule of ours may have been removed;
     /// the owner of the audit session checks ([`Detector::take_rules_touched`]).
     rules_touched: bool,
@@ -89,7 +93,7 @@ impl Detector {
             due_reads: Vec::new(),
             serials: SerialTracker::new(SERIAL_GRACE),
             log_events,
-            polled_since: None,
+            unordered_execs: Vec::new(),
             rules_touched: false,
         }
     }
@@ -267,7 +271,7 @@ impl Detector {
         } = self;
         for read in due_reads.drain(..) {
             // Relations as they were when the read happened.
-            let mut ctx = EventContext::for_read(read.pid, table, read.after, read.seen);
+            let mut ctx = EventContext::for_read(read.pid, table, read.seen, read.taken_by);
             let mut fields = ReadFields::new(&read, &mut ctx, host, users);
             matched.clear();
             rules.evaluate(&mut fields, &mut |index| matched.push(index));
@@ -308,16 +312,25 @@ impl Detector {
         self.events = events;
     }
 
-    /// The records that follow, until the next call, were read on a poll of
-    /// the socket and came after `since` (`None`: as they came).
-    pub fn records_polled_since(&mut self, since: Option<Instant>) {
-        self.polled_since = since;
+    /// Every exec evaluated so far came before the reads taken by a
+    /// fanotify read(2) numbered above `mark` (`None`: nothing can be said
+    /// yet; they wait for the next mark).
+    pub fn order_execs_before_reads(&mut self, mark: Option<u64>) {
+        let Some(mark) = mark else {
+            if self.unordered_execs.len() > MAX_UNORDERED_EXECS {
+                self.unordered_execs.clear();
+            }
+            return;
+        };
+        for pid in self.unordered_execs.drain(..) {
+            self.table.exec_before_reads_above(pid, mark);
+        }
     }
 
     fn evaluate(&mut self, event: ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
         self.table.record_exec(&event, now);
-        if let Some(since) = self.polled_since {
-            self.table.exec_came_after(event.pid, since);
+        if self.correlator.is_some() {
+            self.unordered_execs.push(event.pid);
         }
         self.match_exec(&event, now, emit);
         self.table.keep_exec_details(event);

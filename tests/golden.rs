@@ -178,7 +178,7 @@ fn detect_with_reads() -> Vec<Value> {
                 target: maps_owner(path.as_bytes(), reader).expect("reads.txt: maps paths"),
                 path: path.into_bytes(),
                 seen,
-                after: now,
+                taken_by: 1,
             };
             detector.on_reads(vec![read], seen, &mut emit);
         }

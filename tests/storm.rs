@@ -178,9 +178,10 @@ fn with_a_tiny_backlog_losses_are_reported_as_the_kernel_counts_them() {
 /// Under a storm the socket is read on an interval (`audit.poll_interval_ms`),
 /// so execs wait there while reads arrive at once, and the fanotify thread
 /// can see a read late. Leaders must still be named as of the read: bash,
-/// not the `touch` it exec's as its last command right after the read, and
-/// not the `env` it ran just before it became bash again and forked the
-/// reader. The seed rule's alerts must stay confirmed.
+/// not the `touch` it exec's as its last command right after the read, nor
+/// the `env` it ran just before it became bash again and forked the reader,
+/// nor the `env` it ran after forking a reader that read a second later.
+/// The seed rule's alerts must stay confirmed.
 #[test]
 fn under_a_storm_the_socket_is_polled_and_reads_are_placed_among_execs_as_they_happened() {
     let _lock = audit_lock();
@@ -190,6 +191,7 @@ fn under_a_storm_the_socket_is_polled_and_reads_are_placed_among_execs_as_they_h
     let storm = Storm::start(2);
     std::thread::sleep(Duration::from_secs(1));
     let done = dir.path().join("done-bash");
+    let fifo = dir.path().join("release");
     let cases = [
         // bash exec's its last command, touch, just after cat's read.
         (EXTENDED_ID, "cat < {maps} > /dev/null"),
@@ -203,14 +205,27 @@ fn under_a_storm_the_socket_is_polled_and_reads_are_placed_among_execs_as_they_h
             SEED_ID,
             "exec env bash -c 'cat {maps} > /dev/null; touch {done}; :'",
         ),
+        // bash forks cat, which waits on a fifo, then becomes env and bash
+        // again; a second later it releases cat, which reads the map, and
+        // waits until cat is done.
+        (
+            EXTENDED_ID,
+            "cat {fifo} - < {maps} > /dev/null & exec env CAT=$! bash -c '\
+             sleep 1; : > {fifo}; \
+             while ! grep -qs \"^State:.[ZX]\" /proc/$CAT/status && [ -e /proc/$CAT ]; do sleep 0.05; done; \
+             touch {done}; :'",
+        ),
     ];
     let mut runs = Vec::new();
     for _ in 0..5 {
         for (id, body) in cases {
             let target = Target::spawn();
+            let _ = std::fs::remove_file(&fifo);
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
             let body = body
                 .replace("{maps}", &target.maps())
-                .replace("{done}", &done.display().to_string());
+                .replace("{done}", &done.display().to_string())
+                .replace("{fifo}", &fifo.display().to_string());
             run_entry_leader("bash", &body, dir.path());
             runs.push((id, target));
         }

@@ -14,6 +14,7 @@ use super::outlet::Outlet;
 use super::{MAX_BATCH, Source};
 use crate::detector::Detector;
 use crate::source::SourceStats;
+use crate::source::fanotify::ReadOrder;
 use crate::source::netlink::RecordReader;
 use crate::source::pacing::{Pacing, Switch};
 
@@ -23,14 +24,21 @@ pub(super) struct InlineSocket {
     reader: RecordReader,
     pacing: Pacing,
     stats: Arc<SourceStats>,
+    read_order: Option<Arc<ReadOrder>>,
 }
 
 impl InlineSocket {
-    pub(super) fn new(reader: RecordReader, pacing: Pacing, stats: Arc<SourceStats>) -> Self {
+    pub(super) fn new(
+        reader: RecordReader,
+        pacing: Pacing,
+        stats: Arc<SourceStats>,
+        read_order: Option<Arc<ReadOrder>>,
+    ) -> Self {
         InlineSocket {
             reader,
             pacing,
             stats,
+            read_order,
         }
     }
 
@@ -53,7 +61,7 @@ impl InlineSocket {
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<()> {
-        self.read(MAX_BATCH, None, detector, outlet)?;
+        self.read(MAX_BATCH, detector, outlet)?;
         match self.pacing.read_on_wakeup(now) {
             Switch::StartPolling => self.wake_on_socket(poller, false),
             _ => Ok(()),
@@ -73,8 +81,8 @@ impl InlineSocket {
         if !self.pacing.is_polling() {
             return Ok(());
         }
-        let since = self.pacing.read_early(now);
-        self.read(MAX_BATCH, since, detector, outlet)?;
+        self.pacing.read_early(now);
+        self.read(MAX_BATCH, detector, outlet)?;
         self.wake_on_socket(poller, true)
     }
 
@@ -88,8 +96,7 @@ impl InlineSocket {
         if !self.pacing.poll_due(now) {
             return Ok(());
         }
-        let since = self.pacing.last_read();
-        let records = self.read(MAX_BATCH, since, detector, outlet)?;
+        let records = self.read(MAX_BATCH, detector, outlet)?;
         self.stats.polls.fetch_add(1, Ordering::Relaxed);
         match self.pacing.polled(now, records, MAX_BATCH) {
             Switch::StopPolling => self.wake_on_socket(poller, true),
@@ -103,25 +110,24 @@ impl InlineSocket {
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<()> {
-        let since = self.pacing.last_read().filter(|_| self.pacing.is_polling());
-        self.read(usize::MAX, since, detector, outlet).map(|_| ())
+        self.read(usize::MAX, detector, outlet).map(|_| ())
     }
 
     /// The queued records, about `max` at most, through the detector;
-    /// returns how many. `polled_since`: read on a poll, not at a wake-up,
-    /// the socket having been read last then.
+    /// returns how many. The execs among them are then placed against
+    /// reads by the fanotify queue's order.
     fn read(
         &mut self,
         max: usize,
-        polled_since: Option<Instant>,
         detector: &mut Detector,
         outlet: &mut Outlet,
     ) -> std::io::Result<usize> {
-        detector.records_polled_since(polled_since);
         let read = self.reader.receive(max, &self.stats, &mut |now, t, text| {
             detector.on_netlink_record(t, text, now, &mut |a| outlet.emit(a))
         });
-        detector.records_polled_since(None);
+        if let Some(order) = &self.read_order {
+            detector.order_execs_before_reads(order.mark());
+        }
         read
     }
 

@@ -229,6 +229,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     let drained = readers.records.drain(|batch| {
                         detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a))
                     });
+                    readers.order_queued_execs(&mut detector);
                     match drained {
                         Drained::Open => {}
                         Drained::Ended if options.feed == Feed::AuditdPlugin => {
@@ -319,6 +320,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     readers
         .records
         .drain(|batch| detector.on_batch(&batch, Instant::now(), &mut |a| outlet.emit(a)));
+    readers.order_queued_execs(&mut detector);
     readers
         .reads
         .drain(|reads| detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a)));

@@ -14,7 +14,9 @@ use super::MAX_BATCH;
 use super::inline_socket::InlineSocket;
 use crate::config::Config;
 use crate::detector::Detector;
-use crate::source::fanotify::{FanotifyConfig, ProcWatch, ReadEvent, WatchStats, spawn_reader};
+use crate::source::fanotify::{
+    FanotifyConfig, ProcWatch, ReadEvent, ReadOrder, WatchStats, spawn_reader,
+};
 use crate::source::log::spawn_stdin_reader;
 use crate::source::netlink::{Backpressure, RecordReader, RecordSocket, spawn_record_reader};
 use crate::source::pacing::Pacing;
@@ -53,6 +55,7 @@ pub(super) struct Readers {
     pub source_stats: Arc<SourceStats>,
     pub watch_stats: Arc<WatchStats>,
     watcher: Option<JoinHandle<()>>,
+    read_order: Option<Arc<ReadOrder>>,
 }
 
 impl Readers {
@@ -65,6 +68,11 @@ impl Readers {
         detector: &mut Detector,
     ) -> io::Result<Readers> {
         let source_stats = Arc::new(SourceStats::default());
+        let read_order = proc_watch
+            .as_ref()
+            .map(ProcWatch::order)
+            .transpose()?
+            .map(Arc::new);
         let (record_tx, record_rx) = queue::bounded::<RecordBatch>(config.audit.queue_batches)?;
         // With the kernel as the only queue, the loop reads the socket
         // itself: a queue of its own would only add a wake-up per batch.
@@ -84,6 +92,7 @@ impl Readers {
                             reader,
                             Pacing::new(interval),
                             source_stats.clone(),
+                            read_order.clone(),
                         ));
                         drop(record_tx);
                     }
@@ -118,7 +127,16 @@ impl Readers {
             source_stats,
             watch_stats,
             watcher,
+            read_order,
         })
+    }
+
+    /// Records from the queue went through the detector: their execs are
+    /// placed against reads by the fanotify queue's order.
+    pub fn order_queued_execs(&self, detector: &mut Detector) {
+        if let Some(order) = &self.read_order {
+            detector.order_execs_before_reads(order.mark());
+        }
     }
 
     /// Whether fanotify reads come in.

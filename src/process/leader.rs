@@ -86,10 +86,10 @@ pub struct LeaderResolver<'t> {
     /// The process that just exec'd, if the event is an exec.
     exec_pid: Option<u32>,
     now: Instant,
-    /// The event happened between this and `now`.
-    earliest: Instant,
     /// The serial of an exec event the event is known to come after.
     after_exec: Option<Serial>,
+    /// For a read: the number of the fanotify read(2) that took it.
+    read_taken_by: Option<u64>,
 }
 
 /// A copy of what a leader decision needs about one process.
@@ -109,17 +109,18 @@ impl<'t> LeaderResolver<'t> {
             table,
             exec_pid,
             now,
-            earliest: now,
             after_exec: None,
+            read_taken_by: None,
         }
     }
 
-    /// The event happened between `earliest` and `now`, after the exec
-    /// event numbered `after_exec` (its own process's): any exec numbered no
-    /// later came before it too, whenever its records were read.
-    pub fn placed(mut self, earliest: Instant, after_exec: Option<Serial>) -> Self {
-        self.earliest = earliest.min(self.now);
+    /// The event is a read taken off the fanotify queue by read(2) number
+    /// `taken_by`, made after the exec event numbered `after_exec` (its own
+    /// process's): any exec numbered no later came before it too, whenever
+    /// its records were read.
+    pub fn placed(mut self, after_exec: Option<Serial>, taken_by: u64) -> Self {
         self.after_exec = after_exec;
+        self.read_taken_by = Some(taken_by);
         self
     }
 
@@ -140,9 +141,9 @@ impl<'t> LeaderResolver<'t> {
 
     fn event_window(&self) -> EventWindow {
         EventWindow {
-            earliest: self.earliest,
             latest: self.now,
             after_exec: self.after_exec,
+            read_taken_by: self.read_taken_by,
         }
     }
 
@@ -264,39 +265,19 @@ fn leader(node: Node, kind: EntryType) -> EntryLeader {
 /// When an event happened, as far as mapwatch can tell.
 #[derive(Clone, Copy, Debug)]
 struct EventWindow {
-    earliest: Instant,
+    /// It happened before this.
     latest: Instant,
     /// An exec the event is known to follow (its reader's own).
     after_exec: Option<Serial>,
+    /// For a read: the number of the fanotify read(2) that took it.
+    read_taken_by: Option<u64>,
 }
 
 /// The program a process ran when the event happened: the one before its
 /// last exec for the exec'ing process itself, and for events that happened
-/// before that exec. Neither time is exact: an exec happened before it was
-/// processed (long before, when its records waited for a poll:
-/// `renamed_after`), and a read before the fanotify thread read it, which
-/// under load can be late. When the two windows overlap, the kernel's
-/// serials decide: an exec numbered no later than the one the event follows
-/// came first (a shell that became bash again, then forked the reader), any
-/// other came later (a shell exec'ing its last command after the read).
+/// before that exec.
 fn leader_name(process: &Process, is_event_process: bool, event: EventWindow) -> &[u8] {
-    let exec_came_later = match process.renamed_at {
-        None => false,
-        Some(latest) => {
-            let earliest = process.renamed_after.unwrap_or(latest);
-            if latest <= event.earliest {
-                false
-            } else if earliest > event.latest {
-                true
-            } else {
-                match (process.exec_serial, event.after_exec) {
-                    (Some(own), Some(anchor)) => !own.is_not_after(anchor),
-                    _ => latest > event.latest,
-                }
-            }
-        }
-    };
-    if (is_event_process || exec_came_later)
+    if (is_event_process || exec_came_later(process, event))
         && let Some(before) = process.name_before_exec.as_deref()
     {
         return before;
@@ -304,12 +285,45 @@ fn leader_name(process: &Process, is_event_process: bool, event: EventWindow) ->
     &process.name
 }
 
+/// Whether the process's last exec came after the event. No thread's
+/// clock can say: a read is dated only by when the fanotify thread took
+/// it, an exec by when its records were read, and either thread can run
+/// late. The kernel's own orders decide, in turn:
+/// 1. audit serials: an exec numbered no later than the one the event
+///    follows (its reader's) came before it (a shell that became `env`,
+///    then `bash` again, then forked the reader);
+/// 2. the fanotify queue: a read taken by a read(2) numbered above the
+///    exec's mark was queued after the exec ([`crate::source::fanotify::ReadOrder`]),
+///    however long ago that was;
+/// 3. otherwise an exec numbered after the reader's came after the read (a
+///    shell exec'ing its last command once the reader is done); with no
+///    serials to compare, one the kernel began after the read was seen.
+fn exec_came_later(process: &Process, event: EventWindow) -> bool {
+    let Some(processed) = process.renamed_at else {
+        return false;
+    };
+    if let (Some(own), Some(anchor)) = (process.exec_serial, event.after_exec)
+        && own.is_not_after(anchor)
+    {
+        return false;
+    }
+    if let (Some(mark), Some(taken_by)) = (process.exec_read_mark, event.read_taken_by)
+        && taken_by > mark
+    {
+        return false;
+    }
+    if process.exec_serial.is_some() && event.after_exec.is_some() {
+        return true;
+    }
+    process.exec_began.unwrap_or(processed) > event.latest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit::assemble::ExecEvent;
     use crate::audit::record::{AuditTimestamp, EventId};
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     // Above pid_max's usual range: never live, the table alone answers.
     const SHELL: u32 = 4_000_000_000;
@@ -327,76 +341,77 @@ mod tests {
         }
     }
 
-    /// The shell's name for a read at `when` by a reader exec'd as `serial`.
-    fn name_for_read(table: &mut ProcessTable, when: Instant, serial: u64) -> Vec<u8> {
-        name_for_read_within(table, when, when, serial)
+    fn exec_at(name: &str, serial: u64, began: SystemTime) -> ExecEvent {
+        let since_epoch = began.duration_since(UNIX_EPOCH).expect("after 1970");
+        let mut event = exec(name, serial);
+        if let Some(id) = event.id.as_mut() {
+            id.timestamp = AuditTimestamp {
+                secs: since_epoch.as_secs(),
+                millis: since_epoch.subsec_millis() as u16,
+            };
+        }
+        event
     }
 
-    /// The same for a read that happened between `earliest` and `latest`.
-    fn name_for_read_within(
+    /// The shell's name for a read seen at `seen`, taken by fanotify read(2)
+    /// number `taken_by`, by a reader exec'd as `reader_exec`.
+    fn name_for_read(
         table: &mut ProcessTable,
-        earliest: Instant,
-        latest: Instant,
-        serial: u64,
+        seen: Instant,
+        reader_exec: Option<u64>,
+        taken_by: u64,
     ) -> Vec<u8> {
         let mut resolver =
-            LeaderResolver::new(table, None, latest).placed(earliest, Some(Serial(serial)));
+            LeaderResolver::new(table, None, seen).placed(reader_exec.map(Serial), taken_by);
         resolver.parent(SHELL).expect("the shell is known").name
     }
 
     #[test]
-    fn an_exec_read_on_a_poll_is_placed_by_time_outside_its_window_and_by_serial_inside() {
+    fn an_exec_numbered_before_the_readers_came_before_the_read_however_late_its_records() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut table = ProcessTable::new(100, Duration::from_secs(60));
         table.record_exec(&exec("env", 10), t0);
-        // bash again, read on a poll at +10 ms, the socket's previous read
-        // having been at +2 ms.
-        table.record_exec(&exec("bash", 11), t0 + ms(10));
-        table.exec_came_after(SHELL, t0 + ms(2));
-        // Before the window, after it: time decides.
-        assert_eq!(name_for_read(&mut table, t0 + ms(1), 12), b"env");
-        assert_eq!(name_for_read(&mut table, t0 + ms(11), 9), b"bash");
-        // Inside: the reader's exec, numbered after bash's, came after it...
-        assert_eq!(name_for_read(&mut table, t0 + ms(5), 12), b"bash");
-        // ...while one numbered before it says nothing: as before, later.
-        assert_eq!(name_for_read(&mut table, t0 + ms(5), 9), b"env");
+        // bash again, its records read 50 ms late, long after the fanotify
+        // thread took the read of a reader exec'd as 12.
+        table.record_exec(&exec("bash", 11), t0 + ms(50));
+        assert_eq!(name_for_read(&mut table, t0 + ms(5), Some(12), 1), b"bash");
+        // A reader exec'd before bash's exec (9): its read, as far as the
+        // kernel's orders tell, came before it.
+        assert_eq!(name_for_read(&mut table, t0 + ms(5), Some(9), 1), b"env");
     }
 
     #[test]
-    fn an_exec_read_at_a_wakeup_is_placed_by_time_alone() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut table = ProcessTable::new(100, Duration::from_secs(60));
-        table.record_exec(&exec("env", 10), t0);
-        table.record_exec(&exec("bash", 11), t0 + ms(10));
-        assert_eq!(name_for_read(&mut table, t0 + ms(5), 12), b"env");
-        assert_eq!(name_for_read(&mut table, t0 + ms(10), 12), b"bash");
-    }
-
-    #[test]
-    fn a_read_seen_late_is_placed_by_serial_against_execs_within_its_window() {
+    fn a_read_taken_after_the_queue_was_seen_empty_past_an_exec_came_after_it() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut table = ProcessTable::new(100, Duration::from_secs(60));
         table.record_exec(&exec("bash", 10), t0);
-        // The shell exec's touch (serial 13) at +3 ms, after the read by a
-        // reader exec'd as 12, which the fanotify thread only saw at +6 ms.
+        // The shell exec's touch (13) after its child, exec'd as 12, read
+        // a map; the fanotify queue was empty when touch's records were in,
+        // the last read(2) begun being number 7.
         table.record_exec(&exec("touch", 13), t0 + ms(3));
-        assert_eq!(
-            name_for_read_within(&mut table, t0, t0 + ms(6), 12),
-            b"bash"
-        );
-        // Seen at once (+1 ms to +2 ms): time alone, the same answer.
-        assert_eq!(
-            name_for_read_within(&mut table, t0 + ms(1), t0 + ms(2), 12),
-            b"bash"
-        );
-        // A read after +3 ms by a reader exec'd later still (14): touch.
-        assert_eq!(
-            name_for_read_within(&mut table, t0 + ms(2), t0 + ms(6), 14),
-            b"touch"
-        );
+        table.exec_before_reads_above(SHELL, 7);
+        // Taken by read(2) 7 or before, and seen late (+60 ms): before touch.
+        assert_eq!(name_for_read(&mut table, t0 + ms(60), Some(12), 7), b"bash");
+        // Taken by read(2) 8: queued after touch's records were in.
+        assert_eq!(name_for_read(&mut table, t0 + ms(1), Some(12), 8), b"touch");
+    }
+
+    #[test]
+    fn without_serials_a_read_is_placed_against_when_the_kernel_began_the_exec() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut table = ProcessTable::new(100, Duration::from_secs(60));
+        table.record_exec(&exec("env", 10), t0);
+        // bash's records, processed at +100 ms, say it began 90 ms before.
+        let began = SystemTime::now() - ms(90);
+        table.record_exec(&exec_at("bash", 11, began), t0 + ms(100));
+        // A reader with no exec of its own (a fork): read seen at +50 ms,
+        // after bash began...
+        assert_eq!(name_for_read(&mut table, t0 + ms(50), None, 1), b"bash");
+        // ...and at +5 ms, before.
+        assert_eq!(name_for_read(&mut table, t0 + ms(5), None, 1), b"env");
     }
 
     #[test]

@@ -65,19 +65,14 @@ impl<'t> EventContext<'t> {
         Self::build(pid, Some(ppid), LeaderResolver::new(table, Some(pid), now))
     }
 
-    /// For a read by a (usually live) process, which happened between
-    /// `earliest` and `latest`, and after the exec that made its process
-    /// what it is.
-    pub fn for_read(
-        pid: u32,
-        table: &'t mut ProcessTable,
-        earliest: Instant,
-        latest: Instant,
-    ) -> Self {
-        let process = table.lookup(pid, latest);
+    /// For a read by a (usually live) process, seen at `seen` and taken off
+    /// the fanotify queue by read(2) number `taken_by`, after the exec that
+    /// made its process what it is.
+    pub fn for_read(pid: u32, table: &'t mut ProcessTable, seen: Instant, taken_by: u64) -> Self {
+        let process = table.lookup(pid, seen);
         let ppid = process.map(|p| p.ppid);
         let after_exec = process.and_then(|p| p.exec_serial);
-        let resolver = LeaderResolver::new(table, None, latest).placed(earliest, after_exec);
+        let resolver = LeaderResolver::new(table, None, seen).placed(after_exec, taken_by);
         Self::build(pid, ppid, resolver)
     }
 

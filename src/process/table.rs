@@ -18,13 +18,13 @@
 //! a new process under a reused pid.
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::stat::{ProcStat, TtyKind, read_stat, tty_kind};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::assemble::SessionStart;
 use crate::audit::execve::Argv;
-use crate::audit::record::Serial;
+use crate::audit::record::{AuditTimestamp, Serial};
 
 /// argv bytes kept per process (the rest of a huge argv is dropped).
 pub const MAX_KEPT_ARGV: usize = 4096;
@@ -56,16 +56,18 @@ pub struct Process {
     /// parent's). An exec does not create a process: to the leader logic, an
     /// exec'ing process is still what it was when it called execve.
     pub name_before_exec: Option<Vec<u8>>,
-    /// When mapwatch processed the exec that set `name`: an event that
-    /// happened before it saw `name_before_exec`.
+    /// When mapwatch processed the exec that set `name`: the exec came
+    /// before (by as long as its records waited).
     pub renamed_at: Option<Instant>,
-    /// Set when that exec's records were read on a poll, some time after
-    /// they came: the exec happened after this (the socket's previous read)
-    /// and before `renamed_at`.
-    pub renamed_after: Option<Instant>,
+    /// When that exec began, by the kernel's clock (its records' time,
+    /// which is coarse and never late): the exec came after.
+    pub exec_began: Option<Instant>,
     /// The serial of that exec event, which orders it among other execs
     /// whatever the time their records were read.
     pub exec_serial: Option<Serial>,
+    /// Reads taken off the fanotify queue by a read(2) numbered above this
+    /// came after that exec ([`crate::source::fanotify::ReadOrder`]).
+    pub exec_read_mark: Option<u64>,
     pub exe: Option<Vec<u8>>,
     /// What its last exec event said, for events about it after it exited
     /// (a short-lived reader of a maps file). argv is cut at
@@ -88,8 +90,9 @@ impl Process {
             name: Vec::new(),
             name_before_exec: None,
             renamed_at: None,
-            renamed_after: None,
+            exec_began: None,
             exec_serial: None,
+            exec_read_mark: None,
             exe: None,
             args: None,
             cwd: None,
@@ -219,8 +222,11 @@ impl ProcessTable {
             process.tty = Some(tty_kind_of_name(tty));
         }
         process.renamed_at = Some(now);
-        process.renamed_after = None;
+        process.exec_began = event
+            .id
+            .and_then(|id| kernel_time_as_instant(id.timestamp, now));
         process.exec_serial = event.id.map(|id| id.serial);
+        process.exec_read_mark = None;
         process.euid = event.euid;
         process.touched = now;
     }
@@ -268,11 +274,13 @@ impl ProcessTable {
         });
     }
 
-    /// The exec just recorded for `pid` happened after `since`, not just
-    /// before it was recorded: its records waited for a poll.
-    pub fn exec_came_after(&mut self, pid: u32, since: Instant) {
-        if let Some(process) = self.entries.get_mut(&pid) {
-            process.renamed_after = Some(since);
+    /// The last exec recorded for `pid` came before any read taken by a
+    /// read(2) of the fanotify group numbered above `mark`.
+    pub fn exec_before_reads_above(&mut self, pid: u32, mark: u64) {
+        if let Some(process) = self.entries.get_mut(&pid)
+            && process.exec_read_mark.is_none()
+        {
+            process.exec_read_mark = Some(mark);
         }
     }
 
@@ -365,6 +373,16 @@ impl ProcessTable {
         }
         self.stats.pruned += count as u64;
     }
+}
+
+/// An audit timestamp (the wall clock's) as an `Instant`, by how long ago
+/// it was on the wall clock now. `None` for a time the wall clock has not
+/// reached (it was stepped back) or the monotonic clock cannot express.
+fn kernel_time_as_instant(time: AuditTimestamp, now: Instant) -> Option<Instant> {
+    let at =
+        UNIX_EPOCH + Duration::from_secs(time.secs) + Duration::from_millis(u64::from(time.millis));
+    let ago = SystemTime::now().duration_since(at).ok()?;
+    now.checked_sub(ago)
 }
 
 fn apply_stat(process: &mut Process, live: &ProcStat) {

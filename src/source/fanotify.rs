@@ -14,6 +14,12 @@
 //! a queue overflow. Where fanotify is unavailable (no CAP_SYS_ADMIN, a
 //! system-call filter, a kernel refusing the mark) [`ProcWatch::open`] says
 //! which, and mapwatch runs without read confirmation.
+//!
+//! Nothing dates a fanotify event, and the thread that reads them can be
+//! scheduled late. What orders a read against execs is the group's queue
+//! itself ([`ReadOrder`]): each read(2) of the group is numbered before it
+//! is made, so a read taken by a read(2) numbered above a [`ReadOrder::mark`]
+//! was queued after the mark was taken.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -24,6 +30,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use nix::errno::Errno;
+use nix::poll::PollTimeout;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use serde::Deserialize;
 
@@ -87,11 +94,11 @@ pub struct ReadEvent {
     /// The file as the kernel names it: `/proc/<pid>/maps` or
     /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved).
     pub path: Vec<u8>,
+    /// When the read(2) that took it off the queue returned: the read
+    /// happened before, by as long as the thread was late.
     pub seen: Instant,
-    /// The read happened after this ([`read_window_start`]). With `seen`,
-    /// the window it fell in: the thread can be scheduled late, and nothing
-    /// dates the event.
-    pub after: Instant,
+    /// The number of that read(2) of the group ([`ReadOrder`]).
+    pub taken_by: u64,
 }
 
 /// Counters of the fanotify source.
@@ -107,6 +114,34 @@ pub struct WatchStats {
 /// The fanotify group with its /proc mark.
 pub struct ProcWatch {
     group: Fanotify,
+    reads_begun: Arc<AtomicU64>,
+}
+
+/// The order of reads among other events, as the group's queue has it.
+///
+/// The reader thread numbers each read(2) of the group before making it.
+/// If the queue is empty when [`ReadOrder::mark`] looks, every event queued
+/// before that moment was taken by a read(2) numbered no higher than the
+/// mark (it began before the look). So a read taken by a read(2) numbered
+/// above the mark happened after the mark was taken: after every exec whose
+/// records the caller already had, however late either thread ran.
+pub struct ReadOrder {
+    group: OwnedFd,
+    reads_begun: Arc<AtomicU64>,
+}
+
+impl ReadOrder {
+    /// The number of the last read(2) begun, if the group's queue is empty
+    /// now; `None` while events wait (nothing can be concluded).
+    pub fn mark(&self) -> Option<u64> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: `group` is an open fanotify fd, whose FIONREAD writes one
+        // int, the bytes of events queued, to the pointer it is given.
+        let rc = unsafe { libc::ioctl(self.group.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        // The count is read after the queue was seen empty: a read(2) begun
+        // after that look takes only events queued after it.
+        (rc == 0 && queued == 0).then(|| self.reads_begun.load(Ordering::SeqCst))
+    }
 }
 
 /// The procfs that the host's processes read: the one mounted in pid 1's
@@ -155,7 +190,18 @@ impl ProcWatch {
                 e => format!("the kernel refused a fanotify mark on {proc}: {e}"),
             })?;
         tracing::info!("watching reads of memory maps on {proc}");
-        Ok(ProcWatch { group })
+        Ok(ProcWatch {
+            group,
+            reads_begun: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A handle on the order of reads, for the thread that sees the execs.
+    pub fn order(&self) -> io::Result<ReadOrder> {
+        Ok(ReadOrder {
+            group: self.group.as_fd().try_clone_to_owned()?,
+            reads_begun: self.reads_begun.clone(),
+        })
     }
 }
 
@@ -228,8 +274,8 @@ fn parse_events(
     own_pid: u32,
     stats: &WatchStats,
     out: &mut Vec<ReadEvent>,
-    now: Instant,
-    after: Instant,
+    seen: Instant,
+    taken_by: u64,
 ) {
     let mut offset = 0;
     let mut path_buf = [0u8; 256];
@@ -268,8 +314,8 @@ fn parse_events(
             pid,
             target,
             path: path.to_vec(),
-            seen: now,
-            after,
+            seen,
+            taken_by,
         });
     }
 }
@@ -305,26 +351,36 @@ fn read_loop(
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_wake: Option<Instant> = None;
     let mut dense_streak = 0u32;
-    // When events were last drained: events read after a sleep happened no
-    // earlier than this, and are dated so (the leaders they are judged by
-    // are those of that moment, not of when the sleep ended).
-    let mut slept_since: Option<Instant> = None;
-    let mut emptied_at = Instant::now();
     loop {
         let mut batch = Vec::new();
         let mut any = false;
-        // Blocks for the first event; then drains what is queued.
-        let mut flags = 0;
+        // Waits for the first event; then drains what is queued.
+        let mut wait = PollTimeout::NONE;
         loop {
-            match read_group(&watch.group, &mut buf, flags) {
+            match wait_for_events(&watch.group, wait) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            wait = PollTimeout::ZERO;
+            // Numbered before it is made: see `ReadOrder`.
+            let taken_by = watch.reads_begun.fetch_add(1, Ordering::SeqCst) + 1;
+            match nix::unistd::read(&watch.group, &mut buf) {
                 Ok(0) => break,
                 Ok(len) => {
                     any = true;
-                    let seen = slept_since.unwrap_or_else(Instant::now);
-                    let after = read_window_start(slept_since, emptied_at, seen);
-                    parse_events(&buf[..len], fd_dir, own_pid, stats, &mut batch, seen, after);
+                    let seen = Instant::now();
+                    parse_events(
+                        &buf[..len],
+                        fd_dir,
+                        own_pid,
+                        stats,
+                        &mut batch,
+                        seen,
+                        taken_by,
+                    );
                 }
-                Err(Errno::EAGAIN) => break,
                 // Kernels without FAN_REPORT_FD_ERROR fail the read when the
                 // file's process has exited: that event is lost, not fatal.
                 Err(Errno::ESRCH | Errno::ENOENT | Errno::EINTR) => {
@@ -332,10 +388,7 @@ fn read_loop(
                 }
                 Err(e) => return Err(e.into()),
             }
-            flags = libc::MSG_DONTWAIT;
         }
-        emptied_at = Instant::now();
-        slept_since = None;
         if !batch.is_empty() {
             match tx.try_send(batch) {
                 Ok(()) => {}
@@ -359,62 +412,26 @@ fn read_loop(
             }
             last_wake = Some(now);
             if dense_streak >= BURST {
-                slept_since = Some(now);
                 std::thread::sleep(COALESCE);
             }
         }
     }
 }
 
-/// How late the reader thread is taken to see an event at most. Under a
-/// storm on two cores it saw reads later than an exec a millisecond after
-/// them; a read long after an idle spell must still be placed by time
-/// against execs well before it, not by serials (tests/storm.rs, and
-/// `process::leader`).
-const MAX_READ_LAG: Duration = Duration::from_millis(50);
-
-/// The earliest a read first seen at `seen` can have happened: when the
-/// thread began the sleep it was read after, else when it last found the
-/// queue empty, but no more than [`MAX_READ_LAG`] before `seen`.
-fn read_window_start(slept_since: Option<Instant>, emptied_at: Instant, seen: Instant) -> Instant {
-    let lag_bound = seen.checked_sub(MAX_READ_LAG).unwrap_or(seen);
-    slept_since.unwrap_or(emptied_at).max(lag_bound).min(seen)
-}
-
-/// One read of the group: blocking when `flags` is 0, else non-blocking.
-fn read_group(group: &Fanotify, buf: &mut [u8], flags: i32) -> Result<usize, Errno> {
-    if flags == 0 {
-        return nix::unistd::read(group, buf);
-    }
+/// Whether events are queued, waiting at most `timeout` for one. The wait
+/// is a poll, not a blocking read(2): a read(2) is numbered when it begins,
+/// and one that sat blocked would carry a number older than its events.
+fn wait_for_events(group: &Fanotify, timeout: PollTimeout) -> Result<bool, Errno> {
     let mut poll = [nix::poll::PollFd::new(
         group.as_fd(),
         nix::poll::PollFlags::POLLIN,
     )];
-    match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO)? {
-        0 => Err(Errno::EAGAIN),
-        _ => nix::unistd::read(group, buf),
-    }
+    Ok(nix::poll::poll(&mut poll, timeout)? > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_read_window_starts_when_the_queue_was_last_empty_but_no_longer_ago_than_the_lag() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        // Emptied 5 ms before: the read came since.
-        assert_eq!(read_window_start(None, t0, t0 + ms(5)), t0);
-        // After an idle minute: the read came within the lag.
-        let seen = t0 + Duration::from_secs(60);
-        assert_eq!(read_window_start(None, t0, seen), seen - MAX_READ_LAG);
-        // Read after a burst's sleep: dated to the sleep, as `seen` is.
-        assert_eq!(
-            read_window_start(Some(t0 + ms(3)), t0, t0 + ms(3)),
-            t0 + ms(3)
-        );
-    }
 
     fn metadata(mask: u64, fd: i32, pid: i32) -> Vec<u8> {
         let mut m = Vec::new();
@@ -438,7 +455,7 @@ mod tests {
             .expect("/proc/self/fd")
             .into();
         let now = Instant::now();
-        parse_events(&buf, &fd_dir, 1, &stats, &mut out, now, now);
+        parse_events(&buf, &fd_dir, 1, &stats, &mut out, now, 1);
         assert!(out.is_empty());
         assert_eq!(stats.overflows.load(Ordering::Relaxed), 1);
         assert_eq!(stats.unresolved.load(Ordering::Relaxed), 1);

@@ -9,6 +9,7 @@ pub mod elastic;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -303,10 +304,12 @@ impl Mapwatch {
     }
 
     /// Raises a fresh positive and waits for the seed rule's alert on it
-    /// (not the extended rule's, which fanotify alone would raise), then
-    /// for the confirmation window: every alert of an earlier exec is in by
-    /// then. Returns the sentinel's maps path.
-    pub fn sync(&self) -> String {
+    /// (not the extended rule's, which fanotify alone would raise), then for
+    /// the alert on a `cat` of a map that no process has, which leaves
+    /// unconfirmed when its confirmation window ends: exec alerts leave in
+    /// the order their windows end, so every alert of an earlier exec is in
+    /// by then, however late mapwatch runs.
+    pub fn sync(&self) -> Sentinels {
         let target = Target::spawn();
         let path = format!("/proc/{}/maps", target.pid());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -314,10 +317,20 @@ impl Mapwatch {
         self.wait_for_alert("the sync sentinel", |a| {
             a["rule"]["id"] == SEED_ID && a["file"]["path"] == path.as_str()
         });
-        // An unconfirmed alert leaves when its confirmation window ends
-        // (250 ms by default), possibly after a confirmed sentinel.
-        std::thread::sleep(Duration::from_millis(400));
-        path
+        // Above the largest pid_max (2^22): no process has it.
+        static SYNCS: AtomicU32 = AtomicU32::new(0);
+        let nobody = 4_194_304 + 1 + SYNCS.fetch_add(1, Ordering::Relaxed);
+        let nobody = format!("/proc/{nobody}/maps");
+        run_entry_leader("bash", &format!("cat {nobody} 2> /dev/null; :"), dir.path());
+        self.wait_for_alert("the unconfirmed sync sentinel", |a| {
+            a["rule"]["id"] == SEED_ID
+                && a["file"]["path"] == nobody.as_str()
+                && a["mapwatch"]["read"]["confirmed"] == false
+        });
+        Sentinels {
+            confirmed: path,
+            unconfirmed: nobody,
+        }
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -333,6 +346,21 @@ impl Mapwatch {
     pub fn kill(mut self) {
         signal(self.child.id(), nix::sys::signal::Signal::SIGKILL);
         wait_with_timeout(&mut self.child);
+    }
+}
+
+/// The maps paths of a [`Mapwatch::sync`]'s two positives.
+pub struct Sentinels {
+    /// A live process's map, read: its alert is confirmed.
+    pub confirmed: String,
+    unconfirmed: String,
+}
+
+impl Sentinels {
+    /// Whether `alert` is about one of the sentinels, not the test's events.
+    pub fn raised(&self, alert: &Value) -> bool {
+        let path = &alert["file"]["path"];
+        path == self.confirmed.as_str() || path == self.unconfirmed.as_str()
     }
 }
 
