@@ -143,16 +143,23 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 
-    // auditd's own log got the records, its registration and rules stay.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = std::fs::read_to_string(&auditd.log).expect("auditd's log");
+    // auditd's own log got the records (it writes them on its own time),
+    // its registration and rules stay.
+    let deadline = Instant::now() + Duration::from_secs(20);
     for ShellRun { shell, target, .. } in &runs {
         let quoted = format!("\"{}\"", target.maps());
         let hex: String = target.maps().bytes().map(|b| format!("{b:02X}")).collect();
-        assert!(
-            log.contains(&quoted) || log.contains(&hex),
-            "{shell}: the exec of cat is in auditd's log"
-        );
+        loop {
+            let log = std::fs::read_to_string(&auditd.log).expect("auditd's log");
+            if log.contains(&quoted) || log.contains(&hex) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{shell}: the exec of cat is not in auditd's log"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let after = snapshot();
     assert_eq!(after.pid, auditd.pid(), "auditd is still the audit daemon");

@@ -303,6 +303,22 @@ impl Mapwatch {
         );
     }
 
+    /// Waits until mapwatch's stderr has `needle` (a reload's verdict, say).
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on mapwatch's stderr within {WAIT:?}:\n{stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Raises a fresh positive and waits for the seed rule's alert on it
     /// (not the extended rule's, which fanotify alone would raise), then for
     /// the alert on a `cat` of a map that no process has, which leaves
