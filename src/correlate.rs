@@ -4,7 +4,12 @@
 //! Contract:
 //! - An exec alert naming maps files leaves as soon as a read by the same
 //!   process of one of their targets is seen (`mapwatch.read.confirmed:
-//!   true`), or when its window ends without one (`false`). A read seen
+//!   true`). It leaves without one (`false`) only once its window has
+//!   passed, its reader has exited (a process that runs may still read), and
+//!   the fanotify reader has drained the queue past the moment the exit was
+//!   seen (every read the reader made is then known), so the verdict holds
+//!   however late any thread runs; or, whatever is still unknown, when
+//!   [`GIVE_UP_AFTER`] has passed (counted as timed out). A read seen
 //!   shortly *before* its exec event (the two come through different
 //!   sockets) still confirms it.
 //! - A read of another process's map by a process that also named it in an
@@ -31,11 +36,26 @@ use crate::source::fanotify::ReadEvent;
 /// Held exec alerts, recent reads and held file events, each at most.
 const MAX_HELD: usize = 16_384;
 
+/// The longest an exec alert waits for its verdict: a reader that runs on
+/// without reading, or a fanotify reader thread stalled (or dead).
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+
 struct Pending {
     alert: Alert,
     reader: u32,
     targets: Vec<u32>,
+    /// When the alert is next looked at.
     deadline: Instant,
+    give_up_at: Instant,
+    /// When the reader was first found gone: every read it made was queued
+    /// before then.
+    reader_gone: Option<Instant>,
+}
+
+/// What the correlator may ask of the process table and the read source.
+pub trait Settle {
+    /// Whether `pid` still runs (and so may still read).
+    fn still_runs(&self, pid: u32) -> bool;
 }
 
 struct RecentRead {
@@ -58,6 +78,8 @@ pub struct CorrelatorStats {
     pub file_events: u64,
     pub covered_reads: u64,
     pub released_early: u64,
+    /// Alerts released unconfirmed at [`GIVE_UP_AFTER`], their verdict unknown.
+    pub timed_out: u64,
 }
 
 pub struct Correlator {
@@ -70,6 +92,11 @@ pub struct Correlator {
     covered: VecDeque<(u32, u32, Instant)>,
     /// Last read per (reader, target), to raise one file event per open.
     last_read: FxHashMap<(u32, u32), Instant>,
+    /// Every read queued before this moment has been seen.
+    reads_known_until: Option<Instant>,
+    /// An alert waits for the reads to be known past a moment not yet
+    /// reached: the read source should be asked to catch up.
+    wants_catch_up: bool,
     stats: CorrelatorStats,
 }
 
@@ -105,6 +132,8 @@ impl Correlator {
             held: VecDeque::new(),
             covered: VecDeque::new(),
             last_read: FxHashMap::default(),
+            reads_known_until: None,
+            wants_catch_up: false,
             stats: CorrelatorStats::default(),
         }
     }
@@ -154,6 +183,8 @@ impl Correlator {
             reader,
             targets,
             deadline: now + self.window,
+            give_up_at: now + GIVE_UP_AFTER.max(self.window),
+            reader_gone: None,
         });
     }
 
@@ -176,10 +207,12 @@ impl Correlator {
     pub fn read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
         let target = read.target;
         let mut i = 0;
+        let mut confirmed_any = false;
         while i < self.pending.len() {
             if self.pending[i].reader == read.pid && self.pending[i].targets.contains(&target) {
                 if let Some(p) = self.pending.remove(i) {
                     self.stats.confirmed += 1;
+                    confirmed_any = true;
                     emit(with_read(
                         p.alert,
                         true,
@@ -190,6 +223,11 @@ impl Correlator {
             } else {
                 i += 1;
             }
+        }
+        if confirmed_any {
+            // The alert may have waited past its first claim (a reader that
+            // ran late): this read and the rest of the same file are its.
+            self.claim(read.pid, &[target], now);
         }
         self.recent.push_back(RecentRead {
             reader: read.pid,
@@ -217,18 +255,72 @@ impl Correlator {
         }
     }
 
-    /// Releases what is due: unconfirmed alerts at the end of their window
-    /// (emitted), held reads for the file rules (returned in `due_reads`).
+    /// The read source drained its queue up to `until`: alerts whose reader
+    /// was gone by then have every read they will get, and leave
+    /// unconfirmed.
+    pub fn reads_drained_until(&mut self, until: Instant, emit: &mut dyn FnMut(Alert)) {
+        if self.reads_known_until.is_some_and(|known| known >= until) {
+            return;
+        }
+        self.reads_known_until = Some(until);
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i]
+                .reader_gone
+                .is_some_and(|gone| gone <= until)
+            {
+                if let Some(p) = self.pending.remove(i) {
+                    self.stats.unconfirmed += 1;
+                    emit(with_read(p.alert, false, &[], until));
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Whether an alert waits for the read source to catch up (cleared by
+    /// the call): the owner of the source asks it then.
+    pub fn take_wants_catch_up(&mut self) -> bool {
+        std::mem::take(&mut self.wants_catch_up)
+    }
+
+    /// Releases what is due: alerts whose verdict is settled or that waited
+    /// [`GIVE_UP_AFTER`] (emitted), held reads for the file rules (returned
+    /// in `due_reads`).
     pub fn tick(
         &mut self,
         now: Instant,
+        settle: &dyn Settle,
         emit: &mut dyn FnMut(Alert),
         due_reads: &mut Vec<ReadEvent>,
     ) {
         while self.pending.front().is_some_and(|p| p.deadline <= now) {
-            if let Some(p) = self.pending.pop_front() {
+            let Some(mut p) = self.pending.pop_front() else {
+                break;
+            };
+            if now >= p.give_up_at {
+                self.stats.timed_out += 1;
                 self.stats.unconfirmed += 1;
                 emit(with_read(p.alert, false, &[], now));
+                continue;
+            }
+            if p.reader_gone.is_none() && !settle.still_runs(p.reader) {
+                p.reader_gone = Some(now);
+            }
+            match p.reader_gone {
+                Some(gone) if self.reads_known_until.is_some_and(|known| known >= gone) => {
+                    self.stats.unconfirmed += 1;
+                    emit(with_read(p.alert, false, &[], now));
+                }
+                gone => {
+                    self.wants_catch_up |= gone.is_some();
+                    // Looked at again a window later (an answer to the ask
+                    // releases it before), never after giving up.
+                    p.deadline = (now + self.window).min(p.give_up_at);
+                    let at = self.pending.partition_point(|q| q.deadline <= p.deadline);
+                    self.pending.insert(at, p);
+                }
             }
         }
         while self.held.front().is_some_and(|h| h.due <= now) {
@@ -273,10 +365,25 @@ impl Correlator {
         }
     }
 
-    /// Shutdown: everything held leaves now.
+    /// Shutdown: everything held leaves now; alerts still waiting for a
+    /// read leave unconfirmed.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert), due_reads: &mut Vec<ReadEvent>) {
-        let far = Instant::now() + self.window + self.hold + Duration::from_secs(1);
-        self.tick(far, emit, due_reads);
+        let now = Instant::now();
+        for p in self.pending.drain(..) {
+            self.stats.unconfirmed += 1;
+            emit(with_read(p.alert, false, &[], now));
+        }
+        let far = now + self.window + self.hold + Duration::from_secs(1);
+        self.tick(far, &Gone, emit, due_reads);
+    }
+}
+
+/// Nothing runs any more (shutdown).
+struct Gone;
+
+impl Settle for Gone {
+    fn still_runs(&self, _: u32) -> bool {
+        false
     }
 }
 
@@ -289,6 +396,15 @@ mod tests {
         Alert {
             document: json!({"mapwatch": {}}),
             ..Alert::default()
+        }
+    }
+
+    /// The processes that still run.
+    struct Running(Vec<u32>);
+
+    impl Settle for Running {
+        fn still_runs(&self, pid: u32) -> bool {
+            self.0.contains(&pid)
         }
     }
 
@@ -319,6 +435,7 @@ mod tests {
         let mut due = Vec::new();
         c.tick(
             now + Duration::from_millis(50),
+            &Gone,
             &mut |a| out.push(a),
             &mut due,
         );
@@ -336,6 +453,7 @@ mod tests {
         let mut due = Vec::new();
         c.tick(
             now + Duration::from_millis(50),
+            &Gone,
             &mut |a| out.push(a),
             &mut due,
         );
@@ -343,9 +461,10 @@ mod tests {
     }
 
     #[test]
-    fn unconfirmed_alerts_leave_at_the_end_of_the_window_not_before() {
+    fn unconfirmed_alerts_leave_once_the_reader_is_gone_and_its_reads_are_known() {
         let now = Instant::now();
-        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let ms = Duration::from_millis;
+        let mut c = Correlator::new(ms(200), ms(20));
         let mut out = Vec::new();
         let mut due = Vec::new();
         c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
@@ -353,22 +472,76 @@ mod tests {
         // (grep's own /proc/self/maps), confirm nothing.
         c.read(read(11, "/proc/42/maps", now), now, &mut |a| out.push(a));
         c.read(read(10, "/proc/10/maps", now), now, &mut |a| out.push(a));
-        c.tick(
-            now + Duration::from_millis(199),
-            &mut |a| out.push(a),
-            &mut due,
-        );
+        c.tick(now + ms(199), &Gone, &mut |a| out.push(a), &mut due);
         assert!(out.is_empty());
-        assert_eq!(c.next_deadline(), Some(now + Duration::from_millis(200)));
-        c.tick(
-            now + Duration::from_millis(200),
-            &mut |a| out.push(a),
-            &mut due,
-        );
+        assert_eq!(c.next_deadline(), Some(now + ms(200)));
+        // At the end of the window the reader is gone, but a read it made
+        // may still be queued: the source is asked to drain past now.
+        c.tick(now + ms(200), &Gone, &mut |a| out.push(a), &mut due);
+        assert!(out.is_empty(), "no verdict before the reads are known");
+        assert!(c.take_wants_catch_up());
+        // A drain that ended before the exit was seen says nothing yet.
+        c.reads_drained_until(now + ms(150), &mut |a| out.push(a));
+        assert!(out.is_empty());
+        c.reads_drained_until(now + ms(201), &mut |a| out.push(a));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].document["mapwatch"]["read"]["confirmed"], false);
         let readers: Vec<u32> = due.iter().map(|r| r.pid).collect();
         assert_eq!(readers, vec![11, 10], "both reads go to the file rules");
+    }
+
+    #[test]
+    fn a_late_read_by_a_reader_that_still_runs_confirms() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = Correlator::new(ms(200), ms(20));
+        let mut out = Vec::new();
+        let mut due = Vec::new();
+        c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
+        // The reader runs on (scheduled late): no verdict, no ask.
+        for at in [200, 400, 600, 800] {
+            c.tick(
+                now + ms(at),
+                &Running(vec![10]),
+                &mut |a| out.push(a),
+                &mut due,
+            );
+            c.reads_drained_until(now + ms(at), &mut |a| out.push(a));
+        }
+        assert!(out.is_empty());
+        assert!(!c.take_wants_catch_up());
+        c.read(
+            read(10, "/proc/42/maps", now + ms(900)),
+            now + ms(900),
+            &mut |a| out.push(a),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].document["mapwatch"]["read"]["confirmed"], true);
+    }
+
+    #[test]
+    fn an_alert_whose_verdict_stays_unknown_gives_up_and_is_counted() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = Correlator::new(ms(200), ms(20));
+        let mut out = Vec::new();
+        let mut due = Vec::new();
+        c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
+        c.exec_alert(alert(), 11, vec![42], now, &mut |a| out.push(a));
+        // 10 runs on without reading; 11 is gone but the source never
+        // answers (its thread stalled).
+        let running = Running(vec![10]);
+        let mut at = now;
+        while at < now + GIVE_UP_AFTER {
+            c.tick(at, &running, &mut |a| out.push(a), &mut due);
+            assert!(out.is_empty(), "released {:?} early", at - now);
+            at = c.next_deadline().expect("both still wait");
+        }
+        assert_eq!(at, now + GIVE_UP_AFTER, "never looked at after giving up");
+        c.tick(at, &running, &mut |a| out.push(a), &mut due);
+        assert_eq!(out.len(), 2);
+        assert_eq!(c.stats().timed_out, 2);
+        assert_eq!(c.stats().unconfirmed, 2);
     }
 
     #[test]
@@ -381,7 +554,7 @@ mod tests {
         for _ in 0..3 {
             c.read(read(5, "/proc/42/maps", now), now, &mut |_| {});
         }
-        c.tick(now + ms(30), &mut |_| {}, &mut due);
+        c.tick(now + ms(30), &Gone, &mut |_| {}, &mut due);
         assert_eq!(due.len(), 1);
         // Another target, or the same one after the window, is another.
         c.read(
@@ -394,7 +567,7 @@ mod tests {
             now + ms(250),
             &mut |_| {},
         );
-        c.tick(now + ms(300), &mut |_| {}, &mut due);
+        c.tick(now + ms(300), &Gone, &mut |_| {}, &mut due);
         assert_eq!(due.len(), 3);
     }
 

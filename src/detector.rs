@@ -17,7 +17,7 @@ use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::{ParseError, Record};
 use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
-use crate::correlate::{Correlator, CorrelatorStats};
+use crate::correlate::{Correlator, CorrelatorStats, Settle};
 use crate::maps::maps_args;
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::table::TableStats;
@@ -25,7 +25,7 @@ use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::source::RecordBatch;
-use crate::source::fanotify::ReadEvent;
+use crate::source::fanotify::{ReadBatch, ReadEvent};
 use crate::source::netlink::RULE_KEY;
 
 /// Counters of the detection core.
@@ -47,6 +47,16 @@ const MALFORMED_SAMPLE_EVERY: u64 = 1000;
 /// Execs waiting for a moment when the fanotify queue is empty, at most;
 /// past that (a sustained read burst), they are placed without it.
 const MAX_UNORDERED_EXECS: usize = 4096;
+
+/// Whether a reader still runs, as procfs says (a recorded log's readers
+/// have long exited, so they are gone there too).
+struct Procfs;
+
+impl Settle for Procfs {
+    fn still_runs(&self, pid: u32) -> bool {
+        crate::process::live::still_runs(pid)
+    }
+}
 
 /// Records in, alerts out.
 pub struct Detector {
@@ -125,12 +135,12 @@ impl Detector {
         self.correlator.as_ref().and_then(Correlator::next_deadline)
     }
 
-    /// Reads of memory maps seen by fanotify.
-    pub fn on_reads(&mut self, reads: Vec<ReadEvent>, now: Instant, emit: &mut dyn FnMut(Alert)) {
+    /// Reads of memory maps seen by fanotify, and how far they are known.
+    pub fn on_reads(&mut self, batch: ReadBatch, now: Instant, emit: &mut dyn FnMut(Alert)) {
         let Some(correlator) = self.correlator.as_mut() else {
             return;
         };
-        for read in reads {
+        for read in batch.reads {
             if self.log_events {
                 tracing::debug!(
                     "read pid={} target={} path={}",
@@ -141,6 +151,15 @@ impl Detector {
             }
             correlator.read(read, now, emit);
         }
+        correlator.reads_drained_until(batch.drained_until, emit);
+    }
+
+    /// Whether an alert waits for the read source to drain its queue past
+    /// now (cleared by the call): the driver asks the source then.
+    pub fn take_wants_catch_up(&mut self) -> bool {
+        self.correlator
+            .as_mut()
+            .is_some_and(Correlator::take_wants_catch_up)
     }
 
     pub fn seed_process_table(&mut self) -> std::io::Result<usize> {
@@ -240,7 +259,7 @@ impl Detector {
         self.assembler.flush_expired(now, &mut self.events);
         self.evaluate_pending(now, emit);
         if let Some(correlator) = self.correlator.as_mut() {
-            correlator.tick(now, emit, &mut self.due_reads);
+            correlator.tick(now, &Procfs, emit, &mut self.due_reads);
         }
         self.evaluate_reads(emit);
     }

@@ -60,6 +60,56 @@ fn cat_of_a_live_process_map_is_confirmed() {
     assert!(status.success(), "{stderr}");
 }
 
+/// A reader that reads long after its exec (blocked on a FIFO first, as a
+/// reader the scheduler runs late would be): its alert waits while it runs,
+/// and the read confirms it. A verdict at the end of the window alone would
+/// have called the read that came unconfirmed.
+#[test]
+fn a_reader_that_reads_after_the_window_is_still_confirmed() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let target = Target::spawn();
+    let gate = dir.path().join("gate");
+    let made = Command::new("mkfifo").arg(&gate).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", gate.display());
+    // cat opens the FIFO first and blocks there until a writer comes: four
+    // confirmation windows (250 ms) and more after its exec, whatever the
+    // load. Opening blocks until cat has opened its end; closing lets it
+    // go on to the map.
+    let writer = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            drop(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&gate)
+                    .expect("the FIFO's writing end"),
+            );
+        })
+    };
+    run_entry_leader(
+        "bash",
+        &format!("cat {} {} > /dev/null", gate.display(), target.maps()),
+        dir.path(),
+    );
+    writer.join().expect("the FIFO's writer");
+    let seed = mapwatch.wait_for_alert("the late reader's alert", |a| {
+        a["rule"]["id"] == SEED_ID && a["mapwatch"]["target"]["pid"] == target.pid()
+    });
+    assert_eq!(seed["mapwatch"]["read"]["confirmed"], true, "{seed:#}");
+    assert_eq!(seed["mapwatch"]["read"]["paths"][0], target.maps().as_str());
+    mapwatch.sync();
+    assert!(
+        about(&mapwatch.alerts(), EXTENDED_ID, &target).is_empty(),
+        "one read, one alert"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn refused_or_impossible_reads_are_unconfirmed() {
     let _lock = audit_lock();

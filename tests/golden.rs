@@ -28,7 +28,7 @@ use mapwatch::process::proc_path::maps_owner;
 use mapwatch::replay::{ReplayOptions, replay};
 use mapwatch::rule::RuleSet;
 use mapwatch::sink::OutputFormat;
-use mapwatch::source::fanotify::ReadEvent;
+use mapwatch::source::fanotify::{ReadBatch, ReadEvent};
 use serde_json::{Value, json};
 
 mod support;
@@ -161,7 +161,7 @@ fn detect_with_reads() -> Vec<Value> {
         };
         let now = at(time);
         while next_tick <= now {
-            detector.on_tick(next_tick, &mut emit);
+            tick(&mut detector, next_tick, &mut emit);
             next_tick += Duration::from_millis(100);
         }
         detector.on_log_line(line.as_bytes(), now, &mut emit);
@@ -180,7 +180,11 @@ fn detect_with_reads() -> Vec<Value> {
                 seen,
                 taken_by: 1,
             };
-            detector.on_reads(vec![read], seen, &mut emit);
+            let batch = ReadBatch {
+                reads: vec![read],
+                drained_until: seen,
+            };
+            detector.on_reads(batch, seen, &mut emit);
         }
         last = now;
     }
@@ -190,11 +194,24 @@ fn detect_with_reads() -> Vec<Value> {
     );
     let end = last + Duration::from_secs(1);
     while next_tick <= end {
-        detector.on_tick(next_tick, &mut emit);
+        tick(&mut detector, next_tick, &mut emit);
         next_tick += Duration::from_millis(100);
     }
     detector.flush(&mut emit);
     out
+}
+
+/// The live loop's tick: when an alert waits for the reads to be known,
+/// the fanotify reader answers at once (its queue holds nothing more).
+fn tick(detector: &mut Detector, now: Instant, emit: &mut dyn FnMut(Alert)) {
+    detector.on_tick(now, emit);
+    if detector.take_wants_catch_up() {
+        let drained = ReadBatch {
+            reads: Vec::new(),
+            drained_until: now,
+        };
+        detector.on_reads(drained, now, emit);
+    }
 }
 
 /// Whether the event that `last` ends is the exec of `pid`.

@@ -106,8 +106,9 @@ fn loss_counters(
     detector: &Detector,
     gauges: &Gauges,
     outlet: &Outlet,
-) -> [(&'static str, u64); 10] {
+) -> [(&'static str, u64); 11] {
     let (source, watch) = (&gauges.source, &gauges.watch);
+    let correlator = detector.correlator_stats().unwrap_or_default();
     [
         ("kernel_lost", u64::from(gauges.kernel_lost)),
         ("serial_gaps", detector.serial_stats().gaps),
@@ -125,6 +126,8 @@ fn loss_counters(
             watch.dropped.load(Ordering::Relaxed),
         ),
         ("events_evicted", detector.assembler_stats().evicted),
+        // Read proof that never settled: the fanotify reader fell behind.
+        ("confirmations_timed_out", correlator.timed_out),
         ("alerts_dropped", outlet.dropped),
         (
             "alert_file_failures",

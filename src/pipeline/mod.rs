@@ -289,6 +289,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         let due = schedule.tick(now);
         if due.is_some() || detector.next_deadline().is_some_and(|d| d <= now) {
             detector.on_tick(now, &mut |a| outlet.emit(a));
+            readers.catch_up_if_wanted(&mut detector);
         }
         let Some(due) = due else { continue };
         outlet.expire(now);

@@ -15,7 +15,7 @@ use super::inline_socket::InlineSocket;
 use crate::config::Config;
 use crate::detector::Detector;
 use crate::source::fanotify::{
-    FanotifyConfig, ProcWatch, ReadEvent, ReadOrder, WatchStats, spawn_reader,
+    CatchUp, FanotifyConfig, ProcWatch, ReadBatch, ReadOrder, WatchStats, spawn_reader,
 };
 use crate::source::log::spawn_stdin_reader;
 use crate::source::netlink::{Backpressure, RecordReader, RecordSocket, spawn_record_reader};
@@ -49,13 +49,14 @@ pub(super) struct Readers {
     pub inline: Option<InlineSocket>,
     /// Record batches from a reader thread (the socket's or stdin's).
     pub records: Receiver<RecordBatch>,
-    pub reads: Receiver<Vec<ReadEvent>>,
+    pub reads: Receiver<ReadBatch>,
     /// Records that came while the registration was being acknowledged.
     pub early: RecordBatch,
     pub source_stats: Arc<SourceStats>,
     pub watch_stats: Arc<WatchStats>,
     watcher: Option<JoinHandle<()>>,
     read_order: Option<Arc<ReadOrder>>,
+    catch_up: Option<CatchUp>,
 }
 
 impl Readers {
@@ -108,7 +109,8 @@ impl Readers {
         }
 
         let watch_stats = Arc::new(WatchStats::default());
-        let (read_tx, read_rx) = queue::bounded::<Vec<ReadEvent>>(config.audit.queue_batches)?;
+        let (read_tx, read_rx) = queue::bounded::<ReadBatch>(config.audit.queue_batches)?;
+        let catch_up = proc_watch.as_ref().map(ProcWatch::catch_up);
         let watcher = match proc_watch {
             Some(watch) => {
                 detector.confirm_reads(
@@ -128,7 +130,18 @@ impl Readers {
             watch_stats,
             watcher,
             read_order,
+            catch_up,
         })
+    }
+
+    /// An alert waits to know that no read of its is still on its way: the
+    /// fanotify reader is asked for a batch drained past now.
+    pub fn catch_up_if_wanted(&self, detector: &mut Detector) {
+        if detector.take_wants_catch_up()
+            && let Some(catch_up) = &self.catch_up
+        {
+            catch_up.ask();
+        }
     }
 
     /// Records from the queue went through the detector: their execs are

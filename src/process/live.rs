@@ -19,6 +19,12 @@ pub struct LiveProcess {
     uid: Option<Option<u32>>,
 }
 
+/// Whether `pid` still runs: it exists and is not a zombie (a zombie makes
+/// no more system calls; only its parent's wait is pending).
+pub fn still_runs(pid: u32) -> bool {
+    read_stat(pid).is_ok_and(|stat| !matches!(stat.state, b'Z' | b'X' | b'x'))
+}
+
 /// The executable of a live process (`/proc/<pid>/exe`).
 pub fn executable(pid: u32) -> Option<Vec<u8>> {
     link(pid, "exe")

@@ -39,6 +39,8 @@ impl std::fmt::Debug for Comm {
 pub struct ProcStat {
     pub pid: u32,
     pub comm: Comm,
+    /// Field 3: the state letter (`R`, `S`, `Z` for a zombie, …).
+    pub state: u8,
     pub ppid: u32,
     /// Field 6: the session id (the pid of the session leader).
     pub sid: u32,
@@ -86,7 +88,7 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
         .split(|b| *b == b' ')
         .filter(|f| !f.is_empty());
     let mut nth = |skip: usize| fields.nth(skip);
-    let _state = nth(0)?;
+    let state = *nth(0)?.first()?;
     let ppid = parse_num(nth(0)?)?;
     let _pgrp = nth(0)?;
     let sid = parse_num(nth(0)?)?;
@@ -96,6 +98,7 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
     Some(ProcStat {
         pid,
         comm,
+        state,
         ppid,
         sid,
         tty_nr,

@@ -19,7 +19,11 @@
 //! scheduled late. What orders a read against execs is the group's queue
 //! itself ([`ReadOrder`]): each read(2) of the group is numbered before it
 //! is made, so a read taken by a read(2) numbered above a [`ReadOrder::mark`]
-//! was queued after the mark was taken.
+//! was queued after the mark was taken. And what says that no read is still
+//! on its way is the queue seen empty: each [`ReadBatch`] carries the moment
+//! before which every queued read is in it or an earlier batch, and
+//! [`CatchUp::ask`] has the thread send one (empty if need be) drained past
+//! the moment of asking.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -30,7 +34,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::PollTimeout;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use serde::Deserialize;
 
@@ -55,7 +60,7 @@ const BURST: u32 = 16;
 pub struct FanotifyConfig {
     /// Watch /proc with fanotify to confirm reads and see reads no argument names.
     pub enabled: bool,
-    /// How long an exec alert waits for the read that confirms it, ms.
+    /// How long an exec alert waits at least for the read that confirms it, ms.
     pub confirm_window_ms: u64,
     /// How long a read waits for its exec event before the file rules see it, ms.
     pub hold_ms: u64,
@@ -101,6 +106,29 @@ pub struct ReadEvent {
     pub taken_by: u64,
 }
 
+/// What the reader thread sends the pipeline after each look at the queue.
+#[derive(Debug)]
+pub struct ReadBatch {
+    pub reads: Vec<ReadEvent>,
+    /// Every read the kernel queued before this moment is in this batch or
+    /// an earlier one: the queue was seen empty after it.
+    pub drained_until: Instant,
+}
+
+/// Asks the reader thread for a [`ReadBatch`] drained past the moment of
+/// asking, sent even when it holds no read: the pipeline's way to learn
+/// that a read it waits for never happened, however late the thread runs.
+pub struct CatchUp {
+    asked: Arc<EventFd>,
+}
+
+impl CatchUp {
+    pub fn ask(&self) {
+        // Fails only when the counter would overflow: it is asked already.
+        let _ = self.asked.write(1);
+    }
+}
+
 /// Counters of the fanotify source.
 #[derive(Default, Debug)]
 pub struct WatchStats {
@@ -115,6 +143,7 @@ pub struct WatchStats {
 pub struct ProcWatch {
     group: Fanotify,
     reads_begun: Arc<AtomicU64>,
+    asked: Arc<EventFd>,
 }
 
 /// The order of reads among other events, as the group's queue has it.
@@ -189,10 +218,13 @@ impl ProcWatch {
                 Errno::EPERM => refused("fanotify_mark", e),
                 e => format!("the kernel refused a fanotify mark on {proc}: {e}"),
             })?;
+        let asked = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| format!("eventfd for the fanotify reader: {e}"))?;
         tracing::info!("watching reads of memory maps on {proc}");
         Ok(ProcWatch {
             group,
             reads_begun: Arc::new(AtomicU64::new(0)),
+            asked: Arc::new(asked),
         })
     }
 
@@ -202,6 +234,13 @@ impl ProcWatch {
             group: self.group.as_fd().try_clone_to_owned()?,
             reads_begun: self.reads_begun.clone(),
         })
+    }
+
+    /// A handle to ask the reader thread for a batch drained past now.
+    pub fn catch_up(&self) -> CatchUp {
+        CatchUp {
+            asked: self.asked.clone(),
+        }
     }
 }
 
@@ -328,7 +367,7 @@ fn parse_events(
 /// thread once, and the rest are read together.
 pub fn spawn_reader(
     watch: ProcWatch,
-    tx: Sender<Vec<ReadEvent>>,
+    tx: Sender<ReadBatch>,
     stats: Arc<WatchStats>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")?.into();
@@ -344,7 +383,7 @@ pub fn spawn_reader(
 fn read_loop(
     watch: &ProcWatch,
     fd_dir: &OwnedFd,
-    tx: &Sender<Vec<ReadEvent>>,
+    tx: &Sender<ReadBatch>,
     stats: &WatchStats,
 ) -> io::Result<()> {
     let own_pid = std::process::id();
@@ -352,22 +391,33 @@ fn read_loop(
     let mut last_wake: Option<Instant> = None;
     let mut dense_streak = 0u32;
     loop {
-        let mut batch = Vec::new();
+        let mut reads = Vec::new();
         let mut any = false;
-        // Waits for the first event; then drains what is queued.
+        let mut asked = false;
+        // Waits for the first event (or an ask); then drains what is queued
+        // until a look at a known moment finds the queue empty.
         let mut wait = PollTimeout::NONE;
-        loop {
-            match wait_for_events(&watch.group, wait) {
-                Ok(true) => {}
-                Ok(false) => break,
+        let drained_until = loop {
+            let looked = Instant::now();
+            let ready = match wait_for_events(watch, wait) {
+                Ok(ready) => ready,
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
+            };
+            asked |= ready.asked;
+            if !ready.events {
+                if wait == PollTimeout::ZERO {
+                    break looked;
+                }
+                // Woken by an ask alone, at no known moment: look again.
+                wait = PollTimeout::ZERO;
+                continue;
             }
             wait = PollTimeout::ZERO;
             // Numbered before it is made: see `ReadOrder`.
             let taken_by = watch.reads_begun.fetch_add(1, Ordering::SeqCst) + 1;
             match nix::unistd::read(&watch.group, &mut buf) {
-                Ok(0) => break,
+                Ok(0) => {}
                 Ok(len) => {
                     any = true;
                     let seen = Instant::now();
@@ -376,7 +426,7 @@ fn read_loop(
                         fd_dir,
                         own_pid,
                         stats,
-                        &mut batch,
+                        &mut reads,
                         seen,
                         taken_by,
                     );
@@ -388,13 +438,19 @@ fn read_loop(
                 }
                 Err(e) => return Err(e.into()),
             }
-        }
-        if !batch.is_empty() {
-            match tx.try_send(batch) {
+        };
+        if !reads.is_empty() || asked {
+            let carries_reads = !reads.is_empty();
+            match tx.try_send(ReadBatch {
+                reads,
+                drained_until,
+            }) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
+                // An empty answer lost costs the pipeline one more ask.
+                Err(TrySendError::Full(_)) if carries_reads => {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
+                Err(TrySendError::Full(_)) => {}
                 Err(TrySendError::Disconnected(_)) => return Ok(()),
             }
         }
@@ -418,15 +474,25 @@ fn read_loop(
     }
 }
 
-/// Whether events are queued, waiting at most `timeout` for one. The wait
-/// is a poll, not a blocking read(2): a read(2) is numbered when it begins,
-/// and one that sat blocked would carry a number older than its events.
-fn wait_for_events(group: &Fanotify, timeout: PollTimeout) -> Result<bool, Errno> {
-    let mut poll = [nix::poll::PollFd::new(
-        group.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    Ok(nix::poll::poll(&mut poll, timeout)? > 0)
+/// What a wait found: events queued, an ask (taken, so it is answered once).
+struct Ready {
+    events: bool,
+    asked: bool,
+}
+
+/// Waits at most `timeout` for events or an ask. The wait is a poll, not a
+/// blocking read(2): a read(2) is numbered when it begins, and one that sat
+/// blocked would carry a number older than its events.
+fn wait_for_events(watch: &ProcWatch, timeout: PollTimeout) -> Result<Ready, Errno> {
+    let mut poll = [
+        PollFd::new(watch.group.as_fd(), PollFlags::POLLIN),
+        PollFd::new(watch.asked.as_fd(), PollFlags::POLLIN),
+    ];
+    nix::poll::poll(&mut poll, timeout)?;
+    let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+    let events = readable(&poll[0]);
+    let asked = readable(&poll[1]) && watch.asked.read().is_ok();
+    Ok(Ready { events, asked })
 }
 
 #[cfg(test)]
