@@ -399,6 +399,15 @@ mod tests {
         }
     }
 
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    /// A 200 ms window and a 20 ms hold.
+    fn correlator() -> Correlator {
+        Correlator::new(ms(200), ms(20))
+    }
+
     /// The processes that still run.
     struct Running(Vec<u32>);
 
@@ -421,7 +430,7 @@ mod tests {
     #[test]
     fn a_read_confirms_its_alert_at_once() {
         let now = Instant::now();
-        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let mut c = correlator();
         let mut out = Vec::new();
         c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
         assert!(out.is_empty());
@@ -433,38 +442,27 @@ mod tests {
             "/proc/42/maps"
         );
         let mut due = Vec::new();
-        c.tick(
-            now + Duration::from_millis(50),
-            &Gone,
-            &mut |a| out.push(a),
-            &mut due,
-        );
+        c.tick(now + ms(50), &Gone, &mut |a| out.push(a), &mut due);
         assert!(due.is_empty(), "the read belongs to the exec alert");
     }
 
     #[test]
     fn a_read_before_its_exec_event_still_confirms() {
         let now = Instant::now();
-        let mut c = Correlator::new(Duration::from_millis(200), Duration::from_millis(20));
+        let mut c = correlator();
         let mut out = Vec::new();
         c.read(read(10, "/proc/42/maps", now), now, &mut |a| out.push(a));
         c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
         assert_eq!(out[0].document["mapwatch"]["read"]["confirmed"], true);
         let mut due = Vec::new();
-        c.tick(
-            now + Duration::from_millis(50),
-            &Gone,
-            &mut |a| out.push(a),
-            &mut due,
-        );
+        c.tick(now + ms(50), &Gone, &mut |a| out.push(a), &mut due);
         assert!(due.is_empty());
     }
 
     #[test]
     fn unconfirmed_alerts_leave_once_the_reader_is_gone_and_its_reads_are_known() {
         let now = Instant::now();
-        let ms = Duration::from_millis;
-        let mut c = Correlator::new(ms(200), ms(20));
+        let mut c = correlator();
         let mut out = Vec::new();
         let mut due = Vec::new();
         c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
@@ -493,8 +491,7 @@ mod tests {
     #[test]
     fn a_late_read_by_a_reader_that_still_runs_confirms() {
         let now = Instant::now();
-        let ms = Duration::from_millis;
-        let mut c = Correlator::new(ms(200), ms(20));
+        let mut c = correlator();
         let mut out = Vec::new();
         let mut due = Vec::new();
         c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
@@ -522,8 +519,7 @@ mod tests {
     #[test]
     fn an_alert_whose_verdict_stays_unknown_gives_up_and_is_counted() {
         let now = Instant::now();
-        let ms = Duration::from_millis;
-        let mut c = Correlator::new(ms(200), ms(20));
+        let mut c = correlator();
         let mut out = Vec::new();
         let mut due = Vec::new();
         c.exec_alert(alert(), 10, vec![42], now, &mut |a| out.push(a));
@@ -547,8 +543,7 @@ mod tests {
     #[test]
     fn one_file_event_per_reader_and_target_per_window() {
         let now = Instant::now();
-        let ms = Duration::from_millis;
-        let mut c = Correlator::new(ms(200), ms(20));
+        let mut c = correlator();
         let mut due = Vec::new();
         // cat reads a map in several read(2)s: one event.
         for _ in 0..3 {
