@@ -52,7 +52,8 @@ struct Pending {
     reader_gone: Option<Instant>,
 }
 
-/// What the correlator may ask of the process table and the read source.
+/// What the correlator asks of the processes whose alerts wait: the live
+/// service asks procfs, tests a list.
 pub trait Settle {
     /// Whether `pid` still runs (and so may still read).
     fn still_runs(&self, pid: u32) -> bool;
