@@ -11,7 +11,7 @@ use mapwatch::config::Config;
 use mapwatch::pipeline::{self, Feed, RunOptions};
 use mapwatch::replay::{ReplayOptions, replay};
 use mapwatch::rule::RuleSet;
-use mapwatch::rule::file::load_rule_file;
+use mapwatch::rule::file::{check_rule_file, load_rule_file};
 use mapwatch::rule::json::JsonEvent;
 use mapwatch::sink::OutputFormat;
 
@@ -322,15 +322,22 @@ fn list_rules(path: Option<&Path>) -> ExitCode {
 fn check_rules(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for file in files {
-        match load_rule_file(file) {
-            Ok(rule) => println!(
-                "{}: OK: {} ({})",
-                file.display(),
-                rule.meta.name,
-                rule.meta.rule_id
-            ),
-            Err(e) => {
-                eprintln!("{e}");
+        match check_rule_file(file) {
+            Ok(rule) => {
+                println!(
+                    "{}: OK: {} ({})",
+                    file.display(),
+                    rule.meta.name,
+                    rule.meta.rule_id
+                );
+                for warning in &rule.warnings {
+                    eprintln!("{warning} (warning)");
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("{e}");
+                }
                 failed = true;
             }
         }

@@ -736,6 +736,10 @@ const LIKE: &str =
 const IN: &str = "ql ExpressionTranslators.InComparisons: In -> TermsQuery (any value in the set)";
 const IS_NULL: &str = "eql Optimizer.ReplaceNullChecks: `== null` -> IsNull; ql ExpressionTranslators.IsNulls -> NotQuery(ExistsQuery); exists matches no document whose field is missing, null, [] or [null] (Elasticsearch reference, 'Exists query')";
 const IS_NOT_NULL: &str = "eql Optimizer.ReplaceNullChecks: `!= null` -> IsNotNull; ql ExpressionTranslators.IsNotNulls -> ExistsQuery";
+const RANGE: &str = "ql ExpressionTranslators.BinaryComparisons: GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual -> RangeQuery; a range query matches when any value is in range (numbers by value, keywords by their UTF-8 bytes)";
+const REGEX: &str = "ql ExpressionTranslators.Likes: RLike -> RegexQuery -> regexp query (Lucene RegExp, ALL flags, whole value; regex~: ASCII_CASE_INSENSITIVE)";
+const SCRIPT: &str = "ql ExpressionTranslators: a function has no query -> ScriptQuery; InternalQlScriptUtils.docValue reads the first doc value (doc values are sorted: the smallest); null arguments give null, and a script matches only on true, negated or not";
+const OPTIONAL: &str = "eql parser: `?field` is the field when the mapping has it (optional only when the mapping lacks it)";
 
 fn rows() -> Vec<Row> {
     // Under `not (…)` each row is the complement: a query-DSL filter is
@@ -841,6 +845,96 @@ fn rows() -> Vec<Row> {
             ANY,
             IN,
         ),
+        keyword(r#"process.args > "m""#, "n", "a", ANY, RANGE),
+        keyword(r#"process.args <= "b""#, "b", "c", ANY, RANGE),
+        row(
+            "process.args_count >= 3",
+            "process.args_count",
+            json!(3),
+            json!(2),
+            ANY,
+            RANGE,
+        ),
+        row(
+            "process.pid < 10",
+            "process.pid",
+            json!(9),
+            json!(10),
+            ANY,
+            RANGE,
+        ),
+        keyword(
+            r#"process.args regex "-[a-z]+""#,
+            "-abc",
+            "x-abc",
+            ANY,
+            REGEX,
+        ),
+        keyword(
+            r#"process.args regex "-[a-z]+""#,
+            "-abc",
+            "-ABC",
+            ANY,
+            REGEX,
+        ),
+        keyword(r#"process.args regex "-abc""#, "-abc", "-ABC", ANY, REGEX),
+        keyword(r#"process.args regex~ "-ABC""#, "-abc", "-abd", ANY, REGEX),
+        keyword(r#"process.args regex~ "[A-Z]+""#, "ABC", "abc", ANY, REGEX),
+        keyword(
+            r#"process.args regex ("x", ".*[0-9]{1,3}\\.[0-9]{1,3}.*")"#,
+            "to 10.1 now",
+            "to 10 now",
+            ANY,
+            REGEX,
+        ),
+        keyword(r#"?process.args == "-p""#, "-p", "-P", ANY, OPTIONAL),
+        keyword(r#"?process.args != "-p""#, "-p", "-P", NONE, OPTIONAL),
+        // The smallest value decides: "-long" < "abc".
+        Row {
+            condition: "length(process.args) > 3",
+            field: "process.args",
+            hit: json!("-long"),
+            miss: json!("abc"),
+            plain: [true, false, true, false, false, false],
+            negated: [false, true, false, true, false, false],
+            source: SCRIPT,
+        },
+        Row {
+            condition: r#"startsWith(process.args, "/tmp/")"#,
+            field: "process.args",
+            hit: json!("/tmp/x"),
+            miss: json!("x/tmp/"),
+            plain: [true, false, true, false, false, false],
+            negated: [false, true, false, true, false, false],
+            source: SCRIPT,
+        },
+        Row {
+            condition: r#"startsWith~(process.args, "/TMP/")"#,
+            field: "process.args",
+            hit: json!("/tmp/x"),
+            miss: json!("x/tmp/"),
+            plain: [true, false, true, false, false, false],
+            negated: [false, true, false, true, false, false],
+            source: SCRIPT,
+        },
+        Row {
+            condition: r#"endsWith(process.args, ".so")"#,
+            field: "process.args",
+            hit: json!("a.so"),
+            miss: json!("b.so.1"),
+            plain: [true, false, true, false, false, false],
+            negated: [false, true, false, true, false, false],
+            source: SCRIPT,
+        },
+        Row {
+            condition: r#"stringContains(process.args, "pty")"#,
+            field: "process.args",
+            hit: json!("a pty b"),
+            miss: json!("b"),
+            plain: [true, false, true, false, false, false],
+            negated: [false, true, false, true, false, false],
+            source: SCRIPT,
+        },
         row(
             "mapwatch.read.self == true",
             "mapwatch.read.self",
@@ -901,7 +995,7 @@ fn every_operator_on_every_shape_plain_and_negated_as_elasticsearch_computes_it(
             }
         }
     }
-    assert!(rows.len() >= 18, "{} rows", rows.len());
+    assert!(rows.len() >= 34, "{} rows", rows.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases differ from Elasticsearch:\n{}",
@@ -909,4 +1003,71 @@ fn every_operator_on_every_shape_plain_and_negated_as_elasticsearch_computes_it(
         rows.len() * SHAPES.len() * 2,
         failures.join("\n")
     );
+}
+
+#[test]
+fn functions_of_two_fields_read_one_value_of_each() {
+    let suid = |exe: &str, line: &str| {
+        process(json!({"process.executable": exe, "process.command_line": line}))
+    };
+    let query = "process where startsWith(process.executable, process.command_line)";
+    assert!(eval(query, &suid("/tmp/x", "/tmp/x")));
+    assert!(
+        eval(query, &suid("/tmp/xy", "/tmp/x")),
+        "the command line is the executable's prefix"
+    );
+    assert!(!eval(query, &suid("/tmp/x", "/tmp/x -p")));
+    assert!(
+        !eval(query, &process(json!({"process.executable": "/tmp/x"}))),
+        "null argument"
+    );
+    assert!(
+        !eval(
+            &query.replace("where ", "where not "),
+            &process(json!({"process.executable": "/tmp/x"}))
+        ),
+        "not of null is null"
+    );
+    let long = "process where length(process.command_line) > 50";
+    assert!(eval(
+        long,
+        &process(json!({"process.command_line": "x".repeat(51)}))
+    ));
+    assert!(
+        !eval(
+            long,
+            &process(json!({"process.command_line": "é".repeat(50)}))
+        ),
+        "characters, not bytes"
+    );
+}
+
+#[test]
+fn optional_and_never_filled_fields_compare_as_missing_everywhere() {
+    // Unknown to mapwatch and ECS: only as `?field`; present in the
+    // document or not, no event of mapwatch's has it.
+    let doc = process(json!({"process.made_up": "x"}));
+    for (query, expected) in [
+        (r#"?process.made_up == "x""#, false),
+        (r#"?process.made_up != "x""#, true),
+        (r#"not ?process.made_up in ("x")"#, true),
+        (r#"?process.made_up == null"#, true),
+        (r#"?process.made_up : "x*""#, false),
+        (r#"?process.made_up regex "x""#, false),
+        (r#"?process.made_up > 1"#, false),
+        (r#"length(?process.made_up) > 0"#, false),
+        (r#"not length(?process.made_up) > 0"#, false),
+        // ECS fields no Linux event of mapwatch's has.
+        (r#"process.parent.code_signature.trusted == true"#, false),
+        (r#"not process.parent.code_signature.trusted == true"#, true),
+        (r#"process.pe.original_file_name != "x.exe""#, true),
+    ] {
+        assert_eq!(
+            eval(&format!("process where {query}"), &doc),
+            expected,
+            "{query}"
+        );
+    }
+    let err = parse_query(r#"process where process.made_up == "x""#).expect_err("unknown field");
+    assert!(err.message.contains("?process.made_up"), "{}", err.message);
 }

@@ -66,19 +66,15 @@ fn query_errors_name_what_is_unsupported_and_where() {
             "unknown field `process.nam`",
         ),
         (
-            r#"process where startsWith(process.name, "c")"#,
-            "startsWith",
-            "function `startsWith()` is not supported",
+            r#"process where substring(process.name, 1) == "at""#,
+            "substring",
+            "function `substring()` is not supported",
         ),
+        (r#"process where process.pid < "5""#, "\"5\"", "is a number"),
         (
-            r#"process where process.pid < 5"#,
-            "<",
-            "operator `<` is not supported",
-        ),
-        (
-            r#"process where process.name regex "c.*""#,
-            "regex",
-            "operator `regex` is not supported",
+            r#"process where process.name regex "c&a""#,
+            "\"c&a\"",
+            "intersection",
         ),
         (
             r#"process where process.name == "cat" | head 1"#,
@@ -163,17 +159,17 @@ fn rule_file_errors_are_reported_at_file_line_column_and_exit_2() {
             "unknown field",
         ),
         (
-            SHIPPED.replace("process.args :", "process.args <"),
-            "< \"/proc",
-            "operator `<` is not supported",
+            SHIPPED.replace("process.args : \"/proc/*/maps\"", "process.args >= 512345"),
+            "512345",
+            "is a string",
         ),
         (
             SHIPPED.replace(
                 "process.args : \"/proc/*/maps\"",
-                "endsWith(process.args, \"maps\")",
+                "between(process.args, \"/\", \"s\")",
             ),
-            "endsWith",
-            "function",
+            "between",
+            "function `between()` is not supported",
         ),
         (
             SHIPPED.replace("severity = \"low\"", "severity = \"lowish\""),
@@ -206,6 +202,61 @@ fn rule_file_errors_are_reported_at_file_line_column_and_exit_2() {
         assert!(err.contains(&location), "expected `{location}` in: {err}");
         assert!(err.contains(message), "expected `{message}` in: {err}");
     }
+}
+
+#[test]
+fn rules_check_reports_every_error_of_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = SHIPPED
+        .replace("severity = \"low\"", "severity = \"lowish\"")
+        .replace("process.name in (", "process.nmae in (")
+        .replace(
+            "process.args : \"/proc/*/maps\"",
+            "process.args_count == \"2\"",
+        );
+    let path = write(dir.path(), "three.toml", &text);
+    let out = mapwatch(&["rules", "check", path.to_str().expect("utf-8 path")]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for (at, message) in [
+        ("\"lowish\"", "severity"),
+        ("process.nmae", "unknown field `process.nmae`"),
+        ("\"2\"", "is a number"),
+    ] {
+        let (line, column) = position_of(&text, at);
+        let expected = format!("{}:{line}:{column}: ", path.display());
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&expected) && l.contains(message)),
+            "expected `{expected}…{message}` in:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn elastics_format_loads_and_a_rule_that_can_never_fire_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{}\n[transform]\n[[transform.osquery]]\nlabel = \"x\"\nquery = \"SELECT 1\"\n",
+        SHIPPED
+            .replace("event.type == \"start\"", "event.type == \"end\"")
+            .replace("[rule]\n", "[rule]\nbuilding_block_type = \"default\"\nrelated_integrations = [{ package = \"endpoint\" }]\n")
+    );
+    let path = write(dir.path(), "end.toml", &text);
+    let out = mapwatch(&["rules", "check", path.to_str().expect("utf-8 path")]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("can never fire") && err.contains("`event.type` is \"start\""),
+        "{err}"
+    );
+    let fires = write(
+        dir.path(),
+        "start.toml",
+        &text.replace("\"end\"", "\"start\""),
+    );
+    let out = mapwatch(&["rules", "check", fires.to_str().expect("utf-8 path")]);
+    assert_eq!(stderr_of(&out), "", "no warning for a rule that can fire");
 }
 
 #[test]
@@ -345,9 +396,9 @@ fn bad_exceptions_are_load_errors_with_positions() {
     assert!(parse_rule(&both, "f.toml").is_err());
 
     let config =
-        Config::parse("\n[[exceptions]]\nquery = 'process.pid < 3'\n").expect("config parses");
+        Config::parse("\n[[exceptions]]\nquery = 'process.pid < \"3\"'\n").expect("config parses");
     let err = config.load_rules().expect_err("bad global exception");
-    assert_eq!((err.line, err.column), (3, 22), "{err}");
+    assert_eq!((err.line, err.column), (3, 24), "{err}");
 }
 
 #[test]

@@ -23,10 +23,11 @@ impl HostInfo {
     }
 }
 
-/// uid -> user name, looked up once per uid.
+/// uid -> user name and gid -> group name, looked up once per id.
 #[derive(Default)]
 pub struct UserNames {
     cache: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
 }
 
 impl UserNames {
@@ -38,6 +39,18 @@ impl UserNames {
                     .ok()
                     .flatten()
                     .map(|u| u.name)
+            })
+            .as_deref()
+    }
+
+    pub fn group_name(&mut self, gid: u32) -> Option<&str> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
             })
             .as_deref()
     }

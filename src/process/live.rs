@@ -7,8 +7,23 @@
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 
-use super::stat::read_stat;
+use super::stat::{TtyKind, read_stat, tty_kind};
 use crate::audit::execve::Argv;
+
+/// A process's user and group ids: real, effective, saved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: Option<u32>,
+    pub euid: Option<u32>,
+    pub suid: Option<u32>,
+    pub gid: Option<u32>,
+    pub egid: Option<u32>,
+    pub sgid: Option<u32>,
+}
+
+/// The environment read is cut here: `process.env_vars` is for matching
+/// variables such as `LD_PRELOAD`, not for copying a huge environment.
+pub const MAX_ENVIRON: usize = 64 * 1024;
 
 pub struct LiveProcess {
     pid: u32,
@@ -17,6 +32,8 @@ pub struct LiveProcess {
     args: Option<Option<Argv>>,
     cwd: Option<Option<Vec<u8>>>,
     uid: Option<Option<u32>>,
+    credentials: Option<Option<Credentials>>,
+    environ: Option<Option<Argv>>,
 }
 
 /// Whether `pid` still runs: it exists and is not a zombie (a zombie makes
@@ -45,6 +62,8 @@ impl LiveProcess {
             args: None,
             cwd: None,
             uid: None,
+            credentials: None,
+            environ: None,
         }
     }
 
@@ -81,6 +100,43 @@ impl LiveProcess {
             .as_ref()
     }
 
+    /// Real, effective and saved ids (the `Uid:` and `Gid:` lines of
+    /// `/proc/<pid>/status`).
+    pub fn credentials(&mut self) -> Option<Credentials> {
+        let pid = self.pid;
+        *self.credentials.get_or_insert_with(|| {
+            let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+            parse_credentials(&status)
+        })
+    }
+
+    /// The controlling terminal's kind.
+    pub fn tty(&mut self) -> Option<TtyKind> {
+        read_stat(self.pid).ok().map(|s| tty_kind(s.tty_nr))
+    }
+
+    /// `KEY=VALUE` strings of `/proc/<pid>/environ` (the environment the
+    /// program was exec'd with), up to [`MAX_ENVIRON`] bytes.
+    pub fn environ(&mut self) -> Option<&Argv> {
+        let pid = self.pid;
+        self.environ
+            .get_or_insert_with(|| {
+                use std::io::Read;
+                let file = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+                let mut raw = Vec::new();
+                file.take(MAX_ENVIRON as u64).read_to_end(&mut raw).ok()?;
+                let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
+                Some(
+                    trimmed
+                        .split(|b| *b == 0)
+                        .filter(|v| !v.is_empty())
+                        .collect::<Vec<_>>()
+                        .into(),
+                )
+            })
+            .as_ref()
+    }
+
     /// The effective uid (owner of `/proc/<pid>`).
     pub fn uid(&mut self) -> Option<u32> {
         let pid = self.pid;
@@ -92,9 +148,50 @@ impl LiveProcess {
     }
 }
 
+/// The ids of the `Uid:` and `Gid:` lines of a status file.
+fn parse_credentials(status: &[u8]) -> Option<Credentials> {
+    let ids = |key: &[u8]| -> Option<[u32; 3]> {
+        let line = status
+            .split(|b| *b == b'\n')
+            .find_map(|l| l.strip_prefix(key))?;
+        let mut fields = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty())
+            .map(|f| std::str::from_utf8(f).ok()?.parse::<u32>().ok());
+        Some([fields.next()??, fields.next()??, fields.next()??])
+    };
+    let [uid, euid, suid] = ids(b"Uid:")?;
+    let [gid, egid, sgid] = ids(b"Gid:")?;
+    Some(Credentials {
+        uid: Some(uid),
+        euid: Some(euid),
+        suid: Some(suid),
+        gid: Some(gid),
+        egid: Some(egid),
+        sgid: Some(sgid),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_from_a_status_file() {
+        let status = b"Name:\tsu\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t5\t100\n";
+        assert_eq!(
+            parse_credentials(status),
+            Some(Credentials {
+                uid: Some(1000),
+                euid: Some(0),
+                suid: Some(0),
+                gid: Some(100),
+                egid: Some(100),
+                sgid: Some(5),
+            })
+        );
+        assert_eq!(parse_credentials(b"Uid:\t1\n"), None);
+    }
 
     #[test]
     fn reads_our_own_process() {
@@ -104,6 +201,13 @@ mod tests {
         assert!(me.args().is_some_and(|a| !a.is_empty()));
         assert!(me.cwd().is_some());
         assert_eq!(me.uid(), Some(nix::unistd::geteuid().as_raw()));
+        let ids = me.credentials().expect("our status");
+        assert_eq!(ids.euid, Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(ids.gid, Some(nix::unistd::getgid().as_raw()));
+        assert!(
+            me.environ()
+                .is_some_and(|e| e.iter().any(|v| v.starts_with(b"PATH=")))
+        );
     }
 
     #[test]

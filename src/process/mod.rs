@@ -11,6 +11,7 @@ pub mod host;
 pub mod leader;
 pub mod live;
 pub mod proc_path;
+pub mod relative;
 pub mod stat;
 pub mod table;
 
@@ -19,6 +20,7 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use leader::{EntryLeader, LeaderResolver, Related};
+use relative::{Details, Relation};
 pub use table::ProcessTable;
 
 /// `[process]`: the process table.
@@ -56,6 +58,9 @@ pub struct EventContext<'t> {
     session_leader: Option<Option<Related>>,
     parent: Option<Option<Related>>,
     parent_executable: Option<Option<Vec<u8>>>,
+    group_leader: Option<Option<Related>>,
+    /// By [`Relation::index`].
+    relatives: [Option<Option<Details>>; 4],
 }
 
 impl<'t> EventContext<'t> {
@@ -85,6 +90,8 @@ impl<'t> EventContext<'t> {
             session_leader: None,
             parent: None,
             parent_executable: None,
+            group_leader: None,
+            relatives: Default::default(),
         }
     }
 
@@ -140,6 +147,39 @@ impl<'t> EventContext<'t> {
                 }
             })
             .as_deref()
+    }
+
+    /// `process.group_leader`: the leader of the process group, from
+    /// procfs while the process lives (a log does not record groups).
+    pub fn group_leader(&mut self) -> Option<&Related> {
+        let pid = self.pid;
+        let resolver = &mut self.resolver;
+        self.group_leader
+            .get_or_insert_with(|| {
+                if resolver.table().is_history() {
+                    return None;
+                }
+                let pgrp = stat::read_stat(pid).ok()?.pgrp;
+                (pgrp != 0).then(|| resolver.parent(pgrp)).flatten()
+            })
+            .as_ref()
+    }
+
+    /// Facts of a related process beyond its pid and name.
+    pub fn relative(&mut self, relation: Relation) -> Option<&Details> {
+        if self.relatives[relation.index()].is_none() {
+            let pid = match relation {
+                Relation::Parent => self.ppid,
+                Relation::SessionLeader => self.session_leader().map(|r| r.pid),
+                Relation::EntryLeader => self.entry_leader().map(|e| e.pid),
+                Relation::GroupLeader => self.group_leader().map(|r| r.pid),
+            };
+            let table = self.resolver.table();
+            self.relatives[relation.index()] = Some(pid.map(|pid| Details::gather(pid, table)));
+        }
+        self.relatives[relation.index()]
+            .as_ref()
+            .and_then(Option::as_ref)
     }
 
     /// The process table, for lookups beyond the leaders.

@@ -42,6 +42,8 @@ pub struct ProcStat {
     /// Field 3: the state letter (`R`, `S`, `Z` for a zombie, …).
     pub state: u8,
     pub ppid: u32,
+    /// Field 5: the process group id (the pid of the group leader).
+    pub pgrp: u32,
     /// Field 6: the session id (the pid of the session leader).
     pub sid: u32,
     /// Field 7: the controlling terminal, encoded as the kernel's `dev_t`.
@@ -90,7 +92,7 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
     let mut nth = |skip: usize| fields.nth(skip);
     let state = *nth(0)?.first()?;
     let ppid = parse_num(nth(0)?)?;
-    let _pgrp = nth(0)?;
+    let pgrp = parse_num(nth(0)?)?;
     let sid = parse_num(nth(0)?)?;
     let tty_nr = parse_signed_as_u32(nth(0)?)?;
     // Fields 8..=21 skipped; field 22 is starttime.
@@ -100,6 +102,7 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
         comm,
         state,
         ppid,
+        pgrp,
         sid,
         tty_nr,
         start_ticks,

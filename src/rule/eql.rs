@@ -11,8 +11,9 @@
 
 use std::fmt;
 
-use super::eval::{Category, Expr, Literal, Test};
-use super::field::{Field, Kind};
+use super::eval::{Arg, Category, Expr, Function, Literal, Order, StringOp, Test};
+use super::field::{Kind, Named};
+use super::regexp::Regexp;
 use super::wildcard::Wildcard;
 
 /// A load error and where in the query it is (byte offset).
@@ -46,6 +47,7 @@ enum Tok {
     EqEq,
     NotEq,
     Colon,
+    Order(Order),
     /// Operators outside the subset, kept to name them in the error.
     Unsupported(&'static str),
     Eof,
@@ -64,6 +66,16 @@ fn is_word_start(c: char) -> bool {
 fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '@' || c == '.'
 }
+
+/// Operators and functions with a case-insensitive `~` form.
+const CASE_FOLDED: [&str; 6] = [
+    "in",
+    "like",
+    "regex",
+    "startsWith",
+    "endsWith",
+    "stringContains",
+];
 
 fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
     let bytes = src.as_bytes();
@@ -96,10 +108,10 @@ fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
             '=' if bytes.get(i + 1) == Some(&b'=') => simple(Tok::EqEq, 2),
             '=' => simple(Tok::Unsupported("="), 1),
             '!' if bytes.get(i + 1) == Some(&b'=') => simple(Tok::NotEq, 2),
-            '<' if bytes.get(i + 1) == Some(&b'=') => simple(Tok::Unsupported("<="), 2),
-            '>' if bytes.get(i + 1) == Some(&b'=') => simple(Tok::Unsupported(">="), 2),
-            '<' => simple(Tok::Unsupported("<"), 1),
-            '>' => simple(Tok::Unsupported(">"), 1),
+            '<' if bytes.get(i + 1) == Some(&b'=') => simple(Tok::Order(Order::LessOrEqual), 2),
+            '>' if bytes.get(i + 1) == Some(&b'=') => simple(Tok::Order(Order::GreaterOrEqual), 2),
+            '<' => simple(Tok::Order(Order::Less), 1),
+            '>' => simple(Tok::Order(Order::Greater), 1),
             '|' => simple(Tok::Unsupported("|"), 1),
             '[' => simple(Tok::Unsupported("["), 1),
             ']' => simple(Tok::Unsupported("]"), 1),
@@ -149,15 +161,26 @@ fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
                     end - i,
                 )
             }
-            c if is_word_start(c) => {
-                let mut end = src[i..]
+            // `?field`: an optional field, one word with its `?`.
+            c if is_word_start(c)
+                || (c == '?'
+                    && src[i + 1..].starts_with(|c: char| is_word_start(c) || c == '`')) =>
+            {
+                if src[i + 1..].starts_with('`') {
+                    let (name, len) = lex_backquoted(src, i + 1)?;
+                    tokens.push(Token {
+                        tok: Tok::Word(format!("?{name}")),
+                        offset: start,
+                    });
+                    i += len + 1;
+                    continue;
+                }
+                let mut end = src[i + 1..]
                     .find(|c: char| !is_word_char(c))
-                    .map_or(bytes.len(), |n| i + n);
-                // `in~` and `like~` are single operators.
+                    .map_or(bytes.len(), |n| i + 1 + n);
+                // `in~`, `like~`, `regex~`, `startsWith~`…: single words.
                 let word = &src[i..end];
-                if (word == "in" || word == "like" || word == "regex")
-                    && bytes.get(end) == Some(&b'~')
-                {
+                if CASE_FOLDED.contains(&word) && bytes.get(end) == Some(&b'~') {
                     end += 1;
                 }
                 (
@@ -250,71 +273,65 @@ fn lex_backquoted(src: &str, start: usize) -> Result<(String, usize), EqlError> 
     error(start, "unterminated backquoted field name")
 }
 
+/// Something to know about a query that loads: a comparison on an ECS
+/// field mapwatch never fills, decided as on a missing field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EqlNotice {
+    pub offset: usize,
+    pub message: String,
+}
+
 /// A parsed query: its event category and condition.
 #[derive(Clone, Debug)]
 pub struct Query {
     pub category: Category,
     pub condition: Expr,
+    pub notices: Vec<EqlNotice>,
 }
 
-/// Parses `CATEGORY where CONDITION`.
+/// Parses `CATEGORY where CONDITION`; the first error, if any.
 pub fn parse_query(src: &str) -> Result<Query, EqlError> {
-    let mut parser = Parser::new(src)?;
-    let (category, offset) = match parser.next() {
-        Token {
-            tok: Tok::Word(w),
-            offset,
-        } => (w, offset),
-        t => {
-            return error(
-                t.offset,
-                "a query starts with an event category (`process where ...`)",
-            );
-        }
-    };
-    let category = match category.as_str() {
-        "process" => Category::Process,
-        "file" => Category::File,
-        "sequence" | "sample" => {
-            return error(offset, format!("`{category}` queries are not supported"));
-        }
-        "any" | "network" | "registry" | "library" | "driver" | "api" | "authentication"
-        | "host" => {
-            return error(
-                offset,
-                format!("event category `{category}` is not supported (process, file)"),
-            );
-        }
-        _ => {
-            return error(
-                offset,
-                format!("unknown event category `{category}` (process, file)"),
-            );
-        }
-    };
-    parser.expect_word("where")?;
-    let condition = parser.expression()?;
-    parser.end()?;
-    Ok(Query {
-        category,
-        condition: condition.optimised(),
-    })
+    parse_query_all(src).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Parses `CATEGORY where CONDITION`, with every error the parser can
+/// find: after an unknown field, a wrong literal or an unsupported
+/// function it goes on; after a syntax error it stops.
+pub fn parse_query_all(src: &str) -> Result<Query, Vec<EqlError>> {
+    let mut parser = Parser::new(src).map_err(|e| vec![e])?;
+    let category = parser.category().map_err(|e| vec![e])?;
+    let condition = parser.where_clause();
+    match parser.keep(condition) {
+        Some(condition) if parser.errors.is_empty() => Ok(Query {
+            category,
+            condition: condition.optimised(),
+            notices: parser.notices,
+        }),
+        _ => Err(parser.errors),
+    }
 }
 
 /// Parses a bare condition (exceptions).
 pub fn parse_condition(src: &str) -> Result<Expr, EqlError> {
     let mut parser = Parser::new(src)?;
-    let condition = parser.expression()?;
-    parser.end()?;
-    Ok(condition.optimised())
+    let condition = parser.expression().and_then(|c| parser.end().map(|()| c));
+    let condition = parser.keep(condition);
+    match condition {
+        Some(condition) if parser.errors.is_empty() => Ok(condition.optimised()),
+        _ => Err(parser.errors.swap_remove(0)),
+    }
 }
 
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Errors found so far that did not stop the parse.
+    errors: Vec<EqlError>,
+    notices: Vec<EqlNotice>,
 }
 
-const FUNCTIONS: [&str; 14] = [
+/// EQL's functions; those outside [`Parser::function`]'s are refused by name.
+const FUNCTIONS: [&str; 15] = [
     "add",
     "between",
     "cidrMatch",
@@ -328,15 +345,83 @@ const FUNCTIONS: [&str; 14] = [
     "number",
     "startsWith",
     "string",
+    "stringContains",
     "substring",
 ];
+
+/// The left side of a comparison, resolved.
+struct Subject {
+    path: String,
+    kind: Option<Kind>,
+    target: Target,
+}
+
+enum Target {
+    Field(super::field::Field),
+    /// Never present: an ECS field mapwatch never fills, an unknown
+    /// optional field, or an unknown field (already an error).
+    Missing,
+}
 
 impl Parser {
     fn new(src: &str) -> Result<Self, EqlError> {
         Ok(Parser {
             tokens: lex(src)?,
             pos: 0,
+            errors: Vec::new(),
+            notices: Vec::new(),
         })
+    }
+
+    /// The value, or `None` with its error recorded.
+    fn keep<T>(&mut self, result: Result<T, EqlError>) -> Option<T> {
+        result.map_err(|e| self.errors.push(e)).ok()
+    }
+
+    /// Records an error the parse goes on after.
+    fn soft_error(&mut self, offset: usize, message: impl Into<String>) {
+        self.errors.push(EqlError {
+            offset,
+            message: message.into(),
+        });
+    }
+
+    fn category(&mut self) -> Result<Category, EqlError> {
+        let (category, offset) = match self.next() {
+            Token {
+                tok: Tok::Word(w),
+                offset,
+            } => (w, offset),
+            t => {
+                return error(
+                    t.offset,
+                    "a query starts with an event category (`process where ...`)",
+                );
+            }
+        };
+        match category.as_str() {
+            "process" => Ok(Category::Process),
+            "file" => Ok(Category::File),
+            "sequence" | "sample" => {
+                error(offset, format!("`{category}` queries are not supported"))
+            }
+            "any" | "network" | "registry" | "library" | "driver" | "api" | "authentication"
+            | "host" => error(
+                offset,
+                format!("event category `{category}` is not supported (process, file)"),
+            ),
+            _ => error(
+                offset,
+                format!("unknown event category `{category}` (process, file)"),
+            ),
+        }
+    }
+
+    fn where_clause(&mut self) -> Result<Expr, EqlError> {
+        self.expect_word("where")?;
+        let condition = self.expression()?;
+        self.end()?;
+        Ok(condition)
     }
 
     fn peek(&self) -> &Token {
@@ -361,6 +446,15 @@ impl Parser {
         match token.tok {
             Tok::Word(w) if w == word => Ok(()),
             _ => error(token.offset, format!("expected `{word}`")),
+        }
+    }
+
+    fn expect(&mut self, tok: Tok, what: &str) -> Result<(), EqlError> {
+        let token = self.next();
+        if token.tok == tok {
+            Ok(())
+        } else {
+            error(token.offset, format!("expected {what}"))
         }
     }
 
@@ -415,25 +509,15 @@ impl Parser {
         match token.tok {
             Tok::LParen => {
                 let inner = self.expression()?;
-                let close = self.next();
-                match close.tok {
-                    Tok::RParen => Ok(inner),
-                    _ => error(close.offset, "expected `)`"),
-                }
+                self.expect(Tok::RParen, "`)`")?;
+                Ok(inner)
             }
             Tok::Word(w) if w == "true" => Ok(Expr::Const(true)),
             Tok::Word(w) if w == "false" => Ok(Expr::Const(false)),
-            Tok::Word(w) => {
-                if matches!(self.peek().tok, Tok::LParen) {
-                    let what = if FUNCTIONS.contains(&w.as_str()) {
-                        "function"
-                    } else {
-                        "unknown function"
-                    };
-                    return error(token.offset, format!("{what} `{w}()` is not supported"));
-                }
-                self.comparison(&w, token.offset)
+            Tok::Word(w) if matches!(self.peek().tok, Tok::LParen) => {
+                self.function(&w, token.offset)
             }
+            Tok::Word(w) => self.comparison(&w, token.offset),
             Tok::Eof => error(token.offset, "the condition ends too early"),
             Tok::Unsupported(op) => {
                 error(token.offset, format!("operator `{op}` is not supported"))
@@ -442,77 +526,134 @@ impl Parser {
         }
     }
 
-    fn comparison(&mut self, path: &str, offset: usize) -> Result<Expr, EqlError> {
-        let Some(field) = Field::from_path(path) else {
-            if ["and", "or", "not", "where", "in", "in~", "like", "like~"].contains(&path) {
-                return error(offset, format!("expected a field name before `{path}`"));
-            }
-            return error(offset, format!("unknown field `{path}`"));
+    /// Resolves a field name (`?name` is optional); an unknown one is an
+    /// error recorded, and the parse goes on.
+    fn subject(&mut self, name: &str, offset: usize) -> Result<Subject, EqlError> {
+        let (optional, path) = match name.strip_prefix('?') {
+            Some(path) => (true, path),
+            None => (false, name),
         };
+        if ["and", "or", "not", "where", "in", "in~", "like", "like~"].contains(&path) {
+            return error(offset, format!("expected a field name before `{path}`"));
+        }
+        let (kind, target) = match Named::lookup(path) {
+            Some(Named::Filled(field)) => (Some(field.kind()), Target::Field(field)),
+            Some(Named::NeverFilled(kind)) => {
+                if !optional {
+                    self.notices.push(EqlNotice {
+                        offset,
+                        message: format!(
+                            "`{path}` is an ECS field mapwatch never fills: compared as missing"
+                        ),
+                    });
+                }
+                (kind, Target::Missing)
+            }
+            None if optional => (None, Target::Missing),
+            None => {
+                self.soft_error(
+                    offset,
+                    format!(
+                        "unknown field `{path}` (write `?{path}` if it may be missing from every event)"
+                    ),
+                );
+                (None, Target::Missing)
+            }
+        };
+        Ok(Subject {
+            path: path.to_owned(),
+            kind,
+            target,
+        })
+    }
+
+    fn comparison(&mut self, name: &str, offset: usize) -> Result<Expr, EqlError> {
+        let subject = self.subject(name, offset)?;
         let op = self.next();
-        let test = match op.tok {
-            Tok::EqEq => self.equality(field, false)?,
-            Tok::NotEq => self.equality(field, true)?,
-            Tok::Colon => Test::Wildcard(self.patterns(field, Wildcard::insensitive)?),
+        let (test, negated) = match op.tok {
+            Tok::EqEq => (self.equality(&subject, false)?, false),
+            Tok::NotEq => (self.equality(&subject, true)?, false),
+            Tok::Order(order) => (self.range(&subject, order)?, false),
+            Tok::Colon => (self.patterns(&subject, Wildcard::insensitive)?, false),
             Tok::Word(w) => match w.as_str() {
-                "in" => self.membership(field, false)?,
-                "in~" => self.membership(field, true)?,
-                "like" => Test::Wildcard(self.patterns(field, Wildcard::sensitive)?),
-                "like~" => Test::Wildcard(self.patterns(field, Wildcard::insensitive)?),
+                "in" => (self.membership(&subject, false)?, false),
+                "in~" => (self.membership(&subject, true)?, false),
+                "like" => (self.patterns(&subject, Wildcard::sensitive)?, false),
+                "like~" => (self.patterns(&subject, Wildcard::insensitive)?, false),
+                "regex" => (self.regexes(&subject, false)?, false),
+                "regex~" => (self.regexes(&subject, true)?, false),
                 "not" => {
                     let next = self.next();
                     let test = match next.tok {
-                        Tok::Word(w) if w == "in" => self.membership(field, false)?,
-                        Tok::Word(w) if w == "in~" => self.membership(field, true)?,
+                        Tok::Word(w) if w == "in" => self.membership(&subject, false)?,
+                        Tok::Word(w) if w == "in~" => self.membership(&subject, true)?,
                         _ => return error(next.offset, "expected `in` or `in~` after `not`"),
                     };
-                    return Ok(Expr::Not(Box::new(Expr::Compare { field, test })));
+                    (test, true)
                 }
-                "regex" | "regex~" => {
-                    return error(op.offset, format!("operator `{w}` is not supported"));
+                _ => {
+                    return error(
+                        op.offset,
+                        format!("expected an operator after `{}`", subject.path),
+                    );
                 }
-                _ => return error(op.offset, format!("expected an operator after `{path}`")),
             },
             Tok::Unsupported(op_text) => {
                 return error(op.offset, format!("operator `{op_text}` is not supported"));
             }
-            _ => return error(op.offset, format!("expected an operator after `{path}`")),
+            _ => {
+                return error(
+                    op.offset,
+                    format!("expected an operator after `{}`", subject.path),
+                );
+            }
         };
-        Ok(Expr::Compare { field, test })
+        let compare = match subject.target {
+            Target::Field(field) => Expr::Compare { field, test },
+            Target::Missing => Expr::Const(test.on_missing_field()),
+        };
+        Ok(if negated {
+            Expr::Not(Box::new(compare))
+        } else {
+            compare
+        })
     }
 
-    fn literal(&mut self, field: Field) -> Result<Option<Literal>, EqlError> {
+    /// A literal of the subject's kind (any kind when it has none).
+    fn literal(&mut self, subject: &Subject) -> Result<Option<Literal>, EqlError> {
         let token = self.next();
-        let literal = match (token.tok, field.kind()) {
+        let path = &subject.path;
+        let literal = match (token.tok, subject.kind) {
             (Tok::Word(w), _) if w == "null" => return Ok(None),
-            (Tok::Str(s), Kind::Keyword) => Literal::Keyword(s),
-            (Tok::Int(n), Kind::Long) => Literal::Long(n),
-            (Tok::Word(w), Kind::Boolean) if w == "true" || w == "false" => {
+            (Tok::Str(s), Some(Kind::Keyword) | None) => Literal::Keyword(s),
+            (Tok::Int(n), Some(Kind::Long) | None) => Literal::Long(n),
+            (Tok::Word(w), Some(Kind::Boolean) | None) if w == "true" || w == "false" => {
                 Literal::Boolean(w == "true")
             }
-            (_, Kind::Boolean) => {
-                return error(
+            (Tok::Str(_) | Tok::Int(_), Some(Kind::Boolean)) => {
+                self.soft_error(
                     token.offset,
-                    format!(
-                        "`{}` is a boolean: compare it with true or false",
-                        field.path()
-                    ),
+                    format!("`{path}` is a boolean: compare it with true or false"),
                 );
+                Literal::Boolean(false)
             }
-            (Tok::Str(_), Kind::Long) => {
-                return error(
+            (Tok::Str(_), Some(Kind::Long)) => {
+                self.soft_error(
                     token.offset,
-                    format!("`{}` is a number: compare it with a number", field.path()),
+                    format!("`{path}` is a number: compare it with a number"),
                 );
+                Literal::Long(0)
             }
-            (Tok::Int(_), Kind::Keyword) => {
-                return error(
+            (Tok::Int(_), Some(Kind::Keyword)) => {
+                self.soft_error(
                     token.offset,
-                    format!("`{}` is a string: compare it with a string", field.path()),
+                    format!("`{path}` is a string: compare it with a string"),
                 );
+                Literal::Keyword(String::new())
             }
             (Tok::Word(w), _) if w == "true" || w == "false" => {
-                return error(token.offset, format!("`{}` is not a boolean", field.path()));
+                self.soft_error(token.offset, format!("`{path}` is not a boolean"));
+                Literal::Boolean(false)
             }
             (Tok::Word(w), _) => {
                 return error(
@@ -525,8 +666,8 @@ impl Parser {
         Ok(Some(literal))
     }
 
-    fn equality(&mut self, field: Field, negated: bool) -> Result<Test, EqlError> {
-        Ok(match (self.literal(field)?, negated) {
+    fn equality(&mut self, subject: &Subject, negated: bool) -> Result<Test, EqlError> {
+        Ok(match (self.literal(subject)?, negated) {
             (None, false) => Test::IsNull,
             (None, true) => Test::NotNull,
             (Some(lit), false) => Test::Equal(lit),
@@ -534,10 +675,23 @@ impl Parser {
         })
     }
 
+    /// `< <= > >=`: numbers by value, strings by their bytes.
+    fn range(&mut self, subject: &Subject, order: Order) -> Result<Test, EqlError> {
+        let at = self.peek().offset;
+        match self.literal(subject)? {
+            Some(lit @ (Literal::Long(_) | Literal::Keyword(_))) => Ok(Test::Range(order, lit)),
+            Some(Literal::Boolean(_)) => {
+                self.soft_error(at, "booleans have no order: use == or !=");
+                Ok(Test::Range(order, Literal::Long(0)))
+            }
+            None => error(at, "`null` has no order: use == null or != null"),
+        }
+    }
+
     /// `( value, ... )`, or one value where a list may stand.
     fn values(
         &mut self,
-        field: Field,
+        subject: &Subject,
         list_required: bool,
     ) -> Result<Vec<(Literal, usize)>, EqlError> {
         let open = self.peek().clone();
@@ -545,7 +699,7 @@ impl Parser {
             if list_required {
                 return error(open.offset, "expected a list: `(\"a\", \"b\")`");
             }
-            return match self.literal(field)? {
+            return match self.literal(subject)? {
                 Some(lit) => Ok(vec![(lit, open.offset)]),
                 None => error(open.offset, "`null` is not a pattern"),
             };
@@ -554,7 +708,7 @@ impl Parser {
         let mut values = Vec::new();
         loop {
             let at = self.peek().offset;
-            match self.literal(field)? {
+            match self.literal(subject)? {
                 Some(lit) => values.push((lit, at)),
                 None => return error(at, "`null` cannot be in a list"),
             }
@@ -567,8 +721,8 @@ impl Parser {
         }
     }
 
-    fn membership(&mut self, field: Field, case_insensitive: bool) -> Result<Test, EqlError> {
-        let values = self.values(field, true)?.into_iter().map(|(lit, _)| lit);
+    fn membership(&mut self, subject: &Subject, case_insensitive: bool) -> Result<Test, EqlError> {
+        let values = self.values(subject, true)?.into_iter().map(|(lit, _)| lit);
         Ok(if case_insensitive {
             Test::InFolded(
                 values
@@ -583,25 +737,160 @@ impl Parser {
         })
     }
 
-    fn patterns(
+    /// The string values of a pattern operator, each with its offset.
+    fn pattern_texts(
         &mut self,
-        field: Field,
-        compile: fn(&str) -> Wildcard,
-    ) -> Result<Vec<Wildcard>, EqlError> {
-        if field.kind() != Kind::Keyword {
-            return error(
-                self.peek().offset,
-                format!("`{}` is a number: wildcards apply to strings", field.path()),
+        subject: &Subject,
+        what: &str,
+    ) -> Result<Vec<(String, usize)>, EqlError> {
+        let at = self.peek().offset;
+        let is_number = matches!(subject.kind, Some(Kind::Long | Kind::Boolean));
+        if is_number {
+            self.soft_error(
+                at,
+                format!(
+                    "`{}` is not a string: {what} apply to strings",
+                    subject.path
+                ),
             );
         }
-        self.values(field, false)?
+        let string_subject = Subject {
+            path: subject.path.clone(),
+            kind: Some(Kind::Keyword),
+            target: Target::Missing,
+        };
+        let values = self.values(&string_subject, false)?;
+        Ok(values
             .into_iter()
-            .map(|(lit, at)| match lit {
-                Literal::Keyword(s) => Ok(compile(&s)),
-                Literal::Long(_) | Literal::Boolean(_) => {
-                    error(at, "wildcard patterns are strings")
-                }
+            .filter_map(|(lit, at)| match lit {
+                Literal::Keyword(s) => Some((s, at)),
+                Literal::Long(_) | Literal::Boolean(_) => None,
             })
-            .collect()
+            .collect())
+    }
+
+    fn patterns(
+        &mut self,
+        subject: &Subject,
+        compile: fn(&str) -> Wildcard,
+    ) -> Result<Test, EqlError> {
+        let texts = self.pattern_texts(subject, "wildcards")?;
+        Ok(Test::Wildcard(
+            texts.iter().map(|(text, _)| compile(text)).collect(),
+        ))
+    }
+
+    fn regexes(&mut self, subject: &Subject, case_insensitive: bool) -> Result<Test, EqlError> {
+        let texts = self.pattern_texts(subject, "regular expressions")?;
+        let mut compiled = Vec::with_capacity(texts.len());
+        for (text, at) in texts {
+            match Regexp::compile(&text, case_insensitive) {
+                Ok(regexp) => compiled.push(regexp),
+                // The offset is in the pattern's characters: point at the
+                // string, which may hold escapes.
+                Err((_, message)) => self.soft_error(at, format!("in `{text}`: {message}")),
+            }
+        }
+        Ok(Test::Regex(compiled))
+    }
+
+    /// `name(args)`, after its name: `length(field) OP n`, or a string
+    /// function of fields and strings.
+    fn function(&mut self, name: &str, offset: usize) -> Result<Expr, EqlError> {
+        let (base, folded) = match name.strip_suffix('~') {
+            Some(base) => (base, true),
+            None => (name, false),
+        };
+        let string_op = match base {
+            "startsWith" => Some(StringOp::StartsWith),
+            "endsWith" => Some(StringOp::EndsWith),
+            "stringContains" => Some(StringOp::Contains),
+            _ => None,
+        };
+        let supported = string_op.is_some() || (base == "length" && !folded);
+        if !supported {
+            let what = if FUNCTIONS.contains(&base) {
+                "function"
+            } else {
+                "unknown function"
+            };
+            return error(offset, format!("{what} `{name}()` is not supported"));
+        }
+        self.next(); // `(`
+        let args = self.arguments()?;
+        let Some(op) = string_op else {
+            return self.length(args, offset);
+        };
+        let [source, search] = <[_; 2]>::try_from(args).map_err(|_| EqlError {
+            offset,
+            message: format!("`{name}()` takes two arguments"),
+        })?;
+        Ok(match (source, search) {
+            (Some(source), Some(search)) => Expr::Function(Box::new(Function::Strings {
+                op,
+                source,
+                search,
+                folded,
+            })),
+            // A missing argument makes the function null.
+            _ => Expr::Function(Box::new(Function::Null)),
+        })
+    }
+
+    /// `length(field) OP n` after the arguments.
+    fn length(&mut self, args: Vec<Option<Arg>>, offset: usize) -> Result<Expr, EqlError> {
+        let field = match <[_; 1]>::try_from(args) {
+            Ok([Some(Arg::Field(field))]) => Some(field),
+            Ok([None]) => None,
+            _ => return error(offset, "`length()` takes one field"),
+        };
+        let subject = Subject {
+            path: "length()".to_owned(),
+            kind: Some(Kind::Long),
+            target: Target::Missing,
+        };
+        let op = self.next();
+        let test = match op.tok {
+            Tok::EqEq => self.equality(&subject, false)?,
+            Tok::NotEq => self.equality(&subject, true)?,
+            Tok::Order(order) => self.range(&subject, order)?,
+            _ => return error(op.offset, "expected a comparison after `length(...)`"),
+        };
+        Ok(match field {
+            Some(field) => Expr::Function(Box::new(Function::Length { field, test })),
+            None => Expr::Function(Box::new(Function::Null)),
+        })
+    }
+
+    /// `( arg, ... )` after the `(`: fields (`None` when never present)
+    /// and strings.
+    fn arguments(&mut self) -> Result<Vec<Option<Arg>>, EqlError> {
+        let mut args = Vec::new();
+        loop {
+            let token = self.next();
+            match token.tok {
+                Tok::Str(s) => args.push(Some(Arg::Text(s))),
+                Tok::Word(w) => {
+                    let subject = self.subject(&w, token.offset)?;
+                    match (subject.target, subject.kind) {
+                        (Target::Field(field), Some(Kind::Keyword)) => {
+                            args.push(Some(Arg::Field(field)))
+                        }
+                        (Target::Field(_), _) => {
+                            self.soft_error(token.offset, format!("`{w}` is not a string"));
+                            args.push(None);
+                        }
+                        (Target::Missing, _) => args.push(None),
+                    }
+                }
+                _ => return error(token.offset, "expected a field or a string"),
+            }
+            let sep = self.next();
+            match sep.tok {
+                Tok::Comma => continue,
+                Tok::RParen => return Ok(args),
+                _ => return error(sep.offset, "expected `,` or `)`"),
+            }
+        }
     }
 }

@@ -1,12 +1,16 @@
-//! Rule files: TOML close to Elastic's detection-rules format, compiled to
-//! [`Rule`]s.
+//! Rule files: Elastic's detection-rules TOML format, compiled to [`Rule`]s.
 //!
-//! Contract: a file holds one `[rule]` (and an optional free-form
-//! `[metadata]`). Unknown keys, a query outside the EQL subset, an unknown
-//! field, a bad severity or interval: each is a [`RuleError`] naming the
-//! file, line and column. Exceptions are a list of conditions that suppress
-//! a match: an EQL condition (`query`) or a field with values (`field`,
-//! `values`, `match`).
+//! Contract: a file holds one `[rule]`, and Elastic's free-form
+//! `[metadata]` and `[transform]` (investigation-guide snippets), which are
+//! accepted and not used, as are the `[rule]` keys of Elastic's format that
+//! concern Kibana (listed in [`RuleSection`]). Unknown keys, a query
+//! outside the EQL subset, an unknown field, a bad severity or interval:
+//! each is a [`RuleError`] naming the file, line and column, and
+//! [`check_rule`] gives every one a file has (after a TOML syntax error or
+//! an EQL syntax error, the rest of that text is not read). A rule that
+//! loads but can never fire on mapwatch's events carries a warning naming
+//! why. Exceptions are a list of conditions that suppress a match: an EQL
+//! condition (`query`) or a field with values (`field`, `values`, `match`).
 
 use std::fmt;
 use std::ops::Range;
@@ -14,13 +18,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use toml::Spanned;
 
-use super::eql::{EqlError, parse_condition, parse_query};
+use super::eql::{EqlError, parse_condition, parse_query_all};
 use super::eval::{Expr, Literal, Test};
 use super::field::{Field, Kind};
 use super::wildcard::Wildcard;
-use super::{AttackRef, Exception, Rule, RuleMeta, Threat};
+use super::{AttackRef, Exception, Rule, RuleMeta, Threat, reach};
 
 /// A rule or exception that cannot be used, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +110,10 @@ impl SourceText<'_> {
 struct RuleFile {
     #[serde(default)]
     #[allow(dead_code)]
-    metadata: Option<toml::Table>,
+    metadata: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    transform: Option<IgnoredAny>,
     rule: RuleSection,
 }
 
@@ -142,25 +150,98 @@ struct RuleSection {
     threat: Vec<ThreatSection>,
     #[serde(default)]
     exceptions: Vec<ExceptionSpec>,
-    // Informational keys of Elastic's format, accepted and not used.
+    // Keys of Elastic's format for Kibana (schedule window, timeline,
+    // integrations, response actions...), accepted and not used.
     #[serde(default)]
     #[allow(dead_code)]
-    from: Option<String>,
+    actions: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
-    index: Option<Vec<String>>,
+    alert_suppression: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
-    note: Option<String>,
+    building_block_type: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
-    setup: Option<String>,
+    data_view_id: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
-    false_positives: Option<Vec<String>>,
+    enabled: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
-    timestamp_override: Option<String>,
+    event_category_override: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    exceptions_list: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    false_positives: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    filters: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    from: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    index: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    investigation_fields: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    meta: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    note: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    output_index: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    related_integrations: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    required_fields: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    response_actions: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    revision: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    risk_score_mapping: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    rule_name_override: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    setup: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    severity_mapping: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    throttle: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    tiebreaker_field: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    timeline_id: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    timeline_title: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    timestamp_field: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    timestamp_override: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    to: Option<IgnoredAny>,
 }
 
 fn default_version() -> u32 {
@@ -338,18 +419,24 @@ fn field_exception(
 
 const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 
-/// Parses a rule file's text.
+/// Parses a rule file's text; the first error, if any.
 pub fn parse_rule(text: &str, source: &str) -> Result<Rule, RuleError> {
+    check_rule(text, source).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Parses a rule file's text, with every error it has.
+pub fn check_rule(text: &str, source: &str) -> Result<Rule, Vec<RuleError>> {
     let src = SourceText { name: source, text };
-    let file: RuleFile = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    let file: RuleFile = toml::from_str(text).map_err(|e| vec![src.toml_error(&e)])?;
     let r = file.rule;
+    let mut errors = Vec::new();
 
     for (key, value) in [
         ("type", &r.rule_type),
         ("language", r.language.as_ref().unwrap_or(&r.rule_type)),
     ] {
         if value.get_ref() != "eql" {
-            return Err(src.error_at(
+            errors.push(src.error_at(
                 value.span().start,
                 format!(
                     "rule {key} `{}` is not supported (only `eql`)",
@@ -359,7 +446,7 @@ pub fn parse_rule(text: &str, source: &str) -> Result<Rule, RuleError> {
         }
     }
     if !SEVERITIES.contains(&r.severity.get_ref().as_str()) {
-        return Err(src.error_at(
+        errors.push(src.error_at(
             r.severity.span().start,
             format!(
                 "severity `{}` is not one of low, medium, high, critical",
@@ -368,38 +455,59 @@ pub fn parse_rule(text: &str, source: &str) -> Result<Rule, RuleError> {
         ));
     }
     if *r.risk_score.get_ref() > 100 {
-        return Err(src.error_at(r.risk_score.span().start, "risk_score is 0 to 100"));
+        errors.push(src.error_at(r.risk_score.span().start, "risk_score is 0 to 100"));
     }
     if r.rule_id.trim().is_empty() {
-        return Err(src.error_at(0, "rule_id is empty"));
+        errors.push(src.error_at(0, "rule_id is empty"));
     }
     if *r.max_signals.get_ref() == 0 {
-        return Err(src.error_at(r.max_signals.span().start, "max_signals must be at least 1"));
+        errors.push(src.error_at(r.max_signals.span().start, "max_signals must be at least 1"));
     }
-    let interval = parse_interval(r.interval.get_ref()).ok_or_else(|| {
-        src.error_at(
+    let interval = parse_interval(r.interval.get_ref());
+    if interval.is_none() {
+        errors.push(src.error_at(
             r.interval.span().start,
             format!(
                 "interval `{}` is not a duration like `30s`, `5m` or `1h`",
                 r.interval.get_ref()
             ),
-        )
-    })?;
-    let query = parse_query(r.query.get_ref())
-        .map_err(|e| src.error_in_string(r.query.span(), r.query.get_ref(), &e))?;
-    let exceptions = r
-        .exceptions
+        ));
+    }
+    let in_query = |e: &EqlError| src.error_in_string(r.query.span(), r.query.get_ref(), e);
+    let query = parse_query_all(r.query.get_ref())
+        .map_err(|query_errors| errors.extend(query_errors.iter().map(in_query)))
+        .ok();
+    let mut exceptions = Vec::with_capacity(r.exceptions.len());
+    for spec in &r.exceptions {
+        let at = spec
+            .query
+            .as_ref()
+            .or(spec.field.as_ref())
+            .map_or(0, |s| s.span().start);
+        match spec.compile(&src, at) {
+            Ok(exception) => exceptions.push(exception),
+            Err(e) => errors.push(e),
+        }
+    }
+    let (Some(query), Some(interval), true) = (query, interval, errors.is_empty()) else {
+        return Err(errors);
+    };
+    let mut warnings: Vec<RuleError> = query
+        .notices
         .iter()
-        .map(|spec| {
-            spec.compile(
-                &src,
-                spec.query
-                    .as_ref()
-                    .or(spec.field.as_ref())
-                    .map_or(0, |s| s.span().start),
-            )
+        .map(|n| {
+            in_query(&EqlError {
+                offset: n.offset,
+                message: n.message.clone(),
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
+    if let Some(why) = reach::never_fires(&query.condition, query.category) {
+        warnings.push(src.error_at(
+            r.query.span().start,
+            format!("this rule can never fire on mapwatch's events: {why}"),
+        ));
+    }
 
     let threats = r
         .threat
@@ -446,25 +554,29 @@ pub fn parse_rule(text: &str, source: &str) -> Result<Rule, RuleError> {
         source: source.to_owned(),
         interval,
         max_signals: r.max_signals.into_inner(),
+        warnings,
     })
 }
 
-/// Reads and parses a rule file.
+/// Reads and parses a rule file; the first error, if any.
 pub fn load_rule_file(path: &Path) -> Result<Rule, RuleError> {
+    check_rule_file(path).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Reads and parses a rule file, with every error it has.
+pub fn check_rule_file(path: &Path) -> Result<Rule, Vec<RuleError>> {
     let source = path.display().to_string();
-    crate::privileges::check_trusted(path).map_err(|message| RuleError {
-        source: source.clone(),
-        line: 0,
-        column: 0,
-        message,
-    })?;
-    let text = std::fs::read_to_string(path).map_err(|e| RuleError {
-        source: source.clone(),
-        line: 0,
-        column: 0,
-        message: e.to_string(),
-    })?;
-    parse_rule(&text, &source)
+    let whole_file = |message: String| {
+        vec![RuleError {
+            source: source.clone(),
+            line: 0,
+            column: 0,
+            message,
+        }]
+    };
+    crate::privileges::check_trusted(path).map_err(whole_file)?;
+    let text = std::fs::read_to_string(path).map_err(|e| whole_file(e.to_string()))?;
+    check_rule(&text, &source)
 }
 
 /// `30s`, `5m`, `1h`, `1d`.

@@ -11,13 +11,31 @@
 use std::ops::ControlFlow;
 
 use super::eval::{Category, Event, Scalar};
-use super::field::Field;
+use super::field::{Fact, Field};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
 use crate::process::EventContext;
 use crate::process::host::{HostInfo, UserNames};
-use crate::process::live::LiveProcess;
+use crate::process::live::{Credentials, LiveProcess};
+use crate::process::relative::Details;
+use crate::process::stat::TtyKind;
 use crate::source::fanotify::ReadEvent;
+
+/// The value a field has on every live event of a category: what rules
+/// can be checked against at load ([`super::reach`]).
+pub fn constant(category: Category, field: Field) -> Option<&'static [u8]> {
+    Some(match (category, field) {
+        (_, Field::HostOsType) => b"linux",
+        (_, Field::EventKind) => b"event",
+        (Category::Process, Field::EventCategory) => b"process",
+        (Category::Process, Field::EventType) => b"start",
+        (Category::Process, Field::EventAction) => b"exec",
+        (Category::File, Field::EventCategory) => b"file",
+        (Category::File, Field::EventType) => b"access",
+        (Category::File, Field::EventAction) => b"read",
+        _ => return None,
+    })
+}
 
 /// A live exec event with the host and user-name lookups it may need.
 pub struct ExecFields<'c, 't> {
@@ -28,6 +46,8 @@ pub struct ExecFields<'c, 't> {
     command_line: Option<Vec<u8>>,
     /// Built on first use; the inner `None` when the event has none.
     title: Option<Option<Vec<u8>>>,
+    /// `/proc/<pid>/environ`, read on first use.
+    environ: Option<Option<Argv>>,
 }
 
 impl<'c, 't> ExecFields<'c, 't> {
@@ -44,6 +64,7 @@ impl<'c, 't> ExecFields<'c, 't> {
             users,
             command_line: None,
             title: None,
+            environ: None,
         }
     }
 }
@@ -76,44 +97,102 @@ fn keyword(bytes: Option<&[u8]>) -> Option<Scalar<'_>> {
     bytes.map(Scalar::Keyword)
 }
 
-/// The user ids an event knows of its process: effective, real.
-type Ids<'a> = &'a mut dyn FnMut() -> (Option<u32>, Option<u32>);
+/// What an event knows of its process's credentials (a read event's may
+/// need procfs, so it is asked only for the fields that need it).
+type Creds<'a> = &'a mut dyn FnMut() -> Credentials;
 
-/// Fields that mean the same for every live event: the host, the users, and
-/// the process's relations (parent, leaders), all from the event's context.
-/// `ids` is called only for user fields (a read event's may need procfs).
+fn id(visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>, id: Option<u32>) -> bool {
+    let mut buf = [0u8; 10];
+    one(visit, id.map(|id| Scalar::Keyword(decimal(id, &mut buf))))
+}
+
+fn user_name(
+    visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
+    users: &mut UserNames,
+    uid: Option<u32>,
+) -> bool {
+    let name = uid.and_then(|uid| users.name(uid));
+    one(visit, keyword(name.map(str::as_bytes)))
+}
+
+fn group_name(
+    visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
+    users: &mut UserNames,
+    gid: Option<u32>,
+) -> bool {
+    let name = gid.and_then(|gid| users.group_name(gid));
+    one(visit, keyword(name.map(str::as_bytes)))
+}
+
+fn each(visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>, args: Option<&Argv>) -> bool {
+    let Some(args) = args.filter(|a| !a.is_empty()) else {
+        return false;
+    };
+    for arg in args.iter() {
+        if visit(Scalar::Keyword(arg)).is_break() {
+            break;
+        }
+    }
+    true
+}
+
+/// A fact of a related process (parent, leaders).
+fn visit_fact(
+    details: Option<&Details>,
+    fact: Fact,
+    visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
+) -> bool {
+    let Some(details) = details else {
+        return false;
+    };
+    let ids = details.credentials;
+    match fact {
+        Fact::Executable => one(visit, keyword(details.executable.as_deref())),
+        Fact::Args => each(visit, details.args.as_ref()),
+        Fact::ArgsCount => one(
+            visit,
+            details.args.as_ref().map(|a| Scalar::Long(a.len() as i64)),
+        ),
+        Fact::CommandLine => one(visit, keyword(details.command_line.as_deref())),
+        Fact::WorkingDirectory => one(visit, keyword(details.working_directory.as_deref())),
+        Fact::Interactive => one(visit, details.interactive.map(Scalar::Boolean)),
+        Fact::UserId => id(visit, ids.euid),
+        Fact::RealUserId => id(visit, ids.uid),
+        Fact::GroupId => id(visit, ids.egid),
+        Fact::RealGroupId => id(visit, ids.gid),
+    }
+}
+
+/// Fields that mean the same for every live event: the host, the users and
+/// groups, and the process's relations (parent, leaders), all from the
+/// event's context. `creds` is called only for user and group fields.
 fn visit_common(
     field: Field,
     ctx: &mut EventContext<'_>,
     host: &HostInfo,
     users: &mut UserNames,
-    ids: Ids<'_>,
+    creds: Creds<'_>,
     visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
 ) -> bool {
-    let mut buf = [0u8; 10];
-    let user_name = |users: &mut UserNames, id: Option<u32>| {
-        id.and_then(|id| users.name(id))
-            .map(|n| n.as_bytes().to_vec())
-    };
+    if let Some((relation, fact)) = field.of_relative() {
+        return visit_fact(ctx.relative(relation), fact, visit);
+    }
     match field {
-        Field::HostOsType => one(visit, Some(Scalar::Keyword(b"linux"))),
+        Field::HostOsType => one(
+            visit,
+            constant(Category::Process, field).map(Scalar::Keyword),
+        ),
         Field::HostName => one(visit, Some(Scalar::Keyword(host.name.as_bytes()))),
-        Field::ProcessUserId | Field::UserId => one(
-            visit,
-            ids().0.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
-        ),
-        Field::ProcessRealUserId => one(
-            visit,
-            ids().1.map(|id| Scalar::Keyword(decimal(id, &mut buf))),
-        ),
-        Field::ProcessUserName | Field::UserName => {
-            let name = user_name(users, ids().0);
-            one(visit, keyword(name.as_deref()))
-        }
-        Field::ProcessRealUserName => {
-            let name = user_name(users, ids().1);
-            one(visit, keyword(name.as_deref()))
-        }
+        Field::ProcessUserId | Field::UserId => id(visit, creds().euid),
+        Field::ProcessRealUserId | Field::UserRealId => id(visit, creds().uid),
+        Field::ProcessSavedUserId => id(visit, creds().suid),
+        Field::ProcessGroupId | Field::GroupId => id(visit, creds().egid),
+        Field::ProcessRealGroupId | Field::GroupRealId => id(visit, creds().gid),
+        Field::ProcessSavedGroupId => id(visit, creds().sgid),
+        Field::ProcessUserName | Field::UserName => user_name(visit, users, creds().euid),
+        Field::ProcessRealUserName | Field::UserRealName => user_name(visit, users, creds().uid),
+        Field::ProcessGroupName | Field::GroupName => group_name(visit, users, creds().egid),
+        Field::ProcessRealGroupName | Field::GroupRealName => group_name(visit, users, creds().gid),
         Field::ProcessParentPid => one(visit, ctx.ppid().map(|p| Scalar::Long(p.into()))),
         Field::ProcessParentName => one(visit, keyword(ctx.parent().map(|p| p.name.as_slice()))),
         Field::ProcessParentExecutable => one(visit, keyword(ctx.parent_executable())),
@@ -137,7 +216,15 @@ fn visit_common(
             visit,
             keyword(ctx.entry_leader().map(|e| e.kind.as_str().as_bytes())),
         ),
-        // Callers pass only the fields listed above.
+        Field::ProcessGroupLeaderPid => one(
+            visit,
+            ctx.group_leader().map(|g| Scalar::Long(g.pid.into())),
+        ),
+        Field::ProcessGroupLeaderName => one(
+            visit,
+            keyword(ctx.group_leader().map(|g| g.name.as_slice())),
+        ),
+        // The event's own fields, which its kind visits itself.
         _ => false,
     }
 }
@@ -154,21 +241,14 @@ impl Event for ExecFields<'_, '_> {
     ) -> bool {
         let event = self.event;
         match field {
-            Field::EventKind => one(visit, Some(Scalar::Keyword(b"event"))),
-            Field::EventCategory => one(visit, Some(Scalar::Keyword(b"process"))),
-            Field::EventType => one(visit, Some(Scalar::Keyword(b"start"))),
-            Field::EventAction => one(visit, Some(Scalar::Keyword(b"exec"))),
+            Field::EventKind | Field::EventCategory | Field::EventType | Field::EventAction => one(
+                visit,
+                constant(Category::Process, field).map(Scalar::Keyword),
+            ),
             Field::ProcessPid => one(visit, Some(Scalar::Long(event.pid.into()))),
             Field::ProcessName => one(visit, Some(Scalar::Keyword(event.name()))),
             Field::ProcessExecutable => one(visit, keyword(event.exe.as_deref())),
-            Field::ProcessArgs => {
-                for arg in event.argv.iter() {
-                    if visit(Scalar::Keyword(arg)).is_break() {
-                        break;
-                    }
-                }
-                !event.argv.is_empty()
-            }
+            Field::ProcessArgs => each(visit, Some(&event.argv)),
             Field::ProcessArgsCount => one(visit, Some(Scalar::Long(event.argv.len() as i64))),
             Field::ProcessCommandLine => {
                 let line = self
@@ -181,35 +261,49 @@ impl Event for ExecFields<'_, '_> {
                 let title = self.title.get_or_insert_with(|| event.title());
                 one(visit, keyword(title.as_deref()))
             }
-            Field::HostOsType
-            | Field::HostName
-            | Field::ProcessUserId
-            | Field::UserId
-            | Field::ProcessRealUserId
-            | Field::ProcessUserName
-            | Field::UserName
-            | Field::ProcessRealUserName
-            | Field::ProcessParentPid
-            | Field::ProcessParentName
-            | Field::ProcessParentExecutable
-            | Field::ProcessSessionLeaderPid
-            | Field::ProcessSessionLeaderName
-            | Field::ProcessEntryLeaderPid
-            | Field::ProcessEntryLeaderName
-            | Field::ProcessEntryLeaderType => visit_common(
-                field,
-                self.ctx,
-                self.host,
-                self.users,
-                &mut || (event.euid, event.uid),
-                visit,
-            ),
+            Field::ProcessInteractive => one(visit, Some(Scalar::Boolean(event.tty.is_some()))),
+            Field::ProcessEnvVars => {
+                let pid = event.pid;
+                let environ = self
+                    .environ
+                    .get_or_insert_with(|| LiveProcess::new(pid).environ().cloned());
+                each(visit, environ.as_ref())
+            }
+            // Before `keep_exec_details`, the table holds the exec this one
+            // replaced in the same process (none for a fresh fork).
+            Field::ProcessPreviousExecutable => {
+                let previous = self
+                    .ctx
+                    .table()
+                    .get(event.pid)
+                    .and_then(|p| p.exe.as_deref());
+                one(visit, keyword(previous))
+            }
+            Field::ProcessPreviousArgs => {
+                let previous = self
+                    .ctx
+                    .table()
+                    .get(event.pid)
+                    .and_then(|p| p.exe.as_ref().and(p.args.as_ref()));
+                each(visit, previous)
+            }
             Field::FilePath
             | Field::FileName
             | Field::TargetPid
             | Field::TargetName
             | Field::TargetExecutable
             | Field::ReadSelf => false,
+            _ => {
+                let mut creds = || Credentials {
+                    uid: event.uid,
+                    euid: event.euid,
+                    suid: event.suid,
+                    gid: event.gid,
+                    egid: event.egid,
+                    sgid: event.sgid,
+                };
+                visit_common(field, self.ctx, self.host, self.users, &mut creds, visit)
+            }
         }
     }
 }
@@ -341,10 +435,9 @@ impl Event for ReadFields<'_, '_> {
         visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
     ) -> bool {
         match field {
-            Field::EventKind => one(visit, Some(Scalar::Keyword(b"event"))),
-            Field::EventCategory => one(visit, Some(Scalar::Keyword(b"file"))),
-            Field::EventType => one(visit, Some(Scalar::Keyword(b"access"))),
-            Field::EventAction => one(visit, Some(Scalar::Keyword(b"read"))),
+            Field::EventKind | Field::EventCategory | Field::EventType | Field::EventAction => {
+                one(visit, constant(Category::File, field).map(Scalar::Keyword))
+            }
             Field::FilePath => one(visit, Some(Scalar::Keyword(&self.read.path))),
             Field::FileName => one(visit, Some(Scalar::Keyword(b"maps"))),
             Field::ProcessPid => one(visit, Some(Scalar::Long(self.read.pid.into()))),
@@ -379,34 +472,16 @@ impl Event for ReadFields<'_, '_> {
                 let cwd = self.cwd();
                 one(visit, keyword(cwd))
             }
-            Field::ProcessTitle => false,
-            Field::HostOsType
-            | Field::HostName
-            | Field::ProcessUserId
-            | Field::UserId
-            | Field::ProcessRealUserId
-            | Field::ProcessUserName
-            | Field::UserName
-            | Field::ProcessRealUserName
-            | Field::ProcessParentPid
-            | Field::ProcessParentName
-            | Field::ProcessParentExecutable
-            | Field::ProcessSessionLeaderPid
-            | Field::ProcessSessionLeaderName
-            | Field::ProcessEntryLeaderPid
-            | Field::ProcessEntryLeaderName
-            | Field::ProcessEntryLeaderType => {
-                let ReadFields {
-                    ctx,
-                    host,
-                    users,
-                    known,
-                    reader,
-                    ..
-                } = self;
-                // A read event knows only the effective uid (the owner of /proc/<pid>).
-                let mut ids = || (known.euid.or_else(|| reader.uid()), None);
-                visit_common(field, ctx, host, users, &mut ids, visit)
+            Field::ProcessTitle | Field::ProcessPreviousExecutable | Field::ProcessPreviousArgs => {
+                false
+            }
+            Field::ProcessInteractive => {
+                let tty = self.reader.tty();
+                one(visit, tty.map(|t| Scalar::Boolean(t != TtyKind::None)))
+            }
+            Field::ProcessEnvVars => {
+                let environ = self.reader.environ();
+                each(visit, environ)
             }
             Field::TargetPid => one(visit, Some(Scalar::Long(self.read.target.into()))),
             Field::TargetName => {
@@ -418,6 +493,24 @@ impl Event for ReadFields<'_, '_> {
                 one(visit, keyword(exe))
             }
             Field::ReadSelf => one(visit, Some(Scalar::Boolean(self.is_self_read()))),
+            _ => {
+                let ReadFields {
+                    ctx,
+                    host,
+                    users,
+                    known,
+                    reader,
+                    ..
+                } = self;
+                // procfs while the reader lives; else the euid of its exec.
+                let mut creds = || {
+                    reader.credentials().unwrap_or(Credentials {
+                        euid: known.euid,
+                        ..Credentials::default()
+                    })
+                };
+                visit_common(field, ctx, host, users, &mut creds, visit)
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ pub mod field;
 pub mod file;
 pub mod json;
 pub mod live;
+pub mod reach;
+pub mod regexp;
 pub mod wildcard;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +112,9 @@ pub struct Rule {
     pub source: String,
     pub interval: Duration,
     pub max_signals: u32,
+    /// What to know about a rule that loads: comparisons on fields mapwatch
+    /// never fills, a condition that can never hold on its events.
+    pub warnings: Vec<RuleError>,
 }
 
 impl Rule {
@@ -164,7 +169,12 @@ impl RuleSet {
             for path in rule_files(dir)? {
                 match file::load_rule_file(&path) {
                     Ok(rule) if settings.disabled.contains(&rule.meta.rule_id) => {}
-                    Ok(rule) => set.add_local(rule, shipped_count)?,
+                    Ok(rule) => {
+                        for warning in &rule.warnings {
+                            tracing::warn!("{warning}");
+                        }
+                        set.add_local(rule, shipped_count)?
+                    }
                     Err(e) if settings.on_error == OnRuleError::Skip => {
                         tracing::error!("skipping rule file: {e}");
                         set.skipped.push(e);
