@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use leader::{EntryLeader, LeaderResolver, Related};
-use relative::{Details, Relation};
+use relative::{Relation, Relative};
 pub use table::ProcessTable;
 
 /// `[process]`: the process table.
@@ -57,10 +57,9 @@ pub struct EventContext<'t> {
     entry_leader: Option<Option<EntryLeader>>,
     session_leader: Option<Option<Related>>,
     parent: Option<Option<Related>>,
-    parent_executable: Option<Option<Vec<u8>>>,
     group_leader: Option<Option<Related>>,
     /// By [`Relation::index`].
-    relatives: [Option<Option<Details>>; 4],
+    relatives: [Option<Option<Relative>>; 4],
 }
 
 impl<'t> EventContext<'t> {
@@ -89,7 +88,6 @@ impl<'t> EventContext<'t> {
             entry_leader: None,
             session_leader: None,
             parent: None,
-            parent_executable: None,
             group_leader: None,
             relatives: Default::default(),
         }
@@ -132,21 +130,11 @@ impl<'t> EventContext<'t> {
             .as_ref()
     }
 
-    /// `process.parent.executable`: procfs while the parent lives, the
-    /// log's exec history when replaying.
+    /// `process.parent.executable`: the table's (its exec event, or procfs
+    /// read once while it lives); the log's exec history when replaying.
     pub fn parent_executable(&mut self) -> Option<&[u8]> {
-        let ppid = self.ppid;
-        let table = self.resolver.table();
-        self.parent_executable
-            .get_or_insert_with(|| {
-                let ppid = ppid?;
-                if table.is_history() {
-                    table.get(ppid).and_then(|p| p.exe.clone())
-                } else {
-                    live::executable(ppid)
-                }
-            })
-            .as_deref()
+        let (parent, table) = self.relative(Relation::Parent)?;
+        parent.executable(table)
     }
 
     /// `process.group_leader`: the leader of the process group, from
@@ -165,21 +153,21 @@ impl<'t> EventContext<'t> {
             .as_ref()
     }
 
-    /// Facts of a related process beyond its pid and name.
-    pub fn relative(&mut self, relation: Relation) -> Option<&Details> {
+    /// A related process, for facts beyond its pid and name, with the
+    /// table its facts are read from first.
+    pub fn relative(&mut self, relation: Relation) -> Option<(&mut Relative, &mut ProcessTable)> {
         if self.relatives[relation.index()].is_none() {
+            // Each is found by a table lookup, which refreshes its entry.
             let pid = match relation {
-                Relation::Parent => self.ppid,
+                Relation::Parent => self.parent().map(|p| p.pid),
                 Relation::SessionLeader => self.session_leader().map(|r| r.pid),
                 Relation::EntryLeader => self.entry_leader().map(|e| e.pid),
                 Relation::GroupLeader => self.group_leader().map(|r| r.pid),
             };
-            let table = self.resolver.table();
-            self.relatives[relation.index()] = Some(pid.map(|pid| Details::gather(pid, table)));
+            self.relatives[relation.index()] = Some(pid.map(Relative::new));
         }
-        self.relatives[relation.index()]
-            .as_ref()
-            .and_then(Option::as_ref)
+        let relative = self.relatives[relation.index()].as_mut()?.as_mut()?;
+        Some((relative, self.resolver.table()))
     }
 
     /// The process table, for lookups beyond the leaders.

@@ -2,11 +2,13 @@
 //! leaders) beyond the pid and name the leader logic gives: executable,
 //! argv, working directory, credentials, terminal.
 //!
-//! Contract: what the process table kept of the relative's last exec wins
-//! (what it ran when the event happened, and all a replay has); procfs fills
-//! the rest while the relative lives, never when replaying. Each fact is
-//! `None` when neither knows it. Gathered at most once per event and
-//! relation, and only when a rule or an alert asks.
+//! Contract: the relative was looked up in the process table for this
+//! event (so its entry is this process, not an earlier one under its pid).
+//! What the table kept of its last exec wins (what it ran when the event
+//! happened, and all a replay has); procfs gives the rest while it lives,
+//! never when replaying, and what procfs gave of its executable, argv and
+//! working directory is kept in the table for later events. Each fact is
+//! read on first use only, and is `None` when neither knows it.
 
 use super::ProcessTable;
 use super::live::{Credentials, LiveProcess};
@@ -28,55 +30,97 @@ impl Relation {
     }
 }
 
-/// What is known of a related process.
-#[derive(Clone, Debug, Default)]
-pub struct Details {
-    pub executable: Option<Vec<u8>>,
-    pub args: Option<Argv>,
-    /// `args` joined by spaces, as ECS's `command_line`.
-    pub command_line: Option<Vec<u8>>,
-    pub working_directory: Option<Vec<u8>>,
-    pub credentials: Credentials,
-    /// Whether it has a controlling terminal.
-    pub interactive: Option<bool>,
+/// One related process, its facts read lazily.
+pub struct Relative {
+    pid: u32,
+    live: LiveProcess,
+    /// `args` joined by spaces (ECS's `command_line`), built on first use.
+    command_line: Option<Option<Vec<u8>>>,
 }
 
-impl Details {
-    pub fn gather(pid: u32, table: &mut ProcessTable) -> Details {
-        let known = table.get(pid);
-        let mut details = Details {
-            executable: known.and_then(|p| p.exe.clone()),
-            args: known.and_then(|p| p.args.clone()),
+impl Relative {
+    pub fn new(pid: u32) -> Self {
+        Relative {
+            pid,
+            live: LiveProcess::new(pid),
             command_line: None,
-            working_directory: known.and_then(|p| p.cwd.clone()),
-            credentials: Credentials {
-                euid: known.and_then(|p| p.euid),
-                ..Credentials::default()
-            },
-            interactive: known.and_then(|p| p.tty).map(|t| t != TtyKind::None),
-        };
-        if !table.is_history() {
-            let mut live = LiveProcess::new(pid);
-            if details.executable.is_none() {
-                details.executable = live.exe().map(<[u8]>::to_vec);
-            }
-            if details.args.is_none() {
-                details.args = live.args().cloned();
-            }
-            if details.working_directory.is_none() {
-                details.working_directory = live.cwd().map(<[u8]>::to_vec);
-            }
-            if let Some(credentials) = live.credentials() {
-                details.credentials = credentials;
-            }
-            if details.interactive.is_none() {
-                details.interactive = live.tty().map(|t| t != TtyKind::None);
-            }
         }
-        details.command_line = details
-            .args
-            .as_ref()
-            .map(|a| a.iter().collect::<Vec<_>>().join(&b' '));
-        details
+    }
+
+    /// procfs, unless the table is a log's history.
+    fn live<'a>(&'a mut self, table: &ProcessTable) -> Option<&'a mut LiveProcess> {
+        (!table.is_history()).then_some(&mut self.live)
+    }
+
+    /// Reads what the table lacks of executable, argv and working
+    /// directory from procfs once, and keeps it there.
+    fn complete(&mut self, table: &mut ProcessTable) {
+        let Some(known) = table.get(self.pid) else {
+            return;
+        };
+        if (known.exe.is_some() && known.args.is_some() && known.cwd.is_some())
+            || table.is_history()
+        {
+            return;
+        }
+        let (pid, live) = (self.pid, &mut self.live);
+        let exe = live.exe().map(<[u8]>::to_vec);
+        let args = live.args().cloned();
+        let cwd = live.cwd().map(<[u8]>::to_vec);
+        table.remember_from_procfs(pid, exe.as_deref(), args.as_ref(), cwd.as_deref());
+    }
+
+    pub fn executable<'a>(&'a mut self, table: &'a mut ProcessTable) -> Option<&'a [u8]> {
+        self.complete(table);
+        match table.get(self.pid).and_then(|p| p.exe.as_deref()) {
+            Some(exe) => Some(exe),
+            None => self.live(table)?.exe(),
+        }
+    }
+
+    pub fn args<'a>(&'a mut self, table: &'a mut ProcessTable) -> Option<&'a Argv> {
+        self.complete(table);
+        match table.get(self.pid).and_then(|p| p.args.as_ref()) {
+            Some(args) => Some(args),
+            None => self.live(table)?.args(),
+        }
+    }
+
+    pub fn command_line<'a>(&'a mut self, table: &'a mut ProcessTable) -> Option<&'a [u8]> {
+        if self.command_line.is_none() {
+            let line = self
+                .args(table)
+                .map(|a| a.iter().collect::<Vec<_>>().join(&b' '));
+            self.command_line = Some(line);
+        }
+        self.command_line.as_ref().and_then(|l| l.as_deref())
+    }
+
+    pub fn working_directory<'a>(&'a mut self, table: &'a mut ProcessTable) -> Option<&'a [u8]> {
+        self.complete(table);
+        match table.get(self.pid).and_then(|p| p.cwd.as_deref()) {
+            Some(cwd) => Some(cwd),
+            None => self.live(table)?.cwd(),
+        }
+    }
+
+    /// procfs while it lives (all six ids); else the effective uid of its
+    /// last exec.
+    pub fn credentials(&mut self, table: &ProcessTable) -> Credentials {
+        let known = Credentials {
+            euid: table.get(self.pid).and_then(|p| p.euid),
+            ..Credentials::default()
+        };
+        self.live(table)
+            .and_then(|live| live.credentials())
+            .unwrap_or(known)
+    }
+
+    /// Whether it has a controlling terminal.
+    pub fn interactive(&mut self, table: &ProcessTable) -> Option<bool> {
+        match table.get(self.pid).and_then(|p| p.tty) {
+            Some(tty) => Some(tty != TtyKind::None),
+            None => self.live(table)?.tty().map(|t| t != TtyKind::None),
+        }
     }
 }

@@ -164,6 +164,34 @@ impl ProcessTable {
         self.entries.get(&pid)
     }
 
+    /// Keeps what procfs showed of a live process that no exec event
+    /// described (it started before mapwatch), so later events about it
+    /// need not read procfs again. Only fills what is unknown.
+    pub fn remember_from_procfs(
+        &mut self,
+        pid: u32,
+        exe: Option<&[u8]>,
+        args: Option<&Argv>,
+        cwd: Option<&[u8]>,
+    ) {
+        let Some(process) = self
+            .entries
+            .get_mut(&pid)
+            .filter(|p| p.gone_since.is_none())
+        else {
+            return;
+        };
+        if process.exe.is_none() {
+            process.exe = exe.map(<[u8]>::to_vec);
+        }
+        if process.args.is_none() {
+            process.args = args.map(kept_args);
+        }
+        if process.cwd.is_none() {
+            process.cwd = cwd.map(<[u8]>::to_vec);
+        }
+    }
+
     /// Loads every process visible in /proc.
     pub fn seed_from_procfs(&mut self, now: Instant) -> std::io::Result<usize> {
         let mut seeded = 0;

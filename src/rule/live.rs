@@ -17,7 +17,7 @@ use crate::audit::execve::Argv;
 use crate::process::EventContext;
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::live::{Credentials, LiveProcess};
-use crate::process::relative::Details;
+use crate::process::relative::Relation;
 use crate::process::stat::TtyKind;
 use crate::source::fanotify::ReadEvent;
 
@@ -138,28 +138,28 @@ fn each(visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>, args: Option<&Argv
 
 /// A fact of a related process (parent, leaders).
 fn visit_fact(
-    details: Option<&Details>,
+    ctx: &mut EventContext<'_>,
+    relation: Relation,
     fact: Fact,
     visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
 ) -> bool {
-    let Some(details) = details else {
+    let Some((relative, table)) = ctx.relative(relation) else {
         return false;
     };
-    let ids = details.credentials;
     match fact {
-        Fact::Executable => one(visit, keyword(details.executable.as_deref())),
-        Fact::Args => each(visit, details.args.as_ref()),
+        Fact::Executable => one(visit, keyword(relative.executable(table))),
+        Fact::Args => each(visit, relative.args(table)),
         Fact::ArgsCount => one(
             visit,
-            details.args.as_ref().map(|a| Scalar::Long(a.len() as i64)),
+            relative.args(table).map(|a| Scalar::Long(a.len() as i64)),
         ),
-        Fact::CommandLine => one(visit, keyword(details.command_line.as_deref())),
-        Fact::WorkingDirectory => one(visit, keyword(details.working_directory.as_deref())),
-        Fact::Interactive => one(visit, details.interactive.map(Scalar::Boolean)),
-        Fact::UserId => id(visit, ids.euid),
-        Fact::RealUserId => id(visit, ids.uid),
-        Fact::GroupId => id(visit, ids.egid),
-        Fact::RealGroupId => id(visit, ids.gid),
+        Fact::CommandLine => one(visit, keyword(relative.command_line(table))),
+        Fact::WorkingDirectory => one(visit, keyword(relative.working_directory(table))),
+        Fact::Interactive => one(visit, relative.interactive(table).map(Scalar::Boolean)),
+        Fact::UserId => id(visit, relative.credentials(table).euid),
+        Fact::RealUserId => id(visit, relative.credentials(table).uid),
+        Fact::GroupId => id(visit, relative.credentials(table).egid),
+        Fact::RealGroupId => id(visit, relative.credentials(table).gid),
     }
 }
 
@@ -175,7 +175,7 @@ fn visit_common(
     visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
 ) -> bool {
     if let Some((relation, fact)) = field.of_relative() {
-        return visit_fact(ctx.relative(relation), fact, visit);
+        return visit_fact(ctx, relation, fact, visit);
     }
     match field {
         Field::HostOsType => one(

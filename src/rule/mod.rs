@@ -13,6 +13,7 @@ pub mod eql;
 pub mod eval;
 pub mod field;
 pub mod file;
+pub mod index;
 pub mod json;
 pub mod live;
 pub mod reach;
@@ -22,8 +23,12 @@ pub mod wildcard;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use eval::{Category, Event, Expr};
+use std::ops::ControlFlow;
+
+use eval::{Category, Event, Expr, Scalar};
+use field::Field;
 use file::{ExceptionSpec, RuleError, SourceText};
+use index::RuleIndex;
 
 use serde::Deserialize;
 
@@ -145,6 +150,9 @@ pub struct RuleSet {
     pub global_exceptions: Vec<Exception>,
     /// Files skipped under `on_error = "skip"`.
     pub skipped: Vec<RuleError>,
+    /// Built once the rules are known; until then (or if `rules` changes
+    /// in number) every rule is evaluated.
+    index: RuleIndex,
 }
 
 impl RuleSet {
@@ -191,6 +199,7 @@ impl RuleSet {
                 .map_or(0, |s| s.span().start);
             set.global_exceptions.push(spec.compile(config, at)?);
         }
+        set.index = RuleIndex::build(&set.rules);
         if set.rules.is_empty() {
             return Err(RuleError {
                 source: config.name.to_owned(),
@@ -204,8 +213,10 @@ impl RuleSet {
 
     /// From a single file, for `mapwatch rules check|test`.
     pub fn from_rule(rule: Rule) -> RuleSet {
+        let rules = vec![rule];
         RuleSet {
-            rules: vec![rule],
+            index: RuleIndex::build(&rules),
+            rules,
             ..RuleSet::default()
         }
     }
@@ -242,10 +253,23 @@ impl RuleSet {
         }
     }
 
-    /// Calls `on_match` with the index of each rule that matches `event`.
+    /// Calls `on_match` with the index of each rule that matches `event`,
+    /// in rule order: the candidates the index gives for the event's
+    /// `process.name`, or every rule when the index cannot tell.
     pub fn evaluate(&self, event: &mut dyn Event, on_match: &mut dyn FnMut(usize)) {
-        for (index, rule) in self.rules.iter().enumerate() {
-            if rule.matches(event)
+        let category = if event.is_category(Category::Process) {
+            Category::Process
+        } else {
+            Category::File
+        };
+        let mut name = [0u8; index::MAX_NAME];
+        let name = match (category, self.index.covers(self.rules.len())) {
+            (_, false) => None,
+            (Category::File, true) => Some(None),
+            (Category::Process, true) => single_name(event, &mut name),
+        };
+        let mut test = |index: usize| {
+            if self.rules[index].matches(event)
                 && !self
                     .global_exceptions
                     .iter()
@@ -253,7 +277,37 @@ impl RuleSet {
             {
                 on_match(index);
             }
+        };
+        match name {
+            Some(name) => self.index.candidates(category, name, &mut test),
+            None => (0..self.rules.len()).for_each(test),
         }
+    }
+}
+
+/// The event's one `process.name`, copied into `buf`: `Some(None)` when it
+/// has none, `None` when the index cannot be used (several names, or one
+/// longer than a file name).
+fn single_name<'b>(
+    event: &mut dyn Event,
+    buf: &'b mut [u8; index::MAX_NAME],
+) -> Option<Option<&'b [u8]>> {
+    let mut len = None;
+    let mut count = 0;
+    event.visit(Field::ProcessName, &mut |value| {
+        count += 1;
+        if let Scalar::Keyword(v) = value
+            && v.len() <= buf.len()
+        {
+            buf[..v.len()].copy_from_slice(v);
+            len = Some(v.len());
+        }
+        ControlFlow::Continue(())
+    });
+    match (count, len) {
+        (0, _) => Some(None),
+        (1, Some(len)) => Some(Some(&buf[..len])),
+        _ => None,
     }
 }
 

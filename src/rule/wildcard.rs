@@ -58,7 +58,10 @@ fn decode_char(bytes: &[u8]) -> Option<(char, usize)> {
 
 /// Width of one character at the start of `bytes` (1 for an invalid byte).
 fn char_width(bytes: &[u8]) -> usize {
-    decode_char(bytes).map_or(1, |(_, w)| w)
+    match bytes.first() {
+        Some(b) if b.is_ascii() => 1,
+        _ => decode_char(bytes).map_or(1, |(_, w)| w),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,10 +117,23 @@ impl Wildcard {
         }
     }
 
+    /// The one literal a pattern without `*` or `?` is (lowercased when
+    /// case-insensitive), and whether it is case-insensitive.
+    pub fn as_literal(&self) -> Option<(&str, bool)> {
+        match self.tokens.as_slice() {
+            [Token::Literal(lit)] => Some((lit, self.case_insensitive)),
+            [] => Some(("", self.case_insensitive)),
+            _ => None,
+        }
+    }
+
     /// Whole-value match.
     pub fn matches(&self, value: &[u8]) -> bool {
         let (mut t, mut v) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
+        // In ASCII, no other byte folds onto an ASCII letter: a `*` can
+        // skip to the next byte that can start the literal after it.
+        let ascii = value.is_ascii();
         loop {
             if t < self.tokens.len() {
                 match &self.tokens[t] {
@@ -146,13 +162,37 @@ impl Wildcard {
             // Mismatch: let the last `*` take one more character.
             match star {
                 Some((star_t, star_v)) if star_v < value.len() => {
-                    let next = star_v + char_width(&value[star_v..]);
+                    let mut next = star_v + char_width(&value[star_v..]);
+                    if ascii {
+                        match self.next_start(star_t + 1, &value[next..]) {
+                            Some(skip) => next += skip,
+                            None => return false,
+                        }
+                    }
                     star = Some((star_t, next));
                     t = star_t + 1;
                     v = next;
                 }
                 _ => return false,
             }
+        }
+    }
+
+    /// In an ASCII `rest`, the offset of the first byte where token `t`
+    /// (after a `*`) can start; `None` when it can start nowhere.
+    fn next_start(&self, t: usize, rest: &[u8]) -> Option<usize> {
+        let first = match self.tokens.get(t) {
+            Some(Token::Literal(lit)) => *lit.as_bytes().first()?,
+            _ => return Some(0),
+        };
+        if !first.is_ascii() {
+            // A non-ASCII literal never matches ASCII bytes.
+            return None;
+        }
+        if self.case_insensitive {
+            memchr::memchr2(first, first.to_ascii_uppercase(), rest)
+        } else {
+            memchr::memchr(first, rest)
         }
     }
 
