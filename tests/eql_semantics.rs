@@ -739,6 +739,8 @@ const IS_NOT_NULL: &str = "eql Optimizer.ReplaceNullChecks: `!= null` -> IsNotNu
 const RANGE: &str = "ql ExpressionTranslators.BinaryComparisons: GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual -> RangeQuery; a range query matches when any value is in range (numbers by value, keywords by their UTF-8 bytes)";
 const REGEX: &str = "ql ExpressionTranslators.Likes: RLike -> RegexQuery -> regexp query (Lucene RegExp, ALL flags, whole value; regex~: ASCII_CASE_INSENSITIVE)";
 const SCRIPT: &str = "ql ExpressionTranslators: a function has no query -> ScriptQuery; InternalQlScriptUtils.docValue reads the first doc value (doc values are sorted: the smallest); null arguments give null, and a script matches only on true, negated or not";
+const PREFIX: &str = "eql planner/QueryTranslator.CaseSensitiveScalarFunctions: StartsWith(field, literal) -> PrefixQuery (caseInsensitive for startsWith~): a query, so any value, and must_not under not";
+const CONTAINS: &str = "eql planner/QueryTranslator.CaseSensitiveScalarFunctions: case-sensitive StringContains(field, literal) -> WildcardQuery *literal* (its characters escaped); stringContains~ stays a script";
 const OPTIONAL: &str = "eql parser: `?field` is the field when the mapping has it (optional only when the mapping lacks it)";
 
 fn rows() -> Vec<Row> {
@@ -899,24 +901,41 @@ fn rows() -> Vec<Row> {
             negated: [false, true, false, true, false, false],
             source: SCRIPT,
         },
-        Row {
-            condition: r#"startsWith(process.args, "/tmp/")"#,
-            field: "process.args",
-            hit: json!("/tmp/x"),
-            miss: json!("x/tmp/"),
-            plain: [true, false, true, false, false, false],
-            negated: [false, true, false, true, false, false],
-            source: SCRIPT,
-        },
-        Row {
-            condition: r#"startsWith~(process.args, "/TMP/")"#,
-            field: "process.args",
-            hit: json!("/tmp/x"),
-            miss: json!("x/tmp/"),
-            plain: [true, false, true, false, false, false],
-            negated: [false, true, false, true, false, false],
-            source: SCRIPT,
-        },
+        keyword(
+            r#"startsWith(process.args, "/tmp/")"#,
+            "/tmp/x",
+            "x/tmp/",
+            ANY,
+            PREFIX,
+        ),
+        keyword(
+            r#"startsWith(process.args, "/TMP/")"#,
+            "/TMP/x",
+            "/tmp/x",
+            ANY,
+            PREFIX,
+        ),
+        keyword(
+            r#"startsWith~(process.args, "/TMP/")"#,
+            "/tmp/x",
+            "x/tmp/",
+            ANY,
+            PREFIX,
+        ),
+        keyword(
+            r#"startsWith(process.args, "a*")"#,
+            "a*b",
+            "ab",
+            ANY,
+            PREFIX,
+        ),
+        keyword(
+            r#"stringContains(process.args, "pty")"#,
+            "a pty b",
+            "a PTY b",
+            ANY,
+            CONTAINS,
+        ),
         Row {
             condition: r#"endsWith(process.args, ".so")"#,
             field: "process.args",
@@ -927,7 +946,7 @@ fn rows() -> Vec<Row> {
             source: SCRIPT,
         },
         Row {
-            condition: r#"stringContains(process.args, "pty")"#,
+            condition: r#"stringContains~(process.args, "PTY")"#,
             field: "process.args",
             hit: json!("a pty b"),
             miss: json!("b"),
@@ -995,7 +1014,7 @@ fn every_operator_on_every_shape_plain_and_negated_as_elasticsearch_computes_it(
             }
         }
     }
-    assert!(rows.len() >= 34, "{} rows", rows.len());
+    assert!(rows.len() >= 37, "{} rows", rows.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases differ from Elasticsearch:\n{}",

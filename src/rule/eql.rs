@@ -826,6 +826,17 @@ impl Parser {
             message: format!("`{name}()` takes two arguments"),
         })?;
         Ok(match (source, search) {
+            // Elasticsearch makes a query of these (a `prefix` query; a
+            // `wildcard` query `*text*`): any value, negated as queries are.
+            (Some(Arg::Field(field)), Some(Arg::Text(text)))
+                if op == StringOp::StartsWith || (op == StringOp::Contains && !folded) =>
+            {
+                let contained = op == StringOp::Contains;
+                Expr::Compare {
+                    field,
+                    test: Test::Wildcard(vec![Wildcard::literal_in(&text, folded, contained)]),
+                }
+            }
             (Some(source), Some(search)) => Expr::Function(Box::new(Function::Strings {
                 op,
                 source,

@@ -90,6 +90,29 @@ impl Wildcard {
         Self::compile(pattern, false)
     }
 
+    /// Values that start with `text` (taken literally: `*` and `?` are
+    /// characters), or contain it: Elasticsearch's `prefix` query and its
+    /// `wildcard` query `*text*`.
+    pub fn literal_in(text: &str, case_insensitive: bool, contained: bool) -> Self {
+        let literal = if case_insensitive {
+            text.chars().flat_map(char::to_lowercase).collect()
+        } else {
+            text.to_owned()
+        };
+        let mut tokens = Vec::with_capacity(3);
+        if contained {
+            tokens.push(Token::AnyRun);
+        }
+        if !literal.is_empty() {
+            tokens.push(Token::Literal(literal));
+        }
+        tokens.push(Token::AnyRun);
+        Wildcard {
+            tokens,
+            case_insensitive,
+        }
+    }
+
     fn compile(pattern: &str, case_insensitive: bool) -> Self {
         let mut tokens: Vec<Token> = Vec::new();
         for c in pattern.chars() {
