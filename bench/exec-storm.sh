@@ -9,7 +9,9 @@
 #
 # CONTENDERS="mapwatch mapwatch-metrics auditd-RAW" picks some of them;
 # mapwatch-metrics is mapwatch with [metrics] listen and textfile on, scraped
-# every second as Prometheus would (the scraper's own CPU is not counted).
+# every second as Prometheus would (the scraper's own CPU is not counted);
+# mapwatch-elastic is mapwatch with Elastic's 189 Linux exec rules loaded
+# beside its own (MAPWATCH_ELASTIC_RULES, default ../shared/testdata/elastic-rules).
 #
 # Rate 0 is "as fast as the storm can go". CPU is the scheduler's runtime
 # (user+sys, in ns) of every userspace process of the contender, all its
@@ -65,6 +67,10 @@ run_contender() {
         mapwatch)
             start_mapwatch
             measure mapwatch "$rate" "$started"
+            ;;
+        mapwatch-elastic)
+            start_mapwatch "$(printf '[rules]\ndirectories = ["%s"]\n' "${MAPWATCH_ELASTIC_RULES:-$root/../shared/testdata/elastic-rules}")"
+            measure mapwatch-elastic "$rate" "$started"
             ;;
         mapwatch-metrics)
             start_mapwatch "$(printf '[metrics]\nlisten = "127.0.0.1:%s"\ntextfile = "%s/mapwatch.prom"\ninterval_secs = 15\n' "$metrics_port" "$work")"

@@ -42,6 +42,21 @@ pub fn still_runs(pid: u32) -> bool {
     read_stat(pid).is_ok_and(|stat| !matches!(stat.state, b'Z' | b'X' | b'x'))
 }
 
+/// Opens `/proc/<pid>/<name>`, the path built on the stack: a process
+/// that is gone (most, by the time their exec is evaluated) costs no
+/// allocation.
+fn open_proc_file(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    let mut path = [0u8; 48];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut path[..]);
+        write!(cursor, "/proc/{pid}/{name}")?;
+        cursor.position() as usize
+    };
+    let path = std::str::from_utf8(&path[..len]).map_err(std::io::Error::other)?;
+    std::fs::File::open(path)
+}
+
 /// The executable of a live process (`/proc/<pid>/exe`).
 pub fn executable(pid: u32) -> Option<Vec<u8>> {
     link(pid, "exe")
@@ -122,7 +137,7 @@ impl LiveProcess {
         self.environ
             .get_or_insert_with(|| {
                 use std::io::Read;
-                let file = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+                let file = open_proc_file(pid, "environ").ok()?;
                 let mut raw = Vec::new();
                 file.take(MAX_ENVIRON as u64).read_to_end(&mut raw).ok()?;
                 let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
