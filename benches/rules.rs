@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mapwatch::audit::assemble::ExecEvent;
+use mapwatch::audit::assemble::{Credentials, ExecEvent};
 use mapwatch::config::Config;
 use mapwatch::process::host::{HostInfo, UserNames};
 use mapwatch::process::{EventContext, ProcessTable};
@@ -29,8 +29,11 @@ fn exec(path: &str, args: &[&str]) -> ExecEvent {
     ExecEvent {
         pid: 4_000_000_000,
         ppid: std::process::id(),
-        euid: Some(1000),
-        uid: Some(1000),
+        ids: Credentials {
+            uid: Some(1000),
+            euid: Some(1000),
+            ..Credentials::default()
+        },
         exe: Some(path.as_bytes().to_vec()),
         argv: args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>().into(),
         path: Some(path.as_bytes().to_vec()),

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -356,21 +356,6 @@ const CASES: &[Case] = &[
 /// The current upstream version of the seed rule.
 const SEED_RULE: &str = "discovery_proc_maps_read.toml";
 
-fn corpus_rule(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MAPWATCH_ELASTIC_RULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/elastic-rules")
-        });
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "Elastic's rule {} not found: check out shared/ beside the repository or set MAPWATCH_ELASTIC_RULES",
-        path.display()
-    );
-    path
-}
-
 fn rule_id(path: &Path) -> String {
     let text = std::fs::read_to_string(path).expect("reading the rule");
     let doc: toml::Table = toml::from_str(&text).expect("the rule is TOML");
@@ -450,7 +435,7 @@ fn elastics_rules_fire_once_on_their_triggers_and_never_on_near_misses() {
     std::fs::create_dir(&rules_d).expect("rules.d");
     let mut ids = BTreeMap::new();
     for name in CASES.iter().map(|c| c.rule).chain([SEED_RULE]) {
-        let path = corpus_rule(name);
+        let path = elastic_rule_path(name);
         std::fs::copy(&path, rules_d.join(name)).expect("copying the rule");
         ids.insert(name, rule_id(&path));
     }

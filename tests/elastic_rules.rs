@@ -23,23 +23,8 @@ const GDB_ID: &str = "66c058f3-99f4-4d18-952b-43348f2577a0";
 const CHMOD_RULE: &str = "persistence_potential_persistence_script_executable_bit_set.toml";
 const CHMOD_ID: &str = "94418745-529f-4259-8d25-a713a6feb6ae";
 
-fn rule_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MAPWATCH_ELASTIC_RULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/elastic-rules")
-        });
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "Elastic's rule {} not found: check out shared/ beside the repository or set MAPWATCH_ELASTIC_RULES",
-        path.display()
-    );
-    path
-}
-
 fn elastic_rule(name: &str) -> Rule {
-    let path = rule_path(name);
+    let path = elastic_rule_path(name);
     let text = std::fs::read_to_string(&path).expect("reading the rule");
     parse_rule(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -66,7 +51,7 @@ const NOT_LOADING: [(&str, &str); 0] = [];
 /// mapwatch never fills.
 #[test]
 fn elastics_linux_exec_rules_load_unchanged() {
-    let dir = rule_path("README.md").with_file_name("");
+    let dir = elastic_rule_path("README.md").with_file_name("");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("the corpus directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -166,7 +151,7 @@ fn elastics_negations_decide_as_elasticsearch_on_live_execs() {
     let rules_d = dir.path().join("rules.d");
     std::fs::create_dir(&rules_d).expect("rules.d");
     for name in [GDB_RULE, CHMOD_RULE] {
-        std::fs::copy(rule_path(name), rules_d.join(name)).expect("copying the rule");
+        std::fs::copy(elastic_rule_path(name), rules_d.join(name)).expect("copying the rule");
     }
     // A real script in a path the rule watches (`/etc/cron*`), removed after.
     let cron = tempfile::Builder::new()

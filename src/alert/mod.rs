@@ -368,8 +368,8 @@ pub fn build(
         args: Some(&event.argv),
         cwd: event.cwd.as_deref(),
         title,
-        euid: event.euid,
-        uid: event.uid,
+        euid: event.ids.euid,
+        uid: event.ids.uid,
     };
     let entry_leader = ctx.entry_leader().cloned();
     let mut audit = Map::new();
@@ -395,7 +395,7 @@ pub fn build(
         &Reader {
             name: event.name(),
             pid: event.pid,
-            user: user_text(event.euid, users),
+            user: user_text(event.ids.euid, users),
         },
         &deed,
         target.as_ref(),
@@ -515,7 +515,13 @@ fn target_object(
     users: &mut UserNames,
 ) -> Value {
     if pid == event.pid {
-        return described_target(pid, event.name(), event.exe.as_deref(), event.euid, users);
+        return described_target(
+            pid,
+            event.name(),
+            event.exe.as_deref(),
+            event.ids.euid,
+            users,
+        );
     }
     let table = ctx.table();
     if table.is_history() {

@@ -23,6 +23,18 @@ use super::syscall::{AuditArch, is_exec, is_setsid};
 /// `(uid_t)-1`: the kernel's "not set" for auid and ses.
 const UNSET_ID: u32 = u32::MAX;
 
+/// A process's user and group ids: real, effective, saved (the SYSCALL
+/// record's, or procfs's `Uid:` and `Gid:` lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: Option<u32>,
+    pub euid: Option<u32>,
+    pub suid: Option<u32>,
+    pub gid: Option<u32>,
+    pub egid: Option<u32>,
+    pub sgid: Option<u32>,
+}
+
 /// One successful exec, with what its records say about the process.
 #[derive(Clone, Debug, Default)]
 pub struct ExecEvent {
@@ -31,12 +43,7 @@ pub struct ExecEvent {
     pub syscall: u32,
     pub pid: u32,
     pub ppid: u32,
-    pub uid: Option<u32>,
-    pub euid: Option<u32>,
-    pub suid: Option<u32>,
-    pub gid: Option<u32>,
-    pub egid: Option<u32>,
-    pub sgid: Option<u32>,
+    pub ids: Credentials,
     pub auid: Option<u32>,
     pub ses: Option<u32>,
     pub tty: Option<Vec<u8>>,
@@ -343,12 +350,12 @@ fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool) {
             b"success" => success = value.raw() == b"yes",
             b"pid" => event.pid = value.decimal().unwrap_or(0),
             b"ppid" => event.ppid = value.decimal().unwrap_or(0),
-            b"uid" => event.uid = id_field(value),
-            b"euid" => event.euid = id_field(value),
-            b"suid" => event.suid = id_field(value),
-            b"gid" => event.gid = id_field(value),
-            b"egid" => event.egid = id_field(value),
-            b"sgid" => event.sgid = id_field(value),
+            b"uid" => event.ids.uid = id_field(value),
+            b"euid" => event.ids.euid = id_field(value),
+            b"suid" => event.ids.suid = id_field(value),
+            b"gid" => event.ids.gid = id_field(value),
+            b"egid" => event.ids.egid = id_field(value),
+            b"sgid" => event.ids.sgid = id_field(value),
             b"auid" => event.auid = id_field(value),
             b"ses" => event.ses = id_field(value),
             b"tty" => event.tty = Some(value.raw().to_vec()).filter(|t| t != b"(none)"),
@@ -411,7 +418,7 @@ type=EOE msg=audit(1700000000.100:42):
         assert_eq!(events.len(), 1);
         let e = &events[0];
         assert_eq!(
-            (e.pid, e.ppid, e.uid, e.auid, e.ses),
+            (e.pid, e.ppid, e.ids.uid, e.auid, e.ses),
             (101, 100, Some(0), Some(1000), Some(3))
         );
         assert_eq!(e.name(), b"cat");

@@ -8,18 +8,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 
 use super::stat::{TtyKind, read_stat, tty_kind};
+use crate::audit::assemble::Credentials;
 use crate::audit::execve::Argv;
-
-/// A process's user and group ids: real, effective, saved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Credentials {
-    pub uid: Option<u32>,
-    pub euid: Option<u32>,
-    pub suid: Option<u32>,
-    pub gid: Option<u32>,
-    pub egid: Option<u32>,
-    pub sgid: Option<u32>,
-}
 
 /// The environment read is cut here: `process.env_vars` is for matching
 /// variables such as `LD_PRELOAD`, not for copying a huge environment.

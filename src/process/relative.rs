@@ -11,8 +11,9 @@
 //! read on first use only, and is `None` when neither knows it.
 
 use super::ProcessTable;
-use super::live::{Credentials, LiveProcess};
+use super::live::LiveProcess;
 use super::stat::TtyKind;
+use crate::audit::assemble::Credentials;
 use crate::audit::execve::Argv;
 
 /// A process an event's process relates to.

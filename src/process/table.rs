@@ -255,7 +255,7 @@ impl ProcessTable {
             .and_then(|id| kernel_time_as_instant(id.timestamp, now));
         process.exec_serial = event.id.map(|id| id.serial);
         process.exec_read_mark = None;
-        process.euid = event.euid;
+        process.euid = event.ids.euid;
         process.touched = now;
     }
 

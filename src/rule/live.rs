@@ -12,11 +12,12 @@ use std::ops::ControlFlow;
 
 use super::eval::{Category, Event, Scalar};
 use super::field::{Fact, Field};
+use crate::audit::assemble::Credentials;
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
 use crate::process::EventContext;
 use crate::process::host::{HostInfo, UserNames};
-use crate::process::live::{Credentials, LiveProcess};
+use crate::process::live::LiveProcess;
 use crate::process::relative::Relation;
 use crate::process::stat::TtyKind;
 use crate::source::fanotify::ReadEvent;
@@ -294,14 +295,7 @@ impl Event for ExecFields<'_, '_> {
             | Field::TargetExecutable
             | Field::ReadSelf => false,
             _ => {
-                let mut creds = || Credentials {
-                    uid: event.uid,
-                    euid: event.euid,
-                    suid: event.suid,
-                    gid: event.gid,
-                    egid: event.egid,
-                    sgid: event.sgid,
-                };
+                let mut creds = || event.ids;
                 visit_common(field, self.ctx, self.host, self.users, &mut creds, visit)
             }
         }

@@ -538,6 +538,24 @@ pub fn run_detached(prefix: &[&str], shell: &str, body: &str, dir: &Path) -> u32
         .expect("pid is a number")
 }
 
+/// Elastic's rule file `name` from the corpus of its Linux exec rules
+/// (`../shared/testdata/elastic-rules`, or `MAPWATCH_ELASTIC_RULES`).
+pub fn elastic_rule_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("MAPWATCH_ELASTIC_RULES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/testdata/elastic-rules")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "Elastic's rule {} not found: check out shared/ beside the repository or set MAPWATCH_ELASTIC_RULES",
+        path.display()
+    );
+    path
+}
+
 pub fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + WAIT;
     while !path.exists() {
