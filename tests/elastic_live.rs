@@ -283,8 +283,10 @@ const CASES: &[Case] = &[
     },
     Case {
         rule: "command_and_control_potential_tunneling_command_line.toml",
-        trigger: "$B/tunnel 10.0.0.1:8080:10.0.0.2:22",
-        near_miss: "$B/tunnel 10.0.0.1:8080 10.0.0.2:22",
+        // The address is put together by the shell, whose own command line
+        // must not match.
+        trigger: "a=10.0.0.1; $B/tunnel $a:8080:10.0.0.2:22",
+        near_miss: "a=10.0.0.1; $B/tunnel $a:8080 10.0.0.2:22",
     },
     Case {
         rule: "defense_evasion_hex_payload_execution_via_commandline.toml",
@@ -349,7 +351,8 @@ const CASES: &[Case] = &[
     Case {
         rule: "privilege_escalation_container_util_misconfiguration.toml",
         trigger: "script -qfec \"sh -c '$NOBODY $B/runc run $TAG; true'\" /dev/null < /dev/null > /dev/null",
-        near_miss: "sh -c '$NOBODY $B/runc run $TAG; true'",
+        // The same, but runc loses the terminal (setsid): not interactive.
+        near_miss: "script -qfec \"sh -c 'setsid $NOBODY $B/runc run $TAG; true'\" /dev/null < /dev/null > /dev/null",
     },
 ];
 
