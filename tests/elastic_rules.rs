@@ -124,8 +124,10 @@ fn elastics_negations_decide_as_elasticsearch_on_ecs_documents() {
 
 /// A parent whose executable can no longer be read: its main thread exits
 /// at once (`pthread_exit`, so `/proc/PID/exe` is gone) and a second
-/// thread, once the first is a zombie, runs the command given. To the
-/// agent the parent is as gone as one that has exited: the alert has no
+/// thread, once the first is a zombie (it then writes `argv[1].ready`) and
+/// the file `argv[1]` exists, runs the command that follows. Ready before
+/// mapwatch starts, whose process table then has no exec event of it, it
+/// is to the agent as gone as one that has exited: the alert has no
 /// `process.parent.executable`.
 const ORPHANING_PARENT: &str = r#"
 import ctypes, os, subprocess, sys, threading, time
@@ -134,7 +136,10 @@ def run():
     stat = f"/proc/self/task/{main}/stat"
     while os.path.exists(stat) and open(stat).read().rsplit(")", 1)[1].split()[0] not in "ZX":
         time.sleep(0.01)
-    subprocess.run(sys.argv[1:])
+    open(sys.argv[1] + ".ready", "w").close()
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.01)
+    subprocess.run(sys.argv[2:])
     os._exit(0)
 threading.Thread(target=run).start()
 ctypes.CDLL(None).pthread_exit(None)
@@ -162,6 +167,15 @@ fn elastics_negations_decide_as_elasticsearch_on_live_execs() {
     std::fs::write(&script, "#!/bin/sh\ntrue\n").expect("the script");
     let parent = dir.path().join("orphaning_parent.py");
     std::fs::write(&parent, ORPHANING_PARENT).expect("the parent");
+    let go = dir.path().join("go");
+    let mut orphaning = std::process::Command::new("python3")
+        .arg(&parent)
+        .arg(&go)
+        .args(["chmod", "+x"])
+        .arg(&script)
+        .spawn()
+        .expect("starting the orphaning parent");
+    wait_for_file(&dir.path().join("go.ready"));
 
     let mapwatch = Mapwatch::start_with(
         dir.path(),
@@ -171,13 +185,13 @@ fn elastics_negations_decide_as_elasticsearch_on_live_execs() {
     run_entry_leader(
         "bash",
         &format!(
-            "gdb -nx -batch -p 1 --version >/dev/null; gdb -nx -batch -p {pid} --version >/dev/null; python3 {parent} chmod +x {script}",
+            "gdb -nx -batch -p 1 --version >/dev/null; gdb -nx -batch -p {pid} --version >/dev/null",
             pid = target.pid(),
-            parent = parent.display(),
-            script = script.display(),
         ),
         dir.path(),
     );
+    std::fs::write(&go, "").expect("the go file");
+    assert!(orphaning.wait().expect("the orphaning parent").success());
     mapwatch.sync();
     let alerts = mapwatch.alerts();
     let of =
