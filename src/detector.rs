@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::correlate::{Correlator, CorrelatorStats, Settle};
 use crate::maps::maps_args;
 use crate::process::host::{HostInfo, UserNames};
+use crate::process::live::thread_group;
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
@@ -140,7 +141,11 @@ impl Detector {
         let Some(correlator) = self.correlator.as_mut() else {
             return;
         };
-        for read in batch.reads {
+        for mut read in batch.reads {
+            // `/proc/<tid>/maps` is the map of the thread's process.
+            if let Some(group) = thread_group(read.target) {
+                read.target = group;
+            }
             if self.log_events {
                 tracing::debug!(
                     "read pid={} target={} path={}",
@@ -387,7 +392,7 @@ impl Detector {
         if matched.is_empty() {
             return;
         }
-        let maps = maps_args(event);
+        let maps = maps_args(event, !ctx.table().is_history());
         let targets: Vec<u32> = maps.iter().filter_map(|m| m.target).collect();
         for &index in matched.iter() {
             let inputs = AlertInputs {

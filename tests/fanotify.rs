@@ -60,6 +60,94 @@ fn cat_of_a_live_process_map_is_confirmed() {
     assert!(status.success(), "{stderr}");
 }
 
+/// Paths through procfs's own links (`/proc/self/root/…`,
+/// `/proc/thread-self/../../../…`, `/proc/self/cwd/…`) name the target as
+/// the kernel resolves them: each cat's alert is confirmed by its read,
+/// which it claims, so no extended alert repeats it.
+#[test]
+fn paths_through_procfs_links_are_confirmed_once() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let targets: Vec<Target> = (0..3).map(|_| Target::spawn()).collect();
+    let paths = [
+        format!("/proc/self/root/proc/{}/maps", targets[0].pid()),
+        format!("/proc/thread-self/../../../{}/maps", targets[1].pid()),
+        "/proc/self/cwd/maps".to_owned(),
+    ];
+    run_entry_leader(
+        "bash",
+        &format!(
+            "cat {} > /dev/null; cat {} > /dev/null; cd /proc/{} && cat {} > /dev/null",
+            paths[0],
+            paths[1],
+            targets[2].pid(),
+            paths[2]
+        ),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for (target, path) in targets.iter().zip(&paths) {
+        let seed = about(&alerts, SEED_ID, target);
+        assert_eq!(seed.len(), 1, "{path}: {alerts:#?}");
+        assert_eq!(
+            seed[0]["mapwatch"]["read"]["confirmed"], true,
+            "{path}: {:#}",
+            seed[0]
+        );
+        assert!(
+            about(&alerts, EXTENDED_ID, target).is_empty(),
+            "{path}: the read is the seed alert's: {alerts:#?}"
+        );
+    }
+}
+
+/// A thread reading its own process's map by its thread id
+/// (`/proc/<tid>/maps`, which the kernel serves as the process's map) is a
+/// read of its own map: no extended alert. The same thread then reads
+/// another process's map, which must raise one (the reads are seen, and
+/// told apart by the reader's pid, which it writes first).
+#[test]
+fn a_thread_reading_its_own_map_by_its_tid_raises_no_extended_alert() {
+    require_program("python3", "python3");
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let target = Target::spawn();
+    let pid_file = dir.path().join("reader.pid");
+    let script = format!(
+        "import os, threading\nopen({pid:?}, 'w').write(str(os.getpid()))\ndef read():\n    tid = threading.get_native_id()\n    assert tid != os.getpid()\n    open(f'/proc/{{tid}}/maps').read()\n    open('/proc/{other}/maps').read()\nt = threading.Thread(target=read)\nt.start()\nt.join()\n",
+        pid = pid_file.display().to_string(),
+        other = target.pid(),
+    );
+    let script_path = dir.path().join("thread_self_read.py");
+    std::fs::write(&script_path, script).expect("script");
+    run_entry_leader(
+        "bash",
+        &format!("/usr/bin/python3 {}", script_path.display()),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let reader: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the reader's pid")
+        .parse()
+        .expect("a pid");
+    let alerts = mapwatch.alerts();
+    let by_reader: Vec<&Value> = by_rule(&alerts, EXTENDED_ID)
+        .into_iter()
+        .filter(|a| a["process"]["pid"] == reader)
+        .collect();
+    assert_eq!(
+        by_reader.len(),
+        1,
+        "only the read of another process's map: {by_reader:#?}"
+    );
+    assert_eq!(by_reader[0]["mapwatch"]["target"]["pid"], target.pid());
+}
+
 /// A reader that reads long after its exec (blocked on a FIFO first, as a
 /// reader the scheduler runs late would be): its alert waits while it runs,
 /// and the read confirms it. A verdict at the end of the window alone would

@@ -47,6 +47,25 @@ fn open_proc_file(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
     std::fs::File::open(path)
 }
 
+/// The process `pid` is a thread of (its `Tgid:`): `/proc/<tid>/maps` is
+/// the map of the thread's process. `None` when it is gone.
+pub fn thread_group(pid: u32) -> Option<u32> {
+    use std::io::Read;
+    let mut status = [0u8; 512];
+    let mut file = open_proc_file(pid, "status").ok()?;
+    let mut filled = 0;
+    while filled < status.len() {
+        match file.read(&mut status[filled..]).ok()? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let line = status[..filled]
+        .split(|b| *b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Tgid:"))?;
+    crate::audit::record::parse_decimal(line.trim_ascii())
+}
+
 /// The executable of a live process (`/proc/<pid>/exe`).
 pub fn executable(pid: u32) -> Option<Vec<u8>> {
     link(pid, "exe")
