@@ -123,6 +123,17 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     }
     // fanotify needs CAP_SYS_ADMIN: set up before the capabilities go.
     let proc_watch = open_proc_watch(&config.fanotify);
+    if proc_watch.is_some() {
+        // So that mapwatch's own procfs reads are not events of its mark.
+        match crate::process::procfs::use_private_instance() {
+            Ok(()) => {
+                tracing::info!("reading processes through a procfs instance of mapwatch's own")
+            }
+            Err(why) => tracing::info!(
+                "reading processes through /proc: a procfs instance of mapwatch's own was refused ({why}); its own reads of /proc are then events it discards"
+            ),
+        }
+    }
     crate::privileges::drop_unneeded().map_err(RunError::Io)?;
     let started = Started {
         detector,

@@ -37,10 +37,10 @@ pub fn still_runs(pid: u32) -> bool {
 /// allocation.
 fn open_proc_file(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
     use std::io::Write;
-    let mut path = [0u8; 48];
+    let mut path = [0u8; 64];
     let len = {
         let mut cursor = std::io::Cursor::new(&mut path[..]);
-        write!(cursor, "/proc/{pid}/{name}")?;
+        write!(cursor, "{}/{pid}/{name}", super::procfs::base())?;
         cursor.position() as usize
     };
     let path = std::str::from_utf8(&path[..len]).map_err(std::io::Error::other)?;
@@ -72,7 +72,7 @@ pub fn executable(pid: u32) -> Option<Vec<u8>> {
 }
 
 fn link(pid: u32, name: &str) -> Option<Vec<u8>> {
-    std::fs::read_link(format!("/proc/{pid}/{name}"))
+    std::fs::read_link(format!("{}/{pid}/{name}", super::procfs::base()))
         .ok()
         .map(|p| p.into_os_string().into_vec())
 }
@@ -117,7 +117,7 @@ impl LiveProcess {
         let pid = self.pid;
         self.args
             .get_or_insert_with(|| {
-                let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let raw = std::fs::read(format!("{}/{pid}/cmdline", super::procfs::base())).ok()?;
                 let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
                 (!trimmed.is_empty()).then(|| trimmed.split(|b| *b == 0).collect::<Vec<_>>().into())
             })
@@ -129,7 +129,7 @@ impl LiveProcess {
     pub fn credentials(&mut self) -> Option<Credentials> {
         let pid = self.pid;
         *self.credentials.get_or_insert_with(|| {
-            let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+            let status = std::fs::read(format!("{}/{pid}/status", super::procfs::base())).ok()?;
             parse_credentials(&status)
         })
     }
@@ -165,7 +165,7 @@ impl LiveProcess {
     pub fn uid(&mut self) -> Option<u32> {
         let pid = self.pid;
         *self.uid.get_or_insert_with(|| {
-            std::fs::metadata(format!("/proc/{pid}"))
+            std::fs::metadata(format!("{}/{pid}", super::procfs::base()))
                 .ok()
                 .map(|m| m.uid())
         })

@@ -11,6 +11,7 @@ pub mod host;
 pub mod leader;
 pub mod live;
 pub mod proc_path;
+pub mod procfs;
 pub mod relative;
 pub mod stat;
 pub mod table;

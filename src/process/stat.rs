@@ -55,10 +55,10 @@ pub struct ProcStat {
 
 /// Reads and parses `/proc/<pid>/stat`.
 pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
-    let mut path = [0u8; 32];
+    let mut path = [0u8; 64];
     let path_len = {
         let mut cursor = io::Cursor::new(&mut path[..]);
-        write!(cursor, "/proc/{pid}/stat")?;
+        write!(cursor, "{}/{pid}/stat", super::procfs::base())?;
         cursor.position() as usize
     };
     let path = std::str::from_utf8(&path[..path_len]).map_err(io::Error::other)?;

@@ -1,0 +1,154 @@
+//! The procfs mapwatch reads other processes through: an instance of its
+//! own where the kernel allows it (an unattached procfs mount, a superblock
+//! of its own since Linux 5.8), so that mapwatch's own reads of
+//! `/proc/<pid>/…` are not reads its fanotify mark on the host's procfs
+//! reports back to it (each costing the kernel an event and an open file,
+//! and the reader thread a wake-up); the host's `/proc` otherwise.
+//!
+//! Contract: [`use_private_instance`] is called once at start-up, while
+//! mapwatch still has CAP_SYS_ADMIN; before it, and where the kernel or a
+//! seccomp filter refuses the mount, [`base`] is `/proc`. The instance
+//! shows the processes of mapwatch's pid namespace, as `/proc` does.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
+
+/// The mount, kept open for the life of the process, and the path that
+/// reaches it.
+static PRIVATE: OnceLock<(OwnedFd, String)> = OnceLock::new();
+
+/// The directory whose entries are the pids: `/proc`, or the private
+/// instance through its mount fd (`/proc/self/fd/<fd>`).
+pub fn base() -> &'static str {
+    PRIVATE.get().map_or("/proc", |(_, path)| path.as_str())
+}
+
+/// Mounts a private procfs instance (not attached anywhere) and reads
+/// procfs through it from now on. Returns why not when it cannot.
+pub fn use_private_instance() -> Result<(), String> {
+    if PRIVATE.get().is_some() {
+        return Ok(());
+    }
+    let mount = private_mount()?;
+    let path = format!("/proc/self/fd/{}", mount.as_raw_fd());
+    // The instance must show this process, as /proc does.
+    if std::fs::metadata(format!("{path}/{}/stat", std::process::id())).is_err() {
+        return Err("the new procfs instance does not show mapwatch's own process".into());
+    }
+    let _ = PRIVATE.set((mount, path));
+    Ok(())
+}
+
+/// `fsopen("proc")`, `fsconfig(CREATE)`, `fsmount`: a mount fd.
+fn private_mount() -> Result<OwnedFd, String> {
+    let failed = |call: &str| format!("{call}: {}", std::io::Error::last_os_error());
+    // SAFETY: fsopen takes a NUL-terminated file system name and flags and
+    // returns a new file descriptor, or -1.
+    let context = unsafe {
+        libc::syscall(
+            libc::SYS_fsopen,
+            c"proc".as_ptr(),
+            libc::FSOPEN_CLOEXEC as libc::c_uint,
+        )
+    };
+    if context < 0 {
+        return Err(failed("fsopen(\"proc\")"));
+    }
+    // SAFETY: `context` is a file descriptor fsopen just returned, owned
+    // by nobody else.
+    let context = unsafe { OwnedFd::from_raw_fd(context as i32) };
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux (null, 0) on
+    // the fs context fd.
+    let created = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if created < 0 {
+        return Err(failed("fsconfig(FSCONFIG_CMD_CREATE)"));
+    }
+    // SAFETY: fsmount takes the created context's fd, flags and mount
+    // attributes (none) and returns a new mount fd, or -1.
+    let mount = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            context.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC as libc::c_uint,
+            0 as libc::c_uint,
+        )
+    };
+    if mount < 0 {
+        return Err(failed("fsmount"));
+    }
+    // SAFETY: `mount` is a file descriptor fsmount just returned, owned by
+    // nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(mount as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+
+    /// The files of this process's reads that a filesystem mark on `/proc`
+    /// reports (root: fanotify needs CAP_SYS_ADMIN). A file of the private
+    /// instance, an unattached mount, has a path outside `/proc`.
+    fn own_reads_reported(group: &Fanotify) -> Vec<String> {
+        let me = std::process::id() as i32;
+        let mut paths = Vec::new();
+        while let Ok(events) = group.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for event in events.iter().filter(|e| e.pid() == me) {
+                if let Some(fd) = event.fd() {
+                    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                    let path = std::fs::read_link(link).unwrap_or_default();
+                    paths.push(path.display().to_string());
+                }
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn reads_through_the_private_instance_are_not_events_of_a_mark_on_proc() {
+        let group = Fanotify::init(
+            InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
+            EventFFlags::O_RDONLY | EventFFlags::O_CLOEXEC,
+        )
+        .expect("fanotify_init (the unit tests run as root)");
+        group
+            .mark(
+                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+                MaskFlags::FAN_ACCESS,
+                nix::fcntl::AT_FDCWD,
+                Some("/proc"),
+            )
+            .expect("a filesystem mark on /proc");
+        use_private_instance().expect("a procfs instance of our own (Linux 5.2+, root)");
+        assert!(base().starts_with("/proc/self/fd/"), "{}", base());
+        let me = std::process::id();
+        own_reads_reported(&group);
+
+        let private = std::fs::read(format!("{}/{me}/status", base())).expect("our status");
+        assert!(private.starts_with(b"Name:"));
+        std::fs::read(format!("/proc/{me}/status")).expect("our status");
+        // Other tests of this process may read /proc meanwhile: only the
+        // private instance's files are told apart, by their paths.
+        let reported = own_reads_reported(&group);
+        assert!(
+            reported.iter().all(|p| p.starts_with("/proc/")),
+            "a read through the private instance was reported: {reported:?}"
+        );
+        assert!(
+            reported.contains(&format!("/proc/{me}/status")),
+            "the mark must see the same read through /proc: {reported:?}"
+        );
+    }
+}
