@@ -20,7 +20,6 @@ use crate::config::Config;
 use crate::correlate::{Correlator, CorrelatorStats, Settle};
 use crate::maps::maps_args;
 use crate::process::host::{HostInfo, UserNames};
-use crate::process::live::thread_group;
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
@@ -141,11 +140,7 @@ impl Detector {
         let Some(correlator) = self.correlator.as_mut() else {
             return;
         };
-        for mut read in batch.reads {
-            // `/proc/<tid>/maps` is the map of the thread's process.
-            if let Some(group) = thread_group(read.target) {
-                read.target = group;
-            }
+        for read in batch.reads {
             if self.log_events {
                 tracing::debug!(
                     "read pid={} target={} path={}",

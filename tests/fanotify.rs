@@ -107,8 +107,10 @@ fn paths_through_procfs_links_are_confirmed_once() {
 /// A thread reading its own process's map by its thread id
 /// (`/proc/<tid>/maps`, which the kernel serves as the process's map) is a
 /// read of its own map: no extended alert. The same thread then reads
-/// another process's map, which must raise one (the reads are seen, and
-/// told apart by the reader's pid, which it writes first).
+/// another process's map, which must raise one, and stays alive until that
+/// alert is out: mapwatch asks which process a thread id belongs to when it
+/// takes the read, and a thread gone by then can no longer be told (a
+/// limit, issue 16).
 #[test]
 fn a_thread_reading_its_own_map_by_its_tid_raises_no_extended_alert() {
     require_program("python3", "python3");
@@ -117,28 +119,28 @@ fn a_thread_reading_its_own_map_by_its_tid_raises_no_extended_alert() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mapwatch = Mapwatch::start(dir.path());
     let target = Target::spawn();
-    let pid_file = dir.path().join("reader.pid");
+    let go = dir.path().join("go");
     let script = format!(
-        "import os, threading\nopen({pid:?}, 'w').write(str(os.getpid()))\ndef read():\n    tid = threading.get_native_id()\n    assert tid != os.getpid()\n    open(f'/proc/{{tid}}/maps').read()\n    open('/proc/{other}/maps').read()\nt = threading.Thread(target=read)\nt.start()\nt.join()\n",
-        pid = pid_file.display().to_string(),
+        "import os, threading, time\ndef read():\n    tid = threading.get_native_id()\n    assert tid != os.getpid()\n    open(f'/proc/{{tid}}/maps').read()\n    open('/proc/{other}/maps').read()\n    while not os.path.exists({go:?}):\n        time.sleep(0.01)\nt = threading.Thread(target=read)\nt.start()\nt.join()\n",
         other = target.pid(),
+        go = go.display().to_string(),
     );
-    let script_path = dir.path().join("thread_self_read.py");
-    std::fs::write(&script_path, script).expect("script");
-    run_entry_leader(
-        "bash",
-        &format!("/usr/bin/python3 {}", script_path.display()),
-        dir.path(),
-    );
+    let mut reader = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .spawn()
+        .expect("python3");
+    let pid = reader.id();
+    mapwatch.wait_for_alert("the thread's read of another process's map", |a| {
+        a["rule"]["id"] == EXTENDED_ID && a["process"]["pid"] == pid
+    });
+    std::fs::write(&go, "").expect("the go file");
+    assert!(reader.wait().expect("python3").success());
     mapwatch.sync();
-    let reader: u32 = std::fs::read_to_string(&pid_file)
-        .expect("the reader's pid")
-        .parse()
-        .expect("a pid");
     let alerts = mapwatch.alerts();
     let by_reader: Vec<&Value> = by_rule(&alerts, EXTENDED_ID)
         .into_iter()
-        .filter(|a| a["process"]["pid"] == reader)
+        .filter(|a| a["process"]["pid"] == pid)
         .collect();
     assert_eq!(
         by_reader.len(),

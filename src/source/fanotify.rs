@@ -40,6 +40,7 @@ use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags}
 use serde::Deserialize;
 
 use super::queue::Sender;
+use crate::process::live::thread_group;
 use crate::process::proc_path::maps_owner;
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
@@ -348,6 +349,9 @@ fn parse_events(
         let Some((path, target)) = path.and_then(|p| Some((p, maps_owner(p, pid)?))) else {
             continue;
         };
+        // `/proc/<tid>/maps` is the map of the thread's process. Asked at
+        // once: a thread that read its own map is often gone soon after.
+        let target = thread_group(target).unwrap_or(target);
         stats.maps_events.fetch_add(1, Ordering::Relaxed);
         out.push(ReadEvent {
             pid,
