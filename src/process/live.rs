@@ -7,6 +7,7 @@
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 
+use super::procfs;
 use super::stat::{TtyKind, read_stat, tty_kind};
 use crate::audit::assemble::Credentials;
 use crate::audit::execve::Argv;
@@ -32,34 +33,19 @@ pub fn still_runs(pid: u32) -> bool {
     read_stat(pid).is_ok_and(|stat| !matches!(stat.state, b'Z' | b'X' | b'x'))
 }
 
-/// Opens `/proc/<pid>/<name>`, the path built on the stack: a process
-/// that is gone (most, by the time their exec is evaluated) costs no
-/// allocation.
-fn open_proc_file(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
-    use std::io::Write;
-    let mut path = [0u8; 64];
-    let len = {
-        let mut cursor = std::io::Cursor::new(&mut path[..]);
-        write!(cursor, "{}/{pid}/{name}", super::procfs::base())?;
-        cursor.position() as usize
-    };
-    let path = std::str::from_utf8(&path[..len]).map_err(std::io::Error::other)?;
-    std::fs::File::open(path)
+/// The whole of `<base>/<pid>/<name>`.
+fn read_all(pid: u32, name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    procfs::open(pid, name).ok()?.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// The process `pid` is a thread of (its `Tgid:`): `/proc/<tid>/maps` is
 /// the map of the thread's process. `None` when it is gone.
 pub fn thread_group(pid: u32) -> Option<u32> {
-    use std::io::Read;
     let mut status = [0u8; 512];
-    let mut file = open_proc_file(pid, "status").ok()?;
-    let mut filled = 0;
-    while filled < status.len() {
-        match file.read(&mut status[filled..]).ok()? {
-            0 => break,
-            n => filled += n,
-        }
-    }
+    let filled = procfs::read_into(pid, "status", &mut status).ok()?;
     let line = status[..filled]
         .split(|b| *b == b'\n')
         .find_map(|l| l.strip_prefix(b"Tgid:"))?;
@@ -117,7 +103,7 @@ impl LiveProcess {
         let pid = self.pid;
         self.args
             .get_or_insert_with(|| {
-                let raw = std::fs::read(format!("{}/{pid}/cmdline", super::procfs::base())).ok()?;
+                let raw = read_all(pid, "cmdline")?;
                 let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
                 (!trimmed.is_empty()).then(|| trimmed.split(|b| *b == 0).collect::<Vec<_>>().into())
             })
@@ -129,7 +115,7 @@ impl LiveProcess {
     pub fn credentials(&mut self) -> Option<Credentials> {
         let pid = self.pid;
         *self.credentials.get_or_insert_with(|| {
-            let status = std::fs::read(format!("{}/{pid}/status", super::procfs::base())).ok()?;
+            let status = read_all(pid, "status")?;
             parse_credentials(&status)
         })
     }
@@ -146,7 +132,7 @@ impl LiveProcess {
         self.environ
             .get_or_insert_with(|| {
                 use std::io::Read;
-                let file = open_proc_file(pid, "environ").ok()?;
+                let file = procfs::open(pid, "environ").ok()?;
                 let mut raw = Vec::new();
                 file.take(MAX_ENVIRON as u64).read_to_end(&mut raw).ok()?;
                 let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);

@@ -23,6 +23,36 @@ pub fn base() -> &'static str {
     PRIVATE.get().map_or("/proc", |(_, path)| path.as_str())
 }
 
+/// Opens `<base>/<pid>/<name>`, the path built on the stack: a process
+/// that is gone (most, by the time their exec is evaluated) costs no
+/// allocation. Every read of another process's procfs file opens it here.
+pub fn open(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    let mut path = [0u8; 64];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut path[..]);
+        write!(cursor, "{}/{pid}/{name}", base())?;
+        cursor.position() as usize
+    };
+    let path = std::str::from_utf8(&path[..len]).map_err(std::io::Error::other)?;
+    std::fs::File::open(path)
+}
+
+/// Reads `<base>/<pid>/<name>` into `buf` (the start of it, if longer);
+/// the bytes read.
+pub fn read_into(pid: u32, name: &str, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut file = open(pid, name)?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
 /// Mounts a private procfs instance (not attached anywhere) and reads
 /// procfs through it from now on. Returns why not when it cannot.
 pub fn use_private_instance() -> Result<(), String> {

@@ -59,9 +59,8 @@ impl Relative {
         let Some(known) = table.get(self.pid) else {
             return;
         };
-        if (known.exe.is_some() && known.args.is_some() && known.cwd.is_some())
-            || table.is_history()
-        {
+        let complete = known.exe.is_some() && known.args.is_some() && known.cwd.is_some();
+        if complete || known.completed_from_procfs || table.is_history() {
             return;
         }
         let (pid, live) = (self.pid, &mut self.live);

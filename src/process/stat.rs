@@ -4,8 +4,7 @@
 //! heap allocation); [`parse_stat`] never panics. `comm` may hold any bytes,
 //! including `)` and spaces, so the fields are found after the *last* `)`.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 
 /// The kernel's `comm`: at most 15 bytes, any bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -55,22 +54,8 @@ pub struct ProcStat {
 
 /// Reads and parses `/proc/<pid>/stat`.
 pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
-    let mut path = [0u8; 64];
-    let path_len = {
-        let mut cursor = io::Cursor::new(&mut path[..]);
-        write!(cursor, "{}/{pid}/stat", super::procfs::base())?;
-        cursor.position() as usize
-    };
-    let path = std::str::from_utf8(&path[..path_len]).map_err(io::Error::other)?;
-    let mut file = File::open(path)?;
     let mut buf = [0u8; 1024];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
+    let filled = super::procfs::read_into(pid, "stat", &mut buf)?;
     parse_stat(&buf[..filled])
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc/<pid>/stat"))
 }

@@ -75,6 +75,9 @@ pub struct Process {
     pub args: Option<Argv>,
     pub cwd: Option<Vec<u8>>,
     pub euid: Option<u32>,
+    /// procfs was read for what no exec event said (exe, args, cwd): once
+    /// per process, even where procfs could not say.
+    pub completed_from_procfs: bool,
     gone_since: Option<Instant>,
     touched: Instant,
 }
@@ -97,6 +100,7 @@ impl Process {
             args: None,
             cwd: None,
             euid: None,
+            completed_from_procfs: false,
             gone_since: None,
             touched: now,
         }
