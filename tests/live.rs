@@ -70,7 +70,12 @@ fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
 
     for (shell, shell_pid, target, grep_marker) in &runs {
         let cat = alerts_for(&alerts, |a| a["file"]["path"] == target.maps().as_str());
-        assert_eq!(cat.len(), 1, "{shell}: cat alerts: {cat:#?}");
+        assert_eq!(
+            cat.len(),
+            1,
+            "{shell}: cat alerts:{}\n{cat:#?}",
+            brief(cat.iter().copied())
+        );
         assert_started_under_shell(
             cat[0],
             "cat",
@@ -83,7 +88,12 @@ fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
         assert_eq!(cat[0]["process"]["executable"], "/usr/bin/cat");
 
         let grep = alerts_for(&alerts, |a| args_of(a).contains(grep_marker));
-        assert_eq!(grep.len(), 1, "{shell}: grep alerts: {grep:#?}");
+        assert_eq!(
+            grep.len(),
+            1,
+            "{shell}: grep alerts:{}\n{grep:#?}",
+            brief(grep.iter().copied())
+        );
         // fish's `grep` is a function running `command grep --color=auto $argv`.
         let color: &[&str] = if *shell == "fish" {
             &["--color=auto"]
@@ -107,7 +117,8 @@ fn every_seed_shell_as_entry_leader_raises_one_alert_per_read() {
     assert_eq!(
         alerts.len(),
         expected,
-        "one alert per read plus the two sync sentinels: {alerts:#?}"
+        "one alert per read plus the two sync sentinels:{}\n{alerts:#?}",
+        brief(&alerts)
     );
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{status:?}\n{stderr}");

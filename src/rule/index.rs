@@ -90,18 +90,6 @@ impl RuleIndex {
                 Some(tests) => index.tried.push((i, tests)),
             }
         }
-        if std::env::var_os("MW_DEBUG_INDEX").is_some() {
-            for &i in &index.always {
-                eprintln!("ALWAYS {}", rules[i].source);
-            }
-            eprintln!(
-                "exact {} folded {} tried {} always {}",
-                index.exact.len(),
-                index.all_folded.len(),
-                index.tried.len(),
-                index.always.len()
-            );
-        }
         index
     }
 

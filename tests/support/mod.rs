@@ -578,3 +578,28 @@ pub fn args_of(alert: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// One line per alert with what tells alerts apart (rule, action, reader,
+/// read verdict, audit serial): printed before the full documents, which a
+/// CI log may cut.
+pub fn brief<'a>(alerts: impl IntoIterator<Item = &'a Value>) -> String {
+    alerts
+        .into_iter()
+        .map(|a| {
+            format!(
+                "\n  {} rule={} action={} pid={} args={:?} file={} target={} confirmed={} paths={} seq={} complete={}",
+                a["@timestamp"],
+                a["rule"]["name"],
+                a["event"]["action"],
+                a["process"]["pid"],
+                args_of(a),
+                a["file"]["path"],
+                a["mapwatch"]["target"]["pid"],
+                a["mapwatch"]["read"]["confirmed"],
+                a["mapwatch"]["read"]["paths"],
+                a["mapwatch"]["audit"]["sequence"],
+                a["mapwatch"]["audit"]["complete"],
+            )
+        })
+        .collect()
+}
