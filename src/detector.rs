@@ -362,7 +362,7 @@ impl Detector {
                 event.pid,
                 event.ppid,
                 escape_for_terminal(event.name()),
-                escape_for_terminal(&event.argv.iter().collect::<Vec<_>>().join(&b' '))
+                escape_for_terminal(event.argv.joined())
             );
         }
         let Detector {

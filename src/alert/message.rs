@@ -102,7 +102,7 @@ mod tests {
     fn names_rule_reader_map_target_and_entry_leader() {
         let leader = EntryLeader {
             pid: 800,
-            name: b"sshd".to_vec(),
+            name: b"sshd"[..].into(),
             kind: EntryType::Sshd,
         };
         let message = alert_message(

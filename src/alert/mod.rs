@@ -215,10 +215,7 @@ fn process_object(
 }
 
 fn command_line(args: &Argv) -> String {
-    args.iter()
-        .map(|a| escape_bytes(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    escape_bytes(args.joined()).into_owned()
 }
 
 /// The user's name, or the uid when it has none.
@@ -382,13 +379,9 @@ pub fn build(
     insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
     audit.insert("complete".into(), json!(event.complete));
     let target = target.map(|pid| target_object(pid, event, ctx, users));
-    let command: Vec<u8>;
     let deed = match first_path {
         Some(path) => Deed::RanWith(path),
-        None => {
-            command = event.argv.iter().collect::<Vec<_>>().join(&b' ');
-            Deed::RanCommand(&command)
-        }
+        None => Deed::RanCommand(event.argv.joined()),
     };
     let message = alert_message(
         &inputs.rule.name,

@@ -15,10 +15,13 @@ use super::record::{Record, Value, parse_decimal};
 /// allocate millions of entries.
 pub const MAX_FILLED_GAPS: usize = 1 << 16;
 
-/// A process's arguments: every argument's bytes, in one buffer.
+/// A process's arguments: every argument's bytes, in one buffer, one space
+/// between two arguments. The buffer is then ECS's `command_line` (the
+/// arguments joined by spaces) as it is, which rules ask of every exec.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Argv {
     bytes: Vec<u8>,
+    /// Where each argument ends; the next starts one byte (the space) later.
     ends: Vec<usize>,
 }
 
@@ -31,14 +34,22 @@ impl Argv {
         self.ends.is_empty()
     }
 
-    /// Bytes of all arguments together.
+    /// Bytes of all arguments together, with the spaces between them.
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// The arguments joined by spaces (ECS's `command_line`).
+    pub fn joined(&self) -> &[u8] {
+        &self.bytes
+    }
+
     pub fn get(&self, index: usize) -> Option<&[u8]> {
         let end = *self.ends.get(index)?;
-        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        let start = match index.checked_sub(1) {
+            None => 0,
+            Some(before) => self.ends[before] + 1,
+        };
         Some(&self.bytes[start..end])
     }
 
@@ -47,8 +58,16 @@ impl Argv {
     }
 
     pub fn push(&mut self, arg: &[u8]) {
+        self.start_argument();
         self.bytes.extend_from_slice(arg);
         self.ends.push(self.bytes.len());
+    }
+
+    /// The separator before an argument that is not the first.
+    fn start_argument(&mut self) {
+        if !self.ends.is_empty() {
+            self.bytes.push(b' ');
+        }
     }
 }
 
@@ -155,6 +174,11 @@ impl ArgvBuilder {
     }
 
     fn add_piece(&mut self, index: u32, chunk: Option<u32>, value: Value<'_>) {
+        // As `Argv` lays arguments out, so that in the plain case the
+        // buffer is the argv.
+        if !self.pieces.is_empty() {
+            self.buf.push(b' ');
+        }
         let start = self.buf.len();
         // An absent value is still an argument the process received: keep it empty.
         value.untrusted_into(&mut self.buf);
@@ -225,6 +249,7 @@ impl ArgvBuilder {
                     next_index += 1;
                 }
             }
+            argv.start_argument();
             argv.bytes
                 .extend_from_slice(&self.buf[first.start..first.end]);
             let mut len = first.end - first.start;
@@ -309,6 +334,36 @@ mod tests {
         let (short, defects) = build(&["type=EXECVE msg=audit(1.000:1): argc=2 a0=\"cat\""]);
         assert_eq!(args(&short), vec![b"cat".to_vec(), Vec::new()]);
         assert_eq!(defects.missing_args, 1);
+    }
+
+    /// `command_line` is the arguments joined by one space each, on both
+    /// paths, whatever the arguments hold (spaces, nothing, split chunks).
+    #[test]
+    fn joined_is_the_arguments_separated_by_one_space() {
+        let plain =
+            ["type=EXECVE msg=audit(1.000:1): argc=4 a0=\"sh\" a1=\"\" a2=2D632061 a3=\"b\""];
+        let split = [
+            "type=EXECVE msg=audit(1.000:1): argc=3 a0=\"sh\" a1_len=4 a1[0]=\"-c\" a1[1]=2061 a2=\"b\"",
+        ];
+        let gap = ["type=EXECVE msg=audit(1.000:1): argc=3 a0=\"sh\" a2=\"b\""];
+        for (lines, want, argc) in [
+            (&plain[..], &b"sh  -c a b"[..], 4),
+            (&split[..], b"sh -c a b", 3),
+            (&gap[..], b"sh  b", 3),
+        ] {
+            let (argv, _) = build(lines);
+            assert_eq!(argv.joined(), want, "{lines:?}");
+            assert_eq!(argv.len(), argc);
+            let rejoined = argv.iter().collect::<Vec<_>>().join(&b' ');
+            assert_eq!(argv.joined(), rejoined);
+        }
+        let pushed = Argv::from([&b"a"[..], b"", b" c"]);
+        assert_eq!(pushed.joined(), b"a   c");
+        assert_eq!(
+            args(&pushed),
+            vec![b"a".to_vec(), Vec::new(), b" c".to_vec()]
+        );
+        assert_eq!(Argv::default().joined(), b"");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! replaying a log, whose history starts somewhere, the session leader
 //! nearest to the break stands in, with type `unknown`.
 
+use smallvec::SmallVec;
 use std::time::Instant;
 
 use super::stat::TtyKind;
@@ -53,13 +54,18 @@ impl EntryType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Related {
     pub pid: u32,
-    pub name: Vec<u8>,
+    pub name: Name,
 }
+
+/// A process's name, copied out of the table for one event: inline up to
+/// the length of nearly every program's name, so resolving a parent or a
+/// leader allocates nothing.
+pub type Name = SmallVec<[u8; 32]>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryLeader {
     pub pid: u32,
-    pub name: Vec<u8>,
+    pub name: Name,
     pub kind: EntryType,
 }
 
@@ -98,7 +104,7 @@ struct Node {
     ppid: u32,
     sid: Option<u32>,
     tty: TtyKind,
-    name: Vec<u8>,
+    name: Name,
 }
 
 impl<'t> LeaderResolver<'t> {
@@ -135,7 +141,7 @@ impl<'t> LeaderResolver<'t> {
             ppid: process.ppid,
             sid: process.sid,
             tty: process.tty.unwrap_or(TtyKind::None),
-            name: leader_name(process, Some(pid) == exec_pid, window).to_vec(),
+            name: Name::from_slice(leader_name(process, Some(pid) == exec_pid, window)),
         })
     }
 
@@ -203,7 +209,7 @@ impl<'t> LeaderResolver<'t> {
                 } else {
                     EntryLeader {
                         pid: 2,
-                        name: b"kthreadd".to_vec(),
+                        name: Name::from_slice(b"kthreadd"),
                         kind: EntryType::Kthread,
                     }
                 });
@@ -223,14 +229,14 @@ impl<'t> LeaderResolver<'t> {
     fn session_entry_type(&mut self, node: &Node) -> Option<EntryType> {
         match node.tty {
             TtyKind::Tty => return Some(EntryType::Terminal),
-            TtyKind::Console if node.name == b"login" => return Some(EntryType::Console),
+            TtyKind::Console if node.name[..] == *b"login" => return Some(EntryType::Console),
             _ => {}
         }
         if RUNTIME_PREFIXES.iter().any(|p| node.name.starts_with(p)) {
             return None;
         }
         let parent_name = self.node(node.ppid).map(|p| p.name).unwrap_or_default();
-        if node.tty == TtyKind::Pts && parent_name == b"ssm-session-worker" {
+        if node.tty == TtyKind::Pts && parent_name[..] == *b"ssm-session-worker" {
             return Some(EntryType::Ssm);
         }
         // OpenSSH 9.8 moved the per-session process to `sshd-session`.
@@ -363,7 +369,11 @@ mod tests {
     ) -> Vec<u8> {
         let mut resolver =
             LeaderResolver::new(table, None, seen).placed(reader_exec.map(Serial), taken_by);
-        resolver.parent(SHELL).expect("the shell is known").name
+        resolver
+            .parent(SHELL)
+            .expect("the shell is known")
+            .name
+            .to_vec()
     }
 
     #[test]

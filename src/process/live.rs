@@ -4,9 +4,6 @@
 //! Contract: each fact is read at most once, on first use, as bytes; a
 //! process that is gone gives `None`, never an error.
 
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
-
 use super::procfs;
 use super::stat::{TtyKind, read_stat, tty_kind};
 use crate::audit::assemble::Credentials;
@@ -18,6 +15,8 @@ pub const MAX_ENVIRON: usize = 64 * 1024;
 
 pub struct LiveProcess {
     pid: u32,
+    /// Whether the process exists, asked before its first file.
+    exists: Option<bool>,
     comm: Option<Option<Vec<u8>>>,
     exe: Option<Option<Vec<u8>>>,
     args: Option<Option<Argv>>,
@@ -58,15 +57,14 @@ pub fn executable(pid: u32) -> Option<Vec<u8>> {
 }
 
 fn link(pid: u32, name: &str) -> Option<Vec<u8>> {
-    std::fs::read_link(format!("{}/{pid}/{name}", super::procfs::base()))
-        .ok()
-        .map(|p| p.into_os_string().into_vec())
+    procfs::read_link(pid, name).ok()
 }
 
 impl LiveProcess {
     pub fn new(pid: u32) -> Self {
         LiveProcess {
             pid,
+            exists: None,
             comm: None,
             exe: None,
             args: None,
@@ -81,7 +79,18 @@ impl LiveProcess {
         self.pid
     }
 
+    /// Whether there is a process to read: asked once, with a check that
+    /// costs a tenth of procfs's failed lookup, since most processes an
+    /// exec event names are gone by the time it is evaluated.
+    fn exists(&mut self) -> bool {
+        let pid = self.pid;
+        *self.exists.get_or_insert_with(|| procfs::exists(pid))
+    }
+
     pub fn comm(&mut self) -> Option<&[u8]> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
         self.comm
             .get_or_insert_with(|| read_stat(pid).ok().map(|s| s.comm.as_bytes().to_vec()))
@@ -89,17 +98,26 @@ impl LiveProcess {
     }
 
     pub fn exe(&mut self) -> Option<&[u8]> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
         self.exe.get_or_insert_with(|| link(pid, "exe")).as_deref()
     }
 
     pub fn cwd(&mut self) -> Option<&[u8]> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
         self.cwd.get_or_insert_with(|| link(pid, "cwd")).as_deref()
     }
 
     /// argv from `/proc/<pid>/cmdline` (NUL-separated).
     pub fn args(&mut self) -> Option<&Argv> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
         self.args
             .get_or_insert_with(|| {
@@ -113,6 +131,9 @@ impl LiveProcess {
     /// Real, effective and saved ids (the `Uid:` and `Gid:` lines of
     /// `/proc/<pid>/status`).
     pub fn credentials(&mut self) -> Option<Credentials> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
         *self.credentials.get_or_insert_with(|| {
             let status = read_all(pid, "status")?;
@@ -122,12 +143,18 @@ impl LiveProcess {
 
     /// The controlling terminal's kind.
     pub fn tty(&mut self) -> Option<TtyKind> {
+        if !self.exists() {
+            return None;
+        }
         read_stat(self.pid).ok().map(|s| tty_kind(s.tty_nr))
     }
 
     /// `KEY=VALUE` strings of `/proc/<pid>/environ` (the environment the
     /// program was exec'd with), up to [`MAX_ENVIRON`] bytes.
     pub fn environ(&mut self) -> Option<&Argv> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
         self.environ
             .get_or_insert_with(|| {
@@ -149,12 +176,11 @@ impl LiveProcess {
 
     /// The effective uid (owner of `/proc/<pid>`).
     pub fn uid(&mut self) -> Option<u32> {
+        if !self.exists() {
+            return None;
+        }
         let pid = self.pid;
-        *self.uid.get_or_insert_with(|| {
-            std::fs::metadata(format!("{}/{pid}", super::procfs::base()))
-                .ok()
-                .map(|m| m.uid())
-        })
+        *self.uid.get_or_insert_with(|| procfs::owner(pid).ok())
     }
 }
 

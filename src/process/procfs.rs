@@ -10,32 +10,99 @@
 //! seccomp filter refuses the mount, [`base`] is `/proc`. The instance
 //! shows the processes of mapwatch's pid namespace, as `/proc` does.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::OnceLock;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::signal::kill;
+use nix::sys::stat::{Mode, fstatat};
+use nix::unistd::Pid;
 
 /// The mount, kept open for the life of the process, and the path that
 /// reaches it.
 static PRIVATE: OnceLock<(OwnedFd, String)> = OnceLock::new();
 
 /// The directory whose entries are the pids: `/proc`, or the private
-/// instance through its mount fd (`/proc/self/fd/<fd>`).
+/// instance through its mount fd (`/proc/self/fd/<fd>`). For listing pids;
+/// files are opened relative to [`root`].
 pub fn base() -> &'static str {
     PRIVATE.get().map_or("/proc", |(_, path)| path.as_str())
 }
 
-/// Opens `<base>/<pid>/<name>`, the path built on the stack: a process
-/// that is gone (most, by the time their exec is evaluated) costs no
-/// allocation. Every read of another process's procfs file opens it here.
-pub fn open(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
+/// The same directory as an fd, which `openat` walks from: no path through
+/// `/proc/self/fd` at every open.
+fn root() -> std::io::Result<BorrowedFd<'static>> {
+    static HOST: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    if let Some((mount, _)) = PRIVATE.get() {
+        return Ok(mount.as_fd());
+    }
+    HOST.get_or_init(|| {
+        nix::fcntl::open(
+            "/proc",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    })
+    .as_ref()
+    .map(OwnedFd::as_fd)
+    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no procfs at /proc"))
+}
+
+/// `<pid>/<name>` (or `<pid>` alone), on the stack.
+fn relative<'b>(pid: u32, name: &str, buf: &'b mut [u8; 64]) -> std::io::Result<&'b [u8]> {
     use std::io::Write;
-    let mut path = [0u8; 64];
-    let len = {
-        let mut cursor = std::io::Cursor::new(&mut path[..]);
-        write!(cursor, "{}/{pid}/{name}", base())?;
-        cursor.position() as usize
-    };
-    let path = std::str::from_utf8(&path[..len]).map_err(std::io::Error::other)?;
-    std::fs::File::open(path)
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if name.is_empty() {
+        write!(cursor, "{pid}")?;
+    } else {
+        write!(cursor, "{pid}/{name}")?;
+    }
+    let len = cursor.position() as usize;
+    Ok(&buf[..len])
+}
+
+/// Whether a process `pid` exists (a zombie too): one `kill(pid, 0)`, an
+/// order of magnitude cheaper than procfs's failed lookup of a gone pid,
+/// which is what most exec'd programs are by the time their event is
+/// evaluated.
+pub fn exists(pid: u32) -> bool {
+    // 0 and negative numbers name process groups, not a process.
+    match i32::try_from(pid) {
+        Ok(pid) if pid > 0 => !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH)),
+        _ => false,
+    }
+}
+
+/// Opens `<base>/<pid>/<name>`, the path built on the stack: a process
+/// that is gone costs no allocation. Every read of another process's
+/// procfs file opens it here.
+pub fn open(pid: u32, name: &str) -> std::io::Result<std::fs::File> {
+    let mut buf = [0u8; 64];
+    let path = relative(pid, name, &mut buf)?;
+    let fd = openat(
+        root()?,
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// The target of the link `<base>/<pid>/<name>` (`exe`, `cwd`).
+pub fn read_link(pid: u32, name: &str) -> std::io::Result<Vec<u8>> {
+    let mut buf = [0u8; 64];
+    let path = relative(pid, name, &mut buf)?;
+    Ok(readlinkat(root()?, path)?.into_vec())
+}
+
+/// The owner of `<base>/<pid>` (the process's effective uid).
+pub fn owner(pid: u32) -> std::io::Result<u32> {
+    let mut buf = [0u8; 64];
+    let path = relative(pid, "", &mut buf)?;
+    Ok(fstatat(root()?, path, AtFlags::empty())?.st_uid)
 }
 
 /// Reads `<base>/<pid>/<name>` into `buf` (the start of it, if longer);

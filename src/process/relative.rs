@@ -35,8 +35,6 @@ impl Relation {
 pub struct Relative {
     pid: u32,
     live: LiveProcess,
-    /// `args` joined by spaces (ECS's `command_line`), built on first use.
-    command_line: Option<Option<Vec<u8>>>,
 }
 
 impl Relative {
@@ -44,7 +42,6 @@ impl Relative {
         Relative {
             pid,
             live: LiveProcess::new(pid),
-            command_line: None,
         }
     }
 
@@ -87,13 +84,7 @@ impl Relative {
     }
 
     pub fn command_line<'a>(&'a mut self, table: &'a mut ProcessTable) -> Option<&'a [u8]> {
-        if self.command_line.is_none() {
-            let line = self
-                .args(table)
-                .map(|a| a.iter().collect::<Vec<_>>().join(&b' '));
-            self.command_line = Some(line);
-        }
-        self.command_line.as_ref().and_then(|l| l.as_deref())
+        self.args(table).map(Argv::joined)
     }
 
     pub fn working_directory<'a>(&'a mut self, table: &'a mut ProcessTable) -> Option<&'a [u8]> {

@@ -26,6 +26,14 @@ use crate::audit::assemble::SessionStart;
 use crate::audit::execve::Argv;
 use crate::audit::record::{AuditTimestamp, Serial};
 
+/// How long what procfs showed of a live process is taken as current: a
+/// busy parent (a build's `make`, a shell loop) is read once per interval,
+/// not at every exec of its children. Short against a pid's reuse (the
+/// kernel hands pids out in a cycle of `pid_max`) and against what a
+/// lookup uses (parent, session, terminal), which rarely change and whose
+/// changes by setsid and exec come through audit anyway.
+const SEEN_ALIVE_HOLDS: Duration = Duration::from_millis(100);
+
 /// argv bytes kept per process (the rest of a huge argv is dropped).
 pub const MAX_KEPT_ARGV: usize = 4096;
 
@@ -78,6 +86,8 @@ pub struct Process {
     /// procfs was read for what no exec event said (exe, args, cwd): once
     /// per process, even where procfs could not say.
     pub completed_from_procfs: bool,
+    /// When procfs last showed it alive (as this process: same start time).
+    seen_alive: Option<Instant>,
     gone_since: Option<Instant>,
     touched: Instant,
 }
@@ -101,6 +111,7 @@ impl Process {
             cwd: None,
             euid: None,
             completed_from_procfs: false,
+            seen_alive: None,
             gone_since: None,
             touched: now,
         }
@@ -210,7 +221,7 @@ impl ProcessTable {
 
     fn insert_from_stat(&mut self, stat: &ProcStat, now: Instant) -> &mut Process {
         let mut process = Process::new(stat.pid, stat.ppid, now);
-        apply_stat(&mut process, stat);
+        apply_stat(&mut process, stat, now);
         self.make_room();
         self.entries
             .entry(stat.pid)
@@ -318,9 +329,21 @@ impl ProcessTable {
 
     /// The process as procfs shows it now, merged with what the table knows;
     /// the table alone when the process is gone. `None` when neither knows it.
+    /// procfs is not asked again within [`SEEN_ALIVE_HOLDS`] of showing the
+    /// process alive.
     pub fn lookup(&mut self, pid: u32, now: Instant) -> Option<&Process> {
         if self.is_history() {
             return self.entries.get(&pid);
+        }
+        let fresh = self.entries.get(&pid).is_some_and(|p| {
+            p.gone_since.is_none()
+                && p.seen_alive
+                    .is_some_and(|seen| now.saturating_duration_since(seen) < SEEN_ALIVE_HOLDS)
+        });
+        if fresh {
+            let process = self.entries.get_mut(&pid)?;
+            process.touched = now;
+            return Some(process);
         }
         match read_stat(pid) {
             Ok(live) => {
@@ -336,7 +359,7 @@ impl ProcessTable {
                     self.insert_from_stat(&live, now);
                 }
                 let process = self.entries.get_mut(&pid)?;
-                apply_stat(process, &live);
+                apply_stat(process, &live, now);
                 process.touched = now;
                 Some(process)
             }
@@ -417,7 +440,8 @@ fn kernel_time_as_instant(time: AuditTimestamp, now: Instant) -> Option<Instant>
     now.checked_sub(ago)
 }
 
-fn apply_stat(process: &mut Process, live: &ProcStat) {
+fn apply_stat(process: &mut Process, live: &ProcStat, now: Instant) {
+    process.seen_alive = Some(now);
     process.start_ticks = Some(live.start_ticks);
     process.ppid = live.ppid;
     process.sid = Some(live.sid);

@@ -44,7 +44,6 @@ pub struct ExecFields<'c, 't> {
     ctx: &'c mut EventContext<'t>,
     host: &'c HostInfo,
     users: &'c mut UserNames,
-    command_line: Option<Vec<u8>>,
     /// Built on first use; the inner `None` when the event has none.
     title: Option<Option<Vec<u8>>>,
     /// `/proc/<pid>/environ`, read on first use.
@@ -63,7 +62,6 @@ impl<'c, 't> ExecFields<'c, 't> {
             ctx,
             host,
             users,
-            command_line: None,
             title: None,
             environ: None,
         }
@@ -251,12 +249,7 @@ impl Event for ExecFields<'_, '_> {
             Field::ProcessExecutable => one(visit, keyword(event.exe.as_deref())),
             Field::ProcessArgs => each(visit, Some(&event.argv)),
             Field::ProcessArgsCount => one(visit, Some(Scalar::Long(event.argv.len() as i64))),
-            Field::ProcessCommandLine => {
-                let line = self
-                    .command_line
-                    .get_or_insert_with(|| event.argv.iter().collect::<Vec<_>>().join(&b' '));
-                one(visit, Some(Scalar::Keyword(line)))
-            }
+            Field::ProcessCommandLine => one(visit, Some(Scalar::Keyword(event.argv.joined()))),
             Field::ProcessWorkingDirectory => one(visit, keyword(event.cwd.as_deref())),
             Field::ProcessTitle => {
                 let title = self.title.get_or_insert_with(|| event.title());
@@ -337,7 +330,6 @@ pub struct ReadFields<'c, 't> {
     pub target: LiveProcess,
     reader: LiveProcess,
     known: KnownExec,
-    command_line: Option<Option<Vec<u8>>>,
 }
 
 impl<'c, 't> ReadFields<'c, 't> {
@@ -366,7 +358,6 @@ impl<'c, 't> ReadFields<'c, 't> {
             host,
             users,
             known,
-            command_line: None,
         }
     }
 
@@ -404,13 +395,7 @@ impl<'c, 't> ReadFields<'c, 't> {
     }
 
     pub fn command_line(&mut self) -> Option<&[u8]> {
-        if self.command_line.is_none() {
-            let line = self
-                .args()
-                .map(|a| a.iter().collect::<Vec<_>>().join(&b' '));
-            self.command_line = Some(line);
-        }
-        self.command_line.as_ref().and_then(|l| l.as_deref())
+        self.args().map(Argv::joined)
     }
 
     pub fn is_self_read(&self) -> bool {
