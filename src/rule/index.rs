@@ -43,6 +43,10 @@ impl NameTest {
     }
 }
 
+/// Rules picked per pass: a bitset of this many on the stack orders the
+/// candidates of all lists at once, whatever their number.
+const WINDOW: usize = 1024;
+
 /// Longest name a case-insensitive lookup lowercases on the stack
 /// (`NAME_MAX`: `process.name` is a file name or a comm).
 pub const MAX_NAME: usize = 255;
@@ -127,43 +131,32 @@ impl RuleIndex {
             Some(_) => &self.all_folded,
             None => empty,
         };
-        let mut tried = self
-            .tried
-            .iter()
-            .filter(|(_, tests)| name.is_some_and(|n| tests.iter().any(|t| t.matches(n))))
-            .map(|(i, _)| *i)
-            .peekable();
-        let (mut e, mut f, mut a) = (
-            exact.iter().peekable(),
-            folded.iter().peekable(),
-            self.always.iter().peekable(),
-        );
-        loop {
-            let next = [
-                e.peek().copied().copied(),
-                f.peek().copied().copied(),
-                tried.peek().copied(),
-                a.peek().copied().copied(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(next) = next else {
-                return;
-            };
-            candidate(next);
-            if e.peek() == Some(&&next) {
-                e.next();
+        let tried = name.map_or(&[][..], |_| self.tried.as_slice());
+        let mut cursors = [0usize; 4];
+        let mut window = 0;
+        while window < self.rule_count {
+            let end = window + WINDOW;
+            let mut picked = [0u64; WINDOW / 64];
+            let mut pick = |i: usize| picked[(i - window) / 64] |= 1 << ((i - window) % 64);
+            for (list, cursor) in [exact, folded, &self.always].into_iter().zip(&mut cursors) {
+                while let Some(&i) = list.get(*cursor).filter(|i| **i < end) {
+                    pick(i);
+                    *cursor += 1;
+                }
             }
-            if f.peek() == Some(&&next) {
-                f.next();
+            while let Some((i, tests)) = tried.get(cursors[3]).filter(|(i, _)| *i < end) {
+                if name.is_some_and(|n| tests.iter().any(|t| t.matches(n))) {
+                    pick(*i);
+                }
+                cursors[3] += 1;
             }
-            if tried.peek() == Some(&next) {
-                tried.next();
+            for (word_index, mut word) in picked.into_iter().enumerate() {
+                while word != 0 {
+                    candidate(window + word_index * 64 + word.trailing_zeros() as usize);
+                    word &= word - 1;
+                }
             }
-            if a.peek() == Some(&&next) {
-                a.next();
-            }
+            window = end;
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod file;
 pub mod index;
 pub mod json;
 pub mod live;
+pub mod prefilter;
 pub mod reach;
 pub mod regexp;
 pub mod wildcard;
@@ -29,6 +30,7 @@ use eval::{Category, Event, Expr, Scalar};
 use field::Field;
 use file::{ExceptionSpec, RuleError, SourceText};
 use index::RuleIndex;
+use prefilter::{Found, Prefilter};
 
 use serde::Deserialize;
 
@@ -153,6 +155,8 @@ pub struct RuleSet {
     /// Built once the rules are known; until then (or if `rules` changes
     /// in number) every rule is evaluated.
     index: RuleIndex,
+    /// Likewise.
+    prefilter: Prefilter,
 }
 
 impl RuleSet {
@@ -200,6 +204,7 @@ impl RuleSet {
             set.global_exceptions.push(spec.compile(config, at)?);
         }
         set.index = RuleIndex::build(&set.rules);
+        set.prefilter = Prefilter::build(&set.rules);
         if set.rules.is_empty() {
             return Err(RuleError {
                 source: config.name.to_owned(),
@@ -216,6 +221,7 @@ impl RuleSet {
         let rules = vec![rule];
         RuleSet {
             index: RuleIndex::build(&rules),
+            prefilter: Prefilter::build(&rules),
             rules,
             ..RuleSet::default()
         }
@@ -268,8 +274,11 @@ impl RuleSet {
             (Category::File, true) => Some(None),
             (Category::Process, true) => single_name(event, &mut name),
         };
+        let prefilter = Some(&self.prefilter).filter(|p| p.covers(self.rules.len()));
+        let mut found = Found::new();
         let mut test = |index: usize| {
-            if self.rules[index].matches(event)
+            if prefilter.is_none_or(|p| p.admits(index, event, &mut found))
+                && self.rules[index].matches(event)
                 && !self
                     .global_exceptions
                     .iter()

@@ -150,6 +150,34 @@ impl Wildcard {
         }
     }
 
+    /// The runs of literal characters every matching value contains
+    /// (lowercased when case-insensitive).
+    pub fn literal_runs(&self) -> impl Iterator<Item = &str> {
+        self.tokens.iter().filter_map(|t| match t {
+            Token::Literal(lit) => Some(lit.as_str()),
+            Token::AnyOne | Token::AnyRun => None,
+        })
+    }
+
+    pub fn is_case_insensitive(&self) -> bool {
+        self.case_insensitive
+    }
+
+    /// A value the pattern matches: `*` and `?` filled with `fill`'s
+    /// characters (for tests that need positives).
+    #[cfg(test)]
+    pub fn example(&self, fill: &str) -> String {
+        let mut fill = fill.chars().cycle();
+        self.tokens
+            .iter()
+            .map(|t| match t {
+                Token::Literal(lit) => lit.clone(),
+                Token::AnyOne => fill.next().map(String::from).unwrap_or_default(),
+                Token::AnyRun => fill.next().map(String::from).unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// Whole-value match.
     pub fn matches(&self, value: &[u8]) -> bool {
         let (mut t, mut v) = (0usize, 0usize);
