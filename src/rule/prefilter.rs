@@ -14,7 +14,7 @@
 //! one byte (in nearly every value). A field is looked at once per event,
 //! when a rule's need first asks for it (cheap fields' needs first): its
 //! values are looked up among the equality literals and searched, in one
-//! pass of an Aho–Corasick DFA, for the runs; each hit marks the needs it
+//! pass of an Aho–Corasick automaton, for the runs; each hit marks the needs it
 //! meets. Case folding is ASCII (more events admitted, never fewer), and a
 //! non-ASCII value meets every case-insensitive need on its field (Unicode
 //! folding can map it onto an ASCII literal). Admission only skips rules:
@@ -25,7 +25,7 @@
 use std::ops::ControlFlow;
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
-use aho_corasick::dfa::DFA;
+use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{Input, MatchKind};
 use rustc_hash::FxHashMap;
 
@@ -65,10 +65,14 @@ struct Scan {
     equal: FxHashMap<Vec<u8>, Span>,
     /// Likewise for ASCII-lowercased values and literals.
     equal_folded: FxHashMap<Vec<u8>, Span>,
-    /// The runs, searched together. A DFA by its own type, not behind
-    /// `AhoCorasick`'s `dyn`: each byte's transition is inlined.
-    runs: Option<DFA>,
-    /// Per run (the DFA's pattern): the needs it meets.
+    /// The runs, searched together. A contiguous NFA, by its own type:
+    /// a DFA is faster while in cache, but at a tenth of its size the NFA
+    /// is what an exec evaluated every millisecond finds in cache
+    /// (measured: 24.4 -> 17.5 µs per exec in the exec storm with Elastic's
+    /// corpus); and not behind `AhoCorasick`'s `dyn`, so each transition
+    /// is inlined.
+    runs: Option<NFA>,
+    /// Per run (the automaton's pattern): the needs it meets.
     run_meets: Vec<Span>,
     /// Needs with a case-insensitive alternative on this field.
     folded: Vec<u32>,
@@ -247,16 +251,16 @@ impl Prefilter {
             let runs = if b.runs.is_empty() {
                 None
             } else {
-                let dfa = DFA::builder()
+                let nfa = NFA::builder()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
                     .build(&b.runs);
                 // Never fails for runs this few and short; without the
-                // DFA, no rule is skipped.
-                let Ok(dfa) = dfa else {
+                // automaton, no rule is skipped.
+                let Ok(nfa) = nfa else {
                     return Prefilter::default();
                 };
-                Some(dfa)
+                Some(nfa)
             };
             let spans = |prefilter: &mut Prefilter, map: FxHashMap<Vec<u8>, Vec<u32>>| {
                 map.into_iter()
