@@ -5,9 +5,11 @@
 //! `process.name` satisfies one of a set of tests (an `==`, `in`, `in~`,
 //! `:`, `like` or `regex` of that field in the rule's every `or` branch, or
 //! in one term of an `and`) is filed under those tests: exact names in a
-//! hash map, case-insensitive names (ASCII) in another, and wildcard or
-//! regex tests in a list tried one by one. Every other rule (file rules,
-//! rules without such a test) is a candidate for every event.
+//! hash map, case-insensitive names (ASCII) in another, and tests with a
+//! regex in a list tried one by one. Every other rule (file rules, rules
+//! without such a test, and those with wildcard patterns among their
+//! tests, whose runs [`super::prefilter`] searches all in one pass) is a
+//! candidate for every event.
 //! [`RuleIndex::candidates`] gives the candidates in rule order, each once,
 //! without allocating. The index only skips rules: a candidate is then
 //! evaluated in full. A name with non-ASCII bytes makes every
@@ -91,7 +93,12 @@ impl RuleIndex {
                     }
                     index.all_folded.push(i);
                 }
-                Some(tests) => index.tried.push((i, tests)),
+                // Wildcard patterns are left to the prefilter, which
+                // searches all their runs in one pass.
+                Some(tests) if tests.iter().any(|t| matches!(t, NameTest::Regex(_))) => {
+                    index.tried.push((i, tests))
+                }
+                Some(_) => index.always.push(i),
             }
         }
         index
@@ -306,6 +313,6 @@ mod tests {
         }
         assert!(hits_seen > 20, "{hits_seen}");
         assert!(indexed.index.exact.contains_key(b"cat".as_slice()));
-        assert_eq!(indexed.index.always, vec![5, 6, 9, 10]);
+        assert_eq!(indexed.index.always, vec![2, 4, 5, 6, 9, 10]);
     }
 }
