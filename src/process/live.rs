@@ -45,10 +45,17 @@ fn read_all(pid: u32, name: &str) -> Option<Vec<u8>> {
 pub fn thread_group(pid: u32) -> Option<u32> {
     let mut status = [0u8; 512];
     let filled = procfs::read_into(pid, "status", &mut status).ok()?;
-    let line = status[..filled]
+    tgid_of_status(&status[..filled])
+}
+
+/// The `Tgid:` of a status file; `None` for 0, what a task already
+/// released by its parent shows when its status was opened before (its
+/// pids are gone: nothing says whose thread it was).
+fn tgid_of_status(status: &[u8]) -> Option<u32> {
+    let line = status
         .split(|b| *b == b'\n')
         .find_map(|l| l.strip_prefix(b"Tgid:"))?;
-    crate::audit::record::parse_decimal(line.trim_ascii())
+    crate::audit::record::parse_decimal(line.trim_ascii()).filter(|tgid| *tgid != 0)
 }
 
 /// The executable of a live process (`/proc/<pid>/exe`).
@@ -211,6 +218,22 @@ fn parse_credentials(status: &[u8]) -> Option<Credentials> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task released by its parent between the open of its status and
+    /// the read shows `Tgid: 0`: no process, not pid 0 (which would make a
+    /// process's read of its own map look like a read of another's).
+    #[test]
+    fn a_released_tasks_thread_group_is_unknown() {
+        assert_eq!(
+            tgid_of_status(b"Name:\tgrep\nUmask:\t0022\nState:\tZ\nTgid:\t4242\nPid:\t4243\n"),
+            Some(4242)
+        );
+        assert_eq!(
+            tgid_of_status(b"Name:\tgrep\nState:\tX (dead)\nTgid:\t0\nNgid:\t0\nPid:\t0\n"),
+            None
+        );
+        assert_eq!(tgid_of_status(b"Name:\tgrep\n"), None);
+    }
 
     #[test]
     fn credentials_from_a_status_file() {
