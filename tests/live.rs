@@ -496,6 +496,67 @@ fn a_burst_is_cut_at_the_rules_max_signals_with_one_summary() {
     assert!(stderr.contains("alerts_suppressed=900"), "{stderr}");
 }
 
+/// Issue 16: noise of one kind (150 processes reading their own map) uses
+/// up its own budget, not that of a read of another process's map by
+/// another reader, which still raises its alert; the summary names and
+/// counts the noise.
+#[test]
+fn noise_of_one_kind_never_hides_a_read_of_another_target() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let victim = Target::spawn();
+    let body = format!(
+        "for i in $(seq 150); do cat /proc/self/maps > /dev/null; done; grep -c x {} > /dev/null",
+        victim.maps()
+    );
+    run_entry_leader("bash", &body, dir.path());
+    let victim_pid = victim.pid();
+    mapwatch.wait_for_alert("the victim's read", |a| {
+        a["rule"]["id"] == SEED_ID && a["mapwatch"]["target"]["pid"] == victim_pid
+    });
+    let collected = mapwatch.alert_log();
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let alerts = collected.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let seed = |a: &&Value| a["rule"]["id"] == SEED_ID && a["event"]["action"] == "exec";
+    let own: Vec<&Value> = alerts
+        .iter()
+        .filter(seed)
+        .filter(|a| a["process"]["name"] == "cat")
+        .collect();
+    assert_eq!(
+        own.len(),
+        100,
+        "max_signals for the noise:{}",
+        brief(own.iter().copied())
+    );
+    let victim_alerts: Vec<&Value> = alerts
+        .iter()
+        .filter(seed)
+        .filter(|a| a["mapwatch"]["target"]["pid"] == victim_pid)
+        .collect();
+    assert_eq!(
+        victim_alerts.len(),
+        1,
+        "{}",
+        brief(victim_alerts.iter().copied())
+    );
+    assert_eq!(victim_alerts[0]["process"]["name"], "grep");
+    assert_eq!(victim_alerts[0]["mapwatch"]["read"]["confirmed"], true);
+    let summaries: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["event"]["action"] == "alerts-suppressed")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    let suppressed = &summaries[0]["mapwatch"]["suppressed"];
+    assert_eq!(suppressed["count"], 50, "{suppressed}");
+    assert_eq!(suppressed["reader_executable"], "/usr/bin/cat");
+    assert_eq!(suppressed["target_self"], true);
+}
+
 #[test]
 fn after_start_up_only_the_needed_capabilities_remain() {
     let _lock = audit_lock();

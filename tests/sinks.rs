@@ -164,7 +164,8 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     let alerts = dir.path().join("alerts.json");
     let rules_d = dir.path().join("rules.d");
     std::fs::create_dir(&rules_d).expect("rules.d");
-    // The seed rule, limited to 2 alerts per window, to get a summary.
+    // The seed rule, limited to 2 alerts per window, to get a summary: the
+    // third `cat` of the same map is suppressed.
     let limited = include_str!("../rules/proc_maps_discovery.toml")
         .replace("max_signals = 100", "max_signals = 2");
     std::fs::write(rules_d.join("seed.toml"), limited).expect("local rule");
@@ -176,7 +177,7 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     let mapwatch = Mapwatch::start_service(dir.path(), &extra);
     let target = Target::spawn();
     let body = format!(
-        "cat {maps} > /dev/null; cat /proc/4000000/maps 2>/dev/null; cat {maps} $'\\xff\\x1b[31m\\n' > /dev/null 2>&1; cat < {maps} > /dev/null",
+        "cat {maps} > /dev/null; cat /proc/4000000/maps 2>/dev/null; cat {maps} $'\\xff\\x1b[31m\\n' > /dev/null 2>&1; cat < {maps} > /dev/null; cat {maps} > /dev/null",
         maps = target.maps()
     );
     run_entry_leader("bash", &body, dir.path());
@@ -224,8 +225,10 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
         "a confirmed exec alert: {docs:#?}"
     );
     assert!(
-        has(&|d| d["event"]["action"] == "alerts-suppressed"),
-        "a summary: {docs:#?}"
+        has(&|d| d["event"]["action"] == "alerts-suppressed"
+            && d["mapwatch"]["suppressed"]["reader_executable"] == "/usr/bin/cat"
+            && d["mapwatch"]["suppressed"]["target_pid"] == target.pid()),
+        "a summary naming the reader and the target: {docs:#?}"
     );
     assert!(
         has(&|d| d["event"]["action"] == "read"),

@@ -1,10 +1,19 @@
-//! Per-rule rate limiting, as Elastic does it: at most `max_signals` alerts
-//! per `interval` (100 per 5 minutes by default).
+//! Rate limiting, as Elastic does it for identical noise: at most
+//! `max_signals` alerts per `interval` (100 per 5 minutes by default), kept
+//! per rule **and per reader executable and target**, so that noise of one
+//! kind (a thousand `cat /proc/self/maps`) never uses up the budget of a
+//! read of another process's map.
 //!
-//! Contract: a rule's window opens with its first alert and lasts its
-//! interval; alerts past the limit in a window are suppressed and counted.
-//! When a window that suppressed anything ends (or at shutdown), one summary
-//! alert says how many alerts of which rule were suppressed, and when. It is
+//! Contract: a window opens with the first alert of its rule, reader
+//! executable (`process.executable`, else `process.name`) and target
+//! (`mapwatch.target.pid`; every reader of its own map is one target) and
+//! lasts the rule's interval; alerts
+//! past the limit in a window are suppressed and counted. A rule has at most
+//! [`MAX_WINDOWS_PER_RULE`] such windows open; alerts of further readers and
+//! targets share one more window of the same limit. When a window that
+//! suppressed anything ends (or at shutdown), one summary alert says how
+//! many alerts of which rule, reader and target were suppressed, and when.
+//! It is
 //! an alert (`event.kind: alert`, the rule's severity, the host): promoted
 //! into Elastic Security beside the alerts it stands for, it tells the
 //! analyst that a burst went past what they were shown. A
@@ -25,6 +34,37 @@ struct Limit {
     interval: Duration,
 }
 
+/// Distinct (reader, target) windows a rule keeps open, at most: beyond,
+/// one shared window, so memory and summaries stay bounded however many
+/// targets an attacker reads.
+pub const MAX_WINDOWS_PER_RULE: usize = 256;
+
+/// Whose alerts share a window.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    Pair {
+        reader: String,
+        target: Target,
+    },
+    /// Every reader and target past [`MAX_WINDOWS_PER_RULE`].
+    Others,
+}
+
+/// Whose map an alert names. Every process reading its own map is one
+/// kind of noise (a new pid each time), not a new target each time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Target {
+    Other(u64),
+    Itself,
+    Unnamed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    rule_id: String,
+    scope: Scope,
+}
+
 struct Window {
     opened: Instant,
     admitted: u32,
@@ -42,7 +82,7 @@ struct Window {
 
 pub struct Limiter {
     limits: HashMap<String, Limit>,
-    windows: HashMap<String, Window>,
+    windows: HashMap<Key, Window>,
     /// Alerts suppressed in all, for the stats line.
     pub suppressed_total: u64,
 }
@@ -77,21 +117,19 @@ impl Limiter {
         let Some(limit) = self.limits.get(rule_id).copied() else {
             return true;
         };
-        let window = self
-            .windows
-            .entry(rule_id.to_owned())
-            .or_insert_with(|| Window {
-                opened: now,
-                admitted: 0,
-                suppressed: 0,
-                first_suppressed: None,
-                last_suppressed: None,
-                rule: alert.document["rule"].clone(),
-                threat: alert.document["threat"].clone(),
-                severity: alert.document["event"]["severity"].clone(),
-                risk_score: alert.document["event"]["risk_score"].clone(),
-                host: alert.document["host"].clone(),
-            });
+        let key = self.key_of(rule_id, alert);
+        let window = self.windows.entry(key).or_insert_with(|| Window {
+            opened: now,
+            admitted: 0,
+            suppressed: 0,
+            first_suppressed: None,
+            last_suppressed: None,
+            rule: alert.document["rule"].clone(),
+            threat: alert.document["threat"].clone(),
+            severity: alert.document["event"]["severity"].clone(),
+            risk_score: alert.document["event"]["risk_score"].clone(),
+            host: alert.document["host"].clone(),
+        });
         if window.admitted < limit.max {
             window.admitted += 1;
             return true;
@@ -104,21 +142,56 @@ impl Limiter {
         false
     }
 
+    /// The window `alert` counts in: its reader and target's, unless the
+    /// rule already keeps [`MAX_WINDOWS_PER_RULE`] of those open.
+    fn key_of(&self, rule_id: &str, alert: &Alert) -> Key {
+        let process = &alert.document["process"];
+        let reader = process["executable"]
+            .as_str()
+            .or_else(|| process["name"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let target = match alert.document["mapwatch"]["target"]["pid"].as_u64() {
+            Some(pid) if Some(pid) == process["pid"].as_u64() => Target::Itself,
+            Some(pid) => Target::Other(pid),
+            None => Target::Unnamed,
+        };
+        let key = Key {
+            rule_id: rule_id.to_owned(),
+            scope: Scope::Pair { reader, target },
+        };
+        let crowded = || {
+            self.windows
+                .keys()
+                .filter(|k| k.rule_id == rule_id && k.scope != Scope::Others)
+                .count()
+                >= MAX_WINDOWS_PER_RULE
+        };
+        if self.windows.contains_key(&key) || !crowded() {
+            key
+        } else {
+            Key {
+                rule_id: rule_id.to_owned(),
+                scope: Scope::Others,
+            }
+        }
+    }
+
     /// Ends the windows whose interval is over; summaries go to `out`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Alert>) {
-        let ended: Vec<String> = self
+        let ended: Vec<Key> = self
             .windows
             .iter()
-            .filter(|(rule_id, window)| {
+            .filter(|(key, window)| {
                 self.limits
-                    .get(*rule_id)
+                    .get(&key.rule_id)
                     .is_none_or(|l| now.saturating_duration_since(window.opened) >= l.interval)
             })
-            .map(|(rule_id, _)| rule_id.clone())
+            .map(|(key, _)| key.clone())
             .collect();
-        for rule_id in ended {
-            if let Some(window) = self.windows.remove(&rule_id)
-                && let Some(summary) = self.summary(&rule_id, window)
+        for key in ended {
+            if let Some(window) = self.windows.remove(&key)
+                && let Some(summary) = self.summary(&key, window)
             {
                 out.push(summary);
             }
@@ -127,9 +200,9 @@ impl Limiter {
 
     /// Shutdown: every window ends now.
     pub fn flush(&mut self, out: &mut Vec<Alert>) {
-        let windows: Vec<(String, Window)> = self.windows.drain().collect();
-        for (rule_id, window) in windows {
-            if let Some(summary) = self.summary(&rule_id, window) {
+        let windows: Vec<(Key, Window)> = self.windows.drain().collect();
+        for (key, window) in windows {
+            if let Some(summary) = self.summary(&key, window) {
                 out.push(summary);
             }
         }
@@ -139,24 +212,49 @@ impl Limiter {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.windows
             .iter()
-            .filter_map(|(id, w)| self.limits.get(id).map(|l| w.opened + l.interval))
+            .filter_map(|(key, w)| self.limits.get(&key.rule_id).map(|l| w.opened + l.interval))
             .min()
     }
 
-    fn summary(&self, rule_id: &str, window: Window) -> Option<Alert> {
+    fn summary(&self, key: &Key, window: Window) -> Option<Alert> {
         if window.suppressed == 0 {
             return None;
         }
+        let rule_id = key.rule_id.as_str();
         let limit = self.limits.get(rule_id)?;
         let name = window.rule["name"].as_str().unwrap_or(rule_id).to_owned();
+        let mut scope = serde_json::Map::new();
+        scope.insert("count".into(), json!(window.suppressed));
+        scope.insert("first".into(), json!(window.first_suppressed));
+        scope.insert("last".into(), json!(window.last_suppressed));
+        scope.insert("max_signals".into(), json!(limit.max));
+        scope.insert("interval_seconds".into(), json!(limit.interval.as_secs()));
+        let whose = match &key.scope {
+            Scope::Pair { reader, target } => {
+                scope.insert("reader_executable".into(), json!(reader));
+                let reader = escape_for_terminal(reader.as_bytes());
+                match target {
+                    Target::Other(pid) => {
+                        scope.insert("target_pid".into(), json!(pid));
+                        format!("{reader} on pid {pid}")
+                    }
+                    Target::Itself => {
+                        scope.insert("target_self".into(), json!(true));
+                        format!("{reader} on its own map")
+                    }
+                    Target::Unnamed => reader,
+                }
+            }
+            Scope::Others => format!("readers and targets past the first {MAX_WINDOWS_PER_RULE}"),
+        };
         let reason = format!(
-            "{} alerts of rule \"{name}\" were suppressed: its limit is {} per {} s",
+            "{} alerts of rule \"{name}\" ({whose}) were suppressed: its limit is {} per {} s",
             window.suppressed,
             limit.max,
             limit.interval.as_secs()
         );
         let message = format!(
-            "{}: {} more alerts suppressed, from {} to {} (at most {} per {} s)",
+            "{}: {} more alerts of {whose} suppressed, from {} to {} (at most {} per {} s)",
             escape_for_terminal(name.as_bytes()),
             window.suppressed,
             window
@@ -189,13 +287,7 @@ impl Limiter {
                 "host": window.host,
                 "rule": window.rule,
                 "threat": window.threat,
-                "mapwatch": {"suppressed": {
-                    "count": window.suppressed,
-                    "first": window.first_suppressed,
-                    "last": window.last_suppressed,
-                    "max_signals": limit.max,
-                    "interval_seconds": limit.interval.as_secs(),
-                }},
+                "mapwatch": {"suppressed": scope},
             }),
         );
         let summary = format!("suppressed: {reason}");
@@ -216,6 +308,20 @@ mod tests {
     fn alert(rule_id: &str, n: u32) -> Alert {
         Alert {
             document: json!({"@timestamp": format!("t{n}"), "rule": {"id": rule_id, "name": "R"}, "threat": {}}),
+            ..Alert::default()
+        }
+    }
+
+    /// An alert of `rule_id` by `reader` naming `target`'s map.
+    fn read_alert(rule_id: &str, reader: &str, target: u64, n: u32) -> Alert {
+        Alert {
+            document: json!({
+                "@timestamp": format!("t{n}"),
+                "rule": {"id": rule_id, "name": "R"},
+                "threat": {},
+                "process": {"executable": reader, "name": "cat"},
+                "mapwatch": {"target": {"pid": target}},
+            }),
             ..Alert::default()
         }
     }
@@ -264,6 +370,83 @@ mod tests {
         l.flush(&mut out);
         assert!(out.is_empty());
         assert_eq!(l.next_deadline(), None);
+    }
+
+    /// Issue 16: a thousand reads of its own map by `cat` must not hide
+    /// one read of another process's; each pair has its own budget and its
+    /// own summary, which names it.
+    #[test]
+    fn noise_of_one_reader_and_target_never_hides_another_target() {
+        let mut l = limiter();
+        let now = Instant::now();
+        let noise = (0..1000)
+            .filter(|n| l.admit(&read_alert(SEED, "/usr/bin/cat", 4242, *n), now))
+            .count();
+        assert_eq!(noise, 100);
+        assert!(
+            l.admit(&read_alert(SEED, "/usr/bin/cat", 777, 1000), now),
+            "the victim"
+        );
+        assert!(
+            l.admit(&read_alert(SEED, "/usr/bin/dd", 4242, 1001), now),
+            "another reader"
+        );
+        let mut out = Vec::new();
+        l.flush(&mut out);
+        assert_eq!(out.len(), 1, "only the noise suppressed anything");
+        let s = &out[0].document["mapwatch"]["suppressed"];
+        assert_eq!(s["count"], 900);
+        assert_eq!(s["reader_executable"], "/usr/bin/cat");
+        assert_eq!(s["target_pid"], 4242);
+        let message = out[0].document["message"].as_str().unwrap_or_default();
+        assert!(message.contains("/usr/bin/cat on pid 4242"), "{message}");
+    }
+
+    /// Each `cat /proc/self/maps` is a new process reading its own map:
+    /// one kind of noise, limited as one.
+    #[test]
+    fn readers_of_their_own_map_share_one_window() {
+        let mut l = limiter();
+        let now = Instant::now();
+        let own = |pid: u64| Alert {
+            document: json!({
+                "@timestamp": format!("t{pid}"),
+                "rule": {"id": SEED, "name": "R"},
+                "threat": {},
+                "process": {"executable": "/usr/bin/cat", "pid": pid},
+                "mapwatch": {"target": {"pid": pid}},
+            }),
+            ..Alert::default()
+        };
+        let admitted = (1000..1150).filter(|pid| l.admit(&own(*pid), now)).count();
+        assert_eq!(admitted, 100);
+        let mut out = Vec::new();
+        l.flush(&mut out);
+        let s = &out[0].document["mapwatch"]["suppressed"];
+        assert_eq!(
+            (s["count"].as_u64(), s["target_self"].as_bool()),
+            (Some(50), Some(true))
+        );
+    }
+
+    /// However many targets are read, a rule keeps a bounded number of
+    /// windows; the rest share one, with the same limit.
+    #[test]
+    fn windows_per_rule_are_bounded() {
+        let mut l = limiter();
+        let now = Instant::now();
+        let pairs = MAX_WINDOWS_PER_RULE as u64 + 500;
+        let admitted = (0..pairs)
+            .filter(|t| l.admit(&read_alert(SEED, "/usr/bin/cat", *t, *t as u32), now))
+            .count();
+        assert_eq!(admitted, MAX_WINDOWS_PER_RULE + 100);
+        assert_eq!(l.windows.len(), MAX_WINDOWS_PER_RULE + 1);
+        let mut out = Vec::new();
+        l.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        let s = &out[0].document["mapwatch"]["suppressed"];
+        assert_eq!(s["count"], 400);
+        assert!(s.get("target_pid").is_none(), "{s}");
     }
 
     #[test]
