@@ -472,12 +472,8 @@ fn a_burst_is_cut_at_the_rules_max_signals_with_one_summary() {
         a["rule"]["id"] == SEED_ID && a["mapwatch"]["read"]["confirmed"] == true
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let collected = mapwatch.alert_log();
-    let (status, stderr) = mapwatch.terminate();
+    let (status, stderr, alerts) = mapwatch.terminate_with_alerts();
     assert!(status.success(), "{stderr}");
-    // The stdout reader thread has seen everything once the process exited.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let alerts = collected.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let raised = alerts
         .iter()
         .filter(|a| a["rule"]["id"] == SEED_ID && a["event"]["action"] == "exec")
@@ -516,11 +512,8 @@ fn noise_of_one_kind_never_hides_a_read_of_another_target() {
     mapwatch.wait_for_alert("the victim's read", |a| {
         a["rule"]["id"] == SEED_ID && a["mapwatch"]["target"]["pid"] == victim_pid
     });
-    let collected = mapwatch.alert_log();
-    let (status, stderr) = mapwatch.terminate();
+    let (status, stderr, alerts) = mapwatch.terminate_with_alerts();
     assert!(status.success(), "{stderr}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let alerts = collected.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let seed = |a: &&Value| a["rule"]["id"] == SEED_ID && a["event"]["action"] == "exec";
     let own: Vec<&Value> = alerts
         .iter()

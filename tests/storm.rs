@@ -135,11 +135,9 @@ fn with_a_tiny_backlog_losses_are_reported_as_the_kernel_counts_them() {
     let mapwatch = Mapwatch::start_with(dir.path(), "backlog_limit = 4\n");
     let storm = Storm::start(6);
     std::thread::sleep(Duration::from_secs(8));
-    let alert_log = mapwatch.alert_log();
-    let (status, stderr) = mapwatch.terminate();
+    let (status, stderr, alerts) = mapwatch.terminate_with_alerts();
     drop(storm);
     assert!(status.success(), "{stderr}");
-    let alerts = alert_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let kernel_lost = u64::from(AuditSocketStatus::lost().wrapping_sub(lost_before));
 
     assert!(

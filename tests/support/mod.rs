@@ -167,6 +167,8 @@ pub struct Mapwatch {
     child: Child,
     alerts: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// Ends when mapwatch's stdout closes: every alert line is then in `alerts`.
+    stdout_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Mapwatch {
@@ -209,7 +211,7 @@ impl Mapwatch {
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("stdout piped");
         let sink = alerts.clone();
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // Kept, not panicked on: a panic here, off the test's thread,
                 // would fail nothing. `alerts()` rejects it instead.
@@ -237,6 +239,7 @@ impl Mapwatch {
         });
         let mut mapwatch = Mapwatch {
             child,
+            stdout_reader: Some(stdout_reader),
             alerts,
             stderr,
         };
@@ -260,12 +263,6 @@ impl Mapwatch {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// The shared list the stdout reader fills, still readable after
-    /// [`Mapwatch::terminate`] (which consumes the handle).
-    pub fn alert_log(&self) -> Arc<Mutex<Vec<Value>>> {
-        self.alerts.clone()
     }
 
     /// The alerts so far; fails the test if any stdout line was not one
@@ -359,6 +356,24 @@ impl Mapwatch {
         signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
         let status = wait_with_timeout(&mut self.child);
         (status, self.stderr())
+    }
+
+    /// SIGTERM, then every alert it wrote, the last ones (summaries left
+    /// at shutdown) included: read until its stdout closed.
+    pub fn terminate_with_alerts(mut self) -> (ExitStatus, String, Vec<Value>) {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        let status = wait_with_timeout(&mut self.child);
+        let stderr = self.stderr();
+        // The child has exited, so its stdout is closed and the reader ends.
+        if let Some(reader) = self.stdout_reader.take() {
+            let _ = reader.join();
+        }
+        let alerts = self
+            .alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (status, stderr, alerts)
     }
 
     pub fn kill(mut self) {
