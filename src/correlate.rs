@@ -425,6 +425,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             seen: now,
             taken_by: 1,
+            reader: None,
         }
     }
 

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::alert::health::UnresolvedReads;
 use crate::alert::{self, Alert, AlertInputs, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
 use crate::audit::config_change::removes_our_rule;
@@ -19,13 +20,14 @@ use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
 use crate::correlate::{Correlator, CorrelatorStats, Settle};
 use crate::maps::maps_args;
+use crate::process::at_read::{self, Basis};
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::source::RecordBatch;
-use crate::source::fanotify::{ReadBatch, ReadEvent};
+use crate::source::fanotify::{ReadBatch, ReadEvent, UnresolvedRead};
 use crate::source::netlink::RULE_KEY;
 
 /// Counters of the detection core.
@@ -35,6 +37,8 @@ pub struct DetectorStats {
     pub malformed_records: u64,
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
+    /// Reads whose reader was gone before anything but its pid was known.
+    pub unattributed_reads: u64,
 }
 
 /// How long a missing serial may be overtaken before it counts as lost.
@@ -71,6 +75,7 @@ pub struct Detector {
     /// Read confirmation; `None` when fanotify is off or unavailable.
     correlator: Option<Correlator>,
     due_reads: Vec<ReadEvent>,
+    unresolved_reads: UnresolvedReads,
     serials: SerialTracker,
     log_events: bool,
     /// Processes whose exec was evaluated since the last
@@ -101,6 +106,7 @@ impl Detector {
             matched: Vec::new(),
             correlator: None,
             due_reads: Vec::new(),
+            unresolved_reads: UnresolvedReads::default(),
             serials: SerialTracker::new(SERIAL_GRACE),
             log_events,
             unordered_execs: Vec::new(),
@@ -137,6 +143,9 @@ impl Detector {
 
     /// Reads of memory maps seen by fanotify, and how far they are known.
     pub fn on_reads(&mut self, batch: ReadBatch, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        for unresolved in &batch.unresolved {
+            self.gather_unresolved(unresolved, now);
+        }
         let Some(correlator) = self.correlator.as_mut() else {
             return;
         };
@@ -152,6 +161,28 @@ impl Detector {
             correlator.read(read, now, emit);
         }
         correlator.reads_drained_until(batch.drained_until, emit);
+    }
+
+    /// The reader of a read whose file could not be resolved, as it was
+    /// when the read was taken, else as the table knows it.
+    fn gather_unresolved(&mut self, read: &UnresolvedRead, now: Instant) {
+        let Some(pid) = read.pid else {
+            self.unresolved_reads.add(None, None, None);
+            return;
+        };
+        let taken = at_read::Taken { seen: now, by: 0 };
+        let reader = at_read::identify(&mut self.table, pid, taken, read.reader.as_deref());
+        self.unresolved_reads.add(
+            Some(pid),
+            reader.exe.as_deref().or(reader.name.as_deref()),
+            reader.args.as_ref().map(|a| a.joined()),
+        );
+    }
+
+    /// The `mapwatch.health` report of reads that could not be resolved
+    /// since the last one, if there were any.
+    pub fn report_unresolved_reads(&mut self) -> Option<Alert> {
+        self.unresolved_reads.report(&self.host)
     }
 
     /// Whether an alert waits for the read source to drain its queue past
@@ -289,9 +320,18 @@ impl Detector {
             ..
         } = self;
         for read in due_reads.drain(..) {
+            let taken = at_read::Taken {
+                seen: read.seen,
+                by: read.taken_by,
+            };
+            let reader = at_read::identify(table, read.pid, taken, read.reader.as_deref());
+            if reader.basis == Basis::Unknown {
+                stats.unattributed_reads += 1;
+            }
             // Relations as they were when the read happened.
-            let mut ctx = EventContext::for_read(read.pid, table, read.seen, read.taken_by);
-            let mut fields = ReadFields::new(&read, &mut ctx, host, users);
+            let mut ctx =
+                EventContext::for_read((read.pid, &reader), table, read.seen, read.taken_by);
+            let mut fields = ReadFields::new(&read, reader, &mut ctx, host, users);
             matched.clear();
             rules.evaluate(&mut fields, &mut |index| matched.push(index));
             for &index in matched.iter() {

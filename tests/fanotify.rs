@@ -469,3 +469,140 @@ fn a_fanotify_queue_overflow_is_reported_and_detection_goes_on() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("fanotify_overflows="), "{stderr}");
 }
+
+/// A reader is the program that made the read, at the time of the read
+/// (issue 16, case 4): a shell that reads a map and then execs another
+/// program, and forks that read and exit without ever exec'ing, are named
+/// as they were when they read, with their parent and entry leader. Where
+/// the thread that takes reads ran too late to see the reader as it was,
+/// the alert says so rather than name the wrong program alone: a shell that
+/// exec'd is named with its program before the exec, in doubt; a fork gone
+/// before it could be read is an unattributed read, with a health document.
+#[test]
+fn readers_are_named_as_they_were_at_the_read() {
+    require_program("python3", "python3");
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let touched = dir.path().join("touched");
+    // (what reads, the body run by a bash entry leader; `{maps}` is the
+    // target's map.)
+    let execs_after: Vec<(Target, String)> = [
+        // Taken off the queue long before the exec, however busy the host,
+        // and evaluated after it (reads wait 100 ms for their exec events).
+        "bash -c 'read l < {maps}; sleep 0.05; exec touch {touched}'",
+        "bash -c 'read l < {maps}; exec touch {touched}'",
+        "bash -c 'v=$(< {maps}); exec touch {touched}'",
+    ]
+    .iter()
+    .map(|body| {
+        (
+            Target::spawn(),
+            body.replace("{touched}", &touched.display().to_string()),
+        )
+    })
+    .collect();
+    let forks: Vec<(&str, Target, String)> = vec![
+        ("bash", Target::spawn(), "( read l < {maps} ); true".into()),
+        (
+            "python3",
+            Target::spawn(),
+            "python3 -c \"import os\nif os.fork() == 0:\n    open('{maps}').read(); os._exit(0)\nos.wait()\"".into(),
+        ),
+    ];
+    let bodies = execs_after
+        .iter()
+        .map(|(t, b)| (t, b))
+        .chain(forks.iter().map(|(_, t, b)| (t, b)));
+    let mut shells = Vec::new();
+    for (target, body) in bodies {
+        shells.push(run_entry_leader(
+            "bash",
+            &body.replace("{maps}", &target.maps()),
+            dir.path(),
+        ));
+    }
+    mapwatch.sync();
+    let (status, stderr, alerts) = mapwatch.terminate_with_alerts();
+    assert!(status.success(), "{stderr}");
+    let read_of = |target: &Target, body: &str| {
+        let extended = about(&alerts, EXTENDED_ID, target);
+        assert_eq!(extended.len(), 1, "`{body}`: {}", brief(&alerts));
+        extended[0].clone()
+    };
+    let mut outcomes = Vec::new();
+    let first = read_of(&execs_after[0].0, &execs_after[0].1);
+    assert_eq!(
+        first["process"]["name"], "bash",
+        "a read 50 ms before the exec: {first:#}"
+    );
+    assert_eq!(
+        first["mapwatch"]["read"]["reader_from"], "read",
+        "{first:#}"
+    );
+    for ((target, body), shell) in execs_after.iter().zip(&shells) {
+        let a = read_of(target, body);
+        assert_ne!(a["process"]["pid"], *shell, "`{body}`: {a:#}");
+        assert_eq!(
+            a["process"]["entry_leader"]["pid"], *shell,
+            "`{body}`: {a:#}"
+        );
+        let read = &a["mapwatch"]["read"];
+        if a["process"]["name"] == "bash" {
+            assert_eq!(read["reader_from"], "read", "`{body}`: {a:#}");
+            assert_eq!(
+                a["process"]["executable"], "/usr/bin/bash",
+                "`{body}`: {a:#}"
+            );
+            outcomes.push("named at the read");
+        } else {
+            // Taken after the exec: touch, but never touch alone.
+            assert_eq!(a["process"]["name"], "touch", "`{body}`: {a:#}");
+            let before = &read["reader_before_exec"];
+            assert_eq!(before["executable"], "/usr/bin/bash", "`{body}`: {a:#}");
+            assert!(
+                a["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("/usr/bin/bash")),
+                "{a:#}"
+            );
+            outcomes.push("in doubt");
+        }
+    }
+    for ((name, target, body), shell) in forks.iter().zip(&shells[execs_after.len()..]) {
+        let a = read_of(target, body);
+        if a["mapwatch"]["read"]["reader_from"] == "read" {
+            assert_eq!(a["process"]["name"], *name, "`{body}`: {a:#}");
+            assert!(
+                a["process"]["executable"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(name)),
+                "`{body}`: {a:#}"
+            );
+            assert!(a["process"]["parent"]["pid"].is_u64(), "`{body}`: {a:#}");
+            // (Its name is its program's when the read was evaluated: the
+            // shell has exec'd its last command by then.)
+            assert_eq!(
+                a["process"]["entry_leader"]["pid"], *shell,
+                "`{body}`: {a:#}"
+            );
+            outcomes.push("named at the read");
+        } else {
+            assert_eq!(
+                a["mapwatch"]["read"]["reader_from"], "unknown",
+                "`{body}`: {a:#}"
+            );
+            let health = alerts
+                .iter()
+                .find(|h| h["mapwatch"]["health"]["lost"]["unattributed_reads"].is_u64());
+            assert!(
+                health.is_some(),
+                "`{body}`: an unattributed read without a health document: {}",
+                brief(&alerts)
+            );
+            outcomes.push("unattributed");
+        }
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}

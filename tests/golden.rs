@@ -179,9 +179,11 @@ fn detect_with_reads() -> Vec<Value> {
                 path: path.into_bytes(),
                 seen,
                 taken_by: 1,
+                reader: None,
             };
             let batch = ReadBatch {
                 reads: vec![read],
+                unresolved: Vec::new(),
                 drained_until: seen,
             };
             detector.on_reads(batch, seen, &mut emit);
@@ -208,6 +210,7 @@ fn tick(detector: &mut Detector, now: Instant, emit: &mut dyn FnMut(Alert)) {
     if detector.take_wants_catch_up() {
         let drained = ReadBatch {
             reads: Vec::new(),
+            unresolved: Vec::new(),
             drained_until: now,
         };
         detector.on_reads(drained, now, emit);

@@ -476,8 +476,27 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
         audit: None,
     };
     let mut alert = document(&subject, action, fields.ctx, inputs, fields.users);
-    alert.document["mapwatch"]["read"] =
-        json!({"confirmed": true, "paths": [text(&read.path)], "self": fields.is_self_read()});
+    let mut facts = json!({
+        "confirmed": true,
+        "paths": [text(&read.path)],
+        "self": fields.is_self_read(),
+        "reader_from": fields.reader_basis().as_str(),
+    });
+    if let Some(before) = fields.reader_in_doubt() {
+        facts["reader_before_exec"] = json!({
+            "name": text(&before.name),
+            "executable": text(&before.exe),
+            "args": before.args.as_ref().map(|a| a.iter().map(text).collect::<Vec<_>>()),
+        });
+        if let Some(message) = alert.document["message"].as_str() {
+            let message = format!(
+                "{message} (or its program before its exec: {})",
+                escape_bytes(&before.exe)
+            );
+            alert.document["message"] = json!(message);
+        }
+    }
+    alert.document["mapwatch"]["read"] = facts;
     alert
 }
 

@@ -85,10 +85,14 @@ impl Gauges {
         metrics.publish(&counters, &verdict, info, detector.rule_count());
     }
 
-    /// A health document if a loss counter grew.
-    pub(super) fn report_losses(&self, detector: &Detector, outlet: &mut Outlet) {
+    /// A health document if a loss counter grew, and one naming the
+    /// readers of reads that could not be resolved, if there were any.
+    pub(super) fn report_losses(&self, detector: &mut Detector, outlet: &mut Outlet) {
         let losses = loss_counters(detector, self, outlet);
         outlet.report_losses(&losses, detector.host());
+        if let Some(report) = detector.report_unresolved_reads() {
+            outlet.health(report);
+        }
     }
 
     /// The stats line on stderr, and a `mapwatch.stats` document for the
@@ -106,7 +110,7 @@ fn loss_counters(
     detector: &Detector,
     gauges: &Gauges,
     outlet: &Outlet,
-) -> [(&'static str, u64); 11] {
+) -> [(&'static str, u64); 12] {
     let (source, watch) = (&gauges.source, &gauges.watch);
     let correlator = detector.correlator_stats().unwrap_or_default();
     [
@@ -126,6 +130,8 @@ fn loss_counters(
             watch.dropped.load(Ordering::Relaxed),
         ),
         ("events_evicted", detector.assembler_stats().evicted),
+        // A read whose reader was gone before anything but its pid was known.
+        ("unattributed_reads", detector.stats().unattributed_reads),
         // Read proof that never settled: the fanotify reader fell behind.
         ("confirmations_timed_out", correlator.timed_out),
         ("alerts_dropped", outlet.dropped),

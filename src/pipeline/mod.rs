@@ -309,7 +309,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         }
         if due.health {
             gauges.poll_kernel_lost(&mut session);
-            gauges.report_losses(&detector, &mut outlet);
+            gauges.report_losses(&mut detector, &mut outlet);
             if let Some(output) = &metrics {
                 gauges.publish(&detector, &outlet, &output.metrics, &agent);
             }
@@ -337,7 +337,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         .reads
         .drain(|reads| detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a)));
     detector.flush(&mut |a| outlet.emit(a));
-    gauges.report_losses(&detector, &mut outlet);
+    gauges.report_losses(&mut detector, &mut outlet);
     // The reader threads end at their next wake-up (their queue is gone) or
     // with the process.
     drop(readers);

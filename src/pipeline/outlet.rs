@@ -65,9 +65,13 @@ impl Outlet {
     /// A `mapwatch.health` report (and a warning) when a loss counter grew
     /// since the last report.
     pub(super) fn report_losses(&mut self, losses: &[(&'static str, u64)], host: &HostInfo) {
-        let Some(health) = self.losses.check(losses, host) else {
-            return;
-        };
+        if let Some(health) = self.losses.check(losses, host) {
+            self.health(health);
+        }
+    }
+
+    /// A `mapwatch.health` document (and a warning), never rate-limited.
+    pub(super) fn health(&mut self, health: Alert) {
         tracing::warn!(
             "{}",
             health.document["message"].as_str().unwrap_or_default()

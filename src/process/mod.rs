@@ -7,6 +7,7 @@
 //! and only when a rule or an alert asks for it, so events that fail a rule's
 //! cheap predicates cost no procfs walk.
 
+pub mod at_read;
 pub mod host;
 pub mod leader;
 pub mod live;
@@ -70,15 +71,18 @@ impl<'t> EventContext<'t> {
         Self::build(pid, Some(ppid), LeaderResolver::new(table, Some(pid), now))
     }
 
-    /// For a read by a (usually live) process, seen at `seen` and taken off
-    /// the fanotify queue by read(2) number `taken_by`, after the exec that
-    /// made its process what it is.
-    pub fn for_read(pid: u32, table: &'t mut ProcessTable, seen: Instant, taken_by: u64) -> Self {
-        let process = table.lookup(pid, seen);
-        let ppid = process.map(|p| p.ppid);
-        let after_exec = process.and_then(|p| p.exec_serial);
-        let resolver = LeaderResolver::new(table, None, seen).placed(after_exec, taken_by);
-        Self::build(pid, ppid, resolver)
+    /// For a read by `reader` ([`at_read::identify`]), seen at `seen` and
+    /// taken off the fanotify queue by read(2) number `taken_by`, after the
+    /// exec that made the reader what it was.
+    pub fn for_read(
+        reader: (u32, &at_read::Reader),
+        table: &'t mut ProcessTable,
+        seen: Instant,
+        taken_by: u64,
+    ) -> Self {
+        let (pid, reader) = reader;
+        let resolver = LeaderResolver::new(table, None, seen).placed(reader.exec_serial, taken_by);
+        Self::build(pid, reader.ppid, resolver)
     }
 
     fn build(pid: u32, ppid: Option<u32>, resolver: LeaderResolver<'t>) -> Self {

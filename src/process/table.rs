@@ -50,6 +50,14 @@ fn kept_args(argv: &Argv) -> Argv {
     kept
 }
 
+/// A program a process ran.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub name: Vec<u8>,
+    pub exe: Vec<u8>,
+    pub args: Option<Argv>,
+}
+
 /// What is known about one process.
 #[derive(Clone, Debug)]
 pub struct Process {
@@ -64,6 +72,10 @@ pub struct Process {
     /// parent's). An exec does not create a process: to the leader logic, an
     /// exec'ing process is still what it was when it called execve.
     pub name_before_exec: Option<Vec<u8>>,
+    /// The program it ran before its last exec, when that was a program of
+    /// its own (exec'd, or seen in procfs) and not a fork's copy of its
+    /// parent: what a read just before that exec was made by.
+    pub program_before_exec: Option<Box<Program>>,
     /// When mapwatch processed the exec that set `name`: the exec came
     /// before (by as long as its records waited).
     pub renamed_at: Option<Instant>,
@@ -102,6 +114,7 @@ impl Process {
             tty: None,
             name: Vec::new(),
             name_before_exec: None,
+            program_before_exec: None,
             renamed_at: None,
             exec_began: None,
             exec_serial: None,
@@ -207,6 +220,27 @@ impl ProcessTable {
         }
     }
 
+    /// Keeps a process the table did not know as procfs showed it when one
+    /// of its reads was taken (a fork that never exec'd, gone since), so its
+    /// read's relations (parent, session, entry leader) can be resolved.
+    pub fn remember_at_read(
+        &mut self,
+        stat: &ProcStat,
+        exe: Option<&[u8]>,
+        args: Option<&Argv>,
+        euid: Option<u32>,
+        now: Instant,
+    ) {
+        if self.entries.contains_key(&stat.pid) {
+            return;
+        }
+        let process = self.insert_from_stat(stat, now);
+        process.exe = exe.map(<[u8]>::to_vec);
+        process.args = args.map(kept_args);
+        process.euid = euid;
+        process.completed_from_procfs = true;
+    }
+
     /// Loads every process visible in /proc.
     pub fn seed_from_procfs(&mut self, now: Instant) -> std::io::Result<usize> {
         let mut seeded = 0;
@@ -257,7 +291,15 @@ impl ProcessTable {
             return;
         };
         let before = std::mem::replace(&mut process.name, event.name().to_vec());
+        process.program_before_exec = None;
         if same_process {
+            if let Some(exe) = process.exe.take() {
+                process.program_before_exec = Some(Box::new(Program {
+                    name: before.clone(),
+                    exe,
+                    args: process.args.take(),
+                }));
+            }
             process.name_before_exec = Some(before);
         }
         process.ppid = event.ppid;

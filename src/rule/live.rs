@@ -16,10 +16,12 @@ use crate::audit::assemble::Credentials;
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
 use crate::process::EventContext;
+use crate::process::at_read::{Basis, Reader};
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::live::LiveProcess;
 use crate::process::relative::Relation;
 use crate::process::stat::TtyKind;
+use crate::process::table::Program;
 use crate::source::fanotify::ReadEvent;
 
 /// The value a field has on every live event of a category: what rules
@@ -308,20 +310,10 @@ mod tests {
     }
 }
 
-/// What the process table remembers of a reader's last exec.
-#[derive(Default)]
-struct KnownExec {
-    name: Option<Vec<u8>>,
-    exe: Option<Vec<u8>>,
-    args: Option<Argv>,
-    cwd: Option<Vec<u8>>,
-    euid: Option<u32>,
-}
-
 /// A read of a memory map (fanotify) as rules see it: a `file` event whose
-/// process is the reader. The reader is described by its last exec event
-/// (process table) where mapwatch saw one, else by procfs, read lazily; a
-/// short-lived reader has often exited by now.
+/// process is the reader, as [`crate::process::at_read::identify`] named it
+/// (the program it ran at the read); what that leaves unknown (its
+/// terminal, environment, credentials) is read lazily from procfs.
 pub struct ReadFields<'c, 't> {
     pub read: &'c ReadEvent,
     pub ctx: &'c mut EventContext<'t>,
@@ -329,27 +321,17 @@ pub struct ReadFields<'c, 't> {
     pub users: &'c mut UserNames,
     pub target: LiveProcess,
     reader: LiveProcess,
-    known: KnownExec,
+    known: Reader,
 }
 
 impl<'c, 't> ReadFields<'c, 't> {
     pub fn new(
         read: &'c ReadEvent,
+        known: Reader,
         ctx: &'c mut EventContext<'t>,
         host: &'c HostInfo,
         users: &'c mut UserNames,
     ) -> Self {
-        let known = ctx
-            .table()
-            .lookup(read.pid, read.seen)
-            .map(|p| KnownExec {
-                name: Some(p.name.clone()).filter(|n| !n.is_empty()),
-                exe: p.exe.clone(),
-                args: p.args.clone(),
-                cwd: p.cwd.clone(),
-                euid: p.euid,
-            })
-            .unwrap_or_default();
         ReadFields {
             reader: LiveProcess::new(read.pid),
             target: LiveProcess::new(read.target),
@@ -396,6 +378,17 @@ impl<'c, 't> ReadFields<'c, 't> {
 
     pub fn command_line(&mut self) -> Option<&[u8]> {
         self.args().map(Argv::joined)
+    }
+
+    /// Where the reader's identity came from.
+    pub fn reader_basis(&self) -> Basis {
+        self.known.basis
+    }
+
+    /// The reader's program before its last exec, if that may have made
+    /// the read instead.
+    pub fn reader_in_doubt(&self) -> Option<&Program> {
+        self.known.in_doubt.as_deref()
     }
 
     pub fn is_self_read(&self) -> bool {

@@ -40,6 +40,7 @@ use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags}
 use serde::Deserialize;
 
 use super::queue::Sender;
+use crate::process::at_read::AtRead;
 use crate::process::live::thread_group;
 use crate::process::proc_path::maps_owner;
 
@@ -105,12 +106,26 @@ pub struct ReadEvent {
     pub seen: Instant,
     /// The number of that read(2) of the group ([`ReadOrder`]).
     pub taken_by: u64,
+    /// The reader as procfs showed it once the read was taken, for reads of
+    /// another process's map (`None` for its own, or when it was gone).
+    pub reader: Option<Box<AtRead>>,
+}
+
+/// A read whose file could not be opened for us: the process whose file it
+/// was had exited (a maps, smaps, mem, environ… file, which only open while
+/// their process lives). Which file, and whose, is lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnresolvedRead {
+    /// The reader; `None` where the kernel (before 6.13) dropped the event.
+    pub pid: Option<u32>,
+    pub reader: Option<Box<AtRead>>,
 }
 
 /// What the reader thread sends the pipeline after each look at the queue.
 #[derive(Debug)]
 pub struct ReadBatch {
     pub reads: Vec<ReadEvent>,
+    pub unresolved: Vec<UnresolvedRead>,
     /// Every read the kernel queued before this moment is in this batch or
     /// an earlier one: the queue was seen empty after it.
     pub drained_until: Instant,
@@ -307,13 +322,14 @@ fn close(fd: RawFd) {
     let _ = nix::unistd::close(fd);
 }
 
-/// Parses one read() worth of events; returns the maps events.
+/// Parses one read() worth of events into the batch: maps reads, and
+/// reads that could not be resolved.
 fn parse_events(
     buf: &[u8],
     fd_dir: &OwnedFd,
     own_pid: u32,
     stats: &WatchStats,
-    out: &mut Vec<ReadEvent>,
+    out: &mut ReadBatch,
     seen: Instant,
     taken_by: u64,
 ) {
@@ -333,15 +349,21 @@ fn parse_events(
         if mask & FAN_Q_OVERFLOW != 0 {
             stats.overflows.fetch_add(1, Ordering::Relaxed);
         }
+        if pid == own_pid {
+            if fd >= 0 {
+                close(fd);
+            }
+            continue;
+        }
         if fd < 0 {
             // FAN_NOFD (overflow) or -errno (the file's process is gone).
             if fd != -1 {
                 stats.unresolved.fetch_add(1, Ordering::Relaxed);
+                out.unresolved.push(UnresolvedRead {
+                    pid: Some(pid),
+                    reader: AtRead::take(pid).map(Box::new),
+                });
             }
-            continue;
-        }
-        if pid == own_pid {
-            close(fd);
             continue;
         }
         let path = fd_path(fd_dir, fd, &mut path_buf);
@@ -349,16 +371,23 @@ fn parse_events(
         let Some((path, target)) = path.and_then(|p| Some((p, maps_owner(p, pid)?))) else {
             continue;
         };
+        // The reader first, before it can exec another program or be
+        // reaped; not for a read of its own map by its pid (`self`).
+        let reader = (target != pid)
+            .then(|| AtRead::take(pid).map(Box::new))
+            .flatten();
         // `/proc/<tid>/maps` is the map of the thread's process. Asked at
         // once: a thread that read its own map is often gone soon after.
         let target = thread_group(target).unwrap_or(target);
+        let reader = reader.filter(|_| target != pid);
         stats.maps_events.fetch_add(1, Ordering::Relaxed);
-        out.push(ReadEvent {
+        out.reads.push(ReadEvent {
             pid,
             target,
             path: path.to_vec(),
             seen,
             taken_by,
+            reader,
         });
     }
 }
@@ -395,7 +424,11 @@ fn read_loop(
     let mut last_wake: Option<Instant> = None;
     let mut dense_streak = 0u32;
     loop {
-        let mut reads = Vec::new();
+        let mut batch = ReadBatch {
+            reads: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: Instant::now(),
+        };
         let mut any = false;
         let mut asked = false;
         // Waits for the first event (or an ask); then drains what is queued
@@ -430,25 +463,28 @@ fn read_loop(
                         fd_dir,
                         own_pid,
                         stats,
-                        &mut reads,
+                        &mut batch,
                         seen,
                         taken_by,
                     );
                 }
                 // Kernels without FAN_REPORT_FD_ERROR fail the read when the
                 // file's process has exited: that event is lost, not fatal.
-                Err(Errno::ESRCH | Errno::ENOENT | Errno::EINTR) => {
+                Err(Errno::ESRCH | Errno::ENOENT) => {
                     stats.unresolved.fetch_add(1, Ordering::Relaxed);
+                    batch.unresolved.push(UnresolvedRead {
+                        pid: None,
+                        reader: None,
+                    });
                 }
+                Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         };
-        if !reads.is_empty() || asked {
-            let carries_reads = !reads.is_empty();
-            match tx.try_send(ReadBatch {
-                reads,
-                drained_until,
-            }) {
+        batch.drained_until = drained_until;
+        let carries_reads = !batch.reads.is_empty() || !batch.unresolved.is_empty();
+        if carries_reads || asked {
+            match tx.try_send(batch) {
                 Ok(()) => {}
                 // An empty answer lost costs the pipeline one more ask.
                 Err(TrySendError::Full(_)) if carries_reads => {
@@ -517,16 +553,32 @@ mod tests {
     #[test]
     fn parses_overflow_fd_errors_and_truncation() {
         let stats = WatchStats::default();
-        let mut out = Vec::new();
+        let mut out = ReadBatch {
+            reads: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: Instant::now(),
+        };
         let mut buf = metadata(FAN_Q_OVERFLOW, -1, 0);
-        buf.extend(metadata(MaskFlags::FAN_ACCESS.bits(), -3, 77));
+        buf.extend(metadata(
+            MaskFlags::FAN_ACCESS.bits(),
+            -3,
+            4_000_000_000u32 as i32,
+        ));
         buf.extend_from_slice(&[1, 2, 3]);
         let fd_dir: OwnedFd = std::fs::File::open("/proc/self/fd")
             .expect("/proc/self/fd")
             .into();
         let now = Instant::now();
         parse_events(&buf, &fd_dir, 1, &stats, &mut out, now, 1);
-        assert!(out.is_empty());
+        assert!(out.reads.is_empty());
+        // The reader of a file gone with its process is still named.
+        assert_eq!(
+            out.unresolved,
+            [UnresolvedRead {
+                pid: Some(4_000_000_000),
+                reader: None
+            }]
+        );
         assert_eq!(stats.overflows.load(Ordering::Relaxed), 1);
         assert_eq!(stats.unresolved.load(Ordering::Relaxed), 1);
         assert_eq!(stats.events.load(Ordering::Relaxed), 2);
