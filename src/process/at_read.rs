@@ -243,7 +243,7 @@ mod tests {
                 start_ticks: 1,
             },
             exe: Some(exe.as_bytes().to_vec()),
-            args: Some(vec![&comm.as_bytes()[..]].into()),
+            args: Some(vec![comm.as_bytes()].into()),
             euid: Some(0),
         }
     }

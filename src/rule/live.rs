@@ -297,19 +297,6 @@ impl Event for ExecFields<'_, '_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimal_formatting() {
-        let mut buf = [0u8; 10];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(1000, &mut buf), b"1000");
-        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
-    }
-}
-
 /// A read of a memory map (fanotify) as rules see it: a `file` event whose
 /// process is the reader, as [`crate::process::at_read::identify`] named it
 /// (the program it ran at the read); what that leaves unknown (its
@@ -484,5 +471,18 @@ impl Event for ReadFields<'_, '_> {
                 visit_common(field, ctx, host, users, &mut creds, visit)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_formatting() {
+        let mut buf = [0u8; 10];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1000, &mut buf), b"1000");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
     }
 }
