@@ -426,6 +426,7 @@ mod tests {
             seen: now,
             taken_by: 1,
             reader: None,
+            via: Default::default(),
         }
     }
 

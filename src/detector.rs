@@ -9,25 +9,27 @@
 //! through the `emit` callback, in the order it is decided. Malformed
 //! records are counted and logged (sampled), never fatal.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::alert::health::UnresolvedReads;
 use crate::alert::{self, Alert, AlertInputs, escape_for_terminal};
-use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent};
+use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent, MapQuery};
 use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::{ParseError, Record};
 use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
 use crate::correlate::{Correlator, CorrelatorStats, Settle};
 use crate::maps::maps_args;
-use crate::process::at_read::{self, Basis};
+use crate::process::at_read::{self, AtRead, Basis};
 use crate::process::host::{HostInfo, UserNames};
+use crate::process::live;
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::source::RecordBatch;
-use crate::source::fanotify::{ReadBatch, ReadEvent, UnresolvedRead};
+use crate::source::fanotify::{MapOpen, ReadBatch, ReadEvent, UnresolvedRead, Via};
 use crate::source::netlink::RULE_KEY;
 
 /// Counters of the detection core.
@@ -47,6 +49,11 @@ const SERIAL_GRACE: Duration = Duration::from_secs(2);
 /// Malformed records logged in full before logging turns to sampling.
 const MALFORMED_LOGGED: u64 = 10;
 const MALFORMED_SAMPLE_EVERY: u64 = 1000;
+
+/// Maps files opened and not read that are kept for PROCMAP_QUERY, and
+/// queries waiting for their open, at most.
+const MAX_MAP_OPENS: usize = 1024;
+const MAX_HELD_QUERIES: usize = 4096;
 
 /// Execs waiting for a moment when the fanotify queue is empty, at most;
 /// past that (a sustained read burst), they are placed without it.
@@ -76,6 +83,12 @@ pub struct Detector {
     correlator: Option<Correlator>,
     due_reads: Vec<ReadEvent>,
     unresolved_reads: UnresolvedReads,
+    /// Maps files opened and not read, latest last, for PROCMAP_QUERY.
+    map_opens: VecDeque<MapOpen>,
+    /// PROCMAP_QUERY ioctls whose fd was gone, with when they were seen.
+    queries_waiting: Vec<(MapQuery, Instant)>,
+    /// The fanotify reader is to send a batch drained past now.
+    wants_catch_up: bool,
     serials: SerialTracker,
     log_events: bool,
     /// Processes whose exec was evaluated since the last
@@ -107,6 +120,9 @@ impl Detector {
             correlator: None,
             due_reads: Vec::new(),
             unresolved_reads: UnresolvedReads::default(),
+            map_opens: VecDeque::new(),
+            queries_waiting: Vec::new(),
+            wants_catch_up: false,
             serials: SerialTracker::new(SERIAL_GRACE),
             log_events,
             unordered_execs: Vec::new(),
@@ -146,6 +162,13 @@ impl Detector {
         for unresolved in &batch.unresolved {
             self.gather_unresolved(unresolved, now);
         }
+        for open in batch.opens {
+            if self.map_opens.len() == MAX_MAP_OPENS {
+                self.map_opens.pop_front();
+            }
+            self.map_opens.push_back(open);
+        }
+        self.settle_map_queries(Some(batch.drained_until), now, emit);
         let Some(correlator) = self.correlator.as_mut() else {
             return;
         };
@@ -170,7 +193,11 @@ impl Detector {
             self.unresolved_reads.add(None, None, None);
             return;
         };
-        let taken = at_read::Taken { seen: now, by: 0 };
+        let taken = at_read::Taken {
+            seen: now,
+            by: 0,
+            serial: None,
+        };
         let reader = at_read::identify(&mut self.table, pid, taken, read.reader.as_deref());
         self.unresolved_reads.add(
             Some(pid),
@@ -185,12 +212,116 @@ impl Detector {
         self.unresolved_reads.report(&self.host)
     }
 
+    /// PROCMAP_QUERY ioctls become reads of the maps file their fd is: the
+    /// fd itself while the querier still holds it, else the maps file it
+    /// last opened, once the fanotify queue is known drained past the query
+    /// (the open came before it); neither is an unresolved read.
+    fn resolve_map_queries(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if self.correlator.is_none() {
+            // Reads are followed with fanotify on only; a log's queries
+            // name an fd of a process long gone.
+            for query in self.assembler.take_map_queries() {
+                self.unresolved_reads
+                    .add(Some(query.pid), query.exe.as_deref(), None);
+            }
+            return;
+        }
+        let queries: Vec<MapQuery> = self.assembler.take_map_queries().collect();
+        for query in queries {
+            match live::maps_fd(query.pid, query.fd) {
+                Some((path, target)) => {
+                    let open = self.latest_open(query.pid).filter(|o| o.path == path);
+                    let (taken_by, reader) = match open {
+                        Some(open) => (open.taken_by, open.reader),
+                        None => (0, None),
+                    };
+                    let reader = reader.or_else(|| {
+                        (target != query.pid)
+                            .then(|| AtRead::take(query.pid).map(Box::new))
+                            .flatten()
+                    });
+                    self.read_by_query(&query, (path, target, taken_by), reader, now, emit);
+                }
+                None if self.queries_waiting.len() < MAX_HELD_QUERIES => {
+                    self.queries_waiting.push((query, now));
+                    self.wants_catch_up = true;
+                }
+                None => self
+                    .unresolved_reads
+                    .add(Some(query.pid), query.exe.as_deref(), None),
+            }
+        }
+    }
+
+    /// Queries waiting for their open, once every open queued before them
+    /// is known (`drained_until`); all of them at the end of input.
+    fn settle_map_queries(
+        &mut self,
+        drained_until: Option<Instant>,
+        now: Instant,
+        emit: &mut dyn FnMut(Alert),
+    ) {
+        let mut waiting = std::mem::take(&mut self.queries_waiting);
+        waiting.retain(|(query, at)| {
+            if drained_until.is_some_and(|d| d < *at) {
+                return true;
+            }
+            match self.latest_open(query.pid) {
+                Some(open) => self.read_by_query(
+                    query,
+                    (open.path, open.target, open.taken_by),
+                    open.reader,
+                    now,
+                    emit,
+                ),
+                None => self
+                    .unresolved_reads
+                    .add(Some(query.pid), query.exe.as_deref(), None),
+            }
+            false
+        });
+        self.queries_waiting = waiting;
+    }
+
+    /// The maps file `pid` opened last (and did not read), if kept.
+    fn latest_open(&self, pid: u32) -> Option<MapOpen> {
+        self.map_opens.iter().rev().find(|o| o.pid == pid).cloned()
+    }
+
+    /// A query on the maps file `path` of `target`, opened by a read(2) of
+    /// the fanotify group numbered `taken_by` (0: not known), which orders
+    /// the query after the execs its open came after.
+    fn read_by_query(
+        &mut self,
+        query: &MapQuery,
+        (path, target, taken_by): (Vec<u8>, u32, u64),
+        reader: Option<Box<AtRead>>,
+        now: Instant,
+        emit: &mut dyn FnMut(Alert),
+    ) {
+        let Some(correlator) = self.correlator.as_mut() else {
+            return;
+        };
+        let read = ReadEvent {
+            pid: query.pid,
+            target,
+            path,
+            seen: now,
+            taken_by,
+            reader,
+            via: Via::MapQuery(query.serial),
+        };
+        correlator.read(read, now, emit);
+    }
+
     /// Whether an alert waits for the read source to drain its queue past
     /// now (cleared by the call): the driver asks the source then.
     pub fn take_wants_catch_up(&mut self) -> bool {
-        self.correlator
-            .as_mut()
-            .is_some_and(Correlator::take_wants_catch_up)
+        std::mem::take(&mut self.wants_catch_up)
+            | self
+                .correlator
+                .as_mut()
+                .is_some_and(Correlator::take_wants_catch_up)
     }
 
     pub fn seed_process_table(&mut self) -> std::io::Result<usize> {
@@ -301,6 +432,7 @@ impl Detector {
         self.assembler.flush_all(&mut self.events);
         let now = Instant::now();
         self.evaluate_pending(now, emit);
+        self.settle_map_queries(None, now, emit);
         if let Some(correlator) = self.correlator.as_mut() {
             correlator.flush(emit, &mut self.due_reads);
         }
@@ -323,6 +455,10 @@ impl Detector {
             let taken = at_read::Taken {
                 seen: read.seen,
                 by: read.taken_by,
+                serial: match read.via {
+                    Via::MapQuery(serial) => Some(serial),
+                    Via::Read => None,
+                },
             };
             let reader = at_read::identify(table, read.pid, taken, read.reader.as_deref());
             if reader.basis == Basis::Unknown {
@@ -364,6 +500,7 @@ impl Detector {
     }
 
     fn evaluate_pending(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        self.resolve_map_queries(now, emit);
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             self.evaluate(event, now, emit);

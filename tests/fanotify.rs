@@ -673,3 +673,67 @@ fn a_read_of_a_target_that_exits_at_once_is_never_silent() {
         brief(&alerts)
     );
 }
+
+/// `ioctl(PROCMAP_QUERY)` (Linux 6.11+) hands out every mapping of an open
+/// maps file without a read(2), so fanotify sees no read (issue 16, case
+/// 2): audit sees the ioctl, and the maps file it was made on (its fd, or
+/// the maps file the querier opened) names the target. A query of the
+/// querier's own map raises nothing.
+#[test]
+fn a_procmap_query_of_another_process_raises_an_alert_naming_reader_and_target() {
+    require_program("python3", "python3");
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let target = Target::spawn();
+    // Every mapping, as the kernel's selftests walk them: the covering or
+    // next mapping from an address, then from its end.
+    let script = "import errno, fcntl, os, struct, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\naddr, n = 0, 0\nwhile True:\n    q = bytearray(struct.pack('QQQQQQQQQIIIIQQ', 104, 0x10, addr, *([0] * 12)))\n    try:\n        fcntl.ioctl(fd, 0xC0686611, q, True)\n    except OSError as e:\n        if e.errno == errno.ENOENT:\n            break\n        raise\n    addr = struct.unpack_from('QQ', q, 24)[1]\n    n += 1\nprint(n)\n";
+    let query = |maps: &str| {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", script, maps])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "PROCMAP_QUERY: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mappings: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a count");
+        assert!(mappings > 5, "the query gave every mapping ({mappings})");
+    };
+    query(&target.maps());
+    query("/proc/self/maps");
+    mapwatch.sync();
+    let (status, stderr, alerts) = mapwatch.terminate_with_alerts();
+    assert!(status.success(), "{stderr}");
+    let queries: Vec<&Value> = by_rule(&alerts, EXTENDED_ID)
+        .into_iter()
+        .filter(|a| a["mapwatch"]["read"]["via"] == "procmap_query")
+        .collect();
+    assert_eq!(
+        queries.len(),
+        1,
+        "one alert, for the other process's map: {}",
+        brief(&alerts)
+    );
+    let a = queries[0];
+    assert_eq!(a["mapwatch"]["target"]["pid"], target.pid(), "{a:#}");
+    assert_eq!(a["mapwatch"]["target"]["name"], "sleep", "{a:#}");
+    assert_eq!(a["process"]["name"], "python3", "{a:#}");
+    assert!(
+        a["process"]["args"]
+            .as_array()
+            .is_some_and(|args| args.iter().any(|x| x == target.maps().as_str())),
+        "{a:#}"
+    );
+    assert!(
+        a["mapwatch"]["read"]["reader_before_exec"].is_null(),
+        "{a:#}"
+    );
+    assert_eq!(a["file"]["path"], target.maps().as_str(), "{a:#}");
+}

@@ -180,9 +180,11 @@ fn detect_with_reads() -> Vec<Value> {
                 seen,
                 taken_by: 1,
                 reader: None,
+                via: Default::default(),
             };
             let batch = ReadBatch {
                 reads: vec![read],
+                opens: Vec::new(),
                 unresolved: Vec::new(),
                 drained_until: seen,
             };
@@ -210,6 +212,7 @@ fn tick(detector: &mut Detector, now: Instant, emit: &mut dyn FnMut(Alert)) {
     if detector.take_wants_catch_up() {
         let drained = ReadBatch {
             reads: Vec::new(),
+            opens: Vec::new(),
             unresolved: Vec::new(),
             drained_until: now,
         };

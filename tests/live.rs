@@ -308,7 +308,7 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     );
     assert!(stderr.contains("did not shut down cleanly"), "{stderr}");
     assert_eq!(snapshot().pid, mapwatch.pid());
-    assert_eq!(mapwatch_rule_count(), 4);
+    assert_eq!(mapwatch_rule_count(), 6);
     mapwatch.sync();
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
@@ -348,7 +348,7 @@ fn a_second_daemon_is_refused_naming_the_first() {
         first.pid(),
         "the first daemon keeps its registration"
     );
-    assert_eq!(mapwatch_rule_count(), 4, "the first daemon keeps its rules");
+    assert_eq!(mapwatch_rule_count(), 6, "the first daemon keeps its rules");
     first.sync();
     let (status, stderr) = first.terminate();
     assert!(status.success(), "{stderr}");

@@ -481,6 +481,7 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
         "paths": [text(&read.path)],
         "self": fields.is_self_read(),
         "reader_from": fields.reader_basis().as_str(),
+        "via": read.via.as_str(),
     });
     if let Some(before) = fields.reader_in_doubt() {
         facts["reader_before_exec"] = json!({

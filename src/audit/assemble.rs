@@ -9,7 +9,9 @@
 //! events are held (the oldest is flushed to make room). Successful
 //! execve/execveat events come out as [`ExecEvent`]s, successful setsid calls
 //! as [`SessionStart`]s (taken with [`Assembler::take_sessions`] before the
-//! exec events of the same push); everything else is only counted.
+//! exec events of the same push), successful PROCMAP_QUERY ioctls as
+//! [`MapQuery`]s ([`Assembler::take_map_queries`]); everything else is only
+//! counted.
 
 use std::collections::VecDeque;
 
@@ -17,8 +19,8 @@ use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use super::execve::{Argv, ArgvBuilder, ArgvDefects};
-use super::record::{EventId, Record, RecordType, Value};
-use super::syscall::{AuditArch, is_exec, is_setsid};
+use super::record::{EventId, Record, RecordType, Serial, Value};
+use super::syscall::{AuditArch, PROCMAP_QUERY, is_exec, is_ioctl, is_setsid};
 
 /// `(uid_t)-1`: the kernel's "not set" for auid and ses.
 const UNSET_ID: u32 = u32::MAX;
@@ -64,6 +66,17 @@ pub struct ExecEvent {
 pub struct SessionStart {
     pub pid: u32,
     pub ppid: u32,
+}
+
+/// A successful `ioctl(fd, PROCMAP_QUERY)`: `pid` asked the open maps
+/// file `fd` for a mapping (which file it is, only the process's fds say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapQuery {
+    /// Orders the query among its process's execs.
+    pub serial: Serial,
+    pub pid: u32,
+    pub fd: u32,
+    pub exe: Option<Vec<u8>>,
 }
 
 impl ExecEvent {
@@ -131,13 +144,24 @@ pub struct AssemblerStats {
     pub flushed_without_eoe: u64,
     pub evicted: u64,
     pub malformed_argv: u64,
+    pub map_queries: u64,
+}
+
+/// What a syscall event is, as far as mapwatch cares.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Exec,
+    Setsid,
+    /// An ioctl PROCMAP_QUERY on this fd.
+    MapQuery(u32),
 }
 
 #[derive(Default)]
 struct Pending {
     syscall: Option<ExecEvent>,
     success: bool,
-    setsid: bool,
+    kind: Kind,
     ignored: bool,
     argv: ArgvBuilder,
     cwd: Option<Vec<u8>>,
@@ -151,6 +175,7 @@ pub struct Assembler {
     max_in_flight: usize,
     stats: AssemblerStats,
     sessions: Vec<SessionStart>,
+    map_queries: Vec<MapQuery>,
 }
 
 impl Assembler {
@@ -162,6 +187,7 @@ impl Assembler {
             max_in_flight: max_in_flight.max(1),
             stats: AssemblerStats::default(),
             sessions: Vec::new(),
+            map_queries: Vec::new(),
         }
     }
 
@@ -177,6 +203,11 @@ impl Assembler {
     /// them before the exec events completed by the same call.
     pub fn take_sessions(&mut self) -> std::vec::Drain<'_, SessionStart> {
         self.sessions.drain(..)
+    }
+
+    /// PROCMAP_QUERY ioctls completed so far, oldest first.
+    pub fn take_map_queries(&mut self) -> std::vec::Drain<'_, MapQuery> {
+        self.map_queries.drain(..)
     }
 
     /// Adds one record; completed exec events are appended to `out`.
@@ -259,15 +290,30 @@ impl Assembler {
             self.stats.other_events += 1;
             return;
         };
-        if pending.setsid {
-            if pending.success {
-                self.stats.session_starts += 1;
-                self.sessions.push(SessionStart {
-                    pid: event.pid,
-                    ppid: event.ppid,
-                });
+        match pending.kind {
+            Kind::Exec => {}
+            Kind::Setsid => {
+                if pending.success {
+                    self.stats.session_starts += 1;
+                    self.sessions.push(SessionStart {
+                        pid: event.pid,
+                        ppid: event.ppid,
+                    });
+                }
+                return;
             }
-            return;
+            Kind::MapQuery(fd) => {
+                if pending.success {
+                    self.stats.map_queries += 1;
+                    self.map_queries.push(MapQuery {
+                        serial: id.serial,
+                        pid: event.pid,
+                        fd,
+                        exe: event.exe,
+                    });
+                }
+                return;
+            }
         }
         if !pending.success {
             self.stats.failed_execs += 1;
@@ -305,21 +351,22 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
     }
     match record.rtype {
         RecordType::SYSCALL => {
-            let (event, success) = parse_syscall(record);
-            let setsid = event
-                .arch
-                .is_some_and(|arch| is_setsid(arch, event.syscall));
-            if !setsid && event.arch.is_none_or(|arch| !is_exec(arch, event.syscall)) {
-                // Not an exec: drop what was buffered and skip the rest cheaply.
-                *pending = Pending {
-                    ignored: true,
-                    ..Pending::default()
-                };
-                return;
-            }
+            let (event, success, [a0, a1]) = parse_syscall(record);
+            let kind = match event.arch {
+                Some(arch) if is_exec(arch, event.syscall) => Kind::Exec,
+                Some(arch) if is_setsid(arch, event.syscall) => Kind::Setsid,
+                Some(arch) if is_ioctl(arch, event.syscall) && a1 == Some(PROCMAP_QUERY) => {
+                    match a0 {
+                        Some(fd) => Kind::MapQuery(fd),
+                        None => return ignore(pending),
+                    }
+                }
+                // Drop what was buffered and skip the rest cheaply.
+                _ => return ignore(pending),
+            };
             pending.syscall = Some(event);
             pending.success = success;
-            pending.setsid = setsid;
+            pending.kind = kind;
         }
         RecordType::EXECVE => pending.argv.add_record(record),
         RecordType::CWD => pending.cwd = untrusted(record.get(b"cwd")),
@@ -332,6 +379,13 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
     }
 }
 
+fn ignore(pending: &mut Pending) {
+    *pending = Pending {
+        ignored: true,
+        ..Pending::default()
+    };
+}
+
 fn untrusted(value: Option<Value<'_>>) -> Option<Vec<u8>> {
     value.and_then(|v| v.untrusted()).map(|c| c.into_owned())
 }
@@ -340,11 +394,16 @@ fn id_field(value: Value<'_>) -> Option<u32> {
     value.decimal::<u32>().filter(|id| *id != UNSET_ID)
 }
 
-fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool) {
+/// The SYSCALL record's event, whether it succeeded, and its first two
+/// arguments (hex in the record).
+fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool, [Option<u32>; 2]) {
     let mut event = ExecEvent::default();
     let mut success = false;
+    let mut args = [None; 2];
     for (key, value) in record.fields() {
         match key {
+            b"a0" => args[0] = value.hex_low_u32(),
+            b"a1" => args[1] = value.hex_low_u32(),
             b"arch" => event.arch = value.hex_u32().map(AuditArch),
             b"syscall" => event.syscall = value.decimal().unwrap_or(u32::MAX),
             b"success" => success = value.raw() == b"yes",
@@ -369,7 +428,7 @@ fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool) {
             _ => {}
         }
     }
-    (event, success)
+    (event, success, args)
 }
 
 /// The name of PATH item 0 (the path given to execve); `None` for the
@@ -546,6 +605,35 @@ type=EOE msg=audit(1700000000.100:42):
         );
         assert_eq!(a.stats().session_starts, 1);
         assert_eq!(a.stats().exec_events, 0);
+    }
+
+    #[test]
+    fn a_procmap_query_ioctl_is_a_map_query_and_other_ioctls_are_not() {
+        let query = |a1: &str, success: &str| {
+            format!(
+                "type=SYSCALL msg=audit(1700000000.300:60): arch=c000003e syscall=16 success={success} exit=0 a0=3 a1={a1} a2=7ffd0 a3=0 items=0 ppid=1 pid=4300 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 comm=\"q\" exe=\"/tmp/q\" key=\"mapwatch\"\ntype=PROCTITLE msg=audit(1700000000.300:60): proctitle=71\n"
+            )
+        };
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        assert!(feed(&mut a, &query("c0686611", "yes"), Instant::now()).is_empty());
+        let queries: Vec<MapQuery> = a.take_map_queries().collect();
+        assert_eq!(
+            queries,
+            [MapQuery {
+                serial: Serial(60),
+                pid: 4300,
+                fd: 3,
+                exe: Some(b"/tmp/q".to_vec())
+            }]
+        );
+        // Sign-extended, as a 64-bit register may hold it.
+        feed(&mut a, &query("ffffffffc0686611", "yes"), Instant::now());
+        assert_eq!(a.take_map_queries().count(), 1);
+        // Another request, or a failed query: nothing.
+        feed(&mut a, &query("5401", "yes"), Instant::now());
+        feed(&mut a, &query("c0686611", "no"), Instant::now());
+        assert_eq!(a.take_map_queries().count(), 0);
+        assert_eq!(a.stats().map_queries, 2);
     }
 
     #[test]

@@ -334,6 +334,18 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// The low 32 bits of a hexadecimal register value (`a1=c0686611`, or
+    /// sign-extended to 64 bits), as the kernel's rule filters compare it.
+    pub fn hex_low_u32(&self) -> Option<u32> {
+        match self {
+            Value::Bare(b) if !b.is_empty() && b.len() <= 16 => b
+                .iter()
+                .try_fold(0u64, |acc, d| Some(acc << 4 | u64::from(hex_digit(*d)?)))
+                .map(|v| v as u32),
+            Value::Bare(_) | Value::Quoted(_) => None,
+        }
+    }
+
     /// An attacker-controlled string (argv, comm, exe, paths): quoted text is
     /// literal, unquoted text is hex-encoded bytes. `None` when absent.
     /// Unquoted text that is not valid hex is kept as it is rather than lost.

@@ -1,10 +1,17 @@
 //! Audit architectures and the syscall numbers mapwatch audits on each:
-//! execve and execveat (what the rules see) and setsid (sessions, so a
-//! recorded log can be replayed with its session leaders).
+//! execve and execveat (what the rules see), setsid (sessions, so a
+//! recorded log can be replayed with its session leaders) and ioctl with
+//! [`PROCMAP_QUERY`] (a map read without read(2)).
 //!
 //! Contract: the netlink source installs rules for [`native_syscalls`] and
-//! the assembler recognises a syscall by `(arch, number)` with [`is_exec`]
-//! and [`is_setsid`].
+//! the assembler recognises a syscall by `(arch, number)` with [`is_exec`],
+//! [`is_setsid`] and [`is_ioctl`].
+
+/// `PROCMAP_QUERY` (Linux 6.11+): `_IOWR('f', 17, struct procmap_query)`,
+/// the ioctl on an open `/proc/<pid>/maps` that answers, mapping by
+/// mapping, what a read of it would give. Its struct is the same size on
+/// every ABI.
+pub const PROCMAP_QUERY: u32 = 0xc068_6611;
 
 /// `AUDIT_ARCH_*` value of a SYSCALL record's `arch=` field.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -24,6 +31,7 @@ pub struct AbiSyscalls {
     pub execve: u32,
     pub execveat: u32,
     pub setsid: u32,
+    pub ioctl: u32,
 }
 
 impl AbiSyscalls {
@@ -32,21 +40,22 @@ impl AbiSyscalls {
     }
 }
 
-const fn abi(arch: AuditArch, execve: u32, execveat: u32, setsid: u32) -> AbiSyscalls {
+const fn abi(arch: AuditArch, [execve, execveat, setsid, ioctl]: [u32; 4]) -> AbiSyscalls {
     AbiSyscalls {
         arch,
         execve,
         execveat,
         setsid,
+        ioctl,
     }
 }
 
 /// Every ABI mapwatch knows.
 const SYSCALLS: [AbiSyscalls; 4] = [
-    abi(AuditArch::X86_64, 59, 322, 112),
-    abi(AuditArch::I386, 11, 358, 66),
-    abi(AuditArch::AARCH64, 221, 281, 157),
-    abi(AuditArch::ARM, 11, 387, 66),
+    abi(AuditArch::X86_64, [59, 322, 112, 16]),
+    abi(AuditArch::I386, [11, 358, 66, 54]),
+    abi(AuditArch::AARCH64, [221, 281, 157, 29]),
+    abi(AuditArch::ARM, [11, 387, 66, 54]),
 ];
 
 fn abi_of(arch: AuditArch) -> Option<&'static AbiSyscalls> {
@@ -61,6 +70,11 @@ pub fn is_exec(arch: AuditArch, syscall: u32) -> bool {
 /// True when `syscall` on `arch` is setsid.
 pub fn is_setsid(arch: AuditArch, syscall: u32) -> bool {
     abi_of(arch).is_some_and(|s| syscall == s.setsid)
+}
+
+/// True when `syscall` on `arch` is ioctl.
+pub fn is_ioctl(arch: AuditArch, syscall: u32) -> bool {
+    abi_of(arch).is_some_and(|s| syscall == s.ioctl)
 }
 
 /// The ABIs a process on this machine can use, native first: the 64-bit
@@ -99,5 +113,8 @@ mod tests {
         assert!(!is_exec(AuditArch(0), 59));
         assert!(is_setsid(AuditArch::X86_64, 112));
         assert!(!is_exec(AuditArch::X86_64, 112));
+        assert!(is_ioctl(AuditArch::X86_64, 16));
+        assert!(is_ioctl(AuditArch::I386, 54));
+        assert!(!is_ioctl(AuditArch::X86_64, 54));
     }
 }

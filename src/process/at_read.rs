@@ -104,6 +104,9 @@ pub struct Taken {
     /// The number of the read(2) that took it
     /// ([`crate::source::fanotify::ReadOrder`]).
     pub by: u64,
+    /// Its audit serial, for a read audit saw (PROCMAP_QUERY): it orders
+    /// the read among its reader's execs exactly.
+    pub serial: Option<Serial>,
 }
 
 /// Names the reader `pid` of a read taken as `taken`. A reader the table
@@ -173,7 +176,8 @@ pub fn identify(
 /// [`crate::source::fanotify::ReadOrder`]): nothing dates a read more
 /// closely than the moment it was taken, which can be long after.
 fn from_table(p: &Process, taken: Taken) -> Reader {
-    let exec_before_read = p.exec_read_mark.is_some_and(|mark| taken.by > mark);
+    let exec_before_read = p.exec_read_mark.is_some_and(|mark| taken.by > mark)
+        || matches!((p.exec_serial, taken.serial), (Some(exec), Some(read)) if exec.is_not_after(read));
     Reader {
         in_doubt: p.program_before_exec.clone().filter(|_| !exec_before_read),
         basis: if p.renamed_at.is_some() {
@@ -224,6 +228,7 @@ fn from_snapshot(s: &AtRead) -> Reader {
 mod tests {
     use super::*;
     use crate::audit::assemble::ExecEvent;
+    use crate::audit::record::{AuditTimestamp, EventId};
     use crate::process::stat::Comm;
     use std::time::Duration;
 
@@ -252,11 +257,20 @@ mod tests {
         Taken {
             seen: Instant::now(),
             by,
+            serial: None,
         }
     }
 
     fn exec(table: &mut ProcessTable, name: &str) {
+        exec_numbered(table, name, None);
+    }
+
+    fn exec_numbered(table: &mut ProcessTable, name: &str, serial: Option<u64>) {
         let event = ExecEvent {
+            id: serial.map(|serial| EventId {
+                timestamp: AuditTimestamp { secs: 0, millis: 0 },
+                serial: Serial(serial),
+            }),
             pid: READER,
             ppid: 7,
             path: Some(format!("/usr/bin/{name}").into_bytes()),

@@ -58,6 +58,14 @@ fn tgid_of_status(status: &[u8]) -> Option<u32> {
     crate::audit::record::parse_decimal(line.trim_ascii()).filter(|tgid| *tgid != 0)
 }
 
+/// The maps file a process's open `fd` is, with the process whose map it
+/// is: `None` when the process or the fd is gone, or it is another file.
+pub fn maps_fd(pid: u32, fd: u32) -> Option<(Vec<u8>, u32)> {
+    let path = link(pid, &format!("fd/{fd}"))?;
+    let target = super::proc_path::maps_owner(&path, pid)?;
+    Some((path, thread_group(target).unwrap_or(target)))
+}
+
 /// The executable of a live process (`/proc/<pid>/exe`).
 pub fn executable(pid: u32) -> Option<Vec<u8>> {
     link(pid, "exe")

@@ -1,7 +1,9 @@
 //! fanotify on /proc: who reads which `/proc/<pid>/maps`.
 //!
 //! Contract: one filesystem mark on the host's procfs, notification class,
-//! `FAN_ACCESS` (a read is what confirms; see ARCHITECTURE.md), read by a
+//! `FAN_ACCESS` (a read is what confirms; see ARCHITECTURE.md) and
+//! `FAN_OPEN` (a maps file opened and not read, which an
+//! `ioctl(PROCMAP_QUERY)` needs: [`MapOpen`]), read by a
 //! thread of its own. Each event's reader pid
 //! is checked first (our own reads of /proc are dropped without a syscall);
 //! then the event's fd is resolved to its path into a stack buffer and
@@ -40,6 +42,7 @@ use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags}
 use serde::Deserialize;
 
 use super::queue::Sender;
+use crate::audit::record::Serial;
 use crate::process::at_read::AtRead;
 use crate::process::live::thread_group;
 use crate::process::proc_path::maps_owner;
@@ -109,6 +112,41 @@ pub struct ReadEvent {
     /// The reader as procfs showed it once the read was taken, for reads of
     /// another process's map (`None` for its own, or when it was gone).
     pub reader: Option<Box<AtRead>>,
+    pub via: Via,
+}
+
+/// How the map was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// read(2) and kin, seen by fanotify.
+    #[default]
+    Read,
+    /// `ioctl(PROCMAP_QUERY)` (Linux 6.11+), seen by audit: no read(2),
+    /// so fanotify sees nothing. Its audit serial orders it among its
+    /// process's execs.
+    MapQuery(Serial),
+}
+
+impl Via {
+    /// `mapwatch.read.via`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Read => "read",
+            Via::MapQuery(_) => "procmap_query",
+        }
+    }
+}
+
+/// A maps file opened, not (yet) read: what an `ioctl(PROCMAP_QUERY)`
+/// by the same process, which audit sees with its fd alone, was made on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapOpen {
+    pub pid: u32,
+    pub target: u32,
+    pub path: Vec<u8>,
+    /// The number of the read(2) of the group that took it.
+    pub taken_by: u64,
+    pub reader: Option<Box<AtRead>>,
 }
 
 /// A read whose file could not be opened for us: the process whose file it
@@ -125,6 +163,7 @@ pub struct UnresolvedRead {
 #[derive(Debug)]
 pub struct ReadBatch {
     pub reads: Vec<ReadEvent>,
+    pub opens: Vec<MapOpen>,
     pub unresolved: Vec<UnresolvedRead>,
     /// Every read the kernel queued before this moment is in this batch or
     /// an earlier one: the queue was seen empty after it.
@@ -215,7 +254,7 @@ impl ProcWatch {
         let mark = |flags: MarkFlags| {
             group.mark(
                 MarkFlags::FAN_MARK_ADD | flags,
-                MaskFlags::FAN_ACCESS,
+                MaskFlags::FAN_ACCESS | MaskFlags::FAN_OPEN,
                 nix::fcntl::AT_FDCWD,
                 Some(proc),
             )
@@ -355,9 +394,11 @@ fn parse_events(
             }
             continue;
         }
+        let read = mask & MaskFlags::FAN_ACCESS.bits() != 0;
         if fd < 0 {
-            // FAN_NOFD (overflow) or -errno (the file's process is gone).
-            if fd != -1 {
+            // FAN_NOFD (overflow) or -errno (the file's process is gone);
+            // an open alone is no read (its read, if any, comes next).
+            if fd != -1 && read {
                 stats.unresolved.fetch_add(1, Ordering::Relaxed);
                 out.unresolved.push(UnresolvedRead {
                     pid: Some(pid),
@@ -380,6 +421,16 @@ fn parse_events(
         // once: a thread that read its own map is often gone soon after.
         let target = thread_group(target).unwrap_or(target);
         let reader = reader.filter(|_| target != pid);
+        if !read {
+            out.opens.push(MapOpen {
+                pid,
+                target,
+                path: path.to_vec(),
+                taken_by,
+                reader,
+            });
+            continue;
+        }
         stats.maps_events.fetch_add(1, Ordering::Relaxed);
         out.reads.push(ReadEvent {
             pid,
@@ -388,6 +439,7 @@ fn parse_events(
             seen,
             taken_by,
             reader,
+            via: Via::Read,
         });
     }
 }
@@ -426,6 +478,7 @@ fn read_loop(
     loop {
         let mut batch = ReadBatch {
             reads: Vec::new(),
+            opens: Vec::new(),
             unresolved: Vec::new(),
             drained_until: Instant::now(),
         };
@@ -482,7 +535,8 @@ fn read_loop(
             }
         };
         batch.drained_until = drained_until;
-        let carries_reads = !batch.reads.is_empty() || !batch.unresolved.is_empty();
+        let carries_reads =
+            !batch.reads.is_empty() || !batch.opens.is_empty() || !batch.unresolved.is_empty();
         if carries_reads || asked {
             match tx.try_send(batch) {
                 Ok(()) => {}
@@ -555,6 +609,7 @@ mod tests {
         let stats = WatchStats::default();
         let mut out = ReadBatch {
             reads: Vec::new(),
+            opens: Vec::new(),
             unresolved: Vec::new(),
             drained_until: Instant::now(),
         };

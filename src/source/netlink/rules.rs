@@ -6,7 +6,7 @@ use netlink_packet_audit::{
     RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls,
 };
 
-use crate::audit::syscall::{AbiSyscalls, native_syscalls};
+use crate::audit::syscall::{AbiSyscalls, PROCMAP_QUERY, native_syscalls};
 
 /// The key on every rule mapwatch installs, and how stale ones are found.
 pub const RULE_KEY: &str = "mapwatch";
@@ -81,11 +81,12 @@ pub(super) fn our_excluded_type(rule: &RuleMessage) -> Option<u32> {
 }
 
 /// Every rule keyed `mapwatch` that a session adds, in order: the
-/// self-exclusion first (prepended), then the task rule and one exec rule
-/// per ABI.
+/// self-exclusion first (prepended), then the task rule, one exec rule per
+/// ABI and one PROCMAP_QUERY rule per ABI.
 pub(super) fn keyed_rules(me: u32) -> Vec<RuleMessage> {
     let mut rules = vec![self_exclusion_rule(me), unaudited_threads_rule(me)];
     rules.extend(native_syscalls().iter().map(syscall_rule));
+    rules.extend(native_syscalls().iter().map(map_query_rule));
     rules
 }
 
@@ -143,6 +144,21 @@ fn syscall_rule(abi: &AbiSyscalls) -> RuleMessage {
     rule
 }
 
+/// `-a always,exit -F arch=ARCH -S ioctl -F a1=PROCMAP_QUERY -k mapwatch`:
+/// the kernel compares the request before it writes anything, so the
+/// other ioctls (terminals, sockets, devices) cost one comparison each.
+fn map_query_rule(abi: &AbiSyscalls) -> RuleMessage {
+    let mut rule = exit_rule(RuleAction::Always, false);
+    rule.syscalls.set(abi.ioctl);
+    rule.fields
+        .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Arg1(PROCMAP_QUERY), RuleFieldFlags::Equal));
+    rule.fields
+        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rule
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +167,7 @@ mod tests {
     fn rule_key_detection() {
         assert!(has_our_key(&syscall_rule(&native_syscalls()[0])));
         assert!(has_our_key(&self_exclusion_rule(1)));
+        assert!(has_our_key(&map_query_rule(&native_syscalls()[0])));
         let mut other = exit_rule(RuleAction::Always, false);
         other.fields.push((
             RuleField::Filterkey("exec\x01mapwatch".into()),

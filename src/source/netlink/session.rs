@@ -261,9 +261,9 @@ impl AuditSession {
     fn add_rules(&mut self, me: u32) -> Result<(), AuditError> {
         self.rules_installed = 0;
         for rule in keyed_rules(me) {
-            self.control
-                .add_rule(rule)
-                .map_err(kernel("adding the self-exclusion and execve/setsid rules"))?;
+            self.control.add_rule(rule).map_err(kernel(
+                "adding the self-exclusion, execve/setsid and PROCMAP_QUERY rules",
+            ))?;
             self.rules_installed += 1;
         }
         Ok(())
