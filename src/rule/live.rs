@@ -265,14 +265,14 @@ impl Event for ExecFields<'_, '_> {
                     .get_or_insert_with(|| LiveProcess::new(pid).environ().cloned());
                 each(visit, environ.as_ref())
             }
-            // Before `keep_exec_details`, the table holds the exec this one
-            // replaced in the same process (none for a fresh fork).
+            // The program this exec replaced in the same process (none for
+            // a fresh fork, which ran only its parent's copy).
             Field::ProcessPreviousExecutable => {
-                let previous = self
-                    .ctx
-                    .table()
-                    .get(event.pid)
-                    .and_then(|p| p.exe.as_deref());
+                let previous = self.ctx.table().get(event.pid).and_then(|p| {
+                    p.program_before_exec
+                        .as_deref()
+                        .map(|before| &before.exe[..])
+                });
                 one(visit, keyword(previous))
             }
             Field::ProcessPreviousArgs => {
@@ -280,7 +280,7 @@ impl Event for ExecFields<'_, '_> {
                     .ctx
                     .table()
                     .get(event.pid)
-                    .and_then(|p| p.exe.as_ref().and(p.args.as_ref()));
+                    .and_then(|p| p.program_before_exec.as_deref()?.args.as_ref());
                 each(visit, previous)
             }
             Field::FilePath
