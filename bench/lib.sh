@@ -38,6 +38,8 @@ audit_rules() {
     auditctl -b 8192 > /dev/null
     auditctl -a always,exit -F arch=b64 -S execve,execveat,setsid -k mapwatch > /dev/null
     auditctl -a always,exit -F arch=b32 -S execve,execveat,setsid -k mapwatch > /dev/null
+    auditctl -a always,exit -F arch=b64 -S ioctl -F a1=0xc0686611 -k mapwatch > /dev/null
+    auditctl -a always,exit -F arch=b32 -S ioctl -F a1=0xc0686611 -k mapwatch > /dev/null
     auditctl -e 1 > /dev/null
 }
 

@@ -251,10 +251,17 @@ impl ProcWatch {
         // A filesystem mark sees every mount of that procfs, in every mount
         // namespace. Kernels before 4.20 only have mount marks, which see
         // the reads made through that one mount.
+        // Opens cost a procfs burst a sixth more CPU (BENCHMARKS.md): only
+        // where PROCMAP_QUERY exists to make them worth it.
+        let mask = if kernel_has_procmap_query() {
+            MaskFlags::FAN_ACCESS | MaskFlags::FAN_OPEN
+        } else {
+            MaskFlags::FAN_ACCESS
+        };
         let mark = |flags: MarkFlags| {
             group.mark(
                 MarkFlags::FAN_MARK_ADD | flags,
-                MaskFlags::FAN_ACCESS | MaskFlags::FAN_OPEN,
+                mask,
                 nix::fcntl::AT_FDCWD,
                 Some(proc),
             )
@@ -297,6 +304,26 @@ impl ProcWatch {
             asked: self.asked.clone(),
         }
     }
+}
+
+/// Whether this kernel (6.11+) answers `ioctl(PROCMAP_QUERY)` on a maps
+/// file, which reads a map with no read(2): then opens of maps files are
+/// watched too ([`MapOpen`]).
+fn kernel_has_procmap_query() -> bool {
+    nix::sys::utsname::uname()
+        .ok()
+        .and_then(|u| release_at_least(u.release().as_encoded_bytes(), (6, 11)))
+        .unwrap_or(true)
+}
+
+/// Whether a kernel release (`6.18.4-fc`, `5.10.0-32-amd64`) is at least
+/// `major.minor`; `None` when it does not start with them.
+fn release_at_least(release: &[u8], (major, minor): (u32, u32)) -> Option<bool> {
+    let mut parts = release
+        .split(|b| !b.is_ascii_digit())
+        .map(crate::audit::record::parse_decimal);
+    let found = (parts.next()??, parts.next()??);
+    Some(found >= (major, minor))
 }
 
 /// [`HOST_PROC`] when it can be followed (it needs `CAP_SYS_PTRACE` over
@@ -602,6 +629,16 @@ mod tests {
         m.extend_from_slice(&fd.to_ne_bytes());
         m.extend_from_slice(&pid.to_ne_bytes());
         m
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert_eq!(release_at_least(b"6.18.44-fc-v669", (6, 11)), Some(true));
+        assert_eq!(release_at_least(b"6.11.0", (6, 11)), Some(true));
+        assert_eq!(release_at_least(b"6.1.0-28-amd64", (6, 11)), Some(false));
+        assert_eq!(release_at_least(b"5.10.0-32-amd64", (6, 11)), Some(false));
+        assert_eq!(release_at_least(b"7.2", (6, 11)), Some(true));
+        assert_eq!(release_at_least(b"linux", (6, 11)), None);
     }
 
     #[test]
