@@ -611,7 +611,9 @@ fn readers_are_named_as_they_were_at_the_read() {
 /// which shares its parent's layout) is reported every time (issue 16,
 /// case 3): by an alert naming it when mapwatch took the read while it
 /// lived, else by a `mapwatch.health` document naming the reader, since the
-/// kernel can no longer say which file it was.
+/// kernel can no longer say which file it was. First with mapwatch stopped
+/// (SIGSTOP) until the workers are gone, so every read is taken too late;
+/// then racing it.
 #[test]
 fn a_read_of_a_target_that_exits_at_once_is_never_silent() {
     require_program("python3", "python3");
@@ -619,56 +621,77 @@ fn a_read_of_a_target_that_exits_at_once_is_never_silent() {
     let _audit = AuditStateGuard::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let mapwatch = Mapwatch::start(dir.path());
-    let workers = dir.path().join("workers");
     const READS: usize = 10;
-    let script = format!(
-        "import os, signal\npids = []\nfor _ in range({READS}):\n    r, w = os.pipe()\n    pid = os.fork()\n    if pid == 0:\n        os.read(r, 1)\n        os._exit(0)\n    with open(f'/proc/{{pid}}/maps') as f:\n        f.read()\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)\n    pids.append(pid)\nopen({workers:?}, 'w').write(' '.join(map(str, pids)))\n",
-        workers = workers.display().to_string(),
-    );
-    let mut reader = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .spawn()
-        .expect("python3");
-    let reader_pid = reader.id();
-    assert!(reader.wait().expect("python3").success());
-    let workers: Vec<u64> = std::fs::read_to_string(&workers)
-        .expect("the workers' pids")
-        .split_whitespace()
-        .map(|p| p.parse().expect("a pid"))
-        .collect();
-    assert_eq!(workers.len(), READS);
+    let read_workers_maps = |name: &str| -> (u32, Vec<u64>) {
+        let workers = dir.path().join(name);
+        let script = format!(
+            "import os, signal\npids = []\nfor _ in range({READS}):\n    r, w = os.pipe()\n    pid = os.fork()\n    if pid == 0:\n        os.read(r, 1)\n        os._exit(0)\n    with open(f'/proc/{{pid}}/maps') as f:\n        f.read()\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)\n    pids.append(pid)\nopen({workers:?}, 'w').write(' '.join(map(str, pids)))\n",
+            workers = workers.display().to_string(),
+        );
+        let mut reader = Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .expect("python3");
+        let pid = reader.id();
+        assert!(reader.wait().expect("python3").success());
+        let pids: Vec<u64> = std::fs::read_to_string(&workers)
+            .expect("the workers' pids")
+            .split_whitespace()
+            .map(|p| p.parse().expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), READS);
+        (pid, pids)
+    };
+    mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
+    let stopped = read_workers_maps("stopped");
+    mapwatch.signal(nix::sys::signal::Signal::SIGCONT);
+    let racing = read_workers_maps("racing");
     mapwatch.sync();
     // Health documents go out once a second.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let (status, stderr, alerts) = mapwatch.terminate_with_alerts();
     assert!(status.success(), "{stderr}");
-    let alerted = workers
-        .iter()
-        .filter(|w| {
-            by_rule(&alerts, EXTENDED_ID)
-                .iter()
-                .any(|a| a["mapwatch"]["target"]["pid"] == **w && a["process"]["pid"] == reader_pid)
-        })
-        .count();
-    let unresolved: u64 = alerts
-        .iter()
-        .filter_map(|h| h["mapwatch"]["health"]["unresolved_reads"]["readers"].as_array())
-        .flatten()
-        .filter(|r| r["pid"] == reader_pid)
-        .map(|r| {
-            assert!(
-                r["executable"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("python3")),
-                "the reader is named: {r:#}"
-            );
-            r["reads"].as_u64().unwrap_or_default()
-        })
-        .sum();
-    eprintln!("outcomes: {alerted} alerts, {unresolved} unresolved reads reported");
+    let reported = |(reader, workers): &(u32, Vec<u64>)| {
+        let alerted = workers
+            .iter()
+            .filter(|w| {
+                by_rule(&alerts, EXTENDED_ID).iter().any(|a| {
+                    a["mapwatch"]["target"]["pid"] == **w && a["process"]["pid"] == *reader
+                })
+            })
+            .count();
+        let unresolved: u64 = alerts
+            .iter()
+            .filter_map(|h| h["mapwatch"]["health"]["unresolved_reads"]["readers"].as_array())
+            .flatten()
+            .filter(|r| r["pid"] == *reader)
+            .map(|r| {
+                assert!(
+                    r["executable"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("python3")),
+                    "the reader is named: {r:#}"
+                );
+                r["reads"].as_u64().unwrap_or_default()
+            })
+            .sum();
+        (alerted, unresolved as usize)
+    };
+    let (alerted, unresolved) = reported(&stopped);
+    assert_eq!(
+        (alerted, unresolved),
+        (0, READS),
+        "every read taken after its target was gone is in a health document: {:#?}",
+        alerts
+            .iter()
+            .filter(|a| a["event"]["dataset"] == "mapwatch.health")
+            .collect::<Vec<_>>()
+    );
+    let (alerted, unresolved) = reported(&racing);
+    eprintln!("outcomes racing: {alerted} alerts, {unresolved} unresolved reads reported");
     assert!(
-        alerted + unresolved as usize >= READS,
+        alerted + unresolved >= READS,
         "{READS} reads: {alerted} alerts and {unresolved} unresolved reads reported: {}",
         brief(&alerts)
     );

@@ -155,6 +155,7 @@ fn sigusr1_reports_stats_on_stderr_and_in_the_json_file() {
 
 #[test]
 fn every_document_of_the_json_file_follows_the_published_schema() {
+    require_program("python3", "python3");
     let _lock = audit_lock();
     let _audit = AuditStateGuard::new();
     let schema: Value =
@@ -181,7 +182,28 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
         maps = target.maps()
     );
     run_entry_leader("bash", &body, dir.path());
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // A read taken after its target was gone (mapwatch stopped meanwhile):
+    // a health document naming the reader.
+    mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
+    let forked = "import os, signal\nr, w = os.pipe()\npid = os.fork()\nif pid == 0:\n    os.read(r, 1)\n    os._exit(0)\nopen(f'/proc/{pid}/maps').read()\nos.kill(pid, signal.SIGKILL)\nos.waitpid(pid, 0)\n";
+    let ran = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", forked])
+        .status();
+    mapwatch.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        ran.is_ok_and(|s| s.success()),
+        "python3 read a worker's map"
+    );
+    // A PROCMAP_QUERY of the target's map.
+    let query = format!(
+        "import fcntl, os, struct\nfd = os.open('{}', os.O_RDONLY)\nq = bytearray(struct.pack('QQQQQQQQQIIIIQQ', 104, 0x10, *([0] * 13)))\nfcntl.ioctl(fd, 0xC0686611, q, True)\n",
+        target.maps()
+    );
+    let ran = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &query])
+        .status();
+    assert!(ran.is_ok_and(|s| s.success()), "python3 queried a map");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
     mapwatch.signal(nix::sys::signal::Signal::SIGUSR1);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (status, stderr) = mapwatch.terminate();
@@ -220,6 +242,14 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     unknown["proces"] = serde_json::json!({});
     assert!(!validator.is_valid(&unknown), "no field outside the schema");
     let has = |pred: &dyn Fn(&Value) -> bool| docs.iter().any(pred);
+    assert!(
+        has(&|d| d["mapwatch"]["health"]["unresolved_reads"]["reads"].as_u64() >= Some(1)),
+        "a report of unresolved reads: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["mapwatch"]["read"]["via"] == "procmap_query"),
+        "a PROCMAP_QUERY read: {docs:#?}"
+    );
     assert!(
         has(&|d| d["mapwatch"]["read"]["confirmed"] == true && d["event"]["action"] == "exec"),
         "a confirmed exec alert: {docs:#?}"

@@ -10,7 +10,7 @@
 //! the document names what grew by how much (`lost`) and every counter's
 //! total since start (`totals`). [`UnresolvedReads`] gathers the reads whose
 //! file could not be resolved and names their readers in one document per
-//! report (at most [`MAX_NAMED_READERS`] programs; the rest are counted).
+//! report (at most [`MAX_NAMED_READERS`] processes; the rest are counted).
 
 use serde_json::{Map, Value, json};
 
@@ -76,7 +76,7 @@ impl LossWatch {
     }
 }
 
-/// Reader programs named in one unresolved-reads report.
+/// Readers named in one unresolved-reads report.
 pub const MAX_NAMED_READERS: usize = 16;
 
 /// Reads of a procfs file whose process exited before the file could be
@@ -87,7 +87,7 @@ pub const MAX_NAMED_READERS: usize = 16;
 #[derive(Default)]
 pub struct UnresolvedReads {
     readers: Vec<UnresolvedReader>,
-    /// Reads by programs beyond [`MAX_NAMED_READERS`].
+    /// Reads by readers beyond [`MAX_NAMED_READERS`].
     others: u64,
     /// Reads the kernel (before 6.13) dropped with their reader.
     no_reader: u64,
@@ -112,13 +112,8 @@ impl UnresolvedReads {
             self.no_reader += 1;
             return;
         };
-        if let Some(known) = self
-            .readers
-            .iter_mut()
-            .find(|r| r.executable.as_deref() == executable)
-        {
+        if let Some(known) = self.readers.iter_mut().find(|r| r.pid == pid) {
             known.reads += 1;
-            known.pid = pid;
             return;
         }
         if self.readers.len() == MAX_NAMED_READERS {
@@ -198,7 +193,7 @@ impl UnresolvedReads {
                 "mapwatch": {"health": {"unresolved_reads": {
                     "reads": total,
                     "readers": readers,
-                    "by_other_programs": gathered.others,
+                    "by_other_processes": gathered.others,
                     "without_reader": gathered.no_reader,
                 }}},
             }),
@@ -230,7 +225,7 @@ mod tests {
     fn unresolved_reads_are_reported_by_reader_once_then_start_again() {
         let mut reads = UnresolvedReads::default();
         assert!(reads.report(&host()).is_none());
-        reads.add(Some(10), Some(b"/usr/bin/ps"), Some(b"ps aux"));
+        reads.add(Some(11), Some(b"/usr/bin/ps"), Some(b"ps aux"));
         reads.add(Some(11), Some(b"/usr/bin/ps"), Some(b"ps aux"));
         reads.add(Some(12), Some(b"/tmp/x\x1b]0;"), Some(b"/tmp/x -p 5"));
         reads.add(None, None, None);
@@ -255,7 +250,7 @@ mod tests {
             Some(MAX_NAMED_READERS)
         );
         assert_eq!(
-            unresolved["by_other_programs"],
+            unresolved["by_other_processes"],
             json!(40 - MAX_NAMED_READERS)
         );
     }
