@@ -119,56 +119,53 @@ pub fn identify(
     at_read: Option<&AtRead>,
 ) -> Reader {
     let seen = taken.seen;
-    if let Some(s) = at_read
-        && table.lookup(pid, seen).is_none()
-    {
-        let mut reader = from_snapshot(s);
-        if reader.exe.is_none() {
-            // Exited by the time it was read: a fork that never exec'd (no
-            // exec event names it) runs its parent's program.
-            if let Some(parent) = table.lookup(s.stat.ppid, seen) {
-                let (exe, args) = program_forked_from(parent, s.stat.comm.as_bytes());
-                reader.exe = exe;
-                reader.args = args;
-            }
-        }
-        table.remember_at_read(
-            &s.stat,
-            reader.exe.as_deref(),
-            reader.args.as_ref(),
-            s.euid,
-            seen,
-        );
-        return reader;
-    }
-    let known = table.lookup(pid, seen);
-    let changed_since = |p: &Process, s: &AtRead| match (&p.exe, &s.exe) {
-        (Some(now), Some(then)) => now != then,
-        // A zombie at the read: whatever the table says came before.
-        _ => false,
+    let Some(known) = table.lookup(pid, seen) else {
+        return match at_read {
+            Some(s) => remember_fork(table, s, seen),
+            None => Reader {
+                basis: Basis::Unknown,
+                in_doubt: None,
+                name: None,
+                exe: None,
+                args: None,
+                cwd: None,
+                euid: None,
+                ppid: None,
+                exec_serial: None,
+            },
+        };
     };
-    match (known, at_read) {
-        (Some(p), Some(s)) if !changed_since(p, s) => from_table(p, taken),
-        (Some(p), None) => from_table(p, taken),
-        (Some(p), Some(s)) => Reader {
+    match at_read {
+        // A zombie at the read has no exe: whatever the table says came
+        // before it.
+        Some(s) if s.exe.is_some() && known.exe.is_some() && s.exe != known.exe => Reader {
             // Its arguments of then; its directory and uid, the table's.
-            cwd: p.cwd.clone(),
-            euid: p.euid,
+            cwd: known.cwd.clone(),
+            euid: known.euid,
             ..from_snapshot(s)
         },
-        (None, Some(s)) => from_snapshot(s),
-        (None, None) => Reader {
-            basis: Basis::Unknown,
-            in_doubt: None,
-            name: None,
-            exe: None,
-            args: None,
-            cwd: None,
-            euid: None,
-            ppid: None,
-            exec_serial: None,
-        },
+        _ => from_table(known, taken),
     }
+}
+
+/// A reader the table does not know (a fork that never exec'd), kept in it
+/// as it was at the read. Exited by the time it was looked at (a zombie, no
+/// exe), it runs its parent's program.
+fn remember_fork(table: &mut ProcessTable, s: &AtRead, seen: Instant) -> Reader {
+    let mut reader = from_snapshot(s);
+    if reader.exe.is_none()
+        && let Some(parent) = table.lookup(s.stat.ppid, seen)
+    {
+        (reader.exe, reader.args) = program_forked_from(parent, s.stat.comm.as_bytes());
+    }
+    table.remember_at_read(
+        &s.stat,
+        reader.exe.as_deref(),
+        reader.args.as_ref(),
+        s.euid,
+        seen,
+    );
+    reader
 }
 
 /// The table's program; and the one before, unless the fanotify queue
