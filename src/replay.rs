@@ -39,6 +39,9 @@ pub struct ReplaySummary {
     /// Events that never got their end record (flushed or evicted).
     pub events_without_end: u64,
     pub session_starts: u64,
+    /// ioctl(PROCMAP_QUERY) calls: map reads whose map a log cannot name
+    /// (the querier's fd), counted, not alerted.
+    pub map_queries: u64,
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
     pub serial_gaps: u64,
@@ -49,7 +52,7 @@ impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
+            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} PROCMAP_QUERY ioctls (their map is not in a log), {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
             self.files,
             self.unreadable_files,
             self.records,
@@ -57,6 +60,7 @@ impl std::fmt::Display for ReplaySummary {
             self.exec_events,
             self.events_without_end,
             self.session_starts,
+            self.map_queries,
             self.alerts,
             self.unresolved_entry_leaders,
             self.serial_gaps,
@@ -115,6 +119,7 @@ pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
     summary.malformed_records = stats.malformed_records;
     summary.exec_events = assembled.exec_events;
     summary.session_starts = assembled.session_starts;
+    summary.map_queries = assembled.map_queries;
     summary.events_without_end = assembled.flushed_without_eoe + assembled.evicted;
     summary.alerts = stats.alerts;
     summary.unresolved_entry_leaders = stats.unresolved_entry_leaders;
