@@ -52,7 +52,7 @@ impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} PROCMAP_QUERY ioctls (their map is not in a log), {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
+            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} PROCMAP_QUERY ioctls, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
             self.files,
             self.unreadable_files,
             self.records,
