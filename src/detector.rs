@@ -219,11 +219,8 @@ impl Detector {
     fn resolve_map_queries(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
         if self.correlator.is_none() {
             // Reads are followed with fanotify on only; a log's queries
-            // name an fd of a process long gone.
-            for query in self.assembler.take_map_queries() {
-                self.unresolved_reads
-                    .add(Some(query.pid), query.exe.as_deref(), None);
-            }
+            // name an fd of a process long gone. The assembler counts them.
+            self.assembler.take_map_queries().for_each(drop);
             return;
         }
         let queries: Vec<MapQuery> = self.assembler.take_map_queries().collect();

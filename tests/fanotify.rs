@@ -125,11 +125,7 @@ fn a_thread_reading_its_own_map_by_its_tid_raises_no_extended_alert() {
         other = target.pid(),
         go = go.display().to_string(),
     );
-    let mut reader = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .spawn()
-        .expect("python3");
+    let mut reader = python(&script, &[]).spawn().expect("python3");
     let pid = reader.id();
     mapwatch.wait_for_alert("the thread's read of another process's map", |a| {
         a["rule"]["id"] == EXTENDED_ID && a["process"]["pid"] == pid
@@ -622,31 +618,10 @@ fn a_read_of_a_target_that_exits_at_once_is_never_silent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mapwatch = Mapwatch::start(dir.path());
     const READS: usize = 10;
-    let read_workers_maps = |name: &str| -> (u32, Vec<u64>) {
-        let workers = dir.path().join(name);
-        let script = format!(
-            "import os, signal\npids = []\nfor _ in range({READS}):\n    r, w = os.pipe()\n    pid = os.fork()\n    if pid == 0:\n        os.read(r, 1)\n        os._exit(0)\n    with open(f'/proc/{{pid}}/maps') as f:\n        f.read()\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)\n    pids.append(pid)\nopen({workers:?}, 'w').write(' '.join(map(str, pids)))\n",
-            workers = workers.display().to_string(),
-        );
-        let mut reader = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(script)
-            .spawn()
-            .expect("python3");
-        let pid = reader.id();
-        assert!(reader.wait().expect("python3").success());
-        let pids: Vec<u64> = std::fs::read_to_string(&workers)
-            .expect("the workers' pids")
-            .split_whitespace()
-            .map(|p| p.parse().expect("a pid"))
-            .collect();
-        assert_eq!(pids.len(), READS);
-        (pid, pids)
-    };
     mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
-    let stopped = read_workers_maps("stopped");
+    let stopped = read_maps_of_workers_that_exit(READS, dir.path());
     mapwatch.signal(nix::sys::signal::Signal::SIGCONT);
-    let racing = read_workers_maps("racing");
+    let racing = read_maps_of_workers_that_exit(READS, dir.path());
     mapwatch.sync();
     // Health documents go out once a second.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -710,23 +685,8 @@ fn a_procmap_query_of_another_process_raises_an_alert_naming_reader_and_target()
     let dir = tempfile::tempdir().expect("tempdir");
     let mapwatch = Mapwatch::start(dir.path());
     let target = Target::spawn();
-    // Every mapping, as the kernel's selftests walk them: the covering or
-    // next mapping from an address, then from its end.
-    let script = "import errno, fcntl, os, struct, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\naddr, n = 0, 0\nwhile True:\n    q = bytearray(struct.pack('QQQQQQQQQIIIIQQ', 104, 0x10, addr, *([0] * 12)))\n    try:\n        fcntl.ioctl(fd, 0xC0686611, q, True)\n    except OSError as e:\n        if e.errno == errno.ENOENT:\n            break\n        raise\n    addr = struct.unpack_from('QQ', q, 24)[1]\n    n += 1\nprint(n)\n";
     let query = |maps: &str| {
-        let out = Command::new("/usr/bin/python3")
-            .args(["-c", script, maps])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "PROCMAP_QUERY: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mappings: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("a count");
+        let mappings = procmap_query_walk(maps);
         assert!(mappings > 5, "the query gave every mapping ({mappings})");
     };
     query(&target.maps());

@@ -185,24 +185,13 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     // A read taken after its target was gone (mapwatch stopped meanwhile):
     // a health document naming the reader.
     mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
-    let forked = "import os, signal\nr, w = os.pipe()\npid = os.fork()\nif pid == 0:\n    os.read(r, 1)\n    os._exit(0)\nopen(f'/proc/{pid}/maps').read()\nos.kill(pid, signal.SIGKILL)\nos.waitpid(pid, 0)\n";
-    let ran = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", forked])
-        .status();
+    read_maps_of_workers_that_exit(1, dir.path());
     mapwatch.signal(nix::sys::signal::Signal::SIGCONT);
-    assert!(
-        ran.is_ok_and(|s| s.success()),
-        "python3 read a worker's map"
-    );
     // A PROCMAP_QUERY of the target's map.
-    let query = format!(
-        "import fcntl, os, struct\nfd = os.open('{}', os.O_RDONLY)\nq = bytearray(struct.pack('QQQQQQQQQIIIIQQ', 104, 0x10, *([0] * 13)))\nfcntl.ioctl(fd, 0xC0686611, q, True)\n",
-        target.maps()
+    assert!(
+        procmap_query_walk(&target.maps()) > 0,
+        "python3 queried a map"
     );
-    let ran = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", &query])
-        .status();
-    assert!(ran.is_ok_and(|s| s.success()), "python3 queried a map");
     std::thread::sleep(std::time::Duration::from_millis(1200));
     mapwatch.signal(nix::sys::signal::Signal::SIGUSR1);
     std::thread::sleep(std::time::Duration::from_millis(300));

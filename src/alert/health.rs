@@ -47,32 +47,11 @@ impl LossWatch {
             .collect();
         let what: Vec<String> = lost.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let message = format!("mapwatch lost events: {}", what.join(" "));
-        let document = ecs_document(
-            now_rfc3339(),
-            json!({
-                "host": {"name": host.name, "hostname": host.name},
-                "event": {
-                    "kind": "alert",
-                    "category": ["host"],
-                    "type": ["info"],
-                    "module": "mapwatch",
-                    "dataset": "mapwatch.health",
-                    "severity": 47,
-                    "risk_score": 47,
-                },
-                "message": message,
-                "mapwatch": {"health": {"lost": lost, "totals": totals}},
-            }),
-        );
-        let summary = format!(
-            "{} health  {message}",
-            document["@timestamp"].as_str().unwrap_or_default()
-        );
-        Some(Alert {
-            document,
-            summary,
-            timing: Default::default(),
-        })
+        Some(health_alert(
+            message,
+            json!({"lost": lost, "totals": totals}),
+            host,
+        ))
     }
 }
 
@@ -164,7 +143,7 @@ impl UnresolvedReads {
             })
             .collect();
         let message = format!(
-            "mapwatch could not resolve {total} read(s) of a procfs file whose process had exited (maps, smaps, mem, environ…: which one and whose is lost); readers: {}{}",
+            "mapwatch could not resolve {total} read(s): which file and whose is lost (a procfs file whose process had exited: maps, smaps, mem, environ…; or the maps file of a PROCMAP_QUERY); readers: {}{}",
             if named.is_empty() {
                 "unknown".into()
             } else {
@@ -173,40 +152,50 @@ impl UnresolvedReads {
             match (gathered.others, gathered.no_reader) {
                 (0, 0) => String::new(),
                 (others, no_reader) =>
-                    format!(" (+{others} by other programs, {no_reader} with no reader said)"),
+                    format!(" (+{others} by other processes, {no_reader} with no reader said)"),
             }
         );
-        let document = ecs_document(
-            now_rfc3339(),
-            json!({
-                "host": {"name": host.name, "hostname": host.name},
-                "event": {
-                    "kind": "alert",
-                    "category": ["host"],
-                    "type": ["info"],
-                    "module": "mapwatch",
-                    "dataset": "mapwatch.health",
-                    "severity": 47,
-                    "risk_score": 47,
-                },
-                "message": message,
-                "mapwatch": {"health": {"unresolved_reads": {
-                    "reads": total,
-                    "readers": readers,
-                    "by_other_processes": gathered.others,
-                    "without_reader": gathered.no_reader,
-                }}},
-            }),
-        );
-        let summary = format!(
-            "{} health  {message}",
-            document["@timestamp"].as_str().unwrap_or_default()
-        );
-        Some(Alert {
-            document,
-            summary,
-            timing: Default::default(),
-        })
+        Some(health_alert(
+            message,
+            json!({"unresolved_reads": {
+                "reads": total,
+                "readers": readers,
+                "by_other_processes": gathered.others,
+                "without_reader": gathered.no_reader,
+            }}),
+            host,
+        ))
+    }
+}
+
+/// A `mapwatch.health` document with its one-line summary: `health` is
+/// what goes under `mapwatch.health`.
+fn health_alert(message: String, health: Value, host: &HostInfo) -> Alert {
+    let document = ecs_document(
+        now_rfc3339(),
+        json!({
+            "host": {"name": host.name, "hostname": host.name},
+            "event": {
+                "kind": "alert",
+                "category": ["host"],
+                "type": ["info"],
+                "module": "mapwatch",
+                "dataset": "mapwatch.health",
+                "severity": 47,
+                "risk_score": 47,
+            },
+            "message": message,
+            "mapwatch": {"health": health},
+        }),
+    );
+    let summary = format!(
+        "{} health  {message}",
+        document["@timestamp"].as_str().unwrap_or_default()
+    );
+    Alert {
+        document,
+        summary,
+        timing: Default::default(),
     }
 }
 

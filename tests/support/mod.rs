@@ -618,3 +618,54 @@ pub fn brief<'a>(alerts: impl IntoIterator<Item = &'a Value>) -> String {
         })
         .collect()
 }
+
+/// `python3 -c SCRIPT ARGS...`.
+pub fn python(script: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("/usr/bin/python3");
+    command.arg("-c").arg(script).args(args);
+    command
+}
+
+/// Walks every mapping of the maps file `argv[1]` with
+/// `ioctl(PROCMAP_QUERY)` (Linux 6.11+), as the kernel's selftests do (the
+/// covering or next mapping from an address, then from its end), with no
+/// read(2); prints how many.
+pub const PROCMAP_QUERY_WALK: &str = "import errno, fcntl, os, struct, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\naddr, n = 0, 0\nwhile True:\n    q = bytearray(struct.pack('QQQQQQQQQIIIIQQ', 104, 0x10, addr, *([0] * 12)))\n    try:\n        fcntl.ioctl(fd, 0xC0686611, q, True)\n    except OSError as e:\n        if e.errno == errno.ENOENT:\n            break\n        raise\n    addr = struct.unpack_from('QQ', q, 24)[1]\n    n += 1\nprint(n)\n";
+
+/// Runs [`PROCMAP_QUERY_WALK`] on `maps`; returns how many mappings it got.
+pub fn procmap_query_walk(maps: &str) -> u32 {
+    let out = python(PROCMAP_QUERY_WALK, &[maps])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "PROCMAP_QUERY: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// A python3 process that forks `workers` children one at a time, reads
+/// each one's map, kills and reaps it at once (a forked worker's map, gone
+/// right after the read); returns its pid and the workers' pids.
+pub fn read_maps_of_workers_that_exit(workers: usize, dir: &Path) -> (u32, Vec<u64>) {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let pids_file = dir.join(format!("workers-{}", RUNS.fetch_add(1, Ordering::Relaxed)));
+    let script = format!(
+        "import os, signal\npids = []\nfor _ in range({workers}):\n    r, w = os.pipe()\n    pid = os.fork()\n    if pid == 0:\n        os.read(r, 1)\n        os._exit(0)\n    with open(f'/proc/{{pid}}/maps') as f:\n        f.read()\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)\n    pids.append(pid)\nopen({pids_file:?}, 'w').write(' '.join(map(str, pids)))\n",
+        pids_file = pids_file.display().to_string(),
+    );
+    let mut reader = python(&script, &[]).spawn().expect("python3");
+    let pid = reader.id();
+    assert!(reader.wait().expect("python3").success());
+    let pids: Vec<u64> = std::fs::read_to_string(&pids_file)
+        .expect("the workers' pids")
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), workers);
+    (pid, pids)
+}
