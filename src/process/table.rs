@@ -140,7 +140,10 @@ pub struct TableStats {
 }
 
 pub struct ProcessTable {
-    entries: FxHashMap<u32, Process>,
+    /// Boxed: growing or rehashing the map then moves a pointer per entry,
+    /// not an entry (312 bytes), and its empty buckets cost 16 bytes, not
+    /// 320 (measured in the exec storm: BENCHMARKS.md).
+    entries: FxHashMap<u32, Box<Process>>,
     capacity: usize,
     grace: Duration,
     stats: TableStats,
@@ -189,7 +192,7 @@ impl ProcessTable {
     }
 
     pub fn get(&self, pid: u32) -> Option<&Process> {
-        self.entries.get(&pid)
+        self.entries.get(&pid).map(Box::as_ref)
     }
 
     /// Keeps what procfs showed of a live process that no exec event
@@ -259,7 +262,7 @@ impl ProcessTable {
         self.make_room();
         self.entries
             .entry(stat.pid)
-            .insert_entry(process)
+            .insert_entry(Box::new(process))
             .into_mut()
     }
 
@@ -285,7 +288,7 @@ impl ProcessTable {
             }
             self.make_room();
             let process = self.forked(event.pid, event.ppid, now);
-            self.entries.insert(event.pid, process);
+            self.entries.insert(event.pid, Box::new(process));
         }
         let Some(process) = self.entries.get_mut(&event.pid) else {
             return;
@@ -334,7 +337,7 @@ impl ProcessTable {
             let mut process = self.forked(session.pid, session.ppid, now);
             // Before an exec, a fork is its parent's program.
             process.name = process.name_before_exec.take().unwrap_or_default();
-            self.entries.insert(session.pid, process);
+            self.entries.insert(session.pid, Box::new(process));
         }
         if let Some(process) = self.entries.get_mut(&session.pid) {
             process.sid = Some(session.pid);
@@ -375,7 +378,7 @@ impl ProcessTable {
     /// process alive.
     pub fn lookup(&mut self, pid: u32, now: Instant) -> Option<&Process> {
         if self.is_history() {
-            return self.entries.get(&pid);
+            return self.get(pid);
         }
         let fresh = self.entries.get(&pid).is_some_and(|p| {
             p.gone_since.is_none()

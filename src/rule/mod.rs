@@ -19,6 +19,7 @@ pub mod live;
 pub mod prefilter;
 pub mod reach;
 pub mod regexp;
+pub mod regexp_runs;
 pub mod wildcard;
 
 use std::path::{Path, PathBuf};

@@ -6,6 +6,8 @@
 //! values; when the condition is false whatever the unknown fields hold,
 //! it names the fields that decide it. Fields mapwatch never fills were
 //! folded to constants by the parser, so they decide here too.
+//! [`with_constants`] gives the condition as every live event of the
+//! category sees it, for what is drawn from it at load (the prefilter).
 
 use std::ops::ControlFlow;
 
@@ -43,6 +45,27 @@ pub fn never_fires(condition: &Expr, category: Category) -> Option<String> {
             })
         }
         _ => None,
+    }
+}
+
+/// `condition` with each comparison on a field that is the same on every
+/// live event of `category` replaced by its value there, then folded: a
+/// branch no live event can take is gone.
+pub fn with_constants(condition: &Expr, category: Category) -> Expr {
+    substitute(condition, category).optimised()
+}
+
+fn substitute(expr: &Expr, category: Category) -> Expr {
+    let each = |terms: &[Expr]| terms.iter().map(|t| substitute(t, category)).collect();
+    match expr {
+        Expr::And(terms) => Expr::And(each(terms)),
+        Expr::Or(terms) => Expr::Or(each(terms)),
+        Expr::Not(inner) => Expr::Not(Box::new(substitute(inner, category))),
+        Expr::Compare { .. } => match decide(expr, category, &mut Vec::new()) {
+            Some(value) => Expr::Const(value),
+            None => expr.clone(),
+        },
+        Expr::Const(_) | Expr::Function(_) => expr.clone(),
     }
 }
 

@@ -58,6 +58,11 @@ impl Regexp {
         self.matcher.is_match(value)
     }
 
+    /// The pattern as the `regex` crate compiled it.
+    pub fn translated(&self) -> &str {
+        self.matcher.as_str()
+    }
+
     /// The pattern as written in the rule.
     pub fn source(&self) -> &str {
         &self.source
