@@ -12,6 +12,8 @@ use crate::audit::execve::Argv;
 /// The environment read is cut here: `process.env_vars` is for matching
 /// variables such as `LD_PRELOAD`, not for copying a huge environment.
 pub const MAX_ENVIRON: usize = 64 * 1024;
+/// What is read first: more than most environments need.
+const TYPICAL_ENVIRON: usize = 4096;
 
 pub struct LiveProcess {
     pid: u32,
@@ -175,7 +177,8 @@ impl LiveProcess {
             .get_or_insert_with(|| {
                 use std::io::Read;
                 let file = procfs::open(pid, "environ").ok()?;
-                let mut raw = Vec::new();
+                // Most environments fit: one read, no regrowth.
+                let mut raw = Vec::with_capacity(TYPICAL_ENVIRON);
                 file.take(MAX_ENVIRON as u64).read_to_end(&mut raw).ok()?;
                 let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
                 Some(
