@@ -13,8 +13,9 @@
 //!   shortly *before* its exec event (the two come through different
 //!   sockets) still confirms it.
 //! - A read of another process's map by a process that also named it in an
-//!   exec alert is that alert's; every other read becomes one file event
-//!   per reader and target within a window (a `cat` of a map is several
+//!   exec alert is that alert's; every other read (of a map, or of another
+//!   layout file, which no exec alert names) becomes one file event per
+//!   reader, target and file within a window (a `cat` of a map is several
 //!   read(2)s) for the `file where` rules, after a short hold that lets the
 //!   exec event arrive first.
 //! - A process reading a file whose target differs from the one its
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::alert::{Alert, escape_bytes};
+use crate::process::proc_path::Layout;
 use crate::source::fanotify::ReadEvent;
 
 /// Held exec alerts, recent reads and held file events, each at most.
@@ -91,8 +93,9 @@ pub struct Correlator {
     held: VecDeque<Held>,
     /// (reader, target) pairs an exec alert has claimed, and when.
     covered: VecDeque<(u32, u32, Instant)>,
-    /// Last read per (reader, target), to raise one file event per open.
-    last_read: FxHashMap<(u32, u32), Instant>,
+    /// Last read per (reader, target, file), to raise one file event per
+    /// open.
+    last_read: FxHashMap<(u32, u32, Layout), Instant>,
     /// Every read queued before this moment has been seen.
     reads_known_until: Option<Instant>,
     /// An alert waits for the reads to be known past a moment not yet
@@ -204,8 +207,31 @@ impl Correlator {
         })
     }
 
-    /// A read event from fanotify.
+    /// A read event from fanotify. Only a read of a `maps` file confirms
+    /// or is claimed: that is what exec alerts name.
     pub fn read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if read.layout == Layout::Maps {
+            self.confirm_with(&read, now, emit);
+        }
+        let fresh_open = self
+            .last_read
+            .insert((read.pid, read.target, read.layout), now)
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.window);
+        if fresh_open {
+            if self.held.len() >= MAX_HELD {
+                self.held.pop_front();
+                self.stats.released_early += 1;
+            }
+            self.held.push_back(Held {
+                target: read.target,
+                read,
+                due: now + self.hold,
+            });
+        }
+    }
+
+    /// Exec alerts waiting for this read of a map leave confirmed.
+    fn confirm_with(&mut self, read: &ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
         let target = read.target;
         let mut i = 0;
         let mut confirmed_any = false;
@@ -238,21 +264,6 @@ impl Correlator {
         });
         if self.recent.len() > MAX_HELD {
             self.recent.pop_front();
-        }
-        let fresh_open = self
-            .last_read
-            .insert((read.pid, target), now)
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.window);
-        if fresh_open {
-            if self.held.len() >= MAX_HELD {
-                self.held.pop_front();
-                self.stats.released_early += 1;
-            }
-            self.held.push_back(Held {
-                read,
-                target,
-                due: now + self.hold,
-            });
         }
     }
 
@@ -328,7 +339,8 @@ impl Correlator {
             let Some(held) = self.held.pop_front() else {
                 break;
             };
-            if self.is_covered(held.read.pid, held.target, now) {
+            if held.read.layout == Layout::Maps && self.is_covered(held.read.pid, held.target, now)
+            {
                 self.stats.covered_reads += 1;
             } else {
                 self.stats.file_events += 1;
@@ -422,6 +434,7 @@ mod tests {
         ReadEvent {
             pid,
             target: maps_owner(path.as_bytes(), pid).expect("a maps path"),
+            layout: crate::process::proc_path::Layout::Maps,
             path: path.as_bytes().to_vec(),
             seen: now,
             taken_by: 1,

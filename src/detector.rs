@@ -24,6 +24,7 @@ use crate::maps::maps_args;
 use crate::process::at_read::{self, AtRead, Basis};
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::live;
+use crate::process::proc_path::Layout;
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
@@ -302,6 +303,7 @@ impl Detector {
         let read = ReadEvent {
             pid: query.pid,
             target,
+            layout: Layout::Maps,
             path,
             seen: now,
             taken_by,

@@ -311,6 +311,107 @@ fn reads_no_argument_names_raise_one_extended_alert_each() {
     assert!(status.success(), "{stderr}");
 }
 
+/// Reads 16 bytes of the target's memory at the start of its first
+/// readable mapping, as a dump does (a read of unmapped memory fails, and a
+/// failed read is no access to fanotify).
+const READ_MEM: &str = r#"
+import sys
+pid = sys.argv[1]
+with open(f"/proc/{pid}/maps") as maps:
+    start = next(int(l.split("-")[0], 16) for l in maps if l.split()[1].startswith("r"))
+with open(f"/proc/{pid}/mem", "rb") as mem:
+    mem.seek(start)
+    assert len(mem.read(16)) == 16
+"#;
+
+#[test]
+fn reads_of_the_other_layout_files_and_of_mem_raise_one_alert_each() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let script = dir.path().join("read_mem.py");
+    std::fs::write(&script, READ_MEM).expect("write the script");
+    // (reader, file.name, rule, command with {dir} for /proc/<target>)
+    let cases: Vec<(&str, &str, &str, String)> = vec![
+        ("cat", "smaps", LAYOUT_ID, "cat {dir}/smaps".into()),
+        (
+            "cat",
+            "smaps_rollup",
+            LAYOUT_ID,
+            "cat {dir}/smaps_rollup".into(),
+        ),
+        ("cat", "numa_maps", LAYOUT_ID, "cat {dir}/numa_maps".into()),
+        ("ls", "map_files", LAYOUT_ID, "ls {dir}/map_files".into()),
+        (
+            "dd",
+            "pagemap",
+            LAYOUT_ID,
+            "dd if={dir}/pagemap bs=8 count=4 status=none".into(),
+        ),
+        (
+            "python3",
+            "mem",
+            MEM_ID,
+            format!("python3 {} {{pid}}", script.display()),
+        ),
+    ];
+    let targets: Vec<Target> = cases.iter().map(|_| Target::spawn()).collect();
+    for ((_, _, _, command), target) in cases.iter().zip(&targets) {
+        let command = command
+            .replace("{dir}", &format!("/proc/{}", target.pid()))
+            .replace("{pid}", &target.pid().to_string());
+        run_entry_leader("bash", &format!("{command} > /dev/null"), dir.path());
+    }
+    // Own reads: none.
+    run_entry_leader(
+        "bash",
+        &format!(
+            "cat /proc/self/smaps /proc/self/numa_maps > /dev/null; ls /proc/self/map_files > /dev/null; python3 {} self",
+            script.display()
+        ),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for ((reader, name, rule, command), target) in cases.iter().zip(&targets) {
+        let mine = about(&alerts, rule, target);
+        assert_eq!(mine.len(), 1, "`{command}`: {alerts:#?}");
+        let a = mine[0];
+        assert_eq!(a["process"]["name"], *reader, "`{command}`: {a:#}");
+        assert_eq!(a["file"]["name"], *name, "`{command}`: {a:#}");
+        assert_eq!(a["mapwatch"]["target"]["name"], "sleep", "{a:#}");
+        assert_eq!(a["event"]["action"], "read", "{a:#}");
+        assert_eq!(a["process"]["entry_leader"]["name"], "bash", "{a:#}");
+        assert!(
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("of sleep (pid")),
+            "{a:#}"
+        );
+        let other = if *rule == LAYOUT_ID {
+            MEM_ID
+        } else {
+            LAYOUT_ID
+        };
+        assert!(
+            about(&alerts, other, target).is_empty(),
+            "`{command}`: {alerts:#?}"
+        );
+    }
+    let own: Vec<&Value> = [LAYOUT_ID, MEM_ID]
+        .iter()
+        .flat_map(|id| by_rule(&alerts, id))
+        .filter(|a| a["mapwatch"]["target"]["pid"] == a["process"]["pid"])
+        .collect();
+    assert!(own.is_empty(), "own reads raised: {own:#?}");
+    let layout_or_mem = by_rule(&alerts, LAYOUT_ID).len() + by_rule(&alerts, MEM_ID).len();
+    assert_eq!(layout_or_mem, cases.len(), "{alerts:#?}");
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn own_map_reads_and_ordinary_proc_readers_raise_no_extended_alert() {
     let _lock = audit_lock();
@@ -400,7 +501,7 @@ fn the_extended_rule_can_be_turned_off() {
         &format!("[rules]\ndisabled = [\"{EXTENDED_ID}\"]\n"),
     );
     assert!(
-        mapwatch.stderr().contains("1 detection rules"),
+        mapwatch.stderr().contains("3 detection rules"),
         "{}",
         mapwatch.stderr()
     );

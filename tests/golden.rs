@@ -176,6 +176,7 @@ fn detect_with_reads() -> Vec<Value> {
             let read = ReadEvent {
                 pid: reader,
                 target: maps_owner(path.as_bytes(), reader).expect("reads.txt: maps paths"),
+                layout: mapwatch::process::proc_path::Layout::Maps,
                 path: path.into_bytes(),
                 seen,
                 taken_by: 1,

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::escape::escape_for_terminal;
 use crate::process::leader::EntryLeader;
+use crate::process::proc_path::Layout;
 
 /// Characters of one attacker-controlled part (a name, a path).
 const MAX_PART: usize = 96;
@@ -30,8 +31,8 @@ pub(super) enum Deed<'a> {
     /// line when no argument resolves to one.
     RanWith(&'a [u8]),
     RanCommand(&'a [u8]),
-    /// A read fanotify saw.
-    Read(&'a [u8]),
+    /// A read fanotify saw, of one of the target's layout files.
+    Read(&'a [u8], Layout),
 }
 
 /// `RULE: READER (pid P, user U) DEED, TARGET; entry leader L`.
@@ -43,12 +44,18 @@ pub(super) fn alert_message(
     leader: Option<&EntryLeader>,
 ) -> String {
     let user = reader.user.as_deref().unwrap_or("?");
+    let what = match deed {
+        Deed::Read(_, layout) => what_it_gives(*layout),
+        Deed::RanWith(_) | Deed::RanCommand(_) => "memory map",
+    };
     let deed = match deed {
         Deed::RanWith(path) => format!("ran with {}", part(path)),
         Deed::RanCommand(command) => format!("ran {}", part(command)),
-        Deed::Read(path) => format!("read {}", part(path)),
+        Deed::Read(path, _) => format!("read {}", part(path)),
     };
-    let whose = target.map(|t| whose_map(t, reader.pid)).unwrap_or_default();
+    let whose = target
+        .map(|t| whose(t, reader.pid, what))
+        .unwrap_or_default();
     let leader = leader.map_or_else(
         || "unknown".to_owned(),
         |e| format!("{} (pid {}, {})", part(&e.name), e.pid, e.kind.as_str()),
@@ -62,16 +69,26 @@ pub(super) fn alert_message(
     )
 }
 
+/// What a layout file gives away, as the message names it.
+fn what_it_gives(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Maps | Layout::Smaps | Layout::SmapsRollup | Layout::NumaMaps => "memory map",
+        Layout::MapFiles => "mappings",
+        Layout::Pagemap => "page map",
+        Layout::Mem => "memory",
+    }
+}
+
 /// `, the memory map of NAME (pid N)`, from the document's target object.
-fn whose_map(target: &Value, reader_pid: u32) -> String {
+fn whose(target: &Value, reader_pid: u32, what: &str) -> String {
     let pid = target["pid"].as_u64();
     if pid == Some(u64::from(reader_pid)) {
-        return ", its own memory map".to_owned();
+        return format!(", its own {what}");
     }
     let pid = pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
     match target["name"].as_str() {
-        Some(name) => format!(", the memory map of {} (pid {pid})", part(name.as_bytes())),
-        None => format!(", the memory map of pid {pid}"),
+        Some(name) => format!(", the {what} of {} (pid {pid})", part(name.as_bytes())),
+        None => format!(", the {what} of pid {pid}"),
     }
 }
 
@@ -123,7 +140,7 @@ mod tests {
         let own = alert_message(
             "R",
             &reader(b"python3"),
-            &Deed::Read(b"/proc/self/maps"),
+            &Deed::Read(b"/proc/self/maps", Layout::Maps),
             Some(&json!({"pid": 4242})),
             None,
         );
@@ -144,7 +161,7 @@ mod tests {
         let message = alert_message(
             "R",
             &reader(b"x\n\x1b[31mfake alert\r"),
-            &Deed::Read(&long),
+            &Deed::Read(&long, Layout::Maps),
             None,
             None,
         );

@@ -460,7 +460,7 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
             pid: read.pid,
             user: user_text(euid, fields.users),
         },
-        &Deed::Read(&read.path),
+        &Deed::Read(&read.path, read.layout),
         target_obj.as_ref(),
         entry_leader.as_ref(),
     );

@@ -65,6 +65,67 @@ impl<'p> ProcFile<'p> {
     }
 }
 
+/// The files of a process that give away its memory layout or contents:
+/// what injection needs to know, and what a dump reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Maps,
+    Smaps,
+    SmapsRollup,
+    NumaMaps,
+    /// Physical frames and flags of each page.
+    Pagemap,
+    /// The directory whose entries are named after every mapping.
+    MapFiles,
+    /// The memory itself.
+    Mem,
+}
+
+impl Layout {
+    pub fn from_name(name: &[u8]) -> Option<Layout> {
+        Some(match name {
+            b"maps" => Layout::Maps,
+            b"smaps" => Layout::Smaps,
+            b"smaps_rollup" => Layout::SmapsRollup,
+            b"numa_maps" => Layout::NumaMaps,
+            b"pagemap" => Layout::Pagemap,
+            b"map_files" => Layout::MapFiles,
+            b"mem" => Layout::Mem,
+            _ => return None,
+        })
+    }
+
+    /// The file's name, as `file.name` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Maps => "maps",
+            Layout::Smaps => "smaps",
+            Layout::SmapsRollup => "smaps_rollup",
+            Layout::NumaMaps => "numa_maps",
+            Layout::Pagemap => "pagemap",
+            Layout::MapFiles => "map_files",
+            Layout::Mem => "mem",
+        }
+    }
+}
+
+/// Whose layout file `path` is, and which, when `opener` opens it.
+pub fn layout_owner(path: &[u8], opener: u32) -> Option<(u32, Layout)> {
+    // Most procfs reads fanotify reports are of other files (`ps` reads
+    // stat, status, cmdline): those are refused by their last letters,
+    // unparsed.
+    if !(path.ends_with(b"maps")
+        || path.ends_with(b"_rollup")
+        || path.ends_with(b"/pagemap")
+        || path.ends_with(b"/map_files")
+        || path.ends_with(b"/mem"))
+    {
+        return None;
+    }
+    let file = ProcFile::parse(path)?;
+    Some((file.owner_pid(opener), Layout::from_name(file.name)?))
+}
+
 /// Whose memory map `path` is, when `opener` opens it: `None` unless it
 /// names a `maps` file.
 pub fn maps_owner(path: &[u8], opener: u32) -> Option<u32> {
@@ -109,6 +170,46 @@ mod tests {
         ] {
             assert_eq!(
                 maps_owner(path, 7),
+                None,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
+
+    #[test]
+    fn names_the_owner_of_layout_files() {
+        assert_eq!(
+            layout_owner(b"/proc/42/smaps", 7),
+            Some((42, Layout::Smaps))
+        );
+        assert_eq!(
+            layout_owner(b"/proc/42/task/43/smaps_rollup", 7),
+            Some((42, Layout::SmapsRollup))
+        );
+        assert_eq!(
+            layout_owner(b"/proc/self/numa_maps", 7),
+            Some((7, Layout::NumaMaps))
+        );
+        assert_eq!(
+            layout_owner(b"/proc/42/pagemap", 7),
+            Some((42, Layout::Pagemap))
+        );
+        assert_eq!(
+            layout_owner(b"/proc/42/map_files", 7),
+            Some((42, Layout::MapFiles))
+        );
+        assert_eq!(layout_owner(b"/proc/42/mem", 7), Some((42, Layout::Mem)));
+        assert_eq!(layout_owner(b"/proc/42/maps", 7), Some((42, Layout::Maps)));
+        for path in [
+            &b"/proc/42/status"[..],
+            b"/proc/42/map_files/7f00-7f10",
+            b"/proc/42/xmaps",
+            b"/proc/42/fd/3/mem",
+            b"/proc/mem",
+        ] {
+            assert_eq!(
+                layout_owner(path, 7),
                 None,
                 "{}",
                 String::from_utf8_lossy(path)

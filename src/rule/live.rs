@@ -398,7 +398,10 @@ impl Event for ReadFields<'_, '_> {
                 one(visit, constant(Category::File, field).map(Scalar::Keyword))
             }
             Field::FilePath => one(visit, Some(Scalar::Keyword(&self.read.path))),
-            Field::FileName => one(visit, Some(Scalar::Keyword(b"maps"))),
+            Field::FileName => one(
+                visit,
+                Some(Scalar::Keyword(self.read.layout.name().as_bytes())),
+            ),
             Field::ProcessPid => one(visit, Some(Scalar::Long(self.read.pid.into()))),
             Field::ProcessName => {
                 let name = self.name();

@@ -144,6 +144,14 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "proc_maps_read_extended.toml",
         include_str!("../../rules/proc_maps_read_extended.toml"),
     ),
+    (
+        "proc_layout_read.toml",
+        include_str!("../../rules/proc_layout_read.toml"),
+    ),
+    (
+        "proc_mem_read.toml",
+        include_str!("../../rules/proc_mem_read.toml"),
+    ),
 ];
 
 /// Every rule in force, with the global exceptions.

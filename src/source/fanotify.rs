@@ -1,15 +1,19 @@
-//! fanotify on /proc: who reads which `/proc/<pid>/maps`.
+//! fanotify on /proc: who reads which `/proc/<pid>/maps`, and the other
+//! files that give away a process's layout or memory (`smaps`,
+//! `smaps_rollup`, `numa_maps`, `pagemap`, a listing of `map_files/`,
+//! `mem`: [`Layout`]).
 //!
 //! Contract: one filesystem mark on the host's procfs, notification class,
-//! `FAN_ACCESS` (a read is what confirms; see ARCHITECTURE.md) and
+//! `FAN_ACCESS` on files and directories (a read is what confirms; see
+//! ARCHITECTURE.md; listing a directory is its read) and
 //! `FAN_OPEN` (a maps file opened and not read, which an
 //! `ioctl(PROCMAP_QUERY)` needs: [`MapOpen`]), read by a
 //! thread of its own. Each event's reader pid
 //! is checked first (our own reads of /proc are dropped without a syscall);
 //! then the event's fd is resolved to its path into a stack buffer and
-//! closed, and only paths that name a maps file
+//! closed, and only paths that name a layout file
 //! ([`crate::process::proc_path`]) leave as [`ReadEvent`]s, with the pid
-//! whose map it is, in batches, through a bounded channel (a full channel
+//! whose file it is, in batches, through a bounded channel (a full channel
 //! drops and counts). An event whose file's process has already exited
 //! cannot be resolved (ESRCH, reported as a negative fd by kernels with
 //! `FAN_REPORT_FD_ERROR`, 6.13+): it is counted and reading goes on; so is
@@ -45,7 +49,7 @@ use super::queue::Sender;
 use crate::audit::record::Serial;
 use crate::process::at_read::AtRead;
 use crate::process::live::thread_group;
-use crate::process::proc_path::maps_owner;
+use crate::process::proc_path::{Layout, layout_owner};
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
 /// `-errno` in `fd` instead of failing the read.
@@ -101,6 +105,8 @@ pub struct ReadEvent {
     pub pid: u32,
     /// The process whose map was read.
     pub target: u32,
+    /// Which of its layout files.
+    pub layout: Layout,
     /// The file as the kernel names it: `/proc/<pid>/maps` or
     /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved).
     pub path: Vec<u8>,
@@ -188,6 +194,7 @@ impl CatchUp {
 #[derive(Default, Debug)]
 pub struct WatchStats {
     pub events: AtomicU64,
+    /// Reads of layout files (maps and the others: [`Layout`]).
     pub maps_events: AtomicU64,
     pub unresolved: AtomicU64,
     pub overflows: AtomicU64,
@@ -257,7 +264,7 @@ impl ProcWatch {
             MaskFlags::FAN_ACCESS | MaskFlags::FAN_OPEN
         } else {
             MaskFlags::FAN_ACCESS
-        };
+        } | MaskFlags::FAN_ONDIR;
         let mark = |flags: MarkFlags| {
             group.mark(
                 MarkFlags::FAN_MARK_ADD | flags,
@@ -436,7 +443,8 @@ fn parse_events(
         }
         let path = fd_path(fd_dir, fd, &mut path_buf);
         close(fd);
-        let Some((path, target)) = path.and_then(|p| Some((p, maps_owner(p, pid)?))) else {
+        let Some((path, (target, layout))) = path.and_then(|p| Some((p, layout_owner(p, pid)?)))
+        else {
             continue;
         };
         // The reader first, before it can exec another program or be
@@ -449,6 +457,9 @@ fn parse_events(
         let target = thread_group(target).unwrap_or(target);
         let reader = reader.filter(|_| target != pid);
         if !read {
+            if layout != Layout::Maps {
+                continue;
+            }
             out.opens.push(MapOpen {
                 pid,
                 target,
@@ -462,6 +473,7 @@ fn parse_events(
         out.reads.push(ReadEvent {
             pid,
             target,
+            layout,
             path: path.to_vec(),
             seen,
             taken_by,

@@ -23,6 +23,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mapwatch");
 pub const SEED_ID: &str = "2f95540c-923e-4f57-9dae-de30169c68b9";
 /// The shipped extended rule's (any read of another process's map).
 pub const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
+/// The shipped layout rule's (smaps, numa_maps, pagemap, map_files, ...).
+pub const LAYOUT_ID: &str = "a8058e10-0e2c-42fc-b756-9f862b08aecc";
+/// The shipped memory read rule's (`/proc/<pid>/mem`).
+pub const MEM_ID: &str = "ab8c4dd6-0069-48cd-9060-e0f8d6914e3e";
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
 /// Marks a stdout line that did not parse as JSON.
