@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::alert::{Alert, escape_bytes};
 use crate::process::proc_path::Layout;
-use crate::source::fanotify::ReadEvent;
+use crate::source::fanotify::{Access, ReadEvent};
 
 /// Held exec alerts, recent reads and held file events, each at most.
 const MAX_HELD: usize = 16_384;
@@ -93,9 +93,9 @@ pub struct Correlator {
     held: VecDeque<Held>,
     /// (reader, target) pairs an exec alert has claimed, and when.
     covered: VecDeque<(u32, u32, Instant)>,
-    /// Last read per (reader, target, file), to raise one file event per
-    /// open.
-    last_read: FxHashMap<(u32, u32, Layout), Instant>,
+    /// Last read (or write) per (reader, target, file), to raise one file
+    /// event per open.
+    last_read: FxHashMap<(u32, u32, Layout, Access), Instant>,
     /// Every read queued before this moment has been seen.
     reads_known_until: Option<Instant>,
     /// An alert waits for the reads to be known past a moment not yet
@@ -210,12 +210,12 @@ impl Correlator {
     /// A read event from fanotify. Only a read of a `maps` file confirms
     /// or is claimed: that is what exec alerts name.
     pub fn read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
-        if read.layout == Layout::Maps {
+        if read.layout == Layout::Maps && read.access == Access::Read {
             self.confirm_with(&read, now, emit);
         }
         let fresh_open = self
             .last_read
-            .insert((read.pid, read.target, read.layout), now)
+            .insert((read.pid, read.target, read.layout, read.access), now)
             .is_none_or(|last| now.saturating_duration_since(last) >= self.window);
         if fresh_open {
             if self.held.len() >= MAX_HELD {
@@ -339,7 +339,9 @@ impl Correlator {
             let Some(held) = self.held.pop_front() else {
                 break;
             };
-            if held.read.layout == Layout::Maps && self.is_covered(held.read.pid, held.target, now)
+            if held.read.layout == Layout::Maps
+                && held.read.access == Access::Read
+                && self.is_covered(held.read.pid, held.target, now)
             {
                 self.stats.covered_reads += 1;
             } else {
@@ -435,6 +437,7 @@ mod tests {
             pid,
             target: maps_owner(path.as_bytes(), pid).expect("a maps path"),
             layout: crate::process::proc_path::Layout::Maps,
+            access: crate::source::fanotify::Access::Read,
             path: path.as_bytes().to_vec(),
             seen: now,
             taken_by: 1,

@@ -30,7 +30,7 @@ use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
 use crate::rule::live::{ExecFields, ReadFields};
 use crate::source::RecordBatch;
-use crate::source::fanotify::{MapOpen, ReadBatch, ReadEvent, UnresolvedRead, Via};
+use crate::source::fanotify::{Access, MapOpen, ReadBatch, ReadEvent, UnresolvedRead, Via};
 use crate::source::netlink::RULE_KEY;
 
 /// Counters of the detection core.
@@ -304,6 +304,7 @@ impl Detector {
             pid: query.pid,
             target,
             layout: Layout::Maps,
+            access: Access::Read,
             path,
             seen: now,
             taken_by,

@@ -413,6 +413,70 @@ fn reads_of_the_other_layout_files_and_of_mem_raise_one_alert_each() {
 }
 
 #[test]
+fn a_write_into_another_process_memory_raises_one_critical_alert() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let script = write_mem_script(dir.path());
+    let target = Target::spawn();
+    run_entry_leader(
+        "bash",
+        &format!("python3 {} {}", script.display(), target.pid()),
+        dir.path(),
+    );
+    // Its own memory: no alert.
+    run_entry_leader(
+        "bash",
+        &format!("python3 {} self", script.display()),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let writes = by_rule(&alerts, MEM_WRITE_ID);
+    assert_eq!(writes.len(), 1, "{alerts:#?}");
+    let w = writes[0];
+    assert_eq!(w["mapwatch"]["target"]["pid"], target.pid(), "{w:#}");
+    assert_eq!(w["mapwatch"]["target"]["name"], "sleep", "{w:#}");
+    assert_eq!(w["process"]["name"], "python3", "{w:#}");
+    assert_eq!(w["file"]["name"], "mem", "{w:#}");
+    assert_eq!(w["event"]["action"], "write", "{w:#}");
+    assert_eq!(w["event"]["type"][0], "change", "{w:#}");
+    assert_eq!(w["mapwatch"]["rule"]["severity"], "critical", "{w:#}");
+    let message = w["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "wrote into /proc/{}/mem, the memory of sleep",
+            target.pid()
+        )),
+        "{message}"
+    );
+    // The steps before it are alerts of their own: the map, then the read.
+    assert_eq!(about(&alerts, EXTENDED_ID, &target).len(), 1, "{alerts:#?}");
+    assert_eq!(about(&alerts, MEM_ID, &target).len(), 1, "{alerts:#?}");
+    // With mapwatch stopped, the read and the write wait in the queue,
+    // which merges them into one event: both are still reported.
+    let paused = Target::spawn();
+    mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
+    run_entry_leader(
+        "bash",
+        &format!("python3 {} {}", script.display(), paused.pid()),
+        dir.path(),
+    );
+    mapwatch.signal(nix::sys::signal::Signal::SIGCONT);
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for rule in [MEM_ID, MEM_WRITE_ID] {
+        let mine = about(&alerts, rule, &paused);
+        assert_eq!(mine.len(), 1, "{rule} after the pause: {alerts:#?}");
+        assert_eq!(mine[0]["file"]["name"], "mem", "{:#}", mine[0]);
+    }
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
 fn own_map_reads_and_ordinary_proc_readers_raise_no_extended_alert() {
     let _lock = audit_lock();
     require_program("ps", "procps");
@@ -501,7 +565,7 @@ fn the_extended_rule_can_be_turned_off() {
         &format!("[rules]\ndisabled = [\"{EXTENDED_ID}\"]\n"),
     );
     assert!(
-        mapwatch.stderr().contains("3 detection rules"),
+        mapwatch.stderr().contains("4 detection rules"),
         "{}",
         mapwatch.stderr()
     );

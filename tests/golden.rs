@@ -177,6 +177,7 @@ fn detect_with_reads() -> Vec<Value> {
                 pid: reader,
                 target: maps_owner(path.as_bytes(), reader).expect("reads.txt: maps paths"),
                 layout: mapwatch::process::proc_path::Layout::Maps,
+                access: mapwatch::source::fanotify::Access::Read,
                 path: path.into_bytes(),
                 seen,
                 taken_by: 1,

@@ -182,6 +182,17 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
         maps = target.maps()
     );
     run_entry_leader("bash", &body, dir.path());
+    // A read of another layout file, and a write into memory.
+    let script = write_mem_script(dir.path());
+    run_entry_leader(
+        "bash",
+        &format!(
+            "cat /proc/{pid}/smaps > /dev/null; python3 {} {pid}",
+            script.display(),
+            pid = target.pid()
+        ),
+        dir.path(),
+    );
     // A read taken after its target was gone (mapwatch stopped meanwhile):
     // a health document naming the reader.
     mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -252,6 +263,14 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     assert!(
         has(&|d| d["event"]["action"] == "read"),
         "a file alert: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["file"]["name"] == "smaps"),
+        "a layout read: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["event"]["action"] == "write" && d["file"]["name"] == "mem"),
+        "a memory write: {docs:#?}"
     );
     assert!(
         has(&|d| d["event"]["dataset"] == "mapwatch.stats"),

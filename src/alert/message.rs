@@ -33,6 +33,8 @@ pub(super) enum Deed<'a> {
     RanCommand(&'a [u8]),
     /// A read fanotify saw, of one of the target's layout files.
     Read(&'a [u8], Layout),
+    /// A write fanotify saw (into `mem`).
+    Wrote(&'a [u8], Layout),
 }
 
 /// `RULE: READER (pid P, user U) DEED, TARGET; entry leader L`.
@@ -45,13 +47,14 @@ pub(super) fn alert_message(
 ) -> String {
     let user = reader.user.as_deref().unwrap_or("?");
     let what = match deed {
-        Deed::Read(_, layout) => what_it_gives(*layout),
+        Deed::Read(_, layout) | Deed::Wrote(_, layout) => what_it_gives(*layout),
         Deed::RanWith(_) | Deed::RanCommand(_) => "memory map",
     };
     let deed = match deed {
         Deed::RanWith(path) => format!("ran with {}", part(path)),
         Deed::RanCommand(command) => format!("ran {}", part(command)),
         Deed::Read(path, _) => format!("read {}", part(path)),
+        Deed::Wrote(path, _) => format!("wrote into {}", part(path)),
     };
     let whose = target
         .map(|t| whose(t, reader.pid, what))
@@ -70,7 +73,7 @@ pub(super) fn alert_message(
 }
 
 /// What a layout file gives away, as the message names it.
-fn what_it_gives(layout: Layout) -> &'static str {
+pub(super) fn what_it_gives(layout: Layout) -> &'static str {
     match layout {
         Layout::Maps | Layout::Smaps | Layout::SmapsRollup | Layout::NumaMaps => "memory map",
         Layout::MapFiles => "mappings",

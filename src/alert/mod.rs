@@ -18,7 +18,7 @@ pub use time::rfc3339_millis;
 
 use serde_json::{Map, Value, json};
 
-use self::message::{Deed, Reader, alert_message};
+use self::message::{Deed, Reader, alert_message, what_it_gives};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::execve::Argv;
 use crate::maps::MapsArg;
@@ -28,6 +28,7 @@ use crate::process::leader::{EntryLeader, Related};
 use crate::process::live::LiveProcess;
 use crate::rule::RuleMeta;
 use crate::rule::live::ReadFields;
+use crate::source::fanotify::Access;
 
 /// The ECS version of every document's fields.
 const ECS_VERSION: &str = "8.11.0";
@@ -441,10 +442,16 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
         uid: None,
     };
     let entry_leader = fields.ctx.entry_leader().cloned();
+    let (kind, verb) = read.access.ecs();
     let reason = format!(
-        "{} (pid {}) read the memory map of {} (pid {}): {}; entry leader {}",
+        "{} (pid {}) {} the {} of {} (pid {}): {}; entry leader {}",
         escape_bytes(&name),
         read.pid,
+        match read.access {
+            Access::Read => "read",
+            Access::Write => "wrote into",
+        },
+        what_it_gives(read.layout),
         target_name
             .as_deref()
             .map(escape_bytes)
@@ -460,14 +467,17 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
             pid: read.pid,
             user: user_text(euid, fields.users),
         },
-        &Deed::Read(&read.path, read.layout),
+        &match read.access {
+            Access::Read => Deed::Read(&read.path, read.layout),
+            Access::Write => Deed::Wrote(&read.path, read.layout),
+        },
         target_obj.as_ref(),
         entry_leader.as_ref(),
     );
     let action = Action {
         category: "file",
-        kind: "access",
-        name: "read",
+        kind,
+        name: verb,
         timestamp: now_rfc3339(),
         file_path: Some(&read.path),
         reason,

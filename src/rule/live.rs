@@ -34,8 +34,6 @@ pub fn constant(category: Category, field: Field) -> Option<&'static [u8]> {
         (Category::Process, Field::EventType) => b"start",
         (Category::Process, Field::EventAction) => b"exec",
         (Category::File, Field::EventCategory) => b"file",
-        (Category::File, Field::EventType) => b"access",
-        (Category::File, Field::EventAction) => b"read",
         _ => return None,
     })
 }
@@ -394,9 +392,17 @@ impl Event for ReadFields<'_, '_> {
         visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
     ) -> bool {
         match field {
-            Field::EventKind | Field::EventCategory | Field::EventType | Field::EventAction => {
+            Field::EventKind | Field::EventCategory => {
                 one(visit, constant(Category::File, field).map(Scalar::Keyword))
             }
+            Field::EventType => one(
+                visit,
+                Some(Scalar::Keyword(self.read.access.ecs().0.as_bytes())),
+            ),
+            Field::EventAction => one(
+                visit,
+                Some(Scalar::Keyword(self.read.access.ecs().1.as_bytes())),
+            ),
             Field::FilePath => one(visit, Some(Scalar::Keyword(&self.read.path))),
             Field::FileName => one(
                 visit,

@@ -152,6 +152,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "proc_mem_read.toml",
         include_str!("../../rules/proc_mem_read.toml"),
     ),
+    (
+        "proc_mem_write.toml",
+        include_str!("../../rules/proc_mem_write.toml"),
+    ),
 ];
 
 /// Every rule in force, with the global exceptions.

@@ -5,7 +5,8 @@
 //!
 //! Contract: one filesystem mark on the host's procfs, notification class,
 //! `FAN_ACCESS` on files and directories (a read is what confirms; see
-//! ARCHITECTURE.md; listing a directory is its read) and
+//! ARCHITECTURE.md; listing a directory is its read), `FAN_MODIFY` (a
+//! write into `mem`: [`Access`]) and
 //! `FAN_OPEN` (a maps file opened and not read, which an
 //! `ioctl(PROCMAP_QUERY)` needs: [`MapOpen`]), read by a
 //! thread of its own. Each event's reader pid
@@ -107,6 +108,8 @@ pub struct ReadEvent {
     pub target: u32,
     /// Which of its layout files.
     pub layout: Layout,
+    /// A read, or (of `mem`) a write.
+    pub access: Access,
     /// The file as the kernel names it: `/proc/<pid>/maps` or
     /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved).
     pub path: Vec<u8>,
@@ -119,6 +122,26 @@ pub struct ReadEvent {
     /// another process's map (`None` for its own, or when it was gone).
     pub reader: Option<Box<AtRead>>,
     pub via: Via,
+}
+
+/// What was done to the file. The kernel reports a write to
+/// `/proc/<pid>/mem` (`FAN_MODIFY`) as it does a read: once it happened,
+/// with the writer's pid; a write that failed is none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Access {
+    #[default]
+    Read,
+    Write,
+}
+
+impl Access {
+    /// `event.type` and `event.action`, as ECS names them.
+    pub fn ecs(self) -> (&'static str, &'static str) {
+        match self {
+            Access::Read => ("access", "read"),
+            Access::Write => ("change", "write"),
+        }
+    }
 }
 
 /// How the map was read.
@@ -264,7 +287,8 @@ impl ProcWatch {
             MaskFlags::FAN_ACCESS | MaskFlags::FAN_OPEN
         } else {
             MaskFlags::FAN_ACCESS
-        } | MaskFlags::FAN_ONDIR;
+        } | MaskFlags::FAN_MODIFY
+            | MaskFlags::FAN_ONDIR;
         let mark = |flags: MarkFlags| {
             group.mark(
                 MarkFlags::FAN_MARK_ADD | flags,
@@ -429,6 +453,9 @@ fn parse_events(
             continue;
         }
         let read = mask & MaskFlags::FAN_ACCESS.bits() != 0;
+        // The queue merges a read and a write of one file by one process
+        // into one event: both are reported.
+        let write = mask & MaskFlags::FAN_MODIFY.bits() != 0;
         if fd < 0 {
             // FAN_NOFD (overflow) or -errno (the file's process is gone);
             // an open alone is no read (its read, if any, comes next).
@@ -456,7 +483,8 @@ fn parse_events(
         // once: a thread that read its own map is often gone soon after.
         let target = thread_group(target).unwrap_or(target);
         let reader = reader.filter(|_| target != pid);
-        if !read {
+        let write = write && layout == Layout::Mem;
+        if !read && !write {
             if layout != Layout::Maps {
                 continue;
             }
@@ -469,17 +497,21 @@ fn parse_events(
             });
             continue;
         }
-        stats.maps_events.fetch_add(1, Ordering::Relaxed);
-        out.reads.push(ReadEvent {
-            pid,
-            target,
-            layout,
-            path: path.to_vec(),
-            seen,
-            taken_by,
-            reader,
-            via: Via::Read,
-        });
+        let accesses = [(read, Access::Read), (write, Access::Write)];
+        for (_, access) in accesses.into_iter().filter(|(happened, _)| *happened) {
+            stats.maps_events.fetch_add(1, Ordering::Relaxed);
+            out.reads.push(ReadEvent {
+                pid,
+                target,
+                layout,
+                access,
+                path: path.to_vec(),
+                seen,
+                taken_by,
+                reader: reader.clone(),
+                via: Via::Read,
+            });
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub const EXTENDED_ID: &str = "aae83d04-dbb2-4b2f-befb-4943ec0f6bf3";
 pub const LAYOUT_ID: &str = "a8058e10-0e2c-42fc-b756-9f862b08aecc";
 /// The shipped memory read rule's (`/proc/<pid>/mem`).
 pub const MEM_ID: &str = "ab8c4dd6-0069-48cd-9060-e0f8d6914e3e";
+/// The shipped memory write rule's.
+pub const MEM_WRITE_ID: &str = "d6f9310e-937e-4680-b873-19d736ac8b9e";
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
 /// Marks a stdout line that did not parse as JSON.
@@ -672,4 +674,25 @@ pub fn read_maps_of_workers_that_exit(workers: usize, dir: &Path) -> (u32, Vec<u
         .collect();
     assert_eq!(pids.len(), workers);
     (pid, pids)
+}
+
+/// Writes back into the target's first writable mapping the 16 bytes it
+/// holds (harmless, and a write all the same).
+pub const WRITE_MEM: &str = r#"
+import sys
+pid = sys.argv[1]
+with open(f"/proc/{pid}/maps") as maps:
+    start = next(int(l.split("-")[0], 16) for l in maps if l.split()[1].startswith("rw"))
+with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+    mem.seek(start)
+    held = mem.read(16)
+    mem.seek(start)
+    assert mem.write(held) == 16
+"#;
+
+/// [`WRITE_MEM`] as a script in `dir`, to run as `python3 SCRIPT PID`.
+pub fn write_mem_script(dir: &Path) -> std::path::PathBuf {
+    let script = dir.join("write_mem.py");
+    std::fs::write(&script, WRITE_MEM).expect("write the script");
+    script
 }
