@@ -476,6 +476,68 @@ fn a_write_into_another_process_memory_raises_one_critical_alert() {
     assert!(status.success(), "{stderr}");
 }
 
+/// The read and write rules' alerts about `target`.
+fn layout_alerts<'a>(alerts: &'a [Value], target: &Target) -> Vec<&'a Value> {
+    [EXTENDED_ID, LAYOUT_ID, MEM_ID, MEM_WRITE_ID]
+        .iter()
+        .flat_map(|id| about(alerts, id, target))
+        .collect()
+}
+
+#[test]
+fn packaged_debuggers_tracers_and_profilers_are_exceptions_and_copies_are_not() {
+    let _lock = audit_lock();
+    require_program("gdb", "gdb");
+    require_program("strace", "strace");
+    require_program("perf", "linux-perf");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let gdb = "gdb -p {pid} -batch -ex 'x/4xb $sp'";
+    let packaged = [
+        gdb.to_owned(),
+        "timeout 1 strace -o /dev/null -p {pid}".to_owned(),
+        "perf record -q -o {dir}/perf.data -p {pid} -- sleep 0.3".to_owned(),
+    ];
+    let targets: Vec<Target> = packaged.iter().map(|_| Target::spawn()).collect();
+    for (command, target) in packaged.iter().zip(&targets) {
+        let command = command
+            .replace("{pid}", &target.pid().to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        run_entry_leader("bash", &format!("{command} > /dev/null 2>&1"), dir.path());
+    }
+    // The same gdb under another name is no exception: its reads of the
+    // target's memory are seen and raised.
+    let copy = dir.path().join("debugger");
+    std::fs::copy("/usr/bin/gdb", &copy).expect("copy gdb");
+    let control = Target::spawn();
+    run_entry_leader(
+        "bash",
+        &format!(
+            "{} > /dev/null 2>&1",
+            gdb.replace("gdb", &copy.display().to_string())
+                .replace("{pid}", &control.pid().to_string())
+        ),
+        dir.path(),
+    );
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for (command, target) in packaged.iter().zip(&targets) {
+        let raised = layout_alerts(&alerts, target);
+        assert!(raised.is_empty(), "`{command}` raised: {raised:#?}");
+    }
+    let mem = about(&alerts, MEM_ID, &control);
+    assert_eq!(mem.len(), 1, "the copy of gdb: {alerts:#?}");
+    assert_eq!(
+        mem[0]["process"]["executable"],
+        copy.display().to_string(),
+        "{:#}",
+        mem[0]
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn own_map_reads_and_ordinary_proc_readers_raise_no_extended_alert() {
     let _lock = audit_lock();
