@@ -271,24 +271,34 @@ impl ProcWatch {
     pub fn open() -> Result<ProcWatch, String> {
         let base = InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC;
         let file_flags = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
-        let group = Fanotify::init(
+        let with_fd_errors = Fanotify::init(
             base | InitFlags::from_bits_retain(FAN_REPORT_FD_ERROR),
             file_flags,
-        )
-        .or_else(|_| Fanotify::init(base, file_flags))
-        .map_err(|e| refused("fanotify_init", e))?;
+        );
+        let says_which_failed = with_fd_errors.is_ok();
+        let group = with_fd_errors
+            .or_else(|_| Fanotify::init(base, file_flags))
+            .map_err(|e| refused("fanotify_init", e))?;
         let proc = watched_proc();
         // A filesystem mark sees every mount of that procfs, in every mount
         // namespace. Kernels before 4.20 only have mount marks, which see
         // the reads made through that one mount.
         // Opens cost a procfs burst a sixth more CPU (BENCHMARKS.md): only
         // where PROCMAP_QUERY exists to make them worth it.
-        let mask = if kernel_has_procmap_query() {
+        let mut mask = if kernel_has_procmap_query() {
             MaskFlags::FAN_ACCESS | MaskFlags::FAN_OPEN
         } else {
             MaskFlags::FAN_ACCESS
-        } | MaskFlags::FAN_MODIFY
-            | MaskFlags::FAN_ONDIR;
+        };
+        // Writes (into `mem`) and directory reads (listings of
+        // `map_files/`) come with every other procfs write and listing,
+        // some of processes about to exit, whose files the kernel then
+        // cannot open. Before `FAN_REPORT_FD_ERROR` (6.13) such an event
+        // fails the group's read(2) without saying what it was, and would
+        // count as a lost read of a map: only where the kernel says.
+        if says_which_failed {
+            mask |= MaskFlags::FAN_MODIFY | MaskFlags::FAN_ONDIR;
+        }
         let mark = |flags: MarkFlags| {
             group.mark(
                 MarkFlags::FAN_MARK_ADD | flags,
@@ -452,14 +462,17 @@ fn parse_events(
             }
             continue;
         }
+        // A listing is a directory's read; only files' reads are lost
+        // reads of a map when unresolved.
         let read = mask & MaskFlags::FAN_ACCESS.bits() != 0;
+        let of_file = mask & MaskFlags::FAN_ONDIR.bits() == 0;
         // The queue merges a read and a write of one file by one process
         // into one event: both are reported.
         let write = mask & MaskFlags::FAN_MODIFY.bits() != 0;
         if fd < 0 {
             // FAN_NOFD (overflow) or -errno (the file's process is gone);
             // an open alone is no read (its read, if any, comes next).
-            if fd != -1 && read {
+            if fd != -1 && read && of_file {
                 stats.unresolved.fetch_add(1, Ordering::Relaxed);
                 out.unresolved.push(UnresolvedRead {
                     pid: Some(pid),
