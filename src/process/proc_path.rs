@@ -59,10 +59,6 @@ impl<'p> ProcFile<'p> {
             Owner::Opener => opener,
         }
     }
-
-    pub fn is_maps(&self) -> bool {
-        self.name == b"maps"
-    }
 }
 
 /// The files of a process that give away its memory layout or contents:
@@ -81,31 +77,32 @@ pub enum Layout {
     Mem,
 }
 
+/// Each layout file and its name in a pid's directory: one table for both
+/// directions.
+const LAYOUT_NAMES: [(Layout, &str); 7] = [
+    (Layout::Maps, "maps"),
+    (Layout::Smaps, "smaps"),
+    (Layout::SmapsRollup, "smaps_rollup"),
+    (Layout::NumaMaps, "numa_maps"),
+    (Layout::Pagemap, "pagemap"),
+    (Layout::MapFiles, "map_files"),
+    (Layout::Mem, "mem"),
+];
+
 impl Layout {
     pub fn from_name(name: &[u8]) -> Option<Layout> {
-        Some(match name {
-            b"maps" => Layout::Maps,
-            b"smaps" => Layout::Smaps,
-            b"smaps_rollup" => Layout::SmapsRollup,
-            b"numa_maps" => Layout::NumaMaps,
-            b"pagemap" => Layout::Pagemap,
-            b"map_files" => Layout::MapFiles,
-            b"mem" => Layout::Mem,
-            _ => return None,
-        })
+        LAYOUT_NAMES
+            .iter()
+            .find(|(_, n)| n.as_bytes() == name)
+            .map(|(layout, _)| *layout)
     }
 
     /// The file's name, as `file.name` gives it.
     pub fn name(self) -> &'static str {
-        match self {
-            Layout::Maps => "maps",
-            Layout::Smaps => "smaps",
-            Layout::SmapsRollup => "smaps_rollup",
-            Layout::NumaMaps => "numa_maps",
-            Layout::Pagemap => "pagemap",
-            Layout::MapFiles => "map_files",
-            Layout::Mem => "mem",
-        }
+        LAYOUT_NAMES
+            .iter()
+            .find(|(layout, _)| *layout == self)
+            .map_or("", |(_, name)| name)
     }
 }
 
@@ -129,14 +126,7 @@ pub fn layout_owner(path: &[u8], opener: u32) -> Option<(u32, Layout)> {
 /// Whose memory map `path` is, when `opener` opens it: `None` unless it
 /// names a `maps` file.
 pub fn maps_owner(path: &[u8], opener: u32) -> Option<u32> {
-    // Most procfs reads fanotify reports are of other files (`ps` reads
-    // stat, status, cmdline): those are refused by their end, unparsed.
-    if !path.ends_with(b"/maps") {
-        return None;
-    }
-    ProcFile::parse(path)
-        .filter(ProcFile::is_maps)
-        .map(|file| file.owner_pid(opener))
+    layout_owner(path, opener).and_then(|(owner, layout)| (layout == Layout::Maps).then_some(owner))
 }
 
 #[cfg(test)]
