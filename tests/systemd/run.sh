@@ -201,6 +201,7 @@ fi
 echo "accelerator: ${accel%% -cpu*}"
 
 failed=()
+failures=()
 for suite in "${suites[@]}"; do
     release=${kernel_release[$suite]}
     step "guest: $suite, Linux $release"
@@ -218,15 +219,19 @@ for suite in "${suites[@]}"; do
         echo "qemu ended with status $? after $(( $(date +%s) - start )) s (timeout $guest_timeout s)"
     echo "guest ran $(( $(date +%s) - start )) s"
     verdict=$(debugfs -R "cat /verdict" "$results" 2>/dev/null || true)
-    debugfs -R "cat /guest.log" "$results" 2>/dev/null | sed "s/^/[$suite] /"
+    debugfs -R "cat /guest.log" "$results" 2>/dev/null | sed "s/^/[$suite] /" | tee "$work/guest-$suite.log"
     if [ "$verdict" != pass ]; then
         echo "--- console of the $suite guest (last 60 lines) ---"
         tail -60 "$console"
         failed+=("$suite ($release): ${verdict:-no verdict}")
+        # A CI log keeps its tail: each failing check, with what follows
+        # it, is repeated at the end.
+        failures+=("$(grep -A8 '^\[[a-z]*\] FAIL:' "$work/guest-$suite.log" || echo "[$suite] no failing check in the guest's log")")
     fi
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
+    printf '%s\n' "${failures[@]}" >&2
     printf 'failed: %s\n' "${failed[@]}" >&2
     fail "${#failed[@]} of ${#suites[@]} kernels"
 fi
