@@ -10,8 +10,10 @@
 //! execve/execveat events come out as [`ExecEvent`]s, successful setsid calls
 //! as [`SessionStart`]s (taken with [`Assembler::take_sessions`] before the
 //! exec events of the same push), successful PROCMAP_QUERY ioctls as
-//! [`MapQuery`]s ([`Assembler::take_map_queries`]); everything else is only
-//! counted.
+//! [`MapQuery`]s ([`Assembler::take_map_queries`]), the calls that reach
+//! into another process's memory (ptrace requests, process_vm_readv and
+//! process_vm_writev), successful or not, as [`MemoryAccess`]es
+//! ([`Assembler::take_memory_accesses`]); everything else is only counted.
 
 use std::collections::VecDeque;
 
@@ -20,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use super::execve::{Argv, ArgvBuilder, ArgvDefects};
 use super::record::{EventId, Record, RecordType, Serial, Value};
-use super::syscall::{AuditArch, PROCMAP_QUERY, is_exec, is_ioctl, is_setsid};
+use super::syscall::{
+    AuditArch, MemoryCall, PROCMAP_QUERY, PtraceRequest, is_exec, is_ioctl, is_setsid, memory_call,
+};
 
 /// `(uid_t)-1`: the kernel's "not set" for auid and ses.
 const UNSET_ID: u32 = u32::MAX;
@@ -77,6 +81,38 @@ pub struct MapQuery {
     pub pid: u32,
     pub fd: u32,
     pub exe: Option<Vec<u8>>,
+}
+
+/// A call that reaches into another process's memory: a ptrace request of
+/// [`PtraceRequest`], `process_vm_readv` or `process_vm_writev`. Its
+/// caller's facts are the SYSCALL record's, in `caller` (no argv: the
+/// caller did not exec).
+#[derive(Clone, Debug)]
+pub struct MemoryAccess {
+    pub call: MemoryCall,
+    /// For `ptrace`, which request.
+    pub request: Option<PtraceRequest>,
+    pub caller: ExecEvent,
+    pub success: bool,
+    /// The target as the caller named it (a thread id in the caller's pid
+    /// namespace).
+    pub named_target: u32,
+    /// The target as the kernel names it when it audits the attach
+    /// (OBJ_PID: a thread group id in the initial namespace), and its comm.
+    pub kernel_target: Option<(u32, Option<Vec<u8>>)>,
+    /// Where a poke writes (the `addr` argument).
+    pub address: Option<u64>,
+}
+
+impl MemoryAccess {
+    /// `event.type`: a change of the target, or an access to it.
+    pub fn changes_target(&self) -> bool {
+        match self.call {
+            MemoryCall::Ptrace => self.request.is_some_and(PtraceRequest::changes_tracee),
+            MemoryCall::ProcessVmReadv => false,
+            MemoryCall::ProcessVmWritev => true,
+        }
+    }
 }
 
 impl ExecEvent {
@@ -145,6 +181,7 @@ pub struct AssemblerStats {
     pub evicted: u64,
     pub malformed_argv: u64,
     pub map_queries: u64,
+    pub memory_accesses: u64,
 }
 
 /// What a syscall event is, as far as mapwatch cares.
@@ -155,6 +192,12 @@ enum Kind {
     Setsid,
     /// An ioctl PROCMAP_QUERY on this fd.
     MapQuery(u32),
+    Memory {
+        call: MemoryCall,
+        request: Option<PtraceRequest>,
+        target: u32,
+        address: Option<u64>,
+    },
 }
 
 #[derive(Default)]
@@ -166,6 +209,8 @@ struct Pending {
     argv: ArgvBuilder,
     cwd: Option<Vec<u8>>,
     path: Option<Vec<u8>>,
+    /// OBJ_PID's target and its comm.
+    object: Option<(u32, Option<Vec<u8>>)>,
 }
 
 pub struct Assembler {
@@ -176,6 +221,7 @@ pub struct Assembler {
     stats: AssemblerStats,
     sessions: Vec<SessionStart>,
     map_queries: Vec<MapQuery>,
+    memory_accesses: Vec<MemoryAccess>,
 }
 
 impl Assembler {
@@ -188,6 +234,7 @@ impl Assembler {
             stats: AssemblerStats::default(),
             sessions: Vec::new(),
             map_queries: Vec::new(),
+            memory_accesses: Vec::new(),
         }
     }
 
@@ -208,6 +255,11 @@ impl Assembler {
     /// PROCMAP_QUERY ioctls completed so far, oldest first.
     pub fn take_map_queries(&mut self) -> std::vec::Drain<'_, MapQuery> {
         self.map_queries.drain(..)
+    }
+
+    /// Calls into another process's memory completed so far, oldest first.
+    pub fn take_memory_accesses(&mut self) -> std::vec::Drain<'_, MemoryAccess> {
+        self.memory_accesses.drain(..)
     }
 
     /// Adds one record; completed exec events are appended to `out`.
@@ -314,6 +366,26 @@ impl Assembler {
                 }
                 return;
             }
+            Kind::Memory {
+                call,
+                request,
+                target,
+                address,
+            } => {
+                self.stats.memory_accesses += 1;
+                event.id = Some(id);
+                event.complete = complete;
+                self.memory_accesses.push(MemoryAccess {
+                    call,
+                    request,
+                    caller: event,
+                    success: pending.success,
+                    named_target: target,
+                    kernel_target: pending.object,
+                    address,
+                });
+                return;
+            }
         }
         if !pending.success {
             self.stats.failed_execs += 1;
@@ -342,6 +414,7 @@ fn is_event_part(rtype: RecordType) -> bool {
             | RecordType::CWD
             | RecordType::PATH
             | RecordType::PROCTITLE
+            | RecordType::OBJ_PID
     )
 }
 
@@ -351,24 +424,30 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
     }
     match record.rtype {
         RecordType::SYSCALL => {
-            let (event, success, [a0, a1]) = parse_syscall(record);
+            let (event, success, [a0, a1, a2]) = parse_syscall(record);
+            let low = |arg: Option<u64>| arg.map(|v| v as u32);
             let kind = match event.arch {
                 Some(arch) if is_exec(arch, event.syscall) => Kind::Exec,
                 Some(arch) if is_setsid(arch, event.syscall) => Kind::Setsid,
-                Some(arch) if is_ioctl(arch, event.syscall) && a1 == Some(PROCMAP_QUERY) => {
-                    match a0 {
+                Some(arch) if is_ioctl(arch, event.syscall) && low(a1) == Some(PROCMAP_QUERY) => {
+                    match low(a0) {
                         Some(fd) => Kind::MapQuery(fd),
                         None => return ignore(pending),
                     }
                 }
+                Some(arch) => match memory_kind(memory_call(arch, event.syscall), [a0, a1, a2]) {
+                    Some(kind) => kind,
+                    None => return ignore(pending),
+                },
                 // Drop what was buffered and skip the rest cheaply.
-                _ => return ignore(pending),
+                None => return ignore(pending),
             };
             pending.syscall = Some(event);
             pending.success = success;
             pending.kind = kind;
         }
         RecordType::EXECVE => pending.argv.add_record(record),
+        RecordType::OBJ_PID => pending.object = object_pid(record),
         RecordType::CWD => pending.cwd = untrusted(record.get(b"cwd")),
         RecordType::PATH => {
             if let Some(name) = path_item_zero(record) {
@@ -377,6 +456,41 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
         }
         _ => {}
     }
+}
+
+/// What a memory call is about: ptrace's `(request, pid, addr)`, or
+/// process_vm_*'s `pid`; `None` for a call that is none of them, or a
+/// ptrace request mapwatch does not audit (another rule's).
+fn memory_kind(call: Option<MemoryCall>, [a0, a1, a2]: [Option<u64>; 3]) -> Option<Kind> {
+    let call = call?;
+    let low = |arg: Option<u64>| arg.map(|v| v as u32);
+    Some(match call {
+        MemoryCall::Ptrace => {
+            let request = PtraceRequest::from_number(low(a0)?)?;
+            let pokes = matches!(
+                request,
+                PtraceRequest::PokeText | PtraceRequest::PokeData | PtraceRequest::PokeUser
+            );
+            Kind::Memory {
+                call,
+                request: Some(request),
+                target: low(a1)?,
+                address: a2.filter(|_| pokes),
+            }
+        }
+        MemoryCall::ProcessVmReadv | MemoryCall::ProcessVmWritev => Kind::Memory {
+            call,
+            request: None,
+            target: low(a0)?,
+            address: None,
+        },
+    })
+}
+
+/// OBJ_PID: `opid=PID ... ocomm="COMM"`, the process a ptrace attach took.
+fn object_pid(record: &Record<'_>) -> Option<(u32, Option<Vec<u8>>)> {
+    let pid = record.get(b"opid")?.decimal::<u32>()?;
+    Some((pid, untrusted(record.get(b"ocomm"))))
 }
 
 fn ignore(pending: &mut Pending) {
@@ -394,16 +508,17 @@ fn id_field(value: Value<'_>) -> Option<u32> {
     value.decimal::<u32>().filter(|id| *id != UNSET_ID)
 }
 
-/// The SYSCALL record's event, whether it succeeded, and its first two
+/// The SYSCALL record's event, whether it succeeded, and its first three
 /// arguments (hex in the record).
-fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool, [Option<u32>; 2]) {
+fn parse_syscall(record: &Record<'_>) -> (ExecEvent, bool, [Option<u64>; 3]) {
     let mut event = ExecEvent::default();
     let mut success = false;
-    let mut args = [None; 2];
+    let mut args = [None; 3];
     for (key, value) in record.fields() {
         match key {
-            b"a0" => args[0] = value.hex_low_u32(),
-            b"a1" => args[1] = value.hex_low_u32(),
+            b"a0" => args[0] = value.hex_u64(),
+            b"a1" => args[1] = value.hex_u64(),
+            b"a2" => args[2] = value.hex_u64(),
             b"arch" => event.arch = value.hex_u32().map(AuditArch),
             b"syscall" => event.syscall = value.decimal().unwrap_or(u32::MAX),
             b"success" => success = value.raw() == b"yes",
@@ -705,5 +820,59 @@ type=EOE msg=audit(1700000000.100:42):
         assert_eq!(basename(b"/usr/bin/"), b"bin");
         assert_eq!(basename(b"/"), b"/");
         assert_eq!(basename(b""), b"");
+    }
+
+    /// A ptrace attach, a poke and a process_vm_writev, as auditd logged
+    /// them (Linux 6.18, python3 through ctypes).
+    const MEMORY_CALLS: &str = r#"type=SYSCALL msg=audit(1796264411.069:10481759): arch=c000003e syscall=101 success=yes exit=0 a0=10 a1=4a3f a2=0 a3=0 items=0 ppid=18986 pid=19008 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="python3" exe="/usr/bin/python3.11" key="mapwatch"
+type=OBJ_PID msg=audit(1796264411.069:10481759): opid=19007 oauid=-1 ouid=0 oses=-1 ocomm="sleep"
+type=PROCTITLE msg=audit(1796264411.069:10481759): proctitle=707974686F6E3300696E6A6563742E7079
+type=SYSCALL msg=audit(1796264411.069:10481760): arch=c000003e syscall=101 success=yes exit=0 a0=5 a1=4a3f a2=5596efca4000 a3=5596efc9c036 items=0 ppid=18986 pid=19008 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="python3" exe="/usr/bin/python3.11" key="mapwatch"
+type=PROCTITLE msg=audit(1796264411.069:10481760): proctitle=707974686F6E3300696E6A6563742E7079
+type=SYSCALL msg=audit(1796264411.161:10481762): arch=c000003e syscall=311 success=no exit=-1 a0=4a3f a1=7f4123fed570 a2=1 a3=7f4123fed690 items=0 ppid=18986 pid=19049 auid=4294967295 uid=1000 gid=0 euid=1000 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="python3" exe="/usr/bin/python3.11" key="mapwatch"
+type=PROCTITLE msg=audit(1796264411.161:10481762): proctitle=707974686F6E3300696E6A6563742E7079
+type=SYSCALL msg=audit(1796264411.200:10481763): arch=c000003e syscall=101 success=yes exit=0 a0=2 a1=4a3f a2=0 a3=0 items=0 ppid=18986 pid=19008 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="python3" exe="/usr/bin/python3.11" key="other"
+type=PROCTITLE msg=audit(1796264411.200:10481763): proctitle=707974686F6E3300696E6A6563742E7079
+"#;
+
+    #[test]
+    fn memory_calls_come_out_with_their_target_and_request() {
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        let execs = feed(&mut a, MEMORY_CALLS, Instant::now());
+        assert!(execs.is_empty());
+        let calls: Vec<MemoryAccess> = a.take_memory_accesses().collect();
+        assert_eq!(calls.len(), 3, "the peek (another rule's) is not one");
+        let attach = &calls[0];
+        assert_eq!(
+            (
+                attach.call,
+                attach.request,
+                attach.named_target,
+                attach.success
+            ),
+            (
+                MemoryCall::Ptrace,
+                Some(PtraceRequest::Attach),
+                0x4a3f,
+                true
+            )
+        );
+        assert_eq!(attach.kernel_target, Some((19007, Some(b"sleep".to_vec()))));
+        assert!(!attach.changes_target());
+        assert_eq!(attach.caller.pid, 19008);
+        assert_eq!(attach.caller.comm.as_deref(), Some(&b"python3"[..]));
+        let poke = &calls[1];
+        assert_eq!(poke.request, Some(PtraceRequest::PokeData));
+        assert_eq!(poke.address, Some(0x5596_efca_4000));
+        assert_eq!(poke.kernel_target, None);
+        assert!(poke.changes_target());
+        let write = &calls[2];
+        assert_eq!(
+            (write.call, write.request, write.named_target, write.success),
+            (MemoryCall::ProcessVmWritev, None, 0x4a3f, false)
+        );
+        assert_eq!(write.caller.ids.euid, Some(1000));
+        assert!(write.changes_target());
+        assert_eq!(a.stats().memory_accesses, 3);
     }
 }

@@ -25,17 +25,19 @@ impl RecordType {
     pub const CWD: Self = Self(1307);
     pub const EXECVE: Self = Self(1309);
     pub const EOE: Self = Self(1320);
+    pub const OBJ_PID: Self = Self(1318);
     pub const PROCTITLE: Self = Self(1327);
     pub const REPLACE: Self = Self(1329);
 
     /// Names auditd writes in logs; `UNKNOWN[N]` covers the rest.
-    const NAMES: [(&'static [u8], RecordType); 8] = [
+    const NAMES: [(&'static [u8], RecordType); 9] = [
         (b"SYSCALL", Self::SYSCALL),
         (b"PATH", Self::PATH),
         (b"CONFIG_CHANGE", Self::CONFIG_CHANGE),
         (b"CWD", Self::CWD),
         (b"EXECVE", Self::EXECVE),
         (b"EOE", Self::EOE),
+        (b"OBJ_PID", Self::OBJ_PID),
         (b"PROCTITLE", Self::PROCTITLE),
         (b"REPLACE", Self::REPLACE),
     ];
@@ -334,14 +336,12 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// The low 32 bits of a hexadecimal register value (`a1=c0686611`, or
-    /// sign-extended to 64 bits), as the kernel's rule filters compare it.
-    pub fn hex_low_u32(&self) -> Option<u32> {
+    /// A hexadecimal register value (`a2=5596efca4000`), 64 bits.
+    pub fn hex_u64(&self) -> Option<u64> {
         match self {
             Value::Bare(b) if !b.is_empty() && b.len() <= 16 => b
                 .iter()
-                .try_fold(0u64, |acc, d| Some(acc << 4 | u64::from(hex_digit(*d)?)))
-                .map(|v| v as u32),
+                .try_fold(0u64, |acc, d| Some(acc << 4 | u64::from(hex_digit(*d)?))),
             Value::Bare(_) | Value::Quoted(_) => None,
         }
     }

@@ -6,7 +6,7 @@ use netlink_packet_audit::{
     RuleAction, RuleField, RuleFieldFlags, RuleFlags, RuleMessage, RuleSyscalls,
 };
 
-use crate::audit::syscall::{AbiSyscalls, PROCMAP_QUERY, native_syscalls};
+use crate::audit::syscall::{AbiSyscalls, PROCMAP_QUERY, PTRACE_REQUEST_RANGES, native_syscalls};
 
 /// The key on every rule mapwatch installs, and how stale ones are found.
 pub const RULE_KEY: &str = "mapwatch";
@@ -81,12 +81,13 @@ pub(super) fn our_excluded_type(rule: &RuleMessage) -> Option<u32> {
 }
 
 /// Every rule keyed `mapwatch` that a session adds, in order: the
-/// self-exclusion first (prepended), then the task rule, one exec rule per
-/// ABI and one PROCMAP_QUERY rule per ABI.
+/// self-exclusion first (prepended), then the task rule, and per ABI: the
+/// exec rule, the PROCMAP_QUERY rule and the memory rules.
 pub(super) fn keyed_rules(me: u32) -> Vec<RuleMessage> {
     let mut rules = vec![self_exclusion_rule(me), unaudited_threads_rule(me)];
     rules.extend(native_syscalls().iter().map(syscall_rule));
     rules.extend(native_syscalls().iter().map(map_query_rule));
+    rules.extend(native_syscalls().iter().flat_map(memory_rules));
     rules
 }
 
@@ -157,6 +158,39 @@ fn map_query_rule(abi: &AbiSyscalls) -> RuleMessage {
     rule.fields
         .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
     rule
+}
+
+/// The calls that reach into another process's memory, per ABI:
+/// `-a always,exit -F arch=ARCH -S ptrace -F a0>=LOW -F a0<=HIGH -k
+/// mapwatch` for each range of [`PTRACE_REQUEST_RANGES`], and `-S
+/// process_vm_readv,process_vm_writev`. Every other ptrace request (a
+/// debugger's peeks and waits) costs the kernel two comparisons.
+fn memory_rules(abi: &AbiSyscalls) -> Vec<RuleMessage> {
+    let mut rules: Vec<RuleMessage> = PTRACE_REQUEST_RANGES
+        .iter()
+        .map(|&(low, high)| {
+            let mut rule = exit_rule(RuleAction::Always, false);
+            rule.syscalls.set(abi.ptrace);
+            rule.fields
+                .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
+            rule.fields
+                .push((RuleField::Arg0(low), RuleFieldFlags::GreaterThanOrEqual));
+            rule.fields
+                .push((RuleField::Arg0(high), RuleFieldFlags::LessThanOrEqual));
+            rule.fields
+                .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+            rule
+        })
+        .collect();
+    let mut vm = exit_rule(RuleAction::Always, false);
+    vm.syscalls.set(abi.process_vm_readv);
+    vm.syscalls.set(abi.process_vm_writev);
+    vm.fields
+        .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
+    vm.fields
+        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
+    rules.push(vm);
+    rules
 }
 
 #[cfg(test)]
