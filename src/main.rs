@@ -307,7 +307,7 @@ fn list_rules(path: Option<&Path>) -> ExitCode {
             "{:<38} {:<8} {:<8} {:<4} {:<40} {}",
             rule.meta.rule_id,
             rule.meta.severity,
-            rule.category.as_str(),
+            rule.kind_name(),
             rule.exceptions.len(),
             rule.meta.name,
             rule.source

@@ -1,7 +1,9 @@
 //! The EQL subset: lexer and parser, compiling a query to an [`Expr`].
 //!
-//! Contract: accepts `process where ...` and `file where ...` (and a bare
-//! condition, for exceptions); `and`, `or`, `not`, parentheses; `==`, `!=`,
+//! Contract: accepts `process where ...`, `file where ...` and `api where
+//! ...` (and a bare condition, for exceptions), and `sequence [by FIELD,
+//! ...] with maxspan=N(ms|s|m|h) [CATEGORY where ...] [...]` of 2 to
+//! [`MAX_STEPS`] steps, whose categories may also be `any`; `and`, `or`, `not`, parentheses; `==`, `!=`,
 //! `in`, `in~`, `not in`, `not in~`, `:`, `like`, `like~` (one value or a
 //! list); double-quoted strings with EQL escapes, `"""raw"""` strings,
 //! integers, `true`/`false`, `null`; dotted and backquoted field names.
@@ -10,8 +12,10 @@
 //! the byte offset where it starts. Nothing here panics on any input.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::eval::{Arg, Category, Expr, Function, Literal, Order, StringOp, Test};
+use super::field::Field;
 use super::field::{Kind, Named};
 use super::regexp::Regexp;
 use super::wildcard::Wildcard;
@@ -48,6 +52,8 @@ enum Tok {
     NotEq,
     Colon,
     Order(Order),
+    LBracket,
+    RBracket,
     /// Operators outside the subset, kept to name them in the error.
     Unsupported(&'static str),
     Eof,
@@ -113,8 +119,8 @@ fn lex(src: &str) -> Result<Vec<Token>, EqlError> {
             '<' => simple(Tok::Order(Order::Less), 1),
             '>' => simple(Tok::Order(Order::Greater), 1),
             '|' => simple(Tok::Unsupported("|"), 1),
-            '[' => simple(Tok::Unsupported("["), 1),
-            ']' => simple(Tok::Unsupported("]"), 1),
+            '[' => simple(Tok::LBracket, 1),
+            ']' => simple(Tok::RBracket, 1),
             '"' => {
                 let (text, len) = lex_string(src, i)?;
                 (
@@ -281,13 +287,43 @@ pub struct EqlNotice {
     pub message: String,
 }
 
-/// A parsed query: its event category and condition.
+/// A parsed query: what it matches, and what to know about it.
 #[derive(Clone, Debug)]
 pub struct Query {
-    pub category: Category,
-    pub condition: Expr,
+    pub shape: Shape,
     pub notices: Vec<EqlNotice>,
 }
+
+/// What a query matches.
+#[derive(Clone, Debug)]
+pub enum Shape {
+    /// One event: `CATEGORY where CONDITION`.
+    Event(Step),
+    Sequence(Sequence),
+}
+
+/// `CATEGORY where CONDITION`: one event, or one step of a sequence.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub category: Category,
+    pub condition: Expr,
+}
+
+/// `sequence by FIELDS with maxspan=SPAN [STEP] [STEP] ...`: events
+/// matching each step in turn, with equal values of the `by` fields,
+/// the first and last at most `maxspan` apart.
+#[derive(Clone, Debug)]
+pub struct Sequence {
+    pub by: Vec<Field>,
+    pub maxspan: Duration,
+    pub steps: Vec<Step>,
+}
+
+/// The most steps a sequence has: each is state held per join key.
+pub const MAX_STEPS: usize = 8;
+
+/// The longest `maxspan`: what a sequence holds lives that long.
+pub const MAX_SPAN: Duration = Duration::from_secs(3600);
 
 /// Parses `CATEGORY where CONDITION`; the first error, if any.
 pub fn parse_query(src: &str) -> Result<Query, EqlError> {
@@ -299,12 +335,32 @@ pub fn parse_query(src: &str) -> Result<Query, EqlError> {
 /// function it goes on; after a syntax error it stops.
 pub fn parse_query_all(src: &str) -> Result<Query, Vec<EqlError>> {
     let mut parser = Parser::new(src).map_err(|e| vec![e])?;
+    if parser.peek_word("sequence") {
+        parser.next();
+        let sequence = parser.sequence();
+        return match parser.keep(sequence) {
+            Some(sequence) if parser.errors.is_empty() => Ok(Query {
+                shape: Shape::Sequence(sequence),
+                notices: parser.notices,
+            }),
+            _ => Err(parser.errors),
+        };
+    }
+    let start = parser.peek().offset;
     let category = parser.category().map_err(|e| vec![e])?;
+    if category == Category::Any {
+        return Err(vec![EqlError {
+            offset: start,
+            message: "`any where` is supported as a step of a sequence only".into(),
+        }]);
+    }
     let condition = parser.where_clause();
     match parser.keep(condition) {
         Some(condition) if parser.errors.is_empty() => Ok(Query {
-            category,
-            condition: condition.optimised(),
+            shape: Shape::Event(Step {
+                category,
+                condition: condition.optimised(),
+            }),
             notices: parser.notices,
         }),
         _ => Err(parser.errors),
@@ -402,19 +458,123 @@ impl Parser {
         match category.as_str() {
             "process" => Ok(Category::Process),
             "file" => Ok(Category::File),
-            "sequence" | "sample" => {
-                error(offset, format!("`{category}` queries are not supported"))
-            }
-            "any" | "network" | "registry" | "library" | "driver" | "api" | "authentication"
-            | "host" => error(
+            "api" => Ok(Category::Api),
+            "any" => Ok(Category::Any),
+            "sequence" => error(offset, "a sequence's steps are single events"),
+            "sample" => error(offset, format!("`{category}` queries are not supported")),
+            "network" | "registry" | "library" | "driver" | "authentication" | "host" => error(
                 offset,
-                format!("event category `{category}` is not supported (process, file)"),
+                format!("event category `{category}` is not supported (process, file, api)"),
             ),
             _ => error(
                 offset,
-                format!("unknown event category `{category}` (process, file)"),
+                format!("unknown event category `{category}` (process, file, api)"),
             ),
         }
+    }
+
+    /// After `sequence`: `[by FIELD, ...] with maxspan=SPAN [STEP] [STEP] ...`.
+    fn sequence(&mut self) -> Result<Sequence, EqlError> {
+        let mut by = Vec::new();
+        if self.peek_word("by") {
+            self.next();
+            loop {
+                by.push(self.join_field()?);
+                if self.peek().tok != Tok::Comma {
+                    break;
+                }
+                self.next();
+            }
+        }
+        let maxspan = self.maxspan()?;
+        let mut steps = Vec::new();
+        while self.peek().tok == Tok::LBracket {
+            let bracket = self.next().offset;
+            if steps.len() == MAX_STEPS {
+                return error(bracket, format!("a sequence has at most {MAX_STEPS} steps"));
+            }
+            let category = self.category()?;
+            self.expect_word("where")?;
+            let condition = self.expression()?.optimised();
+            let close = self.next();
+            match close.tok {
+                Tok::RBracket => {}
+                Tok::Word(w) if w == "by" => {
+                    return error(
+                        close.offset,
+                        "`by` per step is not supported: join every step by the sequence's `by`",
+                    );
+                }
+                _ => return error(close.offset, "expected `]` after the step's condition"),
+            }
+            steps.push(Step {
+                category,
+                condition,
+            });
+        }
+        let at = self.peek().offset;
+        if self.peek_word("until") {
+            return error(at, "`until` is not supported");
+        }
+        if steps.len() < 2 {
+            return error(at, "a sequence has at least two steps: `[...] [...]`");
+        }
+        self.end()?;
+        Ok(Sequence {
+            by,
+            maxspan,
+            steps,
+        })
+    }
+
+    /// A `by` field: one mapwatch fills, of one value on every event.
+    fn join_field(&mut self) -> Result<Field, EqlError> {
+        let token = self.next();
+        let Tok::Word(name) = token.tok else {
+            return error(token.offset, "expected a field name after `by`");
+        };
+        match Named::lookup(&name) {
+            Some(Named::Filled(field)) if field.is_single_valued() => Ok(field),
+            Some(Named::Filled(_)) => error(
+                token.offset,
+                format!("`{name}` has several values: a sequence joins on single-valued fields"),
+            ),
+            _ => error(
+                token.offset,
+                format!("a sequence joins on fields mapwatch fills; `{name}` is not one"),
+            ),
+        }
+    }
+
+    /// `with maxspan=N(ms|s|m|h)`, required: it bounds how long a
+    /// partial sequence is held.
+    fn maxspan(&mut self) -> Result<Duration, EqlError> {
+        let at = self.peek().offset;
+        if !self.peek_word("with") {
+            return error(
+                at,
+                "a sequence needs `with maxspan=...` (say `30s`): it bounds what mapwatch holds",
+            );
+        }
+        self.next();
+        self.expect_word("maxspan")?;
+        self.expect(Tok::Unsupported("="), "`=`")?;
+        let number = self.next();
+        let Tok::Int(n) = number.tok else {
+            return error(number.offset, "expected a duration like `30s`");
+        };
+        let unit = self.next();
+        let span = match (u64::try_from(n), &unit.tok) {
+            (Ok(n), Tok::Word(u)) if u == "ms" => Duration::from_millis(n),
+            (Ok(n), Tok::Word(u)) if u == "s" => Duration::from_secs(n),
+            (Ok(n), Tok::Word(u)) if u == "m" => Duration::from_secs(n.saturating_mul(60)),
+            (Ok(n), Tok::Word(u)) if u == "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return error(unit.offset, "expected a unit: `ms`, `s`, `m` or `h`"),
+        };
+        if span.is_zero() || span > MAX_SPAN {
+            return error(number.offset, "maxspan is more than 0 and at most 1h");
+        }
+        Ok(span)
     }
 
     fn where_clause(&mut self) -> Result<Expr, EqlError> {

@@ -22,8 +22,14 @@ use super::wildcard::{Wildcard, eq_folded};
 /// The event categories rules can select.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Category {
+    /// Execs.
     Process,
+    /// Reads of layout files and writes into `mem` (fanotify).
     File,
+    /// Calls into another process's memory (ptrace, process_vm_*).
+    Api,
+    /// Every event: a sequence's step only.
+    Any,
 }
 
 impl Category {
@@ -31,6 +37,8 @@ impl Category {
         match self {
             Category::Process => "process",
             Category::File => "file",
+            Category::Api => "api",
+            Category::Any => "any",
         }
     }
 }

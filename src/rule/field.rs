@@ -73,6 +73,7 @@ fields! {
     EventCategory => "event.category", Keyword, Event;
     EventType => "event.type", Keyword, Event;
     EventAction => "event.action", Keyword, Event;
+    EventOutcome => "event.outcome", Keyword, Event;
     ProcessPid => "process.pid", Long, Event;
     ProcessName => "process.name", Keyword, Event;
     ProcessExecutable => "process.executable", Keyword, Event;
@@ -141,6 +142,8 @@ fields! {
     TargetName => "mapwatch.target.name", Keyword, Lookup;
     TargetExecutable => "mapwatch.target.executable", Keyword, Lookup;
     ReadSelf => "mapwatch.read.self", Boolean, Event;
+    TargetSelf => "mapwatch.target.self", Boolean, Event;
+    PtraceRequest => "mapwatch.ptrace.request", Keyword, Event;
 }
 
 /// The ECS fields, one `path type` line each.
@@ -193,6 +196,23 @@ pub enum Fact {
 }
 
 impl Field {
+    /// Whether every event has at most one value of it (what a sequence
+    /// can join on).
+    pub fn is_single_valued(self) -> bool {
+        !matches!(
+            self,
+            Field::ProcessArgs
+                | Field::ProcessEnvVars
+                | Field::ProcessPreviousArgs
+                | Field::ProcessParentArgs
+                | Field::ProcessSessionLeaderArgs
+                | Field::ProcessEntryLeaderArgs
+                | Field::ProcessGroupLeaderArgs
+                | Field::EventType
+                | Field::EventCategory
+        )
+    }
+
     /// For a fact of a related process: which process, which fact.
     pub fn of_relative(self) -> Option<(Relation, Fact)> {
         use Fact::*;

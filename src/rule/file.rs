@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
 
-use super::eql::{EqlError, parse_condition, parse_query_all};
+use super::eql::{EqlError, Shape, parse_condition, parse_query_all};
 use super::eval::{Expr, Literal, Test};
 use super::field::{Field, Kind};
 use super::wildcard::Wildcard;
@@ -502,11 +502,21 @@ pub fn check_rule(text: &str, source: &str) -> Result<Rule, Vec<RuleError>> {
             })
         })
         .collect();
-    if let Some(why) = reach::never_fires(&query.condition, query.category) {
-        warnings.push(src.error_at(
-            r.query.span().start,
-            format!("this rule can never fire on mapwatch's events: {why}"),
-        ));
+    let steps = match &query.shape {
+        Shape::Event(step) => std::slice::from_ref(step),
+        Shape::Sequence(sequence) => sequence.steps.as_slice(),
+    };
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(why) = reach::never_fires(&step.condition, step.category) {
+            let which = match query.shape {
+                Shape::Event(_) => "this rule".to_owned(),
+                Shape::Sequence(_) => format!("step {} of this sequence", i + 1),
+            };
+            warnings.push(src.error_at(
+                r.query.span().start,
+                format!("{which} can never fire on mapwatch's events: {why}"),
+            ));
+        }
     }
 
     let threats = r
@@ -547,8 +557,7 @@ pub fn check_rule(text: &str, source: &str) -> Result<Rule, Vec<RuleError>> {
             tags: r.tags,
             threats,
         },
-        category: query.category,
-        query: query.condition,
+        body: query.shape,
         query_text: r.query.into_inner(),
         exceptions,
         source: source.to_owned(),

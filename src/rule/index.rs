@@ -72,9 +72,11 @@ impl RuleIndex {
             ..RuleIndex::default()
         };
         for (i, rule) in rules.iter().enumerate() {
-            let tests = match rule.category {
-                Category::Process => name_tests(&rule.query),
-                Category::File => None,
+            let tests = match rule.event_step() {
+                Some(step) if step.category == Category::Process => name_tests(&step.condition),
+                Some(_) => None,
+                // A sequence is never a single event's candidate.
+                None => continue,
             };
             match tests {
                 None => index.always.push(i),

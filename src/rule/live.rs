@@ -34,6 +34,7 @@ pub fn constant(category: Category, field: Field) -> Option<&'static [u8]> {
         (Category::Process, Field::EventType) => b"start",
         (Category::Process, Field::EventAction) => b"exec",
         (Category::File, Field::EventCategory) => b"file",
+        (Category::Api, Field::EventCategory) => b"api",
         _ => return None,
     })
 }

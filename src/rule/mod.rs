@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use std::ops::ControlFlow;
 
+use eql::{Sequence, Shape, Step};
 use eval::{Category, Event, Expr, Scalar};
 use field::Field;
 use file::{ExceptionSpec, RuleError, SourceText};
@@ -112,8 +113,8 @@ pub struct Exception {
 #[derive(Clone, Debug)]
 pub struct Rule {
     pub meta: RuleMeta,
-    pub category: Category,
-    pub query: Expr,
+    /// One event's condition, or a sequence of them.
+    pub body: Shape,
     pub query_text: String,
     pub exceptions: Vec<Exception>,
     /// The file it came from.
@@ -126,11 +127,45 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The query holds and no exception of the rule's own does.
+    /// A single-event rule's query holds and no exception of the rule's own
+    /// does; a sequence matches no single event.
     pub fn matches(&self, event: &mut dyn Event) -> bool {
-        event.is_category(self.category)
-            && self.query.matches(event)
+        match &self.body {
+            Shape::Event(step) => self.step_matches(step, event),
+            Shape::Sequence(_) => false,
+        }
+    }
+
+    /// The event is of the step's category, its condition holds, and no
+    /// exception of the rule's own does (for a sequence, as Elastic applies
+    /// exceptions to every event a sequence is built from).
+    pub fn step_matches(&self, step: &Step, event: &mut dyn Event) -> bool {
+        (step.category == Category::Any || event.is_category(step.category))
+            && step.condition.matches(event)
             && !self.exceptions.iter().any(|e| e.condition.matches(event))
+    }
+
+    /// The single event's step; `None` for a sequence.
+    pub fn event_step(&self) -> Option<&Step> {
+        match &self.body {
+            Shape::Event(step) => Some(step),
+            Shape::Sequence(_) => None,
+        }
+    }
+
+    pub fn sequence(&self) -> Option<&Sequence> {
+        match &self.body {
+            Shape::Sequence(sequence) => Some(sequence),
+            Shape::Event(_) => None,
+        }
+    }
+
+    /// `process`, `file`, `api`, or `sequence`.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.body {
+            Shape::Event(step) => step.category.as_str(),
+            Shape::Sequence(_) => "sequence",
+        }
     }
 }
 
@@ -276,16 +311,15 @@ impl RuleSet {
     /// in rule order: the candidates the index gives for the event's
     /// `process.name`, or every rule when the index cannot tell.
     pub fn evaluate(&self, event: &mut dyn Event, on_match: &mut dyn FnMut(usize)) {
-        let category = if event.is_category(Category::Process) {
-            Category::Process
-        } else {
-            Category::File
-        };
+        let category = [Category::Process, Category::File, Category::Api]
+            .into_iter()
+            .find(|c| event.is_category(*c))
+            .unwrap_or(Category::Any);
         let mut name = [0u8; index::MAX_NAME];
         let name = match (category, self.index.covers(self.rules.len())) {
             (_, false) => None,
-            (Category::File, true) => Some(None),
             (Category::Process, true) => single_name(event, &mut name),
+            (_, true) => Some(None),
         };
         let prefilter = Some(&self.prefilter).filter(|p| p.covers(self.rules.len()));
         let mut found = Found::new();

@@ -230,7 +230,10 @@ impl Prefilter {
         let mut prefilter = Prefilter::default();
         let mut rule_needs = Vec::with_capacity(rules.len());
         for rule in rules {
-            let mut needs = needs_of(&with_constants(&rule.query, rule.category));
+            let mut needs = match rule.event_step() {
+                Some(step) => needs_of(&with_constants(&step.condition, step.category)),
+                None => Vec::new(),
+            };
             needs.sort_by_key(|need| need.iter().map(|alt| alt.field.cost()).max());
             let mut ids = Vec::with_capacity(needs.len());
             for need in needs {
@@ -794,8 +797,11 @@ mod tests {
             let mut hit = false;
             for _ in 0..40 {
                 let mut doc = Map::new();
-                doc.insert("event.category".into(), json!([rule.category.as_str()]));
-                satisfy(&rule.query, rule.category, &mut rng, &mut doc);
+                let Some(step) = rule.event_step() else {
+                    continue;
+                };
+                doc.insert("event.category".into(), json!([step.category.as_str()]));
+                satisfy(&step.condition, step.category, &mut rng, &mut doc);
                 let doc = Value::Object(doc);
                 let run = |set: &RuleSet| {
                     let mut hits = Vec::new();
