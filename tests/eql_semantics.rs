@@ -24,7 +24,10 @@ fn eval(query: &str, doc: &Value) -> bool {
     let q = parse_query(query).unwrap_or_else(|e| panic!("{query}: {e} at {}", e.offset));
     let mut event = JsonEvent::new(doc);
     use mapwatch::rule::eval::Event;
-    event.is_category(q.category) && q.condition.matches(&mut event)
+    let mapwatch::rule::eql::Shape::Event(step) = q.shape else {
+        panic!("{query}: not a single-event query");
+    };
+    event.is_category(step.category) && step.condition.matches(&mut event)
 }
 
 const SEED: &str = r#"process where host.os.type == "linux" and event.type == "start" and event.action == "exec" and
