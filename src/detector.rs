@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::alert::health::UnresolvedReads;
 use crate::alert::{self, Alert, AlertInputs, escape_for_terminal};
-use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent, MapQuery};
+use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent, MapQuery, MemoryAccess};
 use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::{ParseError, Record};
 use crate::audit::serial::{SerialStats, SerialTracker};
@@ -28,7 +28,7 @@ use crate::process::proc_path::Layout;
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
-use crate::rule::live::{ExecFields, ReadFields};
+use crate::rule::live::{Act, ActFields, ExecFields};
 use crate::source::RecordBatch;
 use crate::source::fanotify::{Access, MapOpen, ReadBatch, ReadEvent, UnresolvedRead, Via};
 use crate::source::netlink::RULE_KEY;
@@ -308,6 +308,7 @@ impl Detector {
             path,
             seen: now,
             taken_by,
+            index: 0,
             reader,
             via: Via::MapQuery(query.serial),
         };
@@ -467,7 +468,7 @@ impl Detector {
             // Relations as they were when the read happened.
             let mut ctx =
                 EventContext::for_read((read.pid, &reader), table, read.seen, read.taken_by);
-            let mut fields = ReadFields::new(&read, reader, &mut ctx, host, users);
+            let mut fields = ActFields::new(Act::File(&read), reader, &mut ctx, host, users);
             matched.clear();
             rules.evaluate(&mut fields, &mut |index| matched.push(index));
             for &index in matched.iter() {
@@ -476,7 +477,7 @@ impl Detector {
                     host,
                 };
                 stats.alerts += 1;
-                let mut alert = alert::build_read(&mut fields, &inputs);
+                let mut alert = alert::build_act(&mut fields, &inputs);
                 alert.timing.raised = Some(read.seen);
                 emit(alert);
             }
@@ -506,6 +507,54 @@ impl Detector {
             self.evaluate(event, now, emit);
         }
         self.events = events;
+        let calls: Vec<MemoryAccess> = self.assembler.take_memory_accesses().collect();
+        for call in calls {
+            self.evaluate_call(&call, now, emit);
+        }
+    }
+
+    /// A call into another process's memory goes to the `api where` rules,
+    /// its caller named as the table knows it at the call's serial.
+    fn evaluate_call(&mut self, call: &MemoryAccess, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let Detector {
+            table,
+            rules,
+            host,
+            users,
+            stats,
+            matched,
+            ..
+        } = self;
+        let pid = call.caller.pid;
+        let target = match call.kernel_target {
+            Some((tgid, _)) => tgid,
+            // A thread id names its process; a log's processes are gone.
+            None if table.is_history() => call.named_target,
+            None => live::thread_group(call.named_target).unwrap_or(call.named_target),
+        };
+        if self.log_events {
+            tracing::debug!("call pid={pid} {} target={target}", call.call.name());
+        }
+        let taken = at_read::Taken {
+            seen: now,
+            by: 0,
+            serial: call.caller.id.map(|id| id.serial),
+        };
+        let caller = at_read::identify(table, pid, taken, None);
+        let mut ctx = EventContext::for_read((pid, &caller), table, now, 0);
+        let mut fields = ActFields::new(Act::Call(call, target), caller, &mut ctx, host, users);
+        matched.clear();
+        rules.evaluate(&mut fields, &mut |index| matched.push(index));
+        for &index in matched.iter() {
+            let inputs = AlertInputs {
+                rule: &rules.rules[index].meta,
+                host,
+            };
+            stats.alerts += 1;
+            let mut alert = alert::build_act(&mut fields, &inputs);
+            alert.timing.raised = Some(now);
+            emit(alert);
+        }
     }
 
     /// Every exec evaluated so far came before the reads taken by a

@@ -11,6 +11,7 @@
 use serde_json::Value;
 
 use super::escape::escape_for_terminal;
+use crate::audit::assemble::MemoryAccess;
 use crate::process::leader::EntryLeader;
 use crate::process::proc_path::Layout;
 
@@ -35,6 +36,37 @@ pub(super) enum Deed<'a> {
     Read(&'a [u8], Layout),
     /// A write fanotify saw (into `mem`).
     Wrote(&'a [u8], Layout),
+    /// A call into the target's memory audit saw.
+    Called(&'a MemoryAccess),
+}
+
+impl Deed<'_> {
+    /// What of the target it reaches: `memory map`, `memory`...
+    pub(super) fn what(&self) -> &'static str {
+        match self {
+            Deed::Read(_, layout) | Deed::Wrote(_, layout) => what_it_gives(*layout),
+            Deed::RanWith(_) | Deed::RanCommand(_) => "memory map",
+            Deed::Called(_) => "memory",
+        }
+    }
+
+    /// The verb of the reason line: `read the`, `called ptrace(...) on the`.
+    pub(super) fn verb(&self) -> String {
+        match self {
+            Deed::RanWith(_) | Deed::RanCommand(_) | Deed::Read(..) => "read the".into(),
+            Deed::Wrote(..) => "wrote into the".into(),
+            Deed::Called(call) => format!("{} on the", call_text(call)),
+        }
+    }
+}
+
+/// `called ptrace(PTRACE_POKEDATA)`, `tried process_vm_writev` (failed).
+fn call_text(call: &MemoryAccess) -> String {
+    let verb = if call.success { "called" } else { "tried" };
+    match call.request {
+        Some(request) => format!("{verb} {}({})", call.call.name(), request.name()),
+        None => format!("{verb} {}", call.call.name()),
+    }
 }
 
 /// `RULE: READER (pid P, user U) DEED, TARGET; entry leader L`.
@@ -46,18 +78,16 @@ pub(super) fn alert_message(
     leader: Option<&EntryLeader>,
 ) -> String {
     let user = reader.user.as_deref().unwrap_or("?");
-    let what = match deed {
-        Deed::Read(_, layout) | Deed::Wrote(_, layout) => what_it_gives(*layout),
-        Deed::RanWith(_) | Deed::RanCommand(_) => "memory map",
-    };
-    let deed = match deed {
-        Deed::RanWith(path) => format!("ran with {}", part(path)),
-        Deed::RanCommand(command) => format!("ran {}", part(command)),
-        Deed::Read(path, _) => format!("read {}", part(path)),
-        Deed::Wrote(path, _) => format!("wrote into {}", part(path)),
+    let what = deed.what();
+    let (deed, joint) = match deed {
+        Deed::RanWith(path) => (format!("ran with {}", part(path)), ","),
+        Deed::RanCommand(command) => (format!("ran {}", part(command)), ","),
+        Deed::Read(path, _) => (format!("read {}", part(path)), ","),
+        Deed::Wrote(path, _) => (format!("wrote into {}", part(path)), ","),
+        Deed::Called(call) => (call_text(call), " on"),
     };
     let whose = target
-        .map(|t| whose(t, reader.pid, what))
+        .map(|t| whose(t, reader.pid, what, joint))
         .unwrap_or_default();
     let leader = leader.map_or_else(
         || "unknown".to_owned(),
@@ -73,7 +103,7 @@ pub(super) fn alert_message(
 }
 
 /// What a layout file gives away, as the message names it.
-pub(super) fn what_it_gives(layout: Layout) -> &'static str {
+fn what_it_gives(layout: Layout) -> &'static str {
     match layout {
         Layout::Maps | Layout::Smaps | Layout::SmapsRollup | Layout::NumaMaps => "memory map",
         Layout::MapFiles => "mappings",
@@ -83,15 +113,18 @@ pub(super) fn what_it_gives(layout: Layout) -> &'static str {
 }
 
 /// `, the memory map of NAME (pid N)`, from the document's target object.
-fn whose(target: &Value, reader_pid: u32, what: &str) -> String {
+fn whose(target: &Value, reader_pid: u32, what: &str, joint: &str) -> String {
     let pid = target["pid"].as_u64();
     if pid == Some(u64::from(reader_pid)) {
-        return format!(", its own {what}");
+        return format!("{joint} its own {what}");
     }
     let pid = pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
     match target["name"].as_str() {
-        Some(name) => format!(", the {what} of {} (pid {pid})", part(name.as_bytes())),
-        None => format!(", the {what} of pid {pid}"),
+        Some(name) => format!(
+            "{joint} the {what} of {} (pid {pid})",
+            part(name.as_bytes())
+        ),
+        None => format!("{joint} the {what} of pid {pid}"),
     }
 }
 

@@ -18,17 +18,19 @@ pub use time::rfc3339_millis;
 
 use serde_json::{Map, Value, json};
 
-use self::message::{Deed, Reader, alert_message, what_it_gives};
+use self::message::{Deed, Reader, alert_message};
 use crate::audit::assemble::ExecEvent;
+use crate::audit::assemble::MemoryAccess;
 use crate::audit::execve::Argv;
+use crate::audit::record::EventId;
 use crate::maps::MapsArg;
 use crate::process::EventContext;
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::leader::{EntryLeader, Related};
 use crate::process::live::LiveProcess;
 use crate::rule::RuleMeta;
-use crate::rule::live::ReadFields;
-use crate::source::fanotify::Access;
+use crate::rule::live::{Act, ActFields};
+use crate::source::fanotify::{Access, Via};
 
 /// The ECS version of every document's fields.
 const ECS_VERSION: &str = "8.11.0";
@@ -418,12 +420,12 @@ pub fn build(
     document(&subject, action, ctx, inputs, users)
 }
 
-/// An alert for a read of a memory map seen by fanotify; the read is
-/// confirmed by construction.
-pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> Alert {
+/// An alert for an act on another process: a read or write fanotify saw
+/// (confirmed by construction), or a call into its memory audit saw.
+pub fn build_act(fields: &mut ActFields<'_, '_>, inputs: &AlertInputs<'_>) -> Alert {
     let name = fields.name().map(<[u8]>::to_vec).unwrap_or_default();
-    let read = fields.read;
-    let target = read.target;
+    let act = fields.act;
+    let (actor, target) = (act.actor(), act.target());
     let target_name = fields.target.comm().map(<[u8]>::to_vec);
     let target_obj = Some(live_target_object(&mut fields.target, fields.users));
     let executable = fields.executable().map(<[u8]>::to_vec);
@@ -431,7 +433,7 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
     let euid = fields.uid();
     let args = fields.args().cloned();
     let subject = Subject {
-        pid: read.pid,
+        pid: actor,
         ppid: fields.ctx.ppid(),
         name: &name,
         executable: executable.as_deref(),
@@ -439,76 +441,174 @@ pub fn build_read(fields: &mut ReadFields<'_, '_>, inputs: &AlertInputs<'_>) -> 
         cwd: cwd.as_deref(),
         title: None,
         euid,
-        uid: None,
+        uid: match act {
+            Act::Call(call, _) => call.caller.ids.uid,
+            Act::File(_) => None,
+        },
     };
     let entry_leader = fields.ctx.entry_leader().cloned();
-    let (kind, verb) = read.access.ecs();
-    let reason = format!(
-        "{} (pid {}) {} the {} of {} (pid {}): {}; entry leader {}",
-        escape_bytes(&name),
-        read.pid,
-        match read.access {
-            Access::Read => "read",
-            Access::Write => "wrote into",
+    let (kind, verb) = act.ecs();
+    let deed = match act {
+        Act::File(read) => match read.access {
+            Access::Read => Deed::Read(&read.path, read.layout),
+            Access::Write => Deed::Wrote(&read.path, read.layout),
         },
-        what_it_gives(read.layout),
+        Act::Call(call, _) => Deed::Called(call),
+    };
+    let detail = match act {
+        Act::File(read) => format!(": {}", escape_bytes(&read.path)),
+        Act::Call(call, _) => call
+            .address
+            .map(|a| format!(" at {a:#x}"))
+            .unwrap_or_default(),
+    };
+    let reason = format!(
+        "{} (pid {}) {} {} of {} (pid {}){detail}; entry leader {}",
+        escape_bytes(&name),
+        actor,
+        deed.verb(),
+        deed.what(),
         target_name
             .as_deref()
             .map(escape_bytes)
             .unwrap_or_else(|| "?".into()),
         target,
-        escape_bytes(&read.path),
         leader_text(entry_leader.as_ref()),
     );
     let message = alert_message(
         &inputs.rule.name,
         &Reader {
             name: &name,
-            pid: read.pid,
+            pid: actor,
             user: user_text(euid, fields.users),
         },
-        &match read.access {
-            Access::Read => Deed::Read(&read.path, read.layout),
-            Access::Write => Deed::Wrote(&read.path, read.layout),
-        },
+        &deed,
         target_obj.as_ref(),
         entry_leader.as_ref(),
     );
+    let (category, file_path, timestamp, audit) = match act {
+        Act::File(read) => ("file", Some(read.path.as_slice()), now_rfc3339(), None),
+        Act::Call(call, _) => (
+            "api",
+            None,
+            call.caller
+                .id
+                .map(|id| rfc3339_millis(id.timestamp.secs, id.timestamp.millis))
+                .unwrap_or_else(now_rfc3339),
+            Some(call_audit_object(call)),
+        ),
+    };
     let action = Action {
-        category: "file",
+        category,
         kind,
         name: verb,
-        timestamp: now_rfc3339(),
-        file_path: Some(&read.path),
+        timestamp,
+        file_path,
         reason,
         message,
         target: target_obj,
-        audit: None,
+        audit,
     };
     let mut alert = document(&subject, action, fields.ctx, inputs, fields.users);
-    let mut facts = json!({
-        "confirmed": true,
-        "paths": [text(&read.path)],
-        "self": fields.is_self_read(),
-        "reader_from": fields.reader_basis().as_str(),
-        "via": read.via.as_str(),
+    alert.document["event"]["outcome"] = json!(if act.succeeded() {
+        "success"
+    } else {
+        "failure"
     });
-    if let Some(before) = fields.reader_in_doubt() {
-        facts["reader_before_exec"] = json!({
-            "name": text(&before.name),
-            "executable": text(&before.exe),
-            "args": before.args.as_ref().map(|a| a.iter().map(text).collect::<Vec<_>>()),
-        });
-        if let Some(message) = alert.document["message"].as_str() {
-            let message = format!(
-                "{message} (or its program before its exec: {})",
-                escape_bytes(&before.exe)
-            );
-            alert.document["message"] = json!(message);
+    if let Some(id) = act_event_id(act) {
+        alert.document["event"]["id"] = json!(id);
+    }
+    match act {
+        Act::File(read) => {
+            let mut facts = json!({
+                "confirmed": true,
+                "paths": [text(&read.path)],
+                "self": fields.is_self(),
+                "reader_from": fields.reader_basis().as_str(),
+                "via": read.via.as_str(),
+            });
+            if let Some(before) = fields.reader_in_doubt() {
+                facts["reader_before_exec"] = json!({
+                    "name": text(&before.name),
+                    "executable": text(&before.exe),
+                    "args": before.args.as_ref().map(|a| a.iter().map(text).collect::<Vec<_>>()),
+                });
+                if let Some(message) = alert.document["message"].as_str() {
+                    let message = format!(
+                        "{message} (or its program before its exec: {})",
+                        escape_bytes(&before.exe)
+                    );
+                    alert.document["message"] = json!(message);
+                }
+            }
+            alert.document["mapwatch"]["read"] = facts;
+        }
+        Act::Call(call, _) => {
+            let mut facts = json!({
+                "syscall": call.call.name(),
+                "named_pid": call.named_target,
+                "actor_from": fields.reader_basis().as_str(),
+            });
+            if let Some(request) = call.request {
+                alert.document["mapwatch"]["ptrace"] = json!({"request": request.name()});
+            }
+            if let Some(address) = call.address {
+                facts["address"] = json!(format!("{address:#x}"));
+            }
+            alert.document["mapwatch"]["call"] = facts;
         }
     }
-    alert.document["mapwatch"]["read"] = facts;
     alert
+}
+
+/// `event.id` of an act: the audit event's id (`SECONDS.MILLIS:SERIAL`, as
+/// `ausearch -a SERIAL` finds it) for a call, the read's own for a read.
+pub fn act_event_id(act: Act<'_>) -> Option<String> {
+    match act {
+        Act::Call(call, _) => call.caller.id.map(audit_event_id),
+        Act::File(read) => Some(match read.via {
+            Via::Read => format!(
+                "fanotify:{}:{}.{}",
+                run_started(),
+                read.taken_by,
+                read.index
+            ),
+            Via::MapQuery(serial) => format!("procmap_query:{}:{}", run_started(), serial.0),
+        }),
+    }
+}
+
+/// When this run began (seconds since the epoch), the first time it is
+/// asked: what tells one run's fanotify event ids from another's.
+fn run_started() -> u64 {
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+/// `SECONDS.MILLIS:SERIAL`.
+pub fn audit_event_id(id: EventId) -> String {
+    format!(
+        "{}.{:03}:{}",
+        id.timestamp.secs, id.timestamp.millis, id.serial.0
+    )
+}
+
+/// `mapwatch.audit` of a call: its serial, session and login uid.
+fn call_audit_object(call: &MemoryAccess) -> Value {
+    let mut audit = Map::new();
+    insert_some(
+        &mut audit,
+        "sequence",
+        call.caller.id.map(|id| json!(id.serial.0)),
+    );
+    insert_some(&mut audit, "session", call.caller.ses.map(|s| json!(s)));
+    insert_some(&mut audit, "login_uid", call.caller.auid.map(|a| json!(a)));
+    audit.insert("complete".into(), json!(call.caller.complete));
+    Value::Object(audit)
 }
 
 /// Now, as an RFC 3339 timestamp with milliseconds.

@@ -520,11 +520,7 @@ impl Parser {
             return error(at, "a sequence has at least two steps: `[...] [...]`");
         }
         self.end()?;
-        Ok(Sequence {
-            by,
-            maxspan,
-            steps,
-        })
+        Ok(Sequence { by, maxspan, steps })
     }
 
     /// A `by` field: one mapwatch fills, of one value on every event.

@@ -1,5 +1,6 @@
-//! Live events as rules see them: exec events ([`ExecFields`]) and reads of
-//! memory maps ([`ReadFields`]), each an [`Event`] over an [`EventContext`].
+//! Live events as rules see them: exec events ([`ExecFields`]) and acts on
+//! another process ([`ActFields`]: reads of its layout files, writes into
+//! its memory, calls into it), each an [`Event`] over an [`EventContext`].
 //!
 //! Contract: fields in the exec event are read in place; relations (parent,
 //! leaders, the parent's executable) and user names are resolved only when a
@@ -13,7 +14,7 @@ use std::ops::ControlFlow;
 use super::eval::{Category, Event, Scalar};
 use super::field::{Fact, Field};
 use crate::audit::assemble::Credentials;
-use crate::audit::assemble::ExecEvent;
+use crate::audit::assemble::{ExecEvent, MemoryAccess};
 use crate::audit::execve::Argv;
 use crate::process::EventContext;
 use crate::process::at_read::{Basis, Reader};
@@ -33,6 +34,7 @@ pub fn constant(category: Category, field: Field) -> Option<&'static [u8]> {
         (Category::Process, Field::EventCategory) => b"process",
         (Category::Process, Field::EventType) => b"start",
         (Category::Process, Field::EventAction) => b"exec",
+        (Category::Process | Category::File, Field::EventOutcome) => b"success",
         (Category::File, Field::EventCategory) => b"file",
         (Category::Api, Field::EventCategory) => b"api",
         _ => return None,
@@ -241,7 +243,11 @@ impl Event for ExecFields<'_, '_> {
     ) -> bool {
         let event = self.event;
         match field {
-            Field::EventKind | Field::EventCategory | Field::EventType | Field::EventAction => one(
+            Field::EventKind
+            | Field::EventCategory
+            | Field::EventType
+            | Field::EventAction
+            | Field::EventOutcome => one(
                 visit,
                 constant(Category::Process, field).map(Scalar::Keyword),
             ),
@@ -296,32 +302,85 @@ impl Event for ExecFields<'_, '_> {
     }
 }
 
-/// A read of a memory map (fanotify) as rules see it: a `file` event whose
-/// process is the reader, as [`crate::process::at_read::identify`] named it
-/// (the program it ran at the read); what that leaves unknown (its
-/// terminal, environment, credentials) is read lazily from procfs.
-pub struct ReadFields<'c, 't> {
-    pub read: &'c ReadEvent,
+/// What an actor did to a target, as the act's event says it: a read (or
+/// write) fanotify saw, or a call audit saw (on the target's thread group).
+#[derive(Clone, Copy)]
+pub enum Act<'c> {
+    File(&'c ReadEvent),
+    Call(&'c MemoryAccess, u32),
+}
+
+impl Act<'_> {
+    /// The process that acted (thread group id).
+    pub fn actor(self) -> u32 {
+        match self {
+            Act::File(read) => read.pid,
+            Act::Call(call, _) => call.caller.pid,
+        }
+    }
+
+    /// The process acted on (thread group id).
+    pub fn target(self) -> u32 {
+        match self {
+            Act::File(read) => read.target,
+            Act::Call(_, target) => target,
+        }
+    }
+
+    pub fn category(self) -> Category {
+        match self {
+            Act::File(_) => Category::File,
+            Act::Call(..) => Category::Api,
+        }
+    }
+
+    /// `event.type` and `event.action`.
+    pub fn ecs(self) -> (&'static str, &'static str) {
+        match self {
+            Act::File(read) => read.access.ecs(),
+            Act::Call(call, _) if call.changes_target() => ("change", call.call.name()),
+            Act::Call(call, _) => ("access", call.call.name()),
+        }
+    }
+
+    /// `event.outcome`: a read or write fanotify reports has happened.
+    pub fn succeeded(self) -> bool {
+        match self {
+            Act::File(_) => true,
+            Act::Call(call, _) => call.success,
+        }
+    }
+}
+
+/// An act on another process (fanotify's reads and writes of its layout
+/// files, audit's calls into its memory) as rules see it: a `file` or
+/// `api` event whose process is the actor, as
+/// [`crate::process::at_read::identify`] named it (the program it ran at
+/// the act); what that leaves unknown (its terminal, environment,
+/// credentials) is read lazily from procfs, except a call's credentials,
+/// which its SYSCALL record gives.
+pub struct ActFields<'c, 't> {
+    pub act: Act<'c>,
     pub ctx: &'c mut EventContext<'t>,
     pub host: &'c HostInfo,
     pub users: &'c mut UserNames,
     pub target: LiveProcess,
-    reader: LiveProcess,
+    actor: LiveProcess,
     known: Reader,
 }
 
-impl<'c, 't> ReadFields<'c, 't> {
+impl<'c, 't> ActFields<'c, 't> {
     pub fn new(
-        read: &'c ReadEvent,
+        act: Act<'c>,
         known: Reader,
         ctx: &'c mut EventContext<'t>,
         host: &'c HostInfo,
         users: &'c mut UserNames,
     ) -> Self {
-        ReadFields {
-            reader: LiveProcess::new(read.pid),
-            target: LiveProcess::new(read.target),
-            read,
+        ActFields {
+            actor: LiveProcess::new(act.actor()),
+            target: LiveProcess::new(act.target()),
+            act,
             ctx,
             host,
             users,
@@ -329,62 +388,68 @@ impl<'c, 't> ReadFields<'c, 't> {
         }
     }
 
-    /// `process.name`: the name the reader was exec'd as, else its comm.
+    /// `process.name`: the name the actor was exec'd as, else its comm.
     pub fn name(&mut self) -> Option<&[u8]> {
-        match self.known.name {
-            Some(ref name) => Some(name),
-            None => self.reader.comm(),
+        match (&self.known.name, self.act) {
+            (Some(name), _) => Some(name),
+            (None, Act::Call(call, _)) if call.caller.comm.is_some() => call.caller.comm.as_deref(),
+            (None, _) => self.actor.comm(),
         }
     }
 
     pub fn executable(&mut self) -> Option<&[u8]> {
-        match self.known.exe {
-            Some(ref exe) => Some(exe),
-            None => self.reader.exe(),
+        match (&self.known.exe, self.act) {
+            (Some(exe), _) => Some(exe),
+            (None, Act::Call(call, _)) if call.caller.exe.is_some() => call.caller.exe.as_deref(),
+            (None, _) => self.actor.exe(),
         }
     }
 
     pub fn args(&mut self) -> Option<&Argv> {
         match self.known.args {
             Some(ref args) => Some(args),
-            None => self.reader.args(),
+            None => self.actor.args(),
         }
     }
 
     pub fn cwd(&mut self) -> Option<&[u8]> {
         match self.known.cwd {
             Some(ref cwd) => Some(cwd),
-            None => self.reader.cwd(),
+            None => self.actor.cwd(),
         }
     }
 
     pub fn uid(&mut self) -> Option<u32> {
-        self.known.euid.or_else(|| self.reader.uid())
+        match self.act {
+            Act::Call(call, _) => call.caller.ids.euid,
+            Act::File(_) => self.known.euid.or_else(|| self.actor.uid()),
+        }
     }
 
     pub fn command_line(&mut self) -> Option<&[u8]> {
         self.args().map(Argv::joined)
     }
 
-    /// Where the reader's identity came from.
+    /// Where the actor's identity came from.
     pub fn reader_basis(&self) -> Basis {
         self.known.basis
     }
 
-    /// The reader's program before its last exec, if that may have made
-    /// the read instead.
+    /// The actor's program before its last exec, if that may have made
+    /// the act instead.
     pub fn reader_in_doubt(&self) -> Option<&Program> {
         self.known.in_doubt.as_deref()
     }
 
-    pub fn is_self_read(&self) -> bool {
-        self.read.target == self.read.pid
+    /// The actor acted on itself.
+    pub fn is_self(&self) -> bool {
+        self.act.target() == self.act.actor()
     }
 }
 
-impl Event for ReadFields<'_, '_> {
+impl Event for ActFields<'_, '_> {
     fn is_category(&self, category: Category) -> bool {
-        category == Category::File
+        category == self.act.category()
     }
 
     fn visit(
@@ -393,23 +458,29 @@ impl Event for ReadFields<'_, '_> {
         visit: &mut dyn FnMut(Scalar<'_>) -> ControlFlow<()>,
     ) -> bool {
         match field {
-            Field::EventKind | Field::EventCategory => {
-                one(visit, constant(Category::File, field).map(Scalar::Keyword))
-            }
-            Field::EventType => one(
+            Field::EventKind | Field::EventCategory => one(
                 visit,
-                Some(Scalar::Keyword(self.read.access.ecs().0.as_bytes())),
+                constant(self.act.category(), field).map(Scalar::Keyword),
             ),
-            Field::EventAction => one(
-                visit,
-                Some(Scalar::Keyword(self.read.access.ecs().1.as_bytes())),
-            ),
-            Field::FilePath => one(visit, Some(Scalar::Keyword(&self.read.path))),
-            Field::FileName => one(
-                visit,
-                Some(Scalar::Keyword(self.read.layout.name().as_bytes())),
-            ),
-            Field::ProcessPid => one(visit, Some(Scalar::Long(self.read.pid.into()))),
+            Field::EventType => one(visit, Some(Scalar::Keyword(self.act.ecs().0.as_bytes()))),
+            Field::EventAction => one(visit, Some(Scalar::Keyword(self.act.ecs().1.as_bytes()))),
+            Field::EventOutcome => one(visit, Some(Scalar::Keyword(outcome(self.act.succeeded())))),
+            Field::FilePath => match self.act {
+                Act::File(read) => one(visit, Some(Scalar::Keyword(&read.path))),
+                Act::Call(..) => false,
+            },
+            Field::FileName => match self.act {
+                Act::File(read) => one(visit, Some(Scalar::Keyword(read.layout.name().as_bytes()))),
+                Act::Call(..) => false,
+            },
+            Field::PtraceRequest => match self.act {
+                Act::Call(call, _) => one(
+                    visit,
+                    call.request.map(|r| Scalar::Keyword(r.name().as_bytes())),
+                ),
+                Act::File(_) => false,
+            },
+            Field::ProcessPid => one(visit, Some(Scalar::Long(self.act.actor().into()))),
             Field::ProcessName => {
                 let name = self.name();
                 one(visit, keyword(name))
@@ -418,17 +489,10 @@ impl Event for ReadFields<'_, '_> {
                 let exe = self.executable();
                 one(visit, keyword(exe))
             }
-            Field::ProcessArgs => match self.args() {
-                Some(args) => {
-                    for arg in args.iter() {
-                        if visit(Scalar::Keyword(arg)).is_break() {
-                            break;
-                        }
-                    }
-                    true
-                }
-                None => false,
-            },
+            Field::ProcessArgs => {
+                let args = self.args();
+                each(visit, args)
+            }
             Field::ProcessArgsCount => {
                 let count = self.args().map(|a| Scalar::Long(a.len() as i64));
                 one(visit, count)
@@ -445,14 +509,14 @@ impl Event for ReadFields<'_, '_> {
                 false
             }
             Field::ProcessInteractive => {
-                let tty = self.reader.tty();
+                let tty = self.actor.tty();
                 one(visit, tty.map(|t| Scalar::Boolean(t != TtyKind::None)))
             }
             Field::ProcessEnvVars => {
-                let environ = self.reader.environ();
+                let environ = self.actor.environ();
                 each(visit, environ)
             }
-            Field::TargetPid => one(visit, Some(Scalar::Long(self.read.target.into()))),
+            Field::TargetPid => one(visit, Some(Scalar::Long(self.act.target().into()))),
             Field::TargetName => {
                 let name = self.target.comm();
                 one(visit, keyword(name))
@@ -461,27 +525,38 @@ impl Event for ReadFields<'_, '_> {
                 let exe = self.target.exe();
                 one(visit, keyword(exe))
             }
-            Field::ReadSelf => one(visit, Some(Scalar::Boolean(self.is_self_read()))),
+            Field::ReadSelf => match self.act {
+                Act::File(_) => one(visit, Some(Scalar::Boolean(self.is_self()))),
+                Act::Call(..) => false,
+            },
+            Field::TargetSelf => one(visit, Some(Scalar::Boolean(self.is_self()))),
             _ => {
-                let ReadFields {
+                let ActFields {
                     ctx,
                     host,
                     users,
                     known,
-                    reader,
+                    actor,
+                    act,
                     ..
                 } = self;
-                // procfs while the reader lives; else the euid of its exec.
-                let mut creds = || {
-                    reader.credentials().unwrap_or(Credentials {
+                // A call's own record; else procfs while the actor lives,
+                // else the euid of its exec.
+                let mut creds = || match act {
+                    Act::Call(call, _) => call.caller.ids,
+                    Act::File(_) => actor.credentials().unwrap_or(Credentials {
                         euid: known.euid,
                         ..Credentials::default()
-                    })
+                    }),
                 };
                 visit_common(field, ctx, host, users, &mut creds, visit)
             }
         }
     }
+}
+
+fn outcome(succeeded: bool) -> &'static [u8] {
+    if succeeded { b"success" } else { b"failure" }
 }
 
 #[cfg(test)]

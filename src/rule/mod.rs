@@ -191,6 +191,18 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "proc_mem_write.toml",
         include_str!("../../rules/proc_mem_write.toml"),
     ),
+    (
+        "ptrace_poke.toml",
+        include_str!("../../rules/ptrace_poke.toml"),
+    ),
+    (
+        "process_vm_write.toml",
+        include_str!("../../rules/process_vm_write.toml"),
+    ),
+    (
+        "process_vm_read.toml",
+        include_str!("../../rules/process_vm_read.toml"),
+    ),
 ];
 
 /// Every rule in force, with the global exceptions.

@@ -118,6 +118,9 @@ pub struct ReadEvent {
     pub seen: Instant,
     /// The number of that read(2) of the group ([`ReadOrder`]).
     pub taken_by: u64,
+    /// Its place among the events that read(2) took: with `taken_by`, the
+    /// event's id within a run.
+    pub index: u32,
     /// The reader as procfs showed it once the read was taken, for reads of
     /// another process's map (`None` for its own, or when it was gone).
     pub reader: Option<Box<AtRead>>,
@@ -442,6 +445,7 @@ fn parse_events(
 ) {
     let mut offset = 0;
     let mut path_buf = [0u8; 256];
+    let mut index = 0u32;
     while offset + METADATA_LEN <= buf.len() {
         let m = &buf[offset..];
         let event_len = u32::from_ne_bytes([m[0], m[1], m[2], m[3]]) as usize;
@@ -521,9 +525,11 @@ fn parse_events(
                 path: path.to_vec(),
                 seen,
                 taken_by,
+                index,
                 reader: reader.clone(),
                 via: Via::Read,
             });
+            index += 1;
         }
     }
 }
