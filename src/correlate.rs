@@ -441,6 +441,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             seen: now,
             taken_by: 1,
+            index: 0,
             reader: None,
             via: Default::default(),
         }

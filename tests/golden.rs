@@ -181,6 +181,7 @@ fn detect_with_reads() -> Vec<Value> {
                 path: path.into_bytes(),
                 seen,
                 taken_by: 1,
+                index: 0,
                 reader: None,
                 via: Default::default(),
             };
