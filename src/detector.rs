@@ -10,15 +10,17 @@
 //! records are counted and logged (sampled), never fatal.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alert::health::UnresolvedReads;
-use crate::alert::{self, Alert, AlertInputs, escape_for_terminal};
+use crate::alert::{self, Alert, AlertInputs, StepFacts, escape_for_terminal};
 use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent, MapQuery, MemoryAccess};
 use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::{ParseError, Record};
 use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
+use crate::correlate::sequence::{Hit, MAX_ANCESTORS, SequenceStats, Sequences};
 use crate::correlate::{Correlator, CorrelatorStats, Settle};
 use crate::maps::maps_args;
 use crate::process::at_read::{self, AtRead, Basis};
@@ -28,6 +30,7 @@ use crate::process::proc_path::Layout;
 use crate::process::table::TableStats;
 use crate::process::{EventContext, ProcessTable};
 use crate::rule::RuleSet;
+use crate::rule::eval::Category;
 use crate::rule::live::{Act, ActFields, ExecFields};
 use crate::source::RecordBatch;
 use crate::source::fanotify::{Access, MapOpen, ReadBatch, ReadEvent, UnresolvedRead, Via};
@@ -98,7 +101,16 @@ pub struct Detector {
     /// A CONFIG_CHANGE record said a rule of ours may have been removed;
     /// the owner of the audit session checks ([`Detector::take_rules_touched`]).
     rules_touched: bool,
+    sequences: Sequences,
+    /// Calls' sequence steps, each with when it arrived: they join their
+    /// sequences once every read queued before then is known, so a read
+    /// made before a call is never taken as made after it.
+    calls_waiting: VecDeque<(Vec<StepHit>, Arc<StepFacts>, Instant)>,
 }
+
+/// A step an event matched, with the event's alert for the step's rule
+/// when the step is its last.
+type StepHit = (Hit, Option<Alert>);
 
 impl Detector {
     /// A detector of this machine's events, with procfs behind its table.
@@ -112,7 +124,6 @@ impl Detector {
                 config.process.table_capacity,
                 Duration::from_secs(config.process.gone_grace_secs),
             ),
-            rules,
             host: HostInfo::detect(),
             users: UserNames::default(),
             stats: DetectorStats::default(),
@@ -128,6 +139,9 @@ impl Detector {
             log_events,
             unordered_execs: Vec::new(),
             rules_touched: false,
+            sequences: Sequences::build(&rules),
+            calls_waiting: VecDeque::new(),
+            rules,
         }
     }
 
@@ -170,9 +184,9 @@ impl Detector {
             self.map_opens.push_back(open);
         }
         self.settle_map_queries(Some(batch.drained_until), now, emit);
-        let Some(correlator) = self.correlator.as_mut() else {
+        if self.correlator.is_none() {
             return;
-        };
+        }
         for read in batch.reads {
             if self.log_events {
                 tracing::debug!(
@@ -182,9 +196,69 @@ impl Detector {
                     escape_for_terminal(&read.path)
                 );
             }
+            self.take_read(read, now, emit);
+        }
+        if let Some(correlator) = self.correlator.as_mut() {
+            correlator.reads_drained_until(batch.drained_until, emit);
+        }
+        self.release_calls(Some(batch.drained_until), emit);
+    }
+
+    /// A read (or write) seen: a sequence step at once, then to the
+    /// correlator (exec alerts it confirms, file events after the hold).
+    fn take_read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if self.sequences.wants(Category::File) {
+            self.read_as_step(&read, now, emit);
+        }
+        if let Some(correlator) = self.correlator.as_mut() {
             correlator.read(read, now, emit);
         }
-        correlator.reads_drained_until(batch.drained_until, emit);
+    }
+
+    /// The sequence steps a read matches join their sequences now: the
+    /// fanotify queue gives reads and writes in the kernel's order.
+    fn read_as_step(&mut self, read: &ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let Detector {
+            table,
+            rules,
+            host,
+            users,
+            sequences,
+            stats,
+            ..
+        } = self;
+        let taken = at_read::Taken {
+            seen: read.seen,
+            by: read.taken_by,
+            serial: match read.via {
+                Via::MapQuery(serial) => Some(serial),
+                Via::Read => None,
+            },
+        };
+        let reader = at_read::identify(table, read.pid, taken, read.reader.as_deref());
+        let mut ctx = EventContext::for_read((read.pid, &reader), table, read.seen, read.taken_by);
+        let mut fields = ActFields::new(Act::File(read), reader, &mut ctx, host, users);
+        let hits = sequences.hits(Category::File, &mut fields, rules);
+        if hits.is_empty() {
+            return;
+        }
+        let facts = Arc::new(alert::act_step(&mut fields, wall_ms(read.seen, now)));
+        let hits = act_hits(hits, &mut fields, sequences, rules, host, read.seen);
+        offer_hits(sequences, hits, &facts, stats, emit);
+    }
+
+    /// Calls' steps that waited for the reads queued before them: those
+    /// that arrived by `drained_until` (every one, at the end of input).
+    fn release_calls(&mut self, drained_until: Option<Instant>, emit: &mut dyn FnMut(Alert)) {
+        while let Some((_, _, arrived)) = self.calls_waiting.front() {
+            if drained_until.is_some_and(|d| d < *arrived) {
+                self.wants_catch_up = true;
+                return;
+            }
+            if let Some((hits, facts, _)) = self.calls_waiting.pop_front() {
+                offer_hits(&mut self.sequences, hits, &facts, &mut self.stats, emit);
+            }
+        }
     }
 
     /// The reader of a read whose file could not be resolved, as it was
@@ -297,9 +371,9 @@ impl Detector {
         now: Instant,
         emit: &mut dyn FnMut(Alert),
     ) {
-        let Some(correlator) = self.correlator.as_mut() else {
+        if self.correlator.is_none() {
             return;
-        };
+        }
         let read = ReadEvent {
             pid: query.pid,
             target,
@@ -312,7 +386,7 @@ impl Detector {
             reader,
             via: Via::MapQuery(query.serial),
         };
-        correlator.read(read, now, emit);
+        self.take_read(read, now, emit);
     }
 
     /// Whether an alert waits for the read source to drain its queue past
@@ -339,8 +413,15 @@ impl Detector {
     }
 
     /// Rules reloaded on SIGHUP take effect from the next event.
+    /// Partial sequences are dropped with the rules they belonged to.
     pub fn set_rules(&mut self, rules: RuleSet) {
+        self.sequences = Sequences::build(&rules);
+        self.calls_waiting.clear();
         self.rules = rules;
+    }
+
+    pub fn sequence_stats(&self) -> SequenceStats {
+        self.sequences.stats()
     }
 
     pub fn host(&self) -> &HostInfo {
@@ -434,6 +515,7 @@ impl Detector {
         let now = Instant::now();
         self.evaluate_pending(now, emit);
         self.settle_map_queries(None, now, emit);
+        self.release_calls(None, emit);
         if let Some(correlator) = self.correlator.as_mut() {
             correlator.flush(emit, &mut self.due_reads);
         }
@@ -523,6 +605,10 @@ impl Detector {
             users,
             stats,
             matched,
+            sequences,
+            correlator,
+            calls_waiting,
+            wants_catch_up,
             ..
         } = self;
         let pid = call.caller.pid;
@@ -540,7 +626,12 @@ impl Detector {
             by: 0,
             serial: call.caller.id.map(|id| id.serial),
         };
-        let caller = at_read::identify(table, pid, taken, None);
+        // A caller the table never saw exec (a forked helper) is taken as
+        // procfs shows it, for its ancestors.
+        let at_call = (!table.is_history() && table.get(pid).is_none())
+            .then(|| AtRead::take(pid))
+            .flatten();
+        let caller = at_read::identify(table, pid, taken, at_call.as_ref());
         let mut ctx = EventContext::for_read((pid, &caller), table, now, 0);
         let mut fields = ActFields::new(Act::Call(call, target), caller, &mut ctx, host, users);
         matched.clear();
@@ -554,6 +645,22 @@ impl Detector {
             let mut alert = alert::build_act(&mut fields, &inputs);
             alert.timing.raised = Some(now);
             emit(alert);
+        }
+        let hits = sequences.hits(Category::Api, &mut fields, rules);
+        if hits.is_empty() {
+            return;
+        }
+        let time_ms = call.caller.id.map_or_else(
+            || wall_ms(now, now),
+            |id| id.timestamp.secs * 1000 + u64::from(id.timestamp.millis),
+        );
+        let facts = Arc::new(alert::act_step(&mut fields, time_ms));
+        let hits = act_hits(hits, &mut fields, sequences, rules, host, now);
+        if correlator.is_some() {
+            calls_waiting.push_back((hits, facts, now));
+            *wants_catch_up = true;
+        } else {
+            offer_hits(sequences, hits, &facts, stats, emit);
         }
     }
 
@@ -599,21 +706,47 @@ impl Detector {
             stats,
             matched,
             correlator,
+            sequences,
             ..
         } = self;
         let mut ctx = EventContext::for_exec(event.pid, event.ppid, table, now);
         matched.clear();
-        rules.evaluate(
-            &mut ExecFields::new(event, &mut ctx, host, users),
-            &mut |index| matched.push(index),
-        );
+        let mut fields = ExecFields::new(event, &mut ctx, host, users);
+        rules.evaluate(&mut fields, &mut |index| matched.push(index));
+        let hits = if sequences.wants(Category::Process) {
+            sequences.hits(Category::Process, &mut fields, rules)
+        } else {
+            Vec::new()
+        };
         if ctx.entry_leader_unresolved() {
             stats.unresolved_entry_leaders += 1;
         }
-        if matched.is_empty() {
+        if matched.is_empty() && hits.is_empty() {
             return;
         }
         let maps = maps_args(event, !ctx.table().is_history());
+        if !hits.is_empty() {
+            let facts = Arc::new(alert::exec_step(event));
+            let hits = hits
+                .into_iter()
+                .map(|mut hit| {
+                    if hit.wants_ancestors() {
+                        hit.add_ancestors(&ancestors(ctx.table(), event.pid));
+                    }
+                    let last = hit.is_last(sequences).then(|| {
+                        let inputs = AlertInputs {
+                            rule: &rules.rules[hit.rule(sequences)].meta,
+                            host,
+                        };
+                        let mut alert = alert::build(event, maps.first(), &mut ctx, &inputs, users);
+                        alert.timing.raised = Some(now);
+                        alert
+                    });
+                    (hit, last)
+                })
+                .collect();
+            offer_hits(sequences, hits, &facts, stats, emit);
+        }
         let targets: Vec<u32> = maps.iter().filter_map(|m| m.target).collect();
         for &index in matched.iter() {
             let inputs = AlertInputs {
@@ -630,6 +763,79 @@ impl Detector {
                 }
                 _ => emit(alert),
             }
+        }
+    }
+}
+
+/// `at` (a moment this run saw, `now` or before) in milliseconds since the
+/// epoch.
+fn wall_ms(at: Instant, now: Instant) -> u64 {
+    let wall = std::time::SystemTime::now()
+        .checked_sub(now.saturating_duration_since(at))
+        .unwrap_or_else(std::time::SystemTime::now);
+    wall.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An act's hits with the ancestors a `process.pid` join may take, and
+/// the act's alert for the rule of each hit on a last step.
+fn act_hits(
+    hits: Vec<Hit>,
+    fields: &mut ActFields<'_, '_>,
+    sequences: &Sequences,
+    rules: &RuleSet,
+    host: &HostInfo,
+    raised: Instant,
+) -> Vec<StepHit> {
+    hits.into_iter()
+        .map(|mut hit| {
+            if hit.wants_ancestors() {
+                let ancestors = ancestors(fields.ctx.table(), fields.act.actor());
+                hit.add_ancestors(&ancestors);
+            }
+            let last = hit.is_last(sequences).then(|| {
+                let inputs = AlertInputs {
+                    rule: &rules.rules[hit.rule(sequences)].meta,
+                    host,
+                };
+                let mut alert = alert::build_act(fields, &inputs);
+                alert.timing.raised = Some(raised);
+                alert
+            });
+            (hit, last)
+        })
+        .collect()
+}
+
+/// The parents of `pid` the table knows, nearest first.
+fn ancestors(table: &ProcessTable, pid: u32) -> Vec<u32> {
+    let mut ancestors = Vec::new();
+    let mut at = pid;
+    while ancestors.len() < MAX_ANCESTORS {
+        match table.get(at).map(|p| p.ppid) {
+            Some(ppid) if ppid > 1 && ppid != pid && !ancestors.contains(&ppid) => {
+                ancestors.push(ppid);
+                at = ppid;
+            }
+            _ => break,
+        }
+    }
+    ancestors
+}
+
+/// Offers an event's hits to the sequences, last steps first; a completed
+/// sequence's alert is emitted.
+fn offer_hits(
+    sequences: &mut Sequences,
+    hits: Vec<StepHit>,
+    facts: &Arc<StepFacts>,
+    stats: &mut DetectorStats,
+    emit: &mut dyn FnMut(Alert),
+) {
+    for (hit, last) in hits {
+        if let Some(completion) = sequences.offer(hit, facts, last) {
+            stats.alerts += 1;
+            emit(completion.alert);
         }
     }
 }

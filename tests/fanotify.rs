@@ -947,3 +947,203 @@ fn a_procmap_query_of_another_process_raises_an_alert_naming_reader_and_target()
     );
     assert_eq!(a["file"]["path"], target.maps().as_str(), "{a:#}");
 }
+
+/// Runs `python3 INJECT MODE PID [EXTRA]` as an entry leader's command;
+/// fails the test with the script's error if it failed. Returns its
+/// standard output.
+fn inject(
+    script: &std::path::Path,
+    mode: &str,
+    target: u32,
+    extra: &str,
+    dir: &std::path::Path,
+) -> String {
+    let (out, err, status) = (dir.join("out"), dir.join("err"), dir.join("status"));
+    run_entry_leader(
+        "bash",
+        &format!(
+            "python3 {} {mode} {target} {extra} > {} 2> {}; echo $? > {}",
+            script.display(),
+            out.display(),
+            err.display(),
+            status.display()
+        ),
+        dir,
+    );
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    assert_eq!(
+        read(&status).trim(),
+        "0",
+        "python3 inject.py {mode} {target}: {}",
+        read(&err)
+    );
+    read(&out)
+}
+
+/// `python3 INJECT vm self`: a read of its own map and memory, and a
+/// write into it.
+fn inject_self(script: &std::path::Path, dir: &std::path::Path) {
+    let status = dir.join("status");
+    run_entry_leader(
+        "bash",
+        &format!(
+            "python3 {} vm self; echo $? > {}",
+            script.display(),
+            status.display()
+        ),
+        dir,
+    );
+    let status = std::fs::read_to_string(&status).unwrap_or_default();
+    assert_eq!(status.trim(), "0", "python3 inject.py vm self failed");
+}
+
+/// The one alert of rule `id` about `target`.
+fn one<'a>(alerts: &'a [Value], id: &str, target: &Target) -> &'a Value {
+    let mine = about(alerts, id, target);
+    assert_eq!(
+        mine.len(),
+        1,
+        "rule {id} about {}: {alerts:#?}",
+        target.pid()
+    );
+    mine[0]
+}
+
+#[test]
+fn a_map_read_then_a_write_raises_one_chain_alert_linked_to_its_steps() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let inject_py = inject_script(dir.path());
+    let write_mem_py = write_mem_script(dir.path());
+    // Through /proc/PID/mem, a ptrace poke, and process_vm_writev.
+    let ways = [
+        ("mem", MEM_WRITE_ID),
+        ("poke", PTRACE_ID),
+        ("vm", VM_WRITE_ID),
+    ];
+    let targets: Vec<Target> = ways.iter().map(|_| Target::spawn()).collect();
+    for ((way, _), target) in ways.iter().zip(&targets) {
+        match *way {
+            "mem" => {
+                run_entry_leader(
+                    "bash",
+                    &format!("python3 {} {}", write_mem_py.display(), target.pid()),
+                    dir.path(),
+                );
+            }
+            mode => {
+                inject(&inject_py, mode, target.pid(), "", dir.path());
+            }
+        }
+    }
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    for ((way, write_rule), target) in ways.iter().zip(&targets) {
+        let chain = one(&alerts, CHAIN_ID, target);
+        let read = one(&alerts, EXTENDED_ID, target);
+        let write = one(&alerts, write_rule, target);
+        assert_eq!(
+            chain["mapwatch"]["rule"]["severity"], "critical",
+            "{chain:#}"
+        );
+        assert_eq!(chain["process"]["name"], "python3", "{way}: {chain:#}");
+        let steps = chain["mapwatch"]["sequence"]["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{way}: no steps in {chain:#}"));
+        assert_eq!(steps.len(), 2, "{way}: {chain:#}");
+        // Each step names the event its own alert was raised on.
+        assert_eq!(
+            steps[0]["event"]["id"], read["event"]["id"],
+            "{way}: {chain:#}"
+        );
+        assert_eq!(
+            steps[1]["event"]["id"], write["event"]["id"],
+            "{way}: {chain:#}"
+        );
+        assert_eq!(
+            chain["event"]["id"], write["event"]["id"],
+            "{way}: {chain:#}"
+        );
+        assert_eq!(steps[0]["file"]["path"], target.maps(), "{way}: {chain:#}");
+        assert_eq!(
+            steps[0]["process"]["pid"], steps[1]["process"]["pid"],
+            "{way}: {chain:#}"
+        );
+        let message = chain["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("read {}, then", target.maps())),
+            "{way}: {message}"
+        );
+    }
+    // The calls' own alerts: the request, the outcome, the target.
+    let poke = one(&alerts, PTRACE_ID, &targets[1]);
+    assert_eq!(
+        poke["mapwatch"]["ptrace"]["request"], "PTRACE_POKEDATA",
+        "{poke:#}"
+    );
+    assert_eq!(poke["event"]["category"][0], "api", "{poke:#}");
+    assert_eq!(poke["event"]["outcome"], "success", "{poke:#}");
+    assert_eq!(poke["mapwatch"]["target"]["name"], "sleep", "{poke:#}");
+    let read = one(&alerts, VM_READ_ID, &targets[2]);
+    assert_eq!(read["event"]["action"], "process_vm_readv", "{read:#}");
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn a_helper_child_that_writes_is_joined_to_its_parents_map_read() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let script = inject_script(dir.path());
+    let target = Target::spawn();
+    inject(&script, "helper", target.pid(), "", dir.path());
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    let chain = one(&alerts, CHAIN_ID, &target);
+    let steps = chain["mapwatch"]["sequence"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps in {chain:#}"));
+    let reader = &steps[0]["process"]["pid"];
+    let writer = &steps[1]["process"]["pid"];
+    assert_ne!(reader, writer, "{chain:#}");
+    assert_eq!(&chain["process"]["parent"]["pid"], reader, "{chain:#}");
+    assert_eq!(
+        steps[1]["event"]["action"], "process_vm_writev",
+        "{chain:#}"
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn a_write_by_a_process_that_read_no_map_of_its_target_is_no_chain() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let script = inject_script(dir.path());
+    let target = Target::spawn();
+    // One process reads the map, another (no descendant of it) pokes.
+    let address = inject(&script, "addr", target.pid(), "", dir.path());
+    inject(&script, "poke-at", target.pid(), address.trim(), dir.path());
+    // Its own memory: no alert of any rule.
+    inject_self(&script, dir.path());
+    mapwatch.sync();
+    let alerts = mapwatch.alerts();
+    assert_eq!(about(&alerts, PTRACE_ID, &target).len(), 1, "{alerts:#?}");
+    let chains = by_rule(&alerts, CHAIN_ID);
+    assert!(chains.is_empty(), "{chains:#?}");
+    for rule in [VM_READ_ID, VM_WRITE_ID] {
+        let raised = by_rule(&alerts, rule);
+        assert!(raised.is_empty(), "its own memory: {raised:#?}");
+    }
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}

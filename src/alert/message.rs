@@ -79,13 +79,11 @@ pub(super) fn alert_message(
 ) -> String {
     let user = reader.user.as_deref().unwrap_or("?");
     let what = deed.what();
-    let (deed, joint) = match deed {
-        Deed::RanWith(path) => (format!("ran with {}", part(path)), ","),
-        Deed::RanCommand(command) => (format!("ran {}", part(command)), ","),
-        Deed::Read(path, _) => (format!("read {}", part(path)), ","),
-        Deed::Wrote(path, _) => (format!("wrote into {}", part(path)), ","),
-        Deed::Called(call) => (call_text(call), " on"),
+    let joint = match deed {
+        Deed::Called(_) => " on",
+        _ => ",",
     };
+    let deed = deed_text(deed);
     let whose = target
         .map(|t| whose(t, reader.pid, what, joint))
         .unwrap_or_default();
@@ -100,6 +98,22 @@ pub(super) fn alert_message(
         pid = reader.pid,
         user = escape_for_terminal(user.as_bytes()),
     )
+}
+
+/// `NAME (pid N) DEED`: one step of a sequence, as its message tells it.
+pub(super) fn step_deed(name: &[u8], pid: u32, deed: &Deed<'_>) -> String {
+    format!("{} (pid {pid}) {}", part(name), deed_text(deed))
+}
+
+/// `ran ...`, `read PATH`, `called ptrace(...)`.
+fn deed_text(deed: &Deed<'_>) -> String {
+    match deed {
+        Deed::RanWith(path) => format!("ran with {}", part(path)),
+        Deed::RanCommand(command) => format!("ran {}", part(command)),
+        Deed::Read(path, _) => format!("read {}", part(path)),
+        Deed::Wrote(path, _) => format!("wrote into {}", part(path)),
+        Deed::Called(call) => call_text(call),
+    }
 }
 
 /// What a layout file gives away, as the message names it.

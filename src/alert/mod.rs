@@ -11,9 +11,11 @@ pub mod health;
 pub mod limit;
 mod message;
 pub mod stats;
+mod step;
 mod time;
 
 pub use escape::{escape_bytes, escape_for_terminal};
+pub use step::{StepFacts, act_step, exec_step};
 pub use time::rfc3339_millis;
 
 use serde_json::{Map, Value, json};

@@ -203,6 +203,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "process_vm_read.toml",
         include_str!("../../rules/process_vm_read.toml"),
     ),
+    (
+        "proc_injection_chain.toml",
+        include_str!("../../rules/proc_injection_chain.toml"),
+    ),
 ];
 
 /// Every rule in force, with the global exceptions.

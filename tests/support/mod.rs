@@ -29,6 +29,15 @@ pub const LAYOUT_ID: &str = "a8058e10-0e2c-42fc-b756-9f862b08aecc";
 pub const MEM_ID: &str = "ab8c4dd6-0069-48cd-9060-e0f8d6914e3e";
 /// The shipped memory write rule's.
 pub const MEM_WRITE_ID: &str = "d6f9310e-937e-4680-b873-19d736ac8b9e";
+/// The shipped ptrace rule's (pokes and register changes).
+pub const PTRACE_ID: &str = "b46394f1-376c-466a-a924-8301dc329192";
+/// The shipped process_vm_writev rule's.
+pub const VM_WRITE_ID: &str = "061b29b1-d0de-465d-92a4-67981ad46377";
+/// The shipped process_vm_readv rule's.
+pub const VM_READ_ID: &str = "6bcf137a-7cc0-4118-80eb-d39eca03d289";
+/// The shipped sequence rule's: a layout read, then a write by the same
+/// process or a descendant.
+pub const CHAIN_ID: &str = "0f6c806b-d86e-4754-a76d-c190b0486697";
 pub const SHELLS: [&str; 8] = ["bash", "dash", "sh", "zsh", "ksh", "tcsh", "csh", "fish"];
 const WAIT: Duration = Duration::from_secs(20);
 /// Marks a stdout line that did not parse as JSON.
@@ -694,5 +703,76 @@ with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
 pub fn write_mem_script(dir: &Path) -> std::path::PathBuf {
     let script = dir.join("write_mem.py");
     std::fs::write(&script, WRITE_MEM).expect("write the script");
+    script
+}
+
+/// Injection as a test program does it, `python3 SCRIPT MODE PID [ADDR]`:
+/// - `poke`: read the target's map, attach with ptrace, read a word of its
+///   first writable mapping and poke it back (`PTRACE_POKEDATA`), detach;
+/// - `vm`: read the map, then 16 bytes with process_vm_readv, written back
+///   with process_vm_writev;
+/// - `helper`: read the map, then fork a child that does what `vm` does
+///   after the read;
+/// - `addr`: read the map and print that address; `poke-at ADDR`: the
+///   poke alone, with no read of the map.
+/// PID `self` is the script's own process.
+pub const INJECT: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+libc.process_vm_readv.restype = ctypes.c_ssize_t
+libc.process_vm_writev.restype = ctypes.c_ssize_t
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+mode = sys.argv[1]
+pid = os.getpid() if sys.argv[2] == "self" else int(sys.argv[2])
+
+def writable():
+    with open(f"/proc/{pid}/maps") as maps:
+        return next(int(l.split("-")[0], 16) for l in maps if l.split()[1].startswith("rw"))
+
+def check(ok, what):
+    if not ok:
+        sys.exit(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+def poke(at):
+    check(libc.ptrace(16, pid, None, None) == 0, "PTRACE_ATTACH")
+    os.waitpid(pid, 0)
+    ctypes.set_errno(0)
+    word = libc.ptrace(2, pid, ctypes.c_void_p(at), None)
+    check(ctypes.get_errno() == 0, "PTRACE_PEEKDATA")
+    check(libc.ptrace(5, pid, ctypes.c_void_p(at), ctypes.c_void_p(word & 0xffffffffffffffff)) == 0, "PTRACE_POKEDATA")
+    check(libc.ptrace(17, pid, None, None) == 0, "PTRACE_DETACH")
+
+def vm(at):
+    buf = ctypes.create_string_buffer(16)
+    local = iovec(ctypes.cast(buf, ctypes.c_void_p), 16)
+    remote = iovec(ctypes.c_void_p(at), 16)
+    check(libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) == 16, "process_vm_readv")
+    check(libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) == 16, "process_vm_writev")
+
+if mode == "poke":
+    poke(writable())
+elif mode == "vm":
+    vm(writable())
+elif mode == "helper":
+    at = writable()
+    child = os.fork()
+    if child == 0:
+        vm(at)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+elif mode == "addr":
+    print(writable())
+elif mode == "poke-at":
+    poke(int(sys.argv[3]))
+"#;
+
+/// [`INJECT`] as a script in `dir`, to run as `python3 SCRIPT MODE PID`.
+pub fn inject_script(dir: &Path) -> std::path::PathBuf {
+    let script = dir.join("inject.py");
+    std::fs::write(&script, INJECT).expect("write the script");
     script
 }

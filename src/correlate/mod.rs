@@ -24,6 +24,8 @@
 //! - Everything held is bounded; overflow releases the oldest early and
 //!   counts it.
 
+pub mod sequence;
+
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
