@@ -715,6 +715,7 @@ pub fn write_mem_script(dir: &Path) -> std::path::PathBuf {
 ///   after the read;
 /// - `addr`: read the map and print that address; `poke-at ADDR`: the
 ///   poke alone, with no read of the map.
+///
 /// PID `self` is the script's own process.
 pub const INJECT: &str = r#"
 import ctypes, os, sys
