@@ -193,6 +193,14 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
         ),
         dir.path(),
     );
+    // A ptrace poke after a read of the map: the call's alert, and the
+    // chain's (as the write into mem above made one too).
+    let inject = inject_script(dir.path());
+    run_entry_leader(
+        "bash",
+        &format!("python3 {} poke {}", inject.display(), target.pid()),
+        dir.path(),
+    );
     // A read taken after its target was gone (mapwatch stopped meanwhile):
     // a health document naming the reader.
     mapwatch.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -245,6 +253,19 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     assert!(
         has(&|d| d["mapwatch"]["health"]["unresolved_reads"]["reads"].as_u64() >= Some(1)),
         "a report of unresolved reads: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["mapwatch"]["ptrace"]["request"] == "PTRACE_POKEDATA"
+            && d["event"]["category"][0] == "api"),
+        "a ptrace poke's alert: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["mapwatch"]["sequence"]["steps"][1]["event"]["action"] == "ptrace"),
+        "a chain alert ending in a poke: {docs:#?}"
+    );
+    assert!(
+        has(&|d| d["mapwatch"]["sequence"]["steps"][1]["event"]["action"] == "write"),
+        "a chain alert ending in a write into mem: {docs:#?}"
     );
     assert!(
         has(&|d| d["mapwatch"]["read"]["via"] == "procmap_query"),

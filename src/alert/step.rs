@@ -18,11 +18,13 @@ use crate::source::fanotify::Access;
 /// One step's event, kept while its sequence is partial.
 #[derive(Debug)]
 pub struct StepFacts {
-    /// When it happened, in milliseconds since the epoch.
+    /// When it happened (a read: when it was taken off the fanotify
+    /// queue), in milliseconds since the epoch.
     pub time_ms: u64,
     /// `NAME (pid N) read /proc/7/maps`: the message's words for it.
     pub deed: String,
-    /// `@timestamp`, `event`, `process` and what it acted on.
+    /// `@timestamp` (or, for a read, `event.created`), `event`, `process`
+    /// and what it acted on.
     pub document: Value,
 }
 
@@ -39,11 +41,16 @@ pub fn act_step(fields: &mut ActFields<'_, '_>, time_ms: u64) -> StepFacts {
         process.insert("executable".into(), executable);
     }
     let mut document = json!({
-        "@timestamp": timestamp(time_ms),
         "event": {"category": [act.category().as_str()], "type": [kind], "action": action},
         "process": Value::Object(process),
         "mapwatch": {"target": {"pid": act.target()}},
     });
+    // fanotify events carry no time: a read's is when mapwatch took it
+    // (`event.created`), at most a little after it happened.
+    match act {
+        Act::File(_) => document["event"]["created"] = json!(timestamp(time_ms)),
+        Act::Call(..) => document["@timestamp"] = json!(timestamp(time_ms)),
+    }
     if let Some(id) = act_event_id(act) {
         document["event"]["id"] = json!(id);
     }
