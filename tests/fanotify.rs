@@ -476,9 +476,18 @@ fn a_write_into_another_process_memory_raises_one_critical_alert() {
     assert!(status.success(), "{stderr}");
 }
 
-/// The read and write rules' alerts about `target`.
+/// The read, write, call and chain rules' alerts about `target`.
 fn layout_alerts<'a>(alerts: &'a [Value], target: &Target) -> Vec<&'a Value> {
-    [EXTENDED_ID, LAYOUT_ID, MEM_ID, MEM_WRITE_ID]
+    [
+        EXTENDED_ID,
+        LAYOUT_ID,
+        MEM_ID,
+        MEM_WRITE_ID,
+        PTRACE_ID,
+        VM_READ_ID,
+        VM_WRITE_ID,
+        CHAIN_ID,
+    ]
         .iter()
         .flat_map(|id| about(alerts, id, target))
         .collect()
