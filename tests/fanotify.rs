@@ -488,9 +488,9 @@ fn layout_alerts<'a>(alerts: &'a [Value], target: &Target) -> Vec<&'a Value> {
         VM_WRITE_ID,
         CHAIN_ID,
     ]
-        .iter()
-        .flat_map(|id| about(alerts, id, target))
-        .collect()
+    .iter()
+    .flat_map(|id| about(alerts, id, target))
+    .collect()
 }
 
 #[test]
@@ -502,7 +502,8 @@ fn packaged_debuggers_tracers_and_profilers_are_exceptions_and_copies_are_not() 
     let _audit = AuditStateGuard::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let mapwatch = Mapwatch::start(dir.path());
-    let gdb = "gdb -p {pid} -batch -ex 'x/4xb $sp'";
+    // It reads the map, then the memory, then writes a byte back.
+    let gdb = "gdb -p {pid} -batch -ex 'x/4xb $sp' -ex 'set var {char}$sp = {char}$sp'";
     let packaged = [
         gdb.to_owned(),
         "timeout 1 strace -o /dev/null -p {pid}".to_owned(),
@@ -537,6 +538,14 @@ fn packaged_debuggers_tracers_and_profilers_are_exceptions_and_copies_are_not() 
     }
     let mem = about(&alerts, MEM_ID, &control);
     assert_eq!(mem.len(), 1, "the copy of gdb: {alerts:#?}");
+    let wrote =
+        about(&alerts, MEM_WRITE_ID, &control).len() + about(&alerts, PTRACE_ID, &control).len();
+    assert!(wrote > 0, "the copy of gdb's write: {alerts:#?}");
+    assert_eq!(
+        about(&alerts, CHAIN_ID, &control).len(),
+        1,
+        "the copy of gdb: {alerts:#?}"
+    );
     assert_eq!(
         mem[0]["process"]["executable"],
         copy.display().to_string(),
