@@ -25,7 +25,9 @@ contents=$(dpkg-deb -c "$deb")
 for f in ./usr/sbin/mapwatch ./etc/mapwatch/mapwatch.toml ./etc/logrotate.d/mapwatch ./etc/audit/plugins.d/mapwatch.conf \
          ./usr/share/mapwatch/rules/proc_maps_discovery.toml ./usr/share/mapwatch/rules/proc_maps_read_extended.toml \
          ./usr/share/mapwatch/rules/proc_layout_read.toml ./usr/share/mapwatch/rules/proc_mem_read.toml \
-         ./usr/share/mapwatch/rules/proc_mem_write.toml \
+         ./usr/share/mapwatch/rules/proc_mem_write.toml ./usr/share/mapwatch/rules/ptrace_poke.toml \
+         ./usr/share/mapwatch/rules/process_vm_write.toml ./usr/share/mapwatch/rules/process_vm_read.toml \
+         ./usr/share/mapwatch/rules/proc_injection_chain.toml \
          ./usr/share/man/man8/mapwatch.8.gz ./usr/lib/systemd/system/mapwatch.service; do
     grep -q " $f\$" <<<"$contents" || fail "$f missing from $deb"
 done

@@ -645,7 +645,7 @@ fn the_extended_rule_can_be_turned_off() {
         &format!("[rules]\ndisabled = [\"{EXTENDED_ID}\"]\n"),
     );
     assert!(
-        mapwatch.stderr().contains("4 detection rules"),
+        mapwatch.stderr().contains("8 detection rules"),
         "{}",
         mapwatch.stderr()
     );

@@ -309,12 +309,12 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     let mapwatch = Mapwatch::start(dir.path());
     let stderr = mapwatch.stderr();
     assert!(
-        stderr.contains("removed 8 stale audit rules"),
-        "its six keyed rules and two exclusions: {stderr}"
+        stderr.contains("removed 16 stale audit rules"),
+        "its 14 keyed rules and two exclusions: {stderr}"
     );
     assert!(stderr.contains("did not shut down cleanly"), "{stderr}");
     assert_eq!(snapshot().pid, mapwatch.pid());
-    assert_eq!(mapwatch_rule_count(), 6);
+    assert_eq!(mapwatch_rule_count(), 14);
     mapwatch.sync();
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
@@ -354,7 +354,7 @@ fn a_second_daemon_is_refused_naming_the_first() {
         first.pid(),
         "the first daemon keeps its registration"
     );
-    assert_eq!(mapwatch_rule_count(), 6, "the first daemon keeps its rules");
+    assert_eq!(mapwatch_rule_count(), 14, "the first daemon keeps its rules");
     first.sync();
     let (status, stderr) = first.terminate();
     assert!(status.success(), "{stderr}");
