@@ -40,6 +40,13 @@ audit_rules() {
     auditctl -a always,exit -F arch=b32 -S execve,execveat,setsid -k mapwatch > /dev/null
     auditctl -a always,exit -F arch=b64 -S ioctl -F a1=0xc0686611 -k mapwatch > /dev/null
     auditctl -a always,exit -F arch=b32 -S ioctl -F a1=0xc0686611 -k mapwatch > /dev/null
+    local arch range
+    for arch in b64 b32; do
+        for range in 4:6 13:16 0x4205:0x4206; do
+            auditctl -a always,exit -F arch=$arch -S ptrace -F "a0>=${range%:*}" -F "a0<=${range#*:}" -k mapwatch > /dev/null
+        done
+        auditctl -a always,exit -F arch=$arch -S process_vm_readv,process_vm_writev -k mapwatch > /dev/null
+    done
     auditctl -e 1 > /dev/null
 }
 

@@ -235,7 +235,9 @@ impl Detector {
                 Via::Read => None,
             },
         };
-        let reader = at_read::identify(table, read.pid, taken, read.reader.as_deref());
+        // Named without touching the table: the read's own evaluation,
+        // after the hold, names it as it always has.
+        let reader = at_read::peek(table, read.pid, taken, read.reader.as_deref());
         let mut ctx = EventContext::for_read((read.pid, &reader), table, read.seen, read.taken_by);
         let mut fields = ActFields::new(Act::File(read), reader, &mut ctx, host, users);
         let hits = sequences.hits(Category::File, &mut fields, rules);

@@ -1165,3 +1165,86 @@ fn a_write_by_a_process_that_read_no_map_of_its_target_is_no_chain() {
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+/// Reads `/proc/T/smaps_rollup` of every target pid of `argv[1]`
+/// (comma-separated) from each of `argv[2]` forked readers in turn: as
+/// many (reader, target) pairs as reads.
+const MANY_LAYOUT_READS: &str = r#"
+import os, sys
+targets = [int(t) for t in sys.argv[1].split(",")]
+for _ in range(int(sys.argv[2])):
+    child = os.fork()
+    if child == 0:
+        for t in targets:
+            with open(f"/proc/{t}/smaps_rollup", "rb") as f:
+                f.read()
+        os._exit(0)
+    os.waitpid(child, 0)
+"#;
+
+/// A counter of the stats line mapwatch logs as it stops.
+fn stat(stderr: &str, name: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("stats: "))
+        .unwrap_or_else(|| panic!("no stats line: {stderr}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+#[test]
+fn a_hundred_thousand_layout_reads_with_no_write_keep_the_chain_state_bounded() {
+    let _lock = audit_lock();
+    require_program("python3", "python3");
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The layout rule is off (its alerts would be 100,000 lines of
+    // output); the chain rule still takes every read as its first step.
+    let mapwatch = Mapwatch::start_with(
+        dir.path(),
+        &format!("[rules]\ndisabled = [\"{LAYOUT_ID}\"]\n"),
+    );
+    let targets: Vec<Target> = (0..100).map(|_| Target::spawn()).collect();
+    let pids: Vec<String> = targets.iter().map(|t| t.pid().to_string()).collect();
+    let status = python(MANY_LAYOUT_READS, &[&pids.join(","), "1000"])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "the readers failed");
+    mapwatch.sync();
+    let status_file = std::fs::read_to_string(format!("/proc/{}/status", mapwatch.pid()))
+        .expect("mapwatch's status");
+    let kib = |key: &str| -> u64 {
+        status_file
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {status_file}"))
+    };
+    let (rss, peak) = (kib("VmRSS:"), kib("VmHWM:"));
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+    let (started, partials, evicted) = (
+        stat(&stderr, "sequences_started"),
+        stat(&stderr, "sequence_partials"),
+        stat(&stderr, "sequences_evicted"),
+    );
+    eprintln!(
+        "{started} first steps, {partials} partial sequences held, {evicted} evicted; VmRSS {rss} KiB, VmHWM {peak} KiB"
+    );
+    // Most reads reached the chain (fanotify may drop some in a burst,
+    // counted apart), far more than it may hold: the bound was hit.
+    assert!(started > 50_000, "{stderr}");
+    assert!(evicted > 0, "{stderr}");
+    assert!(
+        partials <= mapwatch::correlate::sequence::MAX_PARTIALS as u64,
+        "{stderr}"
+    );
+    assert!(
+        peak <= 20 * 1024,
+        "VmHWM {peak} KiB after {started} first steps: over the 20 MiB steady target"
+    );
+}

@@ -266,6 +266,13 @@ fn normalise(document: &mut Value) {
     if action == Some("read") || dataset == Some("mapwatch.health") {
         document["@timestamp"] = json!("(now)");
     }
+    // A fanotify event's id names the run it was seen in.
+    if let Some(id) = document.pointer("/event/id").and_then(Value::as_str)
+        && let Some(rest) = id.strip_prefix("fanotify:")
+        && let Some((_, read)) = rest.split_once(':')
+    {
+        document["event"]["id"] = json!(format!("fanotify:(run):{read}"));
+    }
 }
 
 /// Compares `actual` with the expected file `name`, field by field, or

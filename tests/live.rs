@@ -267,8 +267,8 @@ fn sigterm_restores_the_kernel_audit_state() {
     assert_eq!(during.backlog_limit, 8192);
     assert_eq!(
         mapwatch_rule_count(),
-        6,
-        "never exit and task rules + b64 + b32 exec rules + b64 + b32 PROCMAP_QUERY rules"
+        14,
+        "never exit and task rules, and for b64 and b32: the exec rule, the PROCMAP_QUERY rule, three ptrace rules and the process_vm rule"
     );
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{status:?}\n{stderr}");
@@ -292,13 +292,13 @@ fn after_sigkill_a_new_start_cleans_up_and_works() {
     crashed.kill();
     assert_eq!(
         mapwatch_rule_count(),
-        6,
+        14,
         "a SIGKILLed run leaves its rules behind"
     );
     assert_eq!(snapshot().pid, crashed_pid);
     assert_eq!(
         snapshot().rules.len(),
-        before.rules.len() + 6 + 2,
+        before.rules.len() + 14 + 2,
         "and its two unkeyed record-type exclusions"
     );
     assert_eq!(
@@ -354,7 +354,11 @@ fn a_second_daemon_is_refused_naming_the_first() {
         first.pid(),
         "the first daemon keeps its registration"
     );
-    assert_eq!(mapwatch_rule_count(), 14, "the first daemon keeps its rules");
+    assert_eq!(
+        mapwatch_rule_count(),
+        14,
+        "the first daemon keeps its rules"
+    );
     first.sync();
     let (status, stderr) = first.terminate();
     assert!(status.success(), "{stderr}");

@@ -59,7 +59,7 @@ fn shipped_query_is_the_seed_verbatim() {
 
 #[test]
 fn query_errors_name_what_is_unsupported_and_where() {
-    let cases: [(&str, &str, &str); 16] = [
+    let cases: [(&str, &str, &str); 22] = [
         (
             r#"process where process.nam == "cat""#,
             "process.nam",
@@ -82,9 +82,39 @@ fn query_errors_name_what_is_unsupported_and_where() {
             "pipes",
         ),
         (
-            r#"sequence [process where true]"#,
-            "sequence",
-            "`sequence` queries are not supported",
+            r#"sequence [process where true] [file where true]"#,
+            "[process",
+            "needs `with maxspan=...`",
+        ),
+        (
+            r#"sequence with maxspan=2h [process where true] [file where true]"#,
+            "2h",
+            "at most 1h",
+        ),
+        (
+            r#"sequence with maxspan=30s [process where true]"#,
+            "",
+            "at least two steps",
+        ),
+        (
+            r#"sequence by process.args with maxspan=30s [process where true] [api where true]"#,
+            "process.args",
+            "several values",
+        ),
+        (
+            r#"sequence by process.pid with maxspan=30s [process where true] by process.pid [api where true]"#,
+            "by process.pid [api",
+            "`by` per step is not supported",
+        ),
+        (
+            r#"sequence with maxspan=30s [process where true] [api where true] until [file where true]"#,
+            "until",
+            "`until` is not supported",
+        ),
+        (
+            r#"any where process.name == "cat""#,
+            "any",
+            "a step of a sequence only",
         ),
         (
             r#"network where true"#,

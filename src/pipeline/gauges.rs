@@ -110,7 +110,7 @@ fn loss_counters(
     detector: &Detector,
     gauges: &Gauges,
     outlet: &Outlet,
-) -> [(&'static str, u64); 12] {
+) -> [(&'static str, u64); 13] {
     let (source, watch) = (&gauges.source, &gauges.watch);
     let correlator = detector.correlator_stats().unwrap_or_default();
     [
@@ -134,6 +134,9 @@ fn loss_counters(
         ("unattributed_reads", detector.stats().unattributed_reads),
         // Read proof that never settled: the fanotify reader fell behind.
         ("confirmations_timed_out", correlator.timed_out),
+        // Partial sequences dropped to stay within their bound (a flood of
+        // first steps), so a later step could not complete them.
+        ("sequences_evicted", detector.sequence_stats().evicted),
         ("alerts_dropped", outlet.dropped),
         (
             "alert_file_failures",
@@ -158,6 +161,7 @@ fn stats_counters(
     let a = detector.assembler_stats();
     let c = detector.correlator_stats().unwrap_or_default();
     let t = detector.table_stats();
+    let q = detector.sequence_stats();
     let mut counters = vec![
         ("records", d.records),
         (
@@ -178,6 +182,11 @@ fn stats_counters(
         ("confirmed", c.confirmed),
         ("unconfirmed", c.unconfirmed),
         ("file_events", c.file_events),
+        ("memory_calls", a.memory_accesses),
+        ("sequence_partials", q.partials as u64),
+        ("sequences_started", q.started),
+        ("sequences_completed", q.completed),
+        ("sequences_expired", q.expired),
         ("events_in_flight", detector.in_flight() as u64),
         ("processes", t.entries as u64),
         ("pids_reused", t.pid_reuse),

@@ -122,29 +122,55 @@ pub fn identify(
     let Some(known) = table.lookup(pid, seen) else {
         return match at_read {
             Some(s) => remember_fork(table, s, seen),
-            None => Reader {
-                basis: Basis::Unknown,
-                in_doubt: None,
-                name: None,
-                exe: None,
-                args: None,
-                cwd: None,
-                euid: None,
-                ppid: None,
-                exec_serial: None,
-            },
+            None => unknown(),
         };
     };
     match at_read {
-        // A zombie at the read has no exe: whatever the table says came
-        // before it.
-        Some(s) if s.exe.is_some() && known.exe.is_some() && s.exe != known.exe => Reader {
+        Some(s) => of_known(known, s, taken),
+        None => from_table(known, taken),
+    }
+}
+
+/// A reader the table knows, seen at the read as `s`.
+fn of_known(known: &Process, s: &AtRead, taken: Taken) -> Reader {
+    // A zombie at the read has no exe: whatever the table says came
+    // before it.
+    if s.exe.is_some() && known.exe.is_some() && s.exe != known.exe {
+        Reader {
             // Its arguments of then; its directory and uid, the table's.
             cwd: known.cwd.clone(),
             euid: known.euid,
             ..from_snapshot(s)
-        },
-        _ => from_table(known, taken),
+        }
+    } else {
+        from_table(known, taken)
+    }
+}
+
+/// Names the reader `pid` as [`identify`] would, without touching the
+/// table (no procfs lookup, nothing remembered): for a look at a read on
+/// arrival (a sequence's step), before the read's own evaluation, whose
+/// naming must not depend on it.
+pub fn peek(table: &ProcessTable, pid: u32, taken: Taken, at_read: Option<&AtRead>) -> Reader {
+    match (table.get(pid), at_read) {
+        (Some(known), Some(s)) => of_known(known, s, taken),
+        (Some(known), None) => from_table(known, taken),
+        (None, Some(s)) => from_snapshot(s),
+        (None, None) => unknown(),
+    }
+}
+
+fn unknown() -> Reader {
+    Reader {
+        basis: Basis::Unknown,
+        in_doubt: None,
+        name: None,
+        exe: None,
+        args: None,
+        cwd: None,
+        euid: None,
+        ppid: None,
+        exec_serial: None,
     }
 }
 

@@ -496,16 +496,12 @@ impl Parser {
             let category = self.category()?;
             self.expect_word("where")?;
             let condition = self.expression()?.optimised();
-            let close = self.next();
-            match close.tok {
-                Tok::RBracket => {}
-                Tok::Word(w) if w == "by" => {
-                    return error(
-                        close.offset,
-                        "`by` per step is not supported: join every step by the sequence's `by`",
-                    );
-                }
-                _ => return error(close.offset, "expected `]` after the step's condition"),
+            self.expect(Tok::RBracket, "`]` after the step's condition")?;
+            if self.peek_word("by") {
+                return error(
+                    self.peek().offset,
+                    "`by` per step is not supported: join every step by the sequence's `by`",
+                );
             }
             steps.push(Step {
                 category,

@@ -122,7 +122,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// Stats counters that are levels, not totals.
-const GAUGES: [&str; 2] = ["events_in_flight", "processes"];
+const GAUGES: [&str; 3] = ["events_in_flight", "processes", "sequence_partials"];
 
 /// The registry and every metric in it.
 pub struct Metrics {
