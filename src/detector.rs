@@ -633,7 +633,10 @@ impl Detector {
         let at_call = (!table.is_history() && table.get(pid).is_none())
             .then(|| AtRead::take(pid))
             .flatten();
-        let caller = at_read::identify(table, pid, taken, at_call.as_ref());
+        let mut caller = at_read::identify(table, pid, taken, at_call.as_ref());
+        // The record's parent is the caller's at the call, whether or not
+        // it was still there to look at.
+        caller.ppid = Some(call.caller.ppid).filter(|p| *p != 0).or(caller.ppid);
         let mut ctx = EventContext::for_read((pid, &caller), table, now, 0);
         let mut fields = ActFields::new(Act::Call(call, target), caller, &mut ctx, host, users);
         matched.clear();
@@ -733,7 +736,7 @@ impl Detector {
                 .into_iter()
                 .map(|mut hit| {
                     if hit.wants_ancestors() {
-                        hit.add_ancestors(&ancestors(ctx.table(), event.pid));
+                        hit.add_ancestors(&ancestors(ctx.table(), event.pid, Some(event.ppid)));
                     }
                     let last = hit.is_last(sequences).then(|| {
                         let inputs = AlertInputs {
@@ -792,8 +795,8 @@ fn act_hits(
     hits.into_iter()
         .map(|mut hit| {
             if hit.wants_ancestors() {
-                let ancestors = ancestors(fields.ctx.table(), fields.act.actor());
-                hit.add_ancestors(&ancestors);
+                let parent = fields.ctx.ppid();
+                hit.add_ancestors(&ancestors(fields.ctx.table(), fields.act.actor(), parent));
             }
             let last = hit.is_last(sequences).then(|| {
                 let inputs = AlertInputs {
@@ -809,18 +812,18 @@ fn act_hits(
         .collect()
 }
 
-/// The parents of `pid` the table knows, nearest first.
-fn ancestors(table: &ProcessTable, pid: u32) -> Vec<u32> {
+/// The ancestors of `pid`, nearest first: its `parent` as the event gave
+/// it (else the table's), then their parents as the table knows them.
+fn ancestors(table: &ProcessTable, pid: u32, parent: Option<u32>) -> Vec<u32> {
     let mut ancestors = Vec::new();
-    let mut at = pid;
-    while ancestors.len() < MAX_ANCESTORS {
-        match table.get(at).map(|p| p.ppid) {
-            Some(ppid) if ppid > 1 && ppid != pid && !ancestors.contains(&ppid) => {
-                ancestors.push(ppid);
-                at = ppid;
-            }
-            _ => break,
+    let mut next = parent.or_else(|| table.get(pid).map(|p| p.ppid));
+    while let Some(ppid) = next {
+        if ppid <= 1 || ppid == pid || ancestors.contains(&ppid) || ancestors.len() == MAX_ANCESTORS
+        {
+            break;
         }
+        ancestors.push(ppid);
+        next = table.get(ppid).map(|p| p.ppid);
     }
     ancestors
 }

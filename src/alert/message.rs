@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::escape::escape_for_terminal;
 use crate::audit::assemble::MemoryAccess;
+use crate::audit::syscall::{MemoryCall, PtraceRequest};
 use crate::process::leader::EntryLeader;
 use crate::process::proc_path::Layout;
 
@@ -37,7 +38,25 @@ pub(super) enum Deed<'a> {
     /// A write fanotify saw (into `mem`).
     Wrote(&'a [u8], Layout),
     /// A call into the target's memory audit saw.
-    Called(&'a MemoryAccess),
+    Called(CallDeed),
+}
+
+/// A call as a message tells it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CallDeed {
+    pub call: MemoryCall,
+    pub request: Option<PtraceRequest>,
+    pub success: bool,
+}
+
+impl CallDeed {
+    pub(super) fn of(call: &MemoryAccess) -> Self {
+        CallDeed {
+            call: call.call,
+            request: call.request,
+            success: call.success,
+        }
+    }
 }
 
 impl Deed<'_> {
@@ -61,7 +80,7 @@ impl Deed<'_> {
 }
 
 /// `called ptrace(PTRACE_POKEDATA)`, `tried process_vm_writev` (failed).
-fn call_text(call: &MemoryAccess) -> String {
+fn call_text(call: &CallDeed) -> String {
     let verb = if call.success { "called" } else { "tried" };
     match call.request {
         Some(request) => format!("{verb} {}({})", call.call.name(), request.name()),

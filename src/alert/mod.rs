@@ -20,7 +20,7 @@ pub use time::rfc3339_millis;
 
 use serde_json::{Map, Value, json};
 
-use self::message::{Deed, Reader, alert_message};
+use self::message::{CallDeed, Deed, Reader, alert_message};
 use crate::audit::assemble::ExecEvent;
 use crate::audit::assemble::MemoryAccess;
 use crate::audit::execve::Argv;
@@ -455,7 +455,7 @@ pub fn build_act(fields: &mut ActFields<'_, '_>, inputs: &AlertInputs<'_>) -> Al
             Access::Read => Deed::Read(&read.path, read.layout),
             Access::Write => Deed::Wrote(&read.path, read.layout),
         },
-        Act::Call(call, _) => Deed::Called(call),
+        Act::Call(call, _) => Deed::Called(CallDeed::of(call)),
     };
     let detail = match act {
         Act::File(read) => format!(": {}", escape_bytes(&read.path)),

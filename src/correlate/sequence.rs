@@ -378,11 +378,7 @@ fn completed_alert(mut alert: Alert, steps: &[Arc<StepFacts>], maxspan_ms: u64) 
     let listed: Vec<Value> = steps
         .iter()
         .enumerate()
-        .map(|(i, step)| {
-            let mut doc = step.document.clone();
-            doc["step"] = json!(i + 1);
-            doc
-        })
+        .map(|(i, step)| step.document(i + 1))
         .collect();
     // A read's time is when it was taken off the queue, a little late: a
     // span shorter than that lateness reads as 0.
@@ -391,9 +387,9 @@ fn completed_alert(mut alert: Alert, steps: &[Arc<StepFacts>], maxspan_ms: u64) 
         "span_ms": last_ms.saturating_sub(first_ms),
         "steps": listed,
     });
-    let earlier: Vec<&str> = steps[..steps.len().saturating_sub(1)]
+    let earlier: Vec<String> = steps[..steps.len().saturating_sub(1)]
         .iter()
-        .map(|s| s.deed.as_str())
+        .map(|s| s.deed())
         .collect();
     if let Some(message) = alert.document["message"].as_str()
         && let Some((rule, rest)) = message.split_once(": ")
