@@ -844,3 +844,147 @@ fn offer_hits(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::proc_path::Layout;
+
+    /// Far above any live pid: the table alone answers for them.
+    const INJECTOR: u32 = 4_190_101;
+    const TARGET: u32 = 4_190_102;
+
+    /// A PTRACE_POKEDATA by [`INJECTOR`] into [`TARGET`], as auditd logs
+    /// it, `after` now.
+    fn poke(after: Duration) -> String {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            + after;
+        let id = format!("{}.{:03}:901", at.as_secs(), at.subsec_millis());
+        format!(
+            "type=SYSCALL msg=audit({id}): arch=c000003e syscall=101 success=yes exit=0 a0=5 a1={TARGET:x} a2=5596efca4000 a3=0 items=0 ppid=1 pid={INJECTOR} auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm=\"inject\" exe=\"/tmp/inject\" key=\"mapwatch\"\n\
+             type=PROCTITLE msg=audit({id}): proctitle=696E6A656374"
+        )
+    }
+
+    fn map_read(seen: Instant) -> ReadEvent {
+        ReadEvent {
+            pid: INJECTOR,
+            target: TARGET,
+            layout: Layout::Maps,
+            access: Access::Read,
+            path: format!("/proc/{TARGET}/maps").into_bytes(),
+            seen,
+            taken_by: 1,
+            index: 0,
+            reader: None,
+            via: Via::Read,
+        }
+    }
+
+    fn detector() -> Detector {
+        let mut config = Config::default();
+        config.rules.directories.clear();
+        let rules = config.load_rules().expect("shipped rules load");
+        let mut detector = Detector::for_recorded_log(&config, rules, false);
+        detector.confirm_reads(Duration::from_millis(250), Duration::from_millis(100));
+        detector
+    }
+
+    fn chains(alerts: &[Alert]) -> usize {
+        alerts
+            .iter()
+            .filter(|a| a.document["mapwatch"]["sequence"].is_object())
+            .count()
+    }
+
+    /// The pipeline reads the audit socket before it takes a batch of
+    /// reads: a poke can be processed before the map read it followed.
+    /// It joins its sequence once the reads queued before it are known.
+    #[test]
+    fn a_call_processed_before_the_read_it_followed_still_completes_the_chain() {
+        let mut detector = detector();
+        let mut alerts = Vec::new();
+        let t0 = Instant::now();
+        let read_taken = t0 + Duration::from_millis(1);
+        for line in poke(Duration::ZERO).lines() {
+            detector.on_log_line(line.as_bytes(), t0 + Duration::from_millis(2), &mut |a| {
+                alerts.push(a)
+            });
+        }
+        assert_eq!(chains(&alerts), 0, "no read known yet");
+        let poked = |a: &Alert| a.document["mapwatch"]["ptrace"]["request"] == "PTRACE_POKEDATA";
+        assert!(
+            alerts.iter().any(poked),
+            "the poke's own alert: {alerts:#?}"
+        );
+        assert!(
+            detector.take_wants_catch_up(),
+            "the call asks for the reads"
+        );
+        let batch = ReadBatch {
+            reads: vec![map_read(read_taken)],
+            opens: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: t0 + Duration::from_millis(3),
+        };
+        detector.on_reads(batch, t0 + Duration::from_millis(3), &mut |a| {
+            alerts.push(a)
+        });
+        assert_eq!(chains(&alerts), 1, "{alerts:#?}");
+    }
+
+    /// A read queued after the call was processed is no step before it.
+    #[test]
+    fn a_read_known_to_come_after_the_call_is_no_chain() {
+        let mut detector = detector();
+        let mut alerts = Vec::new();
+        let t0 = Instant::now();
+        for line in poke(Duration::ZERO).lines() {
+            detector.on_log_line(line.as_bytes(), t0, &mut |a| alerts.push(a));
+        }
+        let drained = ReadBatch {
+            reads: Vec::new(),
+            opens: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: t0 + Duration::from_millis(1),
+        };
+        detector.on_reads(drained, t0 + Duration::from_millis(1), &mut |a| {
+            alerts.push(a)
+        });
+        let later = ReadBatch {
+            reads: vec![map_read(t0 + Duration::from_millis(2))],
+            opens: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: t0 + Duration::from_millis(2),
+        };
+        detector.on_reads(later, t0 + Duration::from_millis(2), &mut |a| {
+            alerts.push(a)
+        });
+        detector.flush(&mut |a| alerts.push(a));
+        assert_eq!(chains(&alerts), 0, "{alerts:#?}");
+    }
+
+    /// A write longer than the rule's maxspan (5 minutes) after the read
+    /// completes nothing.
+    #[test]
+    fn a_call_past_the_maxspan_of_its_read_is_no_chain() {
+        let mut detector = detector();
+        let mut alerts = Vec::new();
+        let t0 = Instant::now();
+        let batch = ReadBatch {
+            reads: vec![map_read(t0)],
+            opens: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: t0,
+        };
+        detector.on_reads(batch, t0, &mut |a| alerts.push(a));
+        for line in poke(Duration::from_secs(301)).lines() {
+            detector.on_log_line(line.as_bytes(), t0, &mut |a| alerts.push(a));
+        }
+        detector.flush(&mut |a| alerts.push(a));
+        assert_eq!(chains(&alerts), 0, "{alerts:#?}");
+        assert_eq!(detector.sequence_stats().expired, 1);
+    }
+}
