@@ -300,8 +300,10 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         let due = schedule.tick(now);
         if due.is_some() || detector.next_deadline().is_some_and(|d| d <= now) {
             detector.on_tick(now, &mut |a| outlet.emit(a));
-            readers.catch_up_if_wanted(&mut detector);
         }
+        // At every wake-up: a call's sequence step waits for the reads
+        // queued before it, and waits no tick for the ask.
+        readers.catch_up_if_wanted(&mut detector);
         let Some(due) = due else { continue };
         outlet.expire(now);
         if due.prune {
