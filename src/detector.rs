@@ -106,7 +106,15 @@ pub struct Detector {
     /// sequences once every read queued before then is known, so a read
     /// made before a call is never taken as made after it.
     calls_waiting: VecDeque<(Vec<StepHit>, Arc<StepFacts>, Instant)>,
+    /// A sequence's next step may be a call: until when the audit records
+    /// are wanted as they come ([`Detector::take_calls_awaited`]).
+    calls_awaited: Option<Instant>,
 }
+
+/// How long after a step that a call may follow the audit records are
+/// read as they come (no pacing): an injector attaches and pokes within
+/// moments of reading the map.
+const CALLS_AWAITED_FOR: Duration = Duration::from_secs(2);
 
 /// A step an event matched, with the event's alert for the step's rule
 /// when the step is its last.
@@ -141,6 +149,7 @@ impl Detector {
             rules_touched: false,
             sequences: Sequences::build(&rules),
             calls_waiting: VecDeque::new(),
+            calls_awaited: None,
             rules,
         }
     }
@@ -225,6 +234,7 @@ impl Detector {
             users,
             sequences,
             stats,
+            calls_awaited,
             ..
         } = self;
         let taken = at_read::Taken {
@@ -243,6 +253,9 @@ impl Detector {
         let hits = sequences.hits(Category::File, &mut fields, rules);
         if hits.is_empty() {
             return;
+        }
+        if hits.iter().any(|hit| sequences.call_may_follow(hit)) {
+            *calls_awaited = Some(now + CALLS_AWAITED_FOR);
         }
         let facts = Arc::new(alert::act_step(&mut fields, wall_ms(read.seen, now)));
         let hits = act_hits(hits, &mut fields, sequences, rules, host, read.seen);
@@ -420,6 +433,12 @@ impl Detector {
         self.sequences = Sequences::build(&rules);
         self.calls_waiting.clear();
         self.rules = rules;
+    }
+
+    /// Until when the audit records are wanted at once, if a step just
+    /// seen may be followed by a call (cleared by the call).
+    pub fn take_calls_awaited(&mut self) -> Option<Instant> {
+        self.calls_awaited.take()
     }
 
     pub fn sequence_stats(&self) -> SequenceStats {

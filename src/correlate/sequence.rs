@@ -172,6 +172,16 @@ impl Sequences {
         slot(category).is_some_and(|s| self.wanted[s])
     }
 
+    /// Whether the step after `hit`'s can be a call (an `api` event).
+    pub fn call_may_follow(&self, hit: &Hit) -> bool {
+        let api = slot(Category::Api);
+        self.trackers[hit.tracker]
+            .steps
+            .get(hit.step + 1)
+            .zip(api)
+            .is_some_and(|(step, api)| step[api].is_some())
+    }
+
     pub fn stats(&self) -> SequenceStats {
         SequenceStats {
             partials: self.trackers.iter().map(|t| t.partials.len()).sum(),

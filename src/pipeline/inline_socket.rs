@@ -86,6 +86,22 @@ impl InlineSocket {
         self.wake_on_socket(poller, true)
     }
 
+    /// A sequence waits for a call: records are read as they come until
+    /// `until`, and what waits for a poll is read now.
+    pub(super) fn stay_prompt(
+        &mut self,
+        until: Instant,
+        poller: &Epoll,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<()> {
+        if !self.pacing.stay_prompt(until) {
+            return Ok(());
+        }
+        self.read(MAX_BATCH, detector, outlet)?;
+        self.wake_on_socket(poller, true)
+    }
+
     pub(super) fn poll_if_due(
         &mut self,
         now: Instant,

@@ -260,6 +260,14 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     let drained = readers.reads.drain(|reads| {
                         detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
                     });
+                    if let Some(until) = detector.take_calls_awaited()
+                        && let Some(socket) = readers.inline.as_mut()
+                        && let Err(e) =
+                            socket.stay_prompt(until, &poller, &mut detector, &mut outlet)
+                    {
+                        tracing::error!("reading audit records: {e}");
+                        break 'serve "reader stopped";
+                    }
                     // The watcher stopped and said why: detection goes on.
                     if drained == Drained::Ended {
                         let _ = poller.delete(readers.reads.fd());

@@ -11,7 +11,10 @@
 //! drops them for that: the socket's buffer and the backlog hold seconds of
 //! a storm. A read of a memory map needs its exec at once: the socket is
 //! read then ([`Pacing::read_early`]) and wakes the pipeline again, so the
-//! rest of an exec still on its way comes without waiting for a poll.
+//! rest of an exec still on its way comes without waiting for a poll. A
+//! sequence that waits for a call (a map read, then a ptrace poke) asks
+//! for records at once for a while ([`Pacing::stay_prompt`]): no polling
+//! until then.
 //!
 //! Why: on a virtual machine a wake-up costs more than parsing an exec
 //! event, and at a few hundred execs per second nearly every exec gets one.
@@ -26,6 +29,8 @@ pub struct Pacing {
     last_read: Option<Instant>,
     /// Some while polling: when to read next.
     next_poll: Option<Instant>,
+    /// No polling before then: records are wanted at once.
+    prompt_until: Option<Instant>,
 }
 
 /// What the pipeline should do with the socket's readiness in its epoll set.
@@ -46,12 +51,22 @@ impl Pacing {
             interval,
             last_read: None,
             next_poll: None,
+            prompt_until: None,
         }
+    }
+
+    /// Records are wanted as they come until `until`: polling stops (the
+    /// caller reads the socket and wakes on it again when this returns
+    /// true) and does not start before then.
+    pub fn stay_prompt(&mut self, until: Instant) -> bool {
+        self.prompt_until = Some(until).max(self.prompt_until);
+        self.next_poll.take().is_some()
     }
 
     /// The socket woke the pipeline and was read at `now`.
     pub fn read_on_wakeup(&mut self, now: Instant) -> Switch {
         let dense = !self.interval.is_zero()
+            && self.prompt_until.is_none_or(|until| until <= now)
             && self
                 .last_read
                 .is_some_and(|last| now.saturating_duration_since(last) < self.interval);
@@ -114,6 +129,22 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn no_polling_while_records_are_wanted_at_once() {
+        let t0 = Instant::now();
+        let mut pacing = Pacing::new(INTERVAL);
+        assert_eq!(pacing.read_on_wakeup(t0), Switch::Stay);
+        assert_eq!(pacing.read_on_wakeup(t0 + ms(1)), Switch::StartPolling);
+        assert!(pacing.stay_prompt(t0 + ms(100)), "polling stops");
+        assert!(!pacing.is_polling());
+        for i in 2..10 {
+            assert_eq!(pacing.read_on_wakeup(t0 + ms(i)), Switch::Stay);
+        }
+        // Once the time is up, dense wake-ups poll again.
+        assert_eq!(pacing.read_on_wakeup(t0 + ms(101)), Switch::Stay);
+        assert_eq!(pacing.read_on_wakeup(t0 + ms(102)), Switch::StartPolling);
     }
 
     #[test]
