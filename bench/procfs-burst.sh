@@ -2,9 +2,12 @@
 # procfs burst: mapwatch's CPU (scheduler runtime, all threads) and the
 # fanotify events it took while /proc is read the way monitoring does it
 # (ps aux, top, every process's status and stat), ROUNDS times. Compares
-# builds: BINARY defaults to this tree's release build. Run as root:
+# builds: BINARY defaults to this tree's release build. LAYOUT=1 adds a
+# read of every process's smaps_rollup to each round (memory monitoring:
+# each is a layout read of another process, a first step of the chain
+# rule). Run as root:
 #
-#   bash bench/procfs-burst.sh [ROUNDS] [BINARY...]     (default: 40)
+#   [LAYOUT=1] bash bench/procfs-burst.sh [ROUNDS] [BINARY...]     (default: 40)
 source "$(dirname "$0")/lib.sh"
 rounds=${1:-40}
 shift || true
@@ -24,6 +27,7 @@ for binary in "${binaries[@]}"; do
         ps aux > /dev/null
         top -bn1 > /dev/null
         cat /proc/[0-9]*/status /proc/[0-9]*/stat > /dev/null 2>&1 || true
+        if [ "${LAYOUT:-0}" = 1 ]; then cat /proc/[0-9]*/smaps_rollup > /dev/null 2>&1 || true; fi
     done
     after=$(cpu_ns "$mw")
     kill -INT "$mw"
