@@ -857,9 +857,9 @@ fn offer_hits(
     emit: &mut dyn FnMut(Alert),
 ) {
     for (hit, last) in hits {
-        if let Some(completion) = sequences.offer(hit, facts, last) {
+        if let Some(alert) = sequences.offer(hit, facts, last) {
             stats.alerts += 1;
-            emit(completion.alert);
+            emit(alert);
         }
     }
 }

@@ -198,7 +198,11 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
     let inject = inject_script(dir.path());
     run_entry_leader(
         "bash",
-        &format!("python3 {} poke {}", inject.display(), target.pid()),
+        &format!(
+            "python3 {inject} poke {pid}; python3 {inject} vm {pid}",
+            inject = inject.display(),
+            pid = target.pid()
+        ),
         dir.path(),
     );
     // A read taken after its target was gone (mapwatch stopped meanwhile):
@@ -259,6 +263,12 @@ fn every_document_of_the_json_file_follows_the_published_schema() {
             && d["event"]["category"][0] == "api"),
         "a ptrace poke's alert: {docs:#?}"
     );
+    for call in ["process_vm_readv", "process_vm_writev"] {
+        assert!(
+            has(&|d| d["event"]["action"] == call && d["event"]["kind"] == "alert"),
+            "a {call} alert: {docs:#?}"
+        );
+    }
     assert!(
         has(&|d| d["mapwatch"]["sequence"]["steps"][1]["event"]["action"] == "ptrace"),
         "a chain alert ending in a poke: {docs:#?}"

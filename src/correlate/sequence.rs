@@ -107,13 +107,6 @@ struct Partial {
     generation: u64,
 }
 
-/// A completed sequence: its rule and its alert (the last step's, with
-/// every step in `mapwatch.sequence`).
-pub struct Completion {
-    pub rule: usize,
-    pub alert: Alert,
-}
-
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct SequenceStats {
     /// Partial sequences held now.
@@ -227,13 +220,14 @@ impl Sequences {
 
     /// Advances the sequences `hit` belongs to with the event `facts`
     /// describe; `last` is the event's alert for the rule, needed when the
-    /// hit is on the last step.
+    /// hit is on the last step. A completed sequence's alert is returned:
+    /// `last` with every step in `mapwatch.sequence`.
     pub fn offer(
         &mut self,
         hit: Hit,
         facts: &Arc<StepFacts>,
         last: Option<Alert>,
-    ) -> Option<Completion> {
+    ) -> Option<Alert> {
         let tracker = self.trackers.get_mut(hit.tracker)?;
         tracker.expire(facts.time_ms, &mut self.stats);
         if hit.step == 0 {
@@ -262,11 +256,7 @@ impl Sequences {
             return None;
         }
         self.stats.completed += 1;
-        let alert = completed_alert(last?, &partial.steps, tracker.maxspan_ms);
-        Some(Completion {
-            rule: tracker.rule,
-            alert,
-        })
+        Some(completed_alert(last?, &partial.steps, tracker.maxspan_ms))
     }
 }
 
