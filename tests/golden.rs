@@ -10,7 +10,7 @@
 //! kernel, the wall-clock time of a read or a health check, the replay's
 //! speed) are normalised first; everything else must match.
 //!
-//! After a deliberate change, `MAPWATCH_BLESS=1 cargo test --test golden`
+//! After a deliberate change, `MAPWATCH_BLESS=1 cargo test --release --test golden`
 //! rewrites the expected files; review every line of `git diff tests/golden`
 //! before committing it.
 
@@ -293,14 +293,14 @@ fn assert_golden(name: &str, mut actual: Value) {
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         .unwrap_or_else(|e| {
             panic!(
-                "{}: {e}; create it with MAPWATCH_BLESS=1 cargo test --test golden",
+                "{}: {e}; create it with MAPWATCH_BLESS=1 cargo test --release --test golden",
                 path.display()
             )
         });
     let differences = differences(&expected, &actual);
     assert!(
         differences.is_empty(),
-        "{name}: {} field(s) differ from the expected file {}:\n{}\nIf the change is meant, run MAPWATCH_BLESS=1 cargo test --test golden and review `git diff tests/golden`.",
+        "{name}: {} field(s) differ from the expected file {}:\n{}\nIf the change is meant, run MAPWATCH_BLESS=1 cargo test --release --test golden and review `git diff tests/golden`.",
         differences.len(),
         path.display(),
         differences.join("\n")
