@@ -163,6 +163,24 @@ impl Detector {
         }
     }
 
+    /// A detector of one node's records in a log that several hosts'
+    /// auditds wrote (`node=NAME` before each record): its own history,
+    /// and the node as its host.
+    pub fn for_recorded_node(
+        config: &Config,
+        rules: RuleSet,
+        log_events: bool,
+        node: &[u8],
+    ) -> Self {
+        Detector {
+            host: HostInfo {
+                name: crate::alert::escape_bytes(node).into_owned(),
+                kernel: String::new(),
+            },
+            ..Self::for_recorded_log(config, rules, log_events)
+        }
+    }
+
     pub fn serial_stats(&self) -> SerialStats {
         self.serials.stats()
     }

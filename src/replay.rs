@@ -7,6 +7,11 @@
 //! replay is an investigation); the end summary goes to stderr, with the
 //! entry leaders the log's history could not resolve. A file that cannot be
 //! read is reported and skipped, and makes the exit status 1.
+//!
+//! A log that several hosts' auditds wrote (an aggregation server's:
+//! `node=NAME` before each record) is one detector per node: pids, serials
+//! and process histories of two hosts never meet, and each node's alerts
+//! name it as their host.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -45,6 +50,8 @@ pub struct ReplaySummary {
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
     pub serial_gaps: u64,
+    /// Hosts named by `node=` (0 for a single host's log).
+    pub nodes: usize,
     pub seconds: f64,
 }
 
@@ -52,9 +59,13 @@ impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} files ({} unreadable): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} PROCMAP_QUERY ioctls, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
+            "replayed {} files ({} unreadable{}): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} PROCMAP_QUERY ioctls, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
             self.files,
             self.unreadable_files,
+            match self.nodes {
+                0 => String::new(),
+                n => format!(", {n} nodes"),
+            },
             self.records,
             self.malformed_records,
             self.exec_events,
@@ -70,10 +81,58 @@ impl std::fmt::Display for ReplaySummary {
     }
 }
 
+/// One detector per node the log names (`None`: records with no node).
+struct Nodes<'o> {
+    options: &'o ReplayOptions,
+    detectors: Vec<(Option<Vec<u8>>, Detector)>,
+}
+
+impl<'o> Nodes<'o> {
+    fn new(options: &'o ReplayOptions) -> Self {
+        Nodes {
+            options,
+            detectors: Vec::new(),
+        }
+    }
+
+    /// The detector of the line's node, made on its first record.
+    fn of(&mut self, line: &[u8]) -> &mut Detector {
+        let node = node_of(line);
+        let at = match self
+            .detectors
+            .iter()
+            .position(|(n, _)| n.as_deref() == node)
+        {
+            Some(at) => at,
+            None => {
+                let (config, rules, verbose) = (
+                    &self.options.config,
+                    self.options.rules.clone(),
+                    self.options.verbose,
+                );
+                let detector = match node {
+                    Some(name) => Detector::for_recorded_node(config, rules, verbose, name),
+                    None => Detector::for_recorded_log(config, rules, verbose),
+                };
+                self.detectors.push((node.map(<[u8]>::to_vec), detector));
+                self.detectors.len() - 1
+            }
+        };
+        &mut self.detectors[at].1
+    }
+}
+
+/// `NAME` of a line that starts `node=NAME `.
+fn node_of(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b"node=")?;
+    let end = memchr::memchr(b' ', rest)?;
+    Some(&rest[..end])
+}
+
 /// Replays the files, writing alerts to `out`.
 pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
     let started = Instant::now();
-    let mut detector = Detector::for_recorded_log(&options.config, options.rules, options.verbose);
+    let mut nodes = Nodes::new(&options);
     let mut summary = ReplaySummary::default();
     let mut output_error = None;
     let mut emit = |alert: Alert| {
@@ -97,7 +156,9 @@ pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
         loop {
             match read_line(&mut reader, &mut line) {
                 Ok(true) if line.is_empty() => {}
-                Ok(true) => detector.on_log_line(&line, Instant::now(), &mut emit),
+                Ok(true) => nodes
+                    .of(&line)
+                    .on_log_line(&line, Instant::now(), &mut emit),
                 Ok(false) => break,
                 Err(e) => {
                     tracing::error!("{}: {e}", path.display());
@@ -107,23 +168,35 @@ pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
             }
         }
     }
-    detector.flush(&mut emit);
+    for (_, detector) in &mut nodes.detectors {
+        detector.flush(&mut emit);
+    }
     if let Some(e) = output_error
         && e.kind() != io::ErrorKind::BrokenPipe
     {
         tracing::error!("writing alerts: {e}");
     }
-    let stats = detector.stats();
-    let assembled = detector.assembler_stats();
-    summary.records = stats.records;
-    summary.malformed_records = stats.malformed_records;
-    summary.exec_events = assembled.exec_events;
-    summary.session_starts = assembled.session_starts;
-    summary.map_queries = assembled.map_queries;
-    summary.events_without_end = assembled.flushed_without_eoe + assembled.evicted;
-    summary.alerts = stats.alerts;
-    summary.unresolved_entry_leaders = stats.unresolved_entry_leaders;
-    summary.serial_gaps = detector.serial_stats().gaps;
+    for (_, detector) in &nodes.detectors {
+        summary.add(detector);
+    }
+    summary.nodes = nodes.detectors.iter().filter(|(n, _)| n.is_some()).count();
     summary.seconds = started.elapsed().as_secs_f64();
     summary
+}
+
+impl ReplaySummary {
+    /// What one node's detector saw.
+    fn add(&mut self, detector: &Detector) {
+        let stats = detector.stats();
+        let assembled = detector.assembler_stats();
+        self.records += stats.records;
+        self.malformed_records += stats.malformed_records;
+        self.exec_events += assembled.exec_events;
+        self.session_starts += assembled.session_starts;
+        self.map_queries += assembled.map_queries;
+        self.events_without_end += assembled.flushed_without_eoe + assembled.evicted;
+        self.alerts += stats.alerts;
+        self.unresolved_entry_leaders += stats.unresolved_entry_leaders;
+        self.serial_gaps += detector.serial_stats().gaps;
+    }
 }

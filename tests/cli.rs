@@ -256,3 +256,85 @@ fn a_flood_of_200_000_events_that_never_end_keeps_memory_bounded() {
     );
     assert!(flood < 64 * 1024, "peak RSS {flood} KiB");
 }
+
+/// One node's records of a session: `SHELL` (pid 100) starts a session
+/// and runs `cat /proc/1/maps` (pid 101). Both nodes use the same pids,
+/// times and serials, as two hosts' kernels may.
+fn node_session(node: &str, shell: &str) -> [String; 6] {
+    let syscall = |serial: u32, call: u32, pid: u32, ppid: u32, comm: &str, exe: &str| {
+        format!(
+            "node={node} type=SYSCALL msg=audit(1700000000.{serial:03}:{serial}): arch=c000003e syscall={call} success=yes exit=0 a0=0 a1=0 a2=0 a3=0 items=1 ppid={ppid} pid={pid} auid=1000 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=3 comm=\"{comm}\" exe=\"{exe}\" key=\"mapwatch\""
+        )
+    };
+    let end = |serial: u32| {
+        format!(
+            "node={node} type=PROCTITLE msg=audit(1700000000.{serial:03}:{serial}): proctitle=78"
+        )
+    };
+    [
+        syscall(1, 112, 100, 1, shell, &format!("/usr/bin/{shell}")),
+        end(1),
+        syscall(2, 59, 100, 1, shell, &format!("/usr/bin/{shell}"))
+            + &format!(
+                "\nnode={node} type=EXECVE msg=audit(1700000000.002:2): argc=1 a0=\"{shell}\""
+            ),
+        end(2),
+        syscall(3, 59, 101, 100, "cat", "/usr/bin/cat")
+            + &format!(
+                "\nnode={node} type=EXECVE msg=audit(1700000000.003:3): argc=2 a0=\"cat\" a1=\"/proc/1/maps\""
+            )
+            + &format!(
+                "\nnode={node} type=PATH msg=audit(1700000000.003:3): item=0 name=\"/usr/bin/cat\" inode=1 dev=fe:01 mode=0100755 ouid=0 ogid=0 rdev=00:00 nametype=NORMAL"
+            ),
+        end(3),
+    ]
+}
+
+#[test]
+fn replay_keeps_the_nodes_of_an_aggregated_log_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = empty_config(dir.path());
+    let (alpha, beta) = (node_session("alpha", "bash"), node_session("beta", "zsh"));
+    // Interleaved record by record, as a central auditd writes them.
+    let mut log = String::new();
+    for (a, b) in alpha.iter().zip(&beta) {
+        log.push_str(a);
+        log.push('\n');
+        log.push_str(b);
+        log.push('\n');
+    }
+    let path = dir.path().join("aggregated.log");
+    std::fs::write(&path, log).expect("log");
+    let out = Command::new(BIN)
+        .args(["replay", "--format", "json", "--config"])
+        .arg(&config)
+        .arg(&path)
+        .output()
+        .expect("mapwatch replay");
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 nodes"), "{stderr}");
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON alert"))
+        .collect();
+    assert_eq!(alerts.len(), 2, "one alert per node: {alerts:#?}");
+    for (node, shell) in [("alpha", "bash"), ("beta", "zsh")] {
+        let mine: Vec<&serde_json::Value> = alerts
+            .iter()
+            .filter(|a| a["host"]["name"] == node)
+            .collect();
+        assert_eq!(mine.len(), 1, "{node}: {alerts:#?}");
+        let alert = mine[0];
+        assert_eq!(alert["host"]["hostname"], node, "{alert:#}");
+        assert_eq!(alert["process"]["pid"], 101, "{alert:#}");
+        assert_eq!(
+            alert["process"]["parent"]["name"], shell,
+            "{node}: {alert:#}"
+        );
+        assert_eq!(
+            alert["process"]["entry_leader"]["name"], shell,
+            "{node}: {alert:#}"
+        );
+    }
+}

@@ -109,6 +109,16 @@ fn threat_object(rule: &RuleMeta) -> Value {
     })
 }
 
+/// `host`: its name, and its kernel where it is known (a node of an
+/// aggregated log names only itself).
+fn host_object(host: &HostInfo) -> Value {
+    let mut os = json!({"type": "linux"});
+    if !host.kernel.is_empty() {
+        os["kernel"] = json!(host.kernel);
+    }
+    json!({"name": host.name, "hostname": host.name, "os": os})
+}
+
 /// ECS numeric severity of Elastic's severity names.
 fn severity_number(severity: &str) -> u32 {
     match severity {
@@ -293,7 +303,7 @@ fn document(
                 "ruleset": rule.ruleset,
             },
             "threat": threat_object(rule),
-            "host": {"name": inputs.host.name, "hostname": inputs.host.name, "os": {"type": "linux", "kernel": inputs.host.kernel}},
+            "host": host_object(inputs.host),
             "process": Value::Object(process),
             "mapwatch": Value::Object(mapwatch),
         }),
