@@ -109,6 +109,13 @@ pub struct Detector {
     /// A sequence's next step may be a call: until when the audit records
     /// are wanted as they come ([`Detector::take_calls_awaited`]).
     calls_awaited: Option<Instant>,
+    /// Other hosts' records (`node=NAME`, from an auditd that aggregates):
+    /// one detector of their own history per node, never this machine's
+    /// procfs or fanotify.
+    nodes: Vec<(Vec<u8>, Detector)>,
+    /// What a node's detector is made with; `None` in a node's detector,
+    /// which takes every record it is given.
+    node_settings: Option<Box<(Config, RuleSet)>>,
 }
 
 /// How long after a step that a call may follow the audit records are
@@ -150,6 +157,8 @@ impl Detector {
             sequences: Sequences::build(&rules),
             calls_waiting: VecDeque::new(),
             calls_awaited: None,
+            nodes: Vec::new(),
+            node_settings: Some(Box::new((config.clone(), rules.clone()))),
             rules,
         }
     }
@@ -163,22 +172,44 @@ impl Detector {
         }
     }
 
-    /// A detector of one node's records in a log that several hosts'
-    /// auditds wrote (`node=NAME` before each record): its own history,
-    /// and the node as its host.
-    pub fn for_recorded_node(
-        config: &Config,
-        rules: RuleSet,
-        log_events: bool,
-        node: &[u8],
-    ) -> Self {
+    /// A detector of one node's records: its own history, and the node as
+    /// its host.
+    fn for_node(config: &Config, rules: RuleSet, log_events: bool, node: &[u8]) -> Self {
         Detector {
             host: HostInfo {
                 name: crate::alert::escape_bytes(node).into_owned(),
                 kernel: String::new(),
             },
+            node_settings: None,
             ..Self::for_recorded_log(config, rules, log_events)
         }
+    }
+
+    /// The detector that takes records of `node`: this one for its own
+    /// host's name (an auditd with `name_format = hostname`) or when it is
+    /// a node's, else that node's (made on its first record).
+    fn node(&mut self, node: &[u8]) -> &mut Detector {
+        let Some(settings) = self.node_settings.as_deref() else {
+            return self;
+        };
+        if node == self.host.name.as_bytes() {
+            return self;
+        }
+        let at = match self.nodes.iter().position(|(n, _)| n.as_slice() == node) {
+            Some(at) => at,
+            None => {
+                let (config, rules) = settings;
+                let detector = Detector::for_node(config, rules.clone(), self.log_events, node);
+                self.nodes.push((node.to_vec(), detector));
+                self.nodes.len() - 1
+            }
+        };
+        &mut self.nodes[at].1
+    }
+
+    /// How many other hosts' records came, and each one's detector.
+    pub fn nodes(&self) -> impl Iterator<Item = &Detector> {
+        self.nodes.iter().map(|(_, d)| d)
     }
 
     pub fn serial_stats(&self) -> SerialStats {
@@ -448,6 +479,12 @@ impl Detector {
     /// Rules reloaded on SIGHUP take effect from the next event.
     /// Partial sequences are dropped with the rules they belonged to.
     pub fn set_rules(&mut self, rules: RuleSet) {
+        for (_, node) in &mut self.nodes {
+            node.set_rules(rules.clone());
+        }
+        if let Some(settings) = self.node_settings.as_deref_mut() {
+            settings.1 = rules.clone();
+        }
         self.sequences = Sequences::build(&rules);
         self.calls_waiting.clear();
         self.rules = rules;
@@ -511,6 +548,14 @@ impl Detector {
     /// One record in log form (`type=NAME msg=audit(...): ...`), raw or
     /// enriched, as auditd writes it to its log and to its plugins.
     pub fn on_log_line(&mut self, line: &[u8], now: Instant, emit: &mut dyn FnMut(Alert)) {
+        let detector = match node_of(line) {
+            Some(node) => self.node(node),
+            None => self,
+        };
+        detector.take_log_line(line, now, emit);
+    }
+
+    fn take_log_line(&mut self, line: &[u8], now: Instant, emit: &mut dyn FnMut(Alert)) {
         self.stats.records += 1;
         match Record::parse_log_line(line) {
             Ok(record) => self.on_record(&record, now),
@@ -538,6 +583,9 @@ impl Detector {
 
     /// Events whose EOE never came, once their time is up.
     pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        for (_, node) in &mut self.nodes {
+            node.on_tick(now, emit);
+        }
         self.serials.expire(now);
         self.assembler.flush_expired(now, &mut self.events);
         self.evaluate_pending(now, emit);
@@ -549,6 +597,9 @@ impl Detector {
 
     /// End of input: every event still held is evaluated.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
+        for (_, node) in &mut self.nodes {
+            node.flush(emit);
+        }
         self.serials.finish();
         self.assembler.flush_all(&mut self.events);
         let now = Instant::now();
@@ -606,6 +657,9 @@ impl Detector {
     }
 
     pub fn prune(&mut self, now: Instant) {
+        for (_, node) in &mut self.nodes {
+            node.prune(now);
+        }
         self.table.prune(now);
     }
 
@@ -807,6 +861,13 @@ impl Detector {
             }
         }
     }
+}
+
+/// `NAME` of a log line that starts `node=NAME `.
+fn node_of(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b"node=")?;
+    let end = memchr::memchr(b' ', rest)?;
+    Some(&rest[..end])
 }
 
 /// `at` (a moment this run saw, `now` or before) in milliseconds since the

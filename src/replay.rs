@@ -9,9 +9,8 @@
 //! read is reported and skipped, and makes the exit status 1.
 //!
 //! A log that several hosts' auditds wrote (an aggregation server's:
-//! `node=NAME` before each record) is one detector per node: pids, serials
-//! and process histories of two hosts never meet, and each node's alerts
-//! name it as their host.
+//! `node=NAME` before each record) is replayed node by node (the
+//! detector keeps each node apart), and the summary counts the nodes.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -81,58 +80,10 @@ impl std::fmt::Display for ReplaySummary {
     }
 }
 
-/// One detector per node the log names (`None`: records with no node).
-struct Nodes<'o> {
-    options: &'o ReplayOptions,
-    detectors: Vec<(Option<Vec<u8>>, Detector)>,
-}
-
-impl<'o> Nodes<'o> {
-    fn new(options: &'o ReplayOptions) -> Self {
-        Nodes {
-            options,
-            detectors: Vec::new(),
-        }
-    }
-
-    /// The detector of the line's node, made on its first record.
-    fn of(&mut self, line: &[u8]) -> &mut Detector {
-        let node = node_of(line);
-        let at = match self
-            .detectors
-            .iter()
-            .position(|(n, _)| n.as_deref() == node)
-        {
-            Some(at) => at,
-            None => {
-                let (config, rules, verbose) = (
-                    &self.options.config,
-                    self.options.rules.clone(),
-                    self.options.verbose,
-                );
-                let detector = match node {
-                    Some(name) => Detector::for_recorded_node(config, rules, verbose, name),
-                    None => Detector::for_recorded_log(config, rules, verbose),
-                };
-                self.detectors.push((node.map(<[u8]>::to_vec), detector));
-                self.detectors.len() - 1
-            }
-        };
-        &mut self.detectors[at].1
-    }
-}
-
-/// `NAME` of a line that starts `node=NAME `.
-fn node_of(line: &[u8]) -> Option<&[u8]> {
-    let rest = line.strip_prefix(b"node=")?;
-    let end = memchr::memchr(b' ', rest)?;
-    Some(&rest[..end])
-}
-
 /// Replays the files, writing alerts to `out`.
 pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
     let started = Instant::now();
-    let mut nodes = Nodes::new(&options);
+    let mut detector = Detector::for_recorded_log(&options.config, options.rules, options.verbose);
     let mut summary = ReplaySummary::default();
     let mut output_error = None;
     let mut emit = |alert: Alert| {
@@ -156,9 +107,7 @@ pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
         loop {
             match read_line(&mut reader, &mut line) {
                 Ok(true) if line.is_empty() => {}
-                Ok(true) => nodes
-                    .of(&line)
-                    .on_log_line(&line, Instant::now(), &mut emit),
+                Ok(true) => detector.on_log_line(&line, Instant::now(), &mut emit),
                 Ok(false) => break,
                 Err(e) => {
                     tracing::error!("{}: {e}", path.display());
@@ -168,18 +117,17 @@ pub fn replay(options: ReplayOptions, out: &mut impl Write) -> ReplaySummary {
             }
         }
     }
-    for (_, detector) in &mut nodes.detectors {
-        detector.flush(&mut emit);
-    }
+    detector.flush(&mut emit);
     if let Some(e) = output_error
         && e.kind() != io::ErrorKind::BrokenPipe
     {
         tracing::error!("writing alerts: {e}");
     }
-    for (_, detector) in &nodes.detectors {
-        summary.add(detector);
+    summary.add(&detector);
+    for node in detector.nodes() {
+        summary.add(node);
     }
-    summary.nodes = nodes.detectors.iter().filter(|(n, _)| n.is_some()).count();
+    summary.nodes = detector.nodes().count();
     summary.seconds = started.elapsed().as_secs_f64();
     summary
 }

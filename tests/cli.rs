@@ -6,7 +6,10 @@ mod support;
 
 use std::process::Command;
 
-use support::{BIN, mapwatch, require_program, require_root, snapshot, stderr_of};
+use support::{
+    AuditStateGuard, BIN, Target, audit_lock, mapwatch, require_program, require_root, snapshot,
+    stderr_of,
+};
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
@@ -337,4 +340,85 @@ fn replay_keeps_the_nodes_of_an_aggregated_log_apart() {
             "{node}: {alert:#}"
         );
     }
+}
+
+#[test]
+fn as_auditds_plugin_another_nodes_processes_are_never_read_from_local_procfs() {
+    use std::io::Write;
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts_file = dir.path().join("alerts.json");
+    let config = dir.path().join("mapwatch.toml");
+    // A rule on any `cat`: the seed rule needs an entry leader, which a
+    // parent with no history cannot give.
+    let rules_d = dir.path().join("rules.d");
+    std::fs::create_dir(&rules_d).expect("rules.d");
+    let seed = include_str!("../rules/proc_maps_discovery.toml");
+    let (head, rest) = seed.split_once("query = '''").expect("a query");
+    let (_, tail) = rest.split_once("'''").expect("its end");
+    let any_cat = format!("{head}query = '''\nprocess where process.name == \"cat\"\n'''{tail}")
+        .replace(
+            "2f95540c-923e-4f57-9dae-de30169c68b9",
+            "5e8f43a1-0a3e-4d55-9c2a-3b1f7a9d2c10",
+        );
+    std::fs::write(rules_d.join("any_cat.toml"), any_cat).expect("rule");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\nstate_file = \"{}\"\n[output]\njson_file = \"{}\"\n[rules]\ndirectories = [\"{}\"]\n",
+            dir.path().join("audit-state.json").display(),
+            alerts_file.display(),
+            rules_d.display()
+        ),
+    )
+    .expect("config");
+    // A live local process whose pid another host's record names as the
+    // parent of its `cat`, with nothing of it in that host's history.
+    let local = Target::spawn();
+    let remote: String = node_session("gamma", "bash")
+        .join("\n")
+        .replace("pid=101 auid", "pid=4190111 auid")
+        .replace(
+            "ppid=100 pid=4190111",
+            &format!("ppid={} pid=4190111", local.pid()),
+        )
+        + "\n";
+    let mut plugin = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mapwatch as a plugin");
+    let mut feed = plugin.stdin.take().expect("stdin");
+    feed.write_all(remote.as_bytes()).expect("feed");
+    drop(feed);
+    let out = plugin
+        .wait_with_output()
+        .expect("plugin ends with its feed");
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    let alerts: Vec<serde_json::Value> = std::fs::read_to_string(&alerts_file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON document"))
+        .filter(|d: &serde_json::Value| {
+            d["event"]["kind"] == "alert" && d["rule"]["id"].is_string()
+        })
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}\n{stderr}");
+    let alert = &alerts[0];
+    assert_eq!(alert["host"]["name"], "gamma", "{alert:#}");
+    assert_eq!(alert["process"]["pid"], 4190111, "{alert:#}");
+    // Its parent's pid is only a number there: this host's process of
+    // that pid (a `sleep`) is not gamma's.
+    assert_eq!(alert["process"]["parent"]["pid"], local.pid(), "{alert:#}");
+    assert!(alert["process"]["parent"]["name"].is_null(), "{alert:#}");
+    assert!(
+        alert["mapwatch"]["read"].is_null(),
+        "no local read confirms it: {alert:#}"
+    );
 }

@@ -188,6 +188,12 @@ fn stats_counters(
         ("sequences_completed", q.completed),
         ("sequences_expired", q.expired),
         ("events_in_flight", detector.in_flight() as u64),
+        // Other hosts' records, from an auditd that aggregates.
+        ("nodes", detector.nodes().count() as u64),
+        (
+            "node_records",
+            detector.nodes().map(|n| n.stats().records).sum(),
+        ),
         ("processes", t.entries as u64),
         ("pids_reused", t.pid_reuse),
         ("processes_pruned", t.pruned),

@@ -122,7 +122,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// Stats counters that are levels, not totals.
-const GAUGES: [&str; 3] = ["events_in_flight", "processes", "sequence_partials"];
+const GAUGES: [&str; 4] = [
+    "events_in_flight",
+    "processes",
+    "sequence_partials",
+    "nodes",
+];
 
 /// The registry and every metric in it.
 pub struct Metrics {
