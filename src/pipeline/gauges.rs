@@ -91,7 +91,7 @@ impl Gauges {
         let losses = loss_counters(detector, self, outlet);
         outlet.report_losses(&losses, detector.host());
         if let Some(report) = detector.report_unresolved_reads() {
-            outlet.health(report);
+            outlet.unresolved_reads(report);
         }
     }
 

@@ -70,12 +70,30 @@ impl Outlet {
         }
     }
 
-    /// A `mapwatch.health` document (and a warning), never rate-limited.
+    /// A `mapwatch.health` document of mapwatch's own losses (and a
+    /// warning), never rate-limited.
     pub(super) fn health(&mut self, health: Alert) {
         tracing::warn!(
             "{}",
             health.document["message"].as_str().unwrap_or_default()
         );
+        self.send_health(health);
+    }
+
+    /// A `mapwatch.health` document of reads the kernel could not name
+    /// (logged at info): what processes did, not a loss of mapwatch's. On
+    /// any busy host, short programs that read their own map as they
+    /// start (glibc's `pthread_getattr_np` does) and exit at once make
+    /// some; the document still reaches the sinks as an alert.
+    pub(super) fn unresolved_reads(&mut self, report: Alert) {
+        tracing::info!(
+            "{}",
+            report.document["message"].as_str().unwrap_or_default()
+        );
+        self.send_health(report);
+    }
+
+    fn send_health(&mut self, health: Alert) {
         if let Some(tx) = &self.tx
             && tx.try_send(SinkMessage::Health(health)).is_err()
         {
