@@ -113,9 +113,9 @@ pub struct Detector {
     /// one detector of their own history per node, never this machine's
     /// procfs or fanotify.
     nodes: Vec<(Vec<u8>, Detector)>,
-    /// What a node's detector is made with; `None` in a node's detector,
-    /// which takes every record it is given.
-    node_settings: Option<Box<(Config, RuleSet)>>,
+    /// What a node's detector is made with (with this detector's rules);
+    /// `None` in a node's detector, which takes every record it is given.
+    node_config: Option<Box<Config>>,
 }
 
 /// How long after a step that a call may follow the audit records are
@@ -158,7 +158,7 @@ impl Detector {
             calls_waiting: VecDeque::new(),
             calls_awaited: None,
             nodes: Vec::new(),
-            node_settings: Some(Box::new((config.clone(), rules.clone()))),
+            node_config: Some(Box::new(config.clone())),
             rules,
         }
     }
@@ -180,7 +180,7 @@ impl Detector {
                 name: crate::alert::escape_bytes(node).into_owned(),
                 kernel: String::new(),
             },
-            node_settings: None,
+            node_config: None,
             ..Self::for_recorded_log(config, rules, log_events)
         }
     }
@@ -189,7 +189,7 @@ impl Detector {
     /// host's name (an auditd with `name_format = hostname`) or when it is
     /// a node's, else that node's (made on its first record).
     fn node(&mut self, node: &[u8]) -> &mut Detector {
-        let Some(settings) = self.node_settings.as_deref() else {
+        let Some(config) = self.node_config.as_deref() else {
             return self;
         };
         if node == self.host.name.as_bytes() {
@@ -198,8 +198,8 @@ impl Detector {
         let at = match self.nodes.iter().position(|(n, _)| n.as_slice() == node) {
             Some(at) => at,
             None => {
-                let (config, rules) = settings;
-                let detector = Detector::for_node(config, rules.clone(), self.log_events, node);
+                let rules = self.rules.clone();
+                let detector = Detector::for_node(config, rules, self.log_events, node);
                 self.nodes.push((node.to_vec(), detector));
                 self.nodes.len() - 1
             }
@@ -286,14 +286,7 @@ impl Detector {
             calls_awaited,
             ..
         } = self;
-        let taken = at_read::Taken {
-            seen: read.seen,
-            by: read.taken_by,
-            serial: match read.via {
-                Via::MapQuery(serial) => Some(serial),
-                Via::Read => None,
-            },
-        };
+        let taken = taken_of(read);
         // Named without touching the table: the read's own evaluation,
         // after the hold, names it as it always has.
         let reader = at_read::peek(table, read.pid, taken, read.reader.as_deref());
@@ -482,9 +475,6 @@ impl Detector {
         for (_, node) in &mut self.nodes {
             node.set_rules(rules.clone());
         }
-        if let Some(settings) = self.node_settings.as_deref_mut() {
-            settings.1 = rules.clone();
-        }
         self.sequences = Sequences::build(&rules);
         self.calls_waiting.clear();
         self.rules = rules;
@@ -625,15 +615,8 @@ impl Detector {
             ..
         } = self;
         for read in due_reads.drain(..) {
-            let taken = at_read::Taken {
-                seen: read.seen,
-                by: read.taken_by,
-                serial: match read.via {
-                    Via::MapQuery(serial) => Some(serial),
-                    Via::Read => None,
-                },
-            };
-            let reader = at_read::identify(table, read.pid, taken, read.reader.as_deref());
+            let reader =
+                at_read::identify(table, read.pid, taken_of(&read), read.reader.as_deref());
             if reader.basis == Basis::Unknown {
                 stats.unattributed_reads += 1;
             }
@@ -641,18 +624,13 @@ impl Detector {
             let mut ctx =
                 EventContext::for_read((read.pid, &reader), table, read.seen, read.taken_by);
             let mut fields = ActFields::new(Act::File(&read), reader, &mut ctx, host, users);
-            matched.clear();
-            rules.evaluate(&mut fields, &mut |index| matched.push(index));
-            for &index in matched.iter() {
-                let inputs = AlertInputs {
-                    rule: &rules.rules[index].meta,
-                    host,
-                };
-                stats.alerts += 1;
-                let mut alert = alert::build_act(&mut fields, &inputs);
-                alert.timing.raised = Some(read.seen);
-                emit(alert);
-            }
+            alert_act(
+                &mut fields,
+                (rules, host),
+                (matched, stats),
+                read.seen,
+                emit,
+            );
         }
     }
 
@@ -730,18 +708,7 @@ impl Detector {
         caller.ppid = Some(call.caller.ppid).filter(|p| *p != 0).or(caller.ppid);
         let mut ctx = EventContext::for_read((pid, &caller), table, now, 0);
         let mut fields = ActFields::new(Act::Call(call, target), caller, &mut ctx, host, users);
-        matched.clear();
-        rules.evaluate(&mut fields, &mut |index| matched.push(index));
-        for &index in matched.iter() {
-            let inputs = AlertInputs {
-                rule: &rules.rules[index].meta,
-                host,
-            };
-            stats.alerts += 1;
-            let mut alert = alert::build_act(&mut fields, &inputs);
-            alert.timing.raised = Some(now);
-            emit(alert);
-        }
+        alert_act(&mut fields, (rules, host), (matched, stats), now, emit);
         let hits = sequences.hits(Category::Api, &mut fields, rules);
         if hits.is_empty() {
             return;
@@ -860,6 +827,41 @@ impl Detector {
                 _ => emit(alert),
             }
         }
+    }
+}
+
+/// How a read was taken off the fanotify queue, for naming its reader.
+fn taken_of(read: &ReadEvent) -> at_read::Taken {
+    at_read::Taken {
+        seen: read.seen,
+        by: read.taken_by,
+        serial: match read.via {
+            Via::MapQuery(serial) => Some(serial),
+            Via::Read => None,
+        },
+    }
+}
+
+/// An act through the single-event rules: an alert for each that matches,
+/// raised when the act's input arrived.
+fn alert_act(
+    fields: &mut ActFields<'_, '_>,
+    (rules, host): (&RuleSet, &HostInfo),
+    (matched, stats): (&mut Vec<usize>, &mut DetectorStats),
+    raised: Instant,
+    emit: &mut dyn FnMut(Alert),
+) {
+    matched.clear();
+    rules.evaluate(fields, &mut |index| matched.push(index));
+    for &index in matched.iter() {
+        let inputs = AlertInputs {
+            rule: &rules.rules[index].meta,
+            host,
+        };
+        stats.alerts += 1;
+        let mut alert = alert::build_act(fields, &inputs);
+        alert.timing.raised = Some(raised);
+        emit(alert);
     }
 }
 

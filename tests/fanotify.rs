@@ -966,13 +966,13 @@ fn a_procmap_query_of_another_process_raises_an_alert_naming_reader_and_target()
     assert_eq!(a["file"]["path"], target.maps().as_str(), "{a:#}");
 }
 
-/// Runs `python3 INJECT MODE PID [EXTRA]` as an entry leader's command;
-/// fails the test with the script's error if it failed. Returns its
-/// standard output.
+/// Runs `python3 INJECT MODE TARGET [EXTRA]` as an entry leader's command
+/// (TARGET a pid, or `self`); fails the test with the script's error if it
+/// failed. Returns its standard output.
 fn inject(
     script: &std::path::Path,
     mode: &str,
-    target: u32,
+    target: impl std::fmt::Display,
     extra: &str,
     dir: &std::path::Path,
 ) -> String {
@@ -996,23 +996,6 @@ fn inject(
         read(&err)
     );
     read(&out)
-}
-
-/// `python3 INJECT vm self`: a read of its own map and memory, and a
-/// write into it.
-fn inject_self(script: &std::path::Path, dir: &std::path::Path) {
-    let status = dir.join("status");
-    run_entry_leader(
-        "bash",
-        &format!(
-            "python3 {} vm self; echo $? > {}",
-            script.display(),
-            status.display()
-        ),
-        dir,
-    );
-    let status = std::fs::read_to_string(&status).unwrap_or_default();
-    assert_eq!(status.trim(), "0", "python3 inject.py vm self failed");
 }
 
 /// The one alert of rule `id` about `target`.
@@ -1152,7 +1135,7 @@ fn a_write_by_a_process_that_read_no_map_of_its_target_is_no_chain() {
     let address = inject(&script, "addr", target.pid(), "", dir.path());
     inject(&script, "poke-at", target.pid(), address.trim(), dir.path());
     // Its own memory: no alert of any rule.
-    inject_self(&script, dir.path());
+    inject(&script, "vm", "self", "", dir.path());
     mapwatch.sync();
     let alerts = mapwatch.alerts();
     assert_eq!(about(&alerts, PTRACE_ID, &target).len(), 1, "{alerts:#?}");

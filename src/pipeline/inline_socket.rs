@@ -82,8 +82,7 @@ impl InlineSocket {
             return Ok(());
         }
         self.pacing.read_early(now);
-        self.read(MAX_BATCH, detector, outlet)?;
-        self.wake_on_socket(poller, true)
+        self.read_and_wake(poller, detector, outlet)
     }
 
     /// A sequence waits for a call: records are read as they come until
@@ -98,6 +97,17 @@ impl InlineSocket {
         if !self.pacing.stay_prompt(until) {
             return Ok(());
         }
+        self.read_and_wake(poller, detector, outlet)
+    }
+
+    /// Polling stopped ahead of its time: what waits is read now, and the
+    /// socket wakes the pipeline again.
+    fn read_and_wake(
+        &mut self,
+        poller: &Epoll,
+        detector: &mut Detector,
+        outlet: &mut Outlet,
+    ) -> std::io::Result<()> {
         self.read(MAX_BATCH, detector, outlet)?;
         self.wake_on_socket(poller, true)
     }

@@ -131,66 +131,53 @@ fn never_for_pid(list: u32, pid: u32) -> RuleMessage {
     rule
 }
 
-/// `-a always,exit -F arch=ARCH -S execve,execveat,setsid -k mapwatch`.
-/// setsid is rare and tells a replayed log where sessions begin.
-fn syscall_rule(abi: &AbiSyscalls) -> RuleMessage {
+/// `-a always,exit -F arch=ARCH -S SYSCALLS [-F FILTER...] -k mapwatch`:
+/// every syscall rule mapwatch adds has this shape.
+fn audited(
+    abi: &AbiSyscalls,
+    syscalls: &[u32],
+    filters: &[(RuleField, RuleFieldFlags)],
+) -> RuleMessage {
     let mut rule = exit_rule(RuleAction::Always, false);
-    for syscall in abi.all() {
+    for &syscall in syscalls {
         rule.syscalls.set(syscall);
     }
     rule.fields
         .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
+    rule.fields.extend(filters.iter().cloned());
     rule.fields
         .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
     rule
 }
 
-/// `-a always,exit -F arch=ARCH -S ioctl -F a1=PROCMAP_QUERY -k mapwatch`:
-/// the kernel compares the request before it writes anything, so the
-/// other ioctls (terminals, sockets, devices) cost one comparison each.
+/// `-S execve,execveat,setsid`. setsid is rare and tells a replayed log
+/// where sessions begin.
+fn syscall_rule(abi: &AbiSyscalls) -> RuleMessage {
+    audited(abi, &abi.all(), &[])
+}
+
+/// `-S ioctl -F a1=PROCMAP_QUERY`: the kernel compares the request before
+/// it writes anything, so the other ioctls (terminals, sockets, devices)
+/// cost one comparison each.
 fn map_query_rule(abi: &AbiSyscalls) -> RuleMessage {
-    let mut rule = exit_rule(RuleAction::Always, false);
-    rule.syscalls.set(abi.ioctl);
-    rule.fields
-        .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
-    rule.fields
-        .push((RuleField::Arg1(PROCMAP_QUERY), RuleFieldFlags::Equal));
-    rule.fields
-        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
-    rule
+    let request = (RuleField::Arg1(PROCMAP_QUERY), RuleFieldFlags::Equal);
+    audited(abi, &[abi.ioctl], &[request])
 }
 
-/// The calls that reach into another process's memory, per ABI:
-/// `-a always,exit -F arch=ARCH -S ptrace -F a0>=LOW -F a0<=HIGH -k
-/// mapwatch` for each range of [`PTRACE_REQUEST_RANGES`], and `-S
-/// process_vm_readv,process_vm_writev`. Every other ptrace request (a
+/// The calls that reach into another process's memory: `-S ptrace -F
+/// a0>=LOW -F a0<=HIGH` for each range of [`PTRACE_REQUEST_RANGES`], and
+/// `-S process_vm_readv,process_vm_writev`. Every other ptrace request (a
 /// debugger's peeks and waits) costs the kernel two comparisons.
 fn memory_rules(abi: &AbiSyscalls) -> Vec<RuleMessage> {
-    let mut rules: Vec<RuleMessage> = PTRACE_REQUEST_RANGES
-        .iter()
-        .map(|&(low, high)| {
-            let mut rule = exit_rule(RuleAction::Always, false);
-            rule.syscalls.set(abi.ptrace);
-            rule.fields
-                .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
-            rule.fields
-                .push((RuleField::Arg0(low), RuleFieldFlags::GreaterThanOrEqual));
-            rule.fields
-                .push((RuleField::Arg0(high), RuleFieldFlags::LessThanOrEqual));
-            rule.fields
-                .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
-            rule
-        })
-        .collect();
-    let mut vm = exit_rule(RuleAction::Always, false);
-    vm.syscalls.set(abi.process_vm_readv);
-    vm.syscalls.set(abi.process_vm_writev);
-    vm.fields
-        .push((RuleField::Arch(abi.arch.0), RuleFieldFlags::Equal));
-    vm.fields
-        .push((RuleField::Filterkey(RULE_KEY.into()), RuleFieldFlags::Equal));
-    rules.push(vm);
-    rules
+    let ptrace = PTRACE_REQUEST_RANGES.iter().map(|&(low, high)| {
+        let requests = [
+            (RuleField::Arg0(low), RuleFieldFlags::GreaterThanOrEqual),
+            (RuleField::Arg0(high), RuleFieldFlags::LessThanOrEqual),
+        ];
+        audited(abi, &[abi.ptrace], &requests)
+    });
+    let vm = audited(abi, &[abi.process_vm_readv, abi.process_vm_writev], &[]);
+    ptrace.chain([vm]).collect()
 }
 
 #[cfg(test)]
