@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::alert::health::UnresolvedReads;
 use crate::alert::{self, Alert, AlertInputs, StepFacts, escape_for_terminal};
-use crate::audit::assemble::{Assembler, AssemblerStats, ExecEvent, MapQuery, MemoryAccess};
+use crate::audit::assemble::{
+    Assembler, AssemblerStats, ExecEvent, MapQuery, MemoryAccess, SessionChange,
+};
 use crate::audit::config_change::removes_our_rule;
 use crate::audit::record::{ParseError, Record};
 use crate::audit::serial::{SerialStats, SerialTracker};
@@ -43,6 +45,8 @@ pub struct DetectorStats {
     pub malformed_records: u64,
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
+    /// Entry leaders found through what a history table inferred.
+    pub inferred_entry_leaders: u64,
     /// Reads whose reader was gone before anything but its pid was known.
     pub unattributed_reads: u64,
 }
@@ -561,8 +565,12 @@ impl Detector {
         }
         self.rules_touched |= removes_our_rule(record, RULE_KEY);
         self.assembler.push(record, now, &mut self.events);
-        for session in self.assembler.take_sessions() {
-            self.table.record_session_start(session, now);
+        for change in self.assembler.take_sessions() {
+            match change {
+                SessionChange::Setsid(start) => self.table.record_session_start(start, now),
+                SessionChange::Login(login) => self.table.record_login(login, now),
+                SessionChange::PamOpened { pid } => self.table.record_pam_opened(pid),
+            }
         }
     }
 
@@ -783,6 +791,9 @@ impl Detector {
         };
         if ctx.entry_leader_unresolved() {
             stats.unresolved_entry_leaders += 1;
+        }
+        if ctx.entry_leader_inferred() {
+            stats.inferred_entry_leaders += 1;
         }
         if matched.is_empty() && hits.is_empty() {
             return;

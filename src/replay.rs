@@ -43,11 +43,16 @@ pub struct ReplaySummary {
     /// Events that never got their end record (flushed or evicted).
     pub events_without_end: u64,
     pub session_starts: u64,
+    /// Audit login sessions opened (LOGIN records).
+    pub logins: u64,
     /// ioctl(PROCMAP_QUERY) calls: map reads whose map a log cannot name
     /// (the querier's fd), counted, not alerted.
     pub map_queries: u64,
     pub alerts: u64,
     pub unresolved_entry_leaders: u64,
+    /// Entry leaders the log did not record, inferred
+    /// ([`crate::process::history`]).
+    pub inferred_entry_leaders: u64,
     pub serial_gaps: u64,
     /// Hosts named by `node=` (0 for a single host's log).
     pub nodes: usize,
@@ -58,7 +63,7 @@ impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} files ({} unreadable{}): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} PROCMAP_QUERY ioctls, {} alerts, {} unresolved entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
+            "replayed {} files ({} unreadable{}): {} records ({} malformed), {} exec events ({} without an end record), {} session starts, {} logins, {} PROCMAP_QUERY ioctls, {} alerts, {} unresolved entry leaders, {} inferred entry leaders, {} serial gaps in {:.3} s ({:.0} records/s)",
             self.files,
             self.unreadable_files,
             match self.nodes {
@@ -70,9 +75,11 @@ impl std::fmt::Display for ReplaySummary {
             self.exec_events,
             self.events_without_end,
             self.session_starts,
+            self.logins,
             self.map_queries,
             self.alerts,
             self.unresolved_entry_leaders,
+            self.inferred_entry_leaders,
             self.serial_gaps,
             self.seconds,
             self.records as f64 / self.seconds.max(1e-9),
@@ -141,10 +148,12 @@ impl ReplaySummary {
         self.malformed_records += stats.malformed_records;
         self.exec_events += assembled.exec_events;
         self.session_starts += assembled.session_starts;
+        self.logins += assembled.logins;
         self.map_queries += assembled.map_queries;
         self.events_without_end += assembled.flushed_without_eoe + assembled.evicted;
         self.alerts += stats.alerts;
         self.unresolved_entry_leaders += stats.unresolved_entry_leaders;
+        self.inferred_entry_leaders += stats.inferred_entry_leaders;
         self.serial_gaps += detector.serial_stats().gaps;
     }
 }

@@ -7,93 +7,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::auditd::{Auditd, add_test_rule, write_root_only};
 use support::*;
-
-/// A running `auditd -n` with its configuration and log in a directory of
-/// ours; stopped (and its test rule removed) when dropped.
-struct Auditd {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Auditd {
-    fn start(dir: &Path) -> Auditd {
-        Self::start_with_plugin(dir, None)
-    }
-
-    /// `plugin`: the text of a plugins.d file to start auditd with.
-    fn start_with_plugin(dir: &Path, plugin: Option<&str>) -> Auditd {
-        require_program("auditd", "auditd");
-        let log = dir.join("audit.log");
-        let plugins = dir.join("plugins.d");
-        std::fs::create_dir_all(&plugins).expect("plugin dir");
-        if let Some(plugin) = plugin {
-            write_root_only(&plugins.join("mapwatch.conf"), plugin);
-        }
-        let conf = format!(
-            "local_events = yes\nwrite_logs = yes\nlog_file = {}\nlog_group = root\nlog_format = RAW\nflush = INCREMENTAL_ASYNC\nfreq = 20\n\
-             max_log_file = 50\nnum_logs = 2\npriority_boost = 0\nname_format = NONE\nmax_log_file_action = ROTATE\nspace_left = 75\n\
-             space_left_action = IGNORE\nadmin_space_left = 50\nadmin_space_left_action = IGNORE\ndisk_full_action = IGNORE\n\
-             disk_error_action = IGNORE\nuse_libwrap = no\ntcp_listen_queue = 5\ntcp_max_per_addr = 1\ntcp_client_max_idle = 0\n\
-             transport = TCP\ndistribute_network = no\nq_depth = 2000\noverflow_action = SYSLOG\nmax_restarts = 10\nplugin_dir = {}\n\
-             end_of_event_timeout = 2\n",
-            log.display(),
-            plugins.display()
-        );
-        write_root_only(&dir.join("auditd.conf"), &conf);
-        // Kept for diagnostics (auditd itself gives its plugins /dev/null).
-        let stderr = std::fs::File::create(dir.join("auditd.stderr")).expect("stderr file");
-        let child = Command::new("auditd")
-            .arg("-n")
-            .arg("-c")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("starting auditd");
-        let auditd = Auditd { child, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while snapshot().pid != auditd.child.id() {
-            assert!(Instant::now() < deadline, "auditd did not register");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        auditd
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops auditd (and with it its plugins) and waits for it.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn write_root_only(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).expect("writing a config file");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
-impl Drop for Auditd {
-    fn drop(&mut self) {
-        let _ = Command::new("auditctl")
-            .args(["-D", "-k", "mapwatch-test-auditd"])
-            .stdout(Stdio::null())
-            .status();
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() {
@@ -102,20 +22,7 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     let _audit = AuditStateGuard::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let auditd = Auditd::start(dir.path());
-    let added = Command::new("auditctl")
-        .args([
-            "-a",
-            "always,exit",
-            "-F",
-            "arch=b64",
-            "-S",
-            "kill",
-            "-k",
-            "mapwatch-test-auditd",
-        ])
-        .status()
-        .expect("auditctl");
-    assert!(added.success());
+    add_test_rule(&["-a", "always,exit", "-F", "arch=b64", "-S", "kill"]);
     let rules_before = snapshot().rules;
 
     let run = dir.path().join("mapwatch");

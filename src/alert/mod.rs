@@ -269,6 +269,10 @@ fn document(
     let mut mapwatch = Map::new();
     insert_some(&mut mapwatch, "audit", action.audit);
     insert_some(&mut mapwatch, "target", action.target);
+    if let Some(leader) = entry_leader.as_ref().filter(|e| !e.inferred.is_empty()) {
+        let inferred: Vec<&str> = leader.inferred.names().collect();
+        mapwatch.insert("entry_leader".into(), json!({ "inferred": inferred }));
+    }
     mapwatch.insert(
         "rule".into(),
         if rule.tags.is_empty() {

@@ -7,9 +7,11 @@
 //! flushed after
 //! `timeout` by [`Assembler::flush_expired`], and at most `max_in_flight`
 //! events are held (the oldest is flushed to make room). Successful
-//! execve/execveat events come out as [`ExecEvent`]s, successful setsid calls
-//! as [`SessionStart`]s (taken with [`Assembler::take_sessions`] before the
-//! exec events of the same push), successful PROCMAP_QUERY ioctls as
+//! execve/execveat events come out as [`ExecEvent`]s; successful setsid
+//! calls, the LOGIN records of a process setting its login uid (PAM's
+//! pam_loginuid) and the USER_START records of a PAM session opened as
+//! [`SessionChange`]s (taken with [`Assembler::take_sessions`] before the
+//! exec events of the same push); successful PROCMAP_QUERY ioctls as
 //! [`MapQuery`]s ([`Assembler::take_map_queries`]), the calls that reach
 //! into another process's memory (ptrace requests, process_vm_readv and
 //! process_vm_writev), successful or not, as [`MemoryAccess`]es
@@ -66,10 +68,35 @@ pub struct ExecEvent {
 }
 
 /// A successful setsid: `pid` now leads a session of its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionStart {
     pub pid: u32,
     pub ppid: u32,
+    pub comm: Option<Vec<u8>>,
+}
+
+/// A change of the sessions a process belongs to, in the log's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionChange {
+    /// setsid(2).
+    Setsid(SessionStart),
+    /// LOGIN: a process set its login uid.
+    Login(Login),
+    /// USER_START: `pid` opened its PAM session (its session modules
+    /// have run).
+    PamOpened { pid: u32 },
+}
+
+/// A process set its login uid (LOGIN, with the SYSCALL record of the
+/// write when the process was audited): it, and every process it forks
+/// from now on, belongs to audit session `ses`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub pid: u32,
+    pub ses: u32,
+    /// From the SYSCALL record, when there is one.
+    pub ppid: Option<u32>,
+    pub comm: Option<Vec<u8>>,
 }
 
 /// A successful `ioctl(fd, PROCMAP_QUERY)`: `pid` asked the open maps
@@ -176,6 +203,7 @@ pub struct AssemblerStats {
     pub exec_events: u64,
     pub failed_execs: u64,
     pub session_starts: u64,
+    pub logins: u64,
     pub other_events: u64,
     pub flushed_without_eoe: u64,
     pub evicted: u64,
@@ -198,6 +226,8 @@ enum Kind {
         target: u32,
         address: Option<u64>,
     },
+    /// A LOGIN record: `pid` is now audit session `ses`.
+    Login { pid: u32, ses: u32 },
 }
 
 #[derive(Default)]
@@ -219,7 +249,7 @@ pub struct Assembler {
     timeout: Duration,
     max_in_flight: usize,
     stats: AssemblerStats,
-    sessions: Vec<SessionStart>,
+    sessions: Vec<SessionChange>,
     map_queries: Vec<MapQuery>,
     memory_accesses: Vec<MemoryAccess>,
 }
@@ -246,9 +276,9 @@ impl Assembler {
         self.pending.len()
     }
 
-    /// Sessions started by the events completed so far, oldest first: apply
+    /// Session changes of the events completed so far, oldest first: apply
     /// them before the exec events completed by the same call.
-    pub fn take_sessions(&mut self) -> std::vec::Drain<'_, SessionStart> {
+    pub fn take_sessions(&mut self) -> std::vec::Drain<'_, SessionChange> {
         self.sessions.drain(..)
     }
 
@@ -269,6 +299,13 @@ impl Assembler {
                 self.finish(record.id, pending, true, out);
             }
             self.drop_stale_arrivals();
+            return;
+        }
+        if record.rtype == RecordType::USER_START {
+            // A record of its own (a user message): nothing to wait for.
+            if let Some(pid) = record.get(b"pid").and_then(|v| v.decimal::<u32>()) {
+                self.sessions.push(SessionChange::PamOpened { pid });
+            }
             return;
         }
         if !is_event_part(record.rtype) {
@@ -338,6 +375,17 @@ impl Assembler {
     }
 
     fn finish(&mut self, id: EventId, pending: Pending, complete: bool, out: &mut Vec<ExecEvent>) {
+        if let Kind::Login { pid, ses } = pending.kind {
+            self.stats.logins += 1;
+            let caller = pending.syscall.filter(|e| e.pid == pid);
+            self.sessions.push(SessionChange::Login(Login {
+                pid,
+                ses,
+                ppid: caller.as_ref().map(|e| e.ppid),
+                comm: caller.and_then(|e| e.comm),
+            }));
+            return;
+        }
         let Some(mut event) = pending.syscall.filter(|_| !pending.ignored) else {
             self.stats.other_events += 1;
             return;
@@ -347,10 +395,11 @@ impl Assembler {
             Kind::Setsid => {
                 if pending.success {
                     self.stats.session_starts += 1;
-                    self.sessions.push(SessionStart {
+                    self.sessions.push(SessionChange::Setsid(SessionStart {
                         pid: event.pid,
                         ppid: event.ppid,
-                    });
+                        comm: event.comm,
+                    }));
                 }
                 return;
             }
@@ -386,6 +435,7 @@ impl Assembler {
                 });
                 return;
             }
+            Kind::Login { .. } => return,
         }
         if !pending.success {
             self.stats.failed_execs += 1;
@@ -415,6 +465,7 @@ fn is_event_part(rtype: RecordType) -> bool {
             | RecordType::PATH
             | RecordType::PROCTITLE
             | RecordType::OBJ_PID
+            | RecordType::LOGIN
     )
 }
 
@@ -425,6 +476,11 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
     match record.rtype {
         RecordType::SYSCALL => {
             let (event, success, [a0, a1, a2]) = parse_syscall(record);
+            if let Kind::Login { .. } = pending.kind {
+                // The write to /proc/self/loginuid that LOGIN records.
+                pending.syscall = Some(event);
+                return;
+            }
             let low = |arg: Option<u64>| arg.map(|v| v as u32);
             let kind = match event.arch {
                 Some(arch) if is_exec(arch, event.syscall) => Kind::Exec,
@@ -448,6 +504,12 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
         }
         RecordType::EXECVE => pending.argv.add_record(record),
         RecordType::OBJ_PID => pending.object = object_pid(record),
+        // The kernel writes LOGIN during the write, before the SYSCALL
+        // record of its exit.
+        RecordType::LOGIN => match login(record) {
+            Some(kind) => pending.kind = kind,
+            None => ignore(pending),
+        },
         RecordType::CWD => pending.cwd = untrusted(record.get(b"cwd")),
         RecordType::PATH => {
             if let Some(name) = path_item_zero(record) {
@@ -484,6 +546,24 @@ fn memory_kind(call: Option<MemoryCall>, [a0, a1, a2]: [Option<u64>; 3]) -> Opti
             target: low(a0)?,
             address: None,
         },
+    })
+}
+
+/// LOGIN: `pid=PID ... old-ses=N ses=N res=1`; `None` for a failed
+/// change, or one that unset the session.
+fn login(record: &Record<'_>) -> Option<Kind> {
+    let (mut pid, mut ses, mut done) = (None, None, false);
+    for (key, value) in record.fields() {
+        match key {
+            b"pid" => pid = value.decimal::<u32>(),
+            b"ses" => ses = id_field(value),
+            b"res" => done = value.raw() == b"1",
+            _ => {}
+        }
+    }
+    Some(Kind::Login {
+        pid: pid?,
+        ses: ses.filter(|_| done)?,
     })
 }
 
@@ -705,18 +785,55 @@ type=EOE msg=audit(1700000000.100:42):
         assert_eq!(a.stats().other_events, 1);
     }
 
+    /// Debian's cron opening a job's PAM session, as auditd logged it with
+    /// an execve-only rule set: LOGIN with the write's SYSCALL record
+    /// (their order in the log), then USER_START.
+    const CRON_LOGIN: &str = "type=LOGIN msg=audit(1796275381.217:12675136): pid=13637 uid=0 old-auid=4294967295 auid=0 tty=(none) old-ses=4294967295 ses=4 res=1\n\
+type=SYSCALL msg=audit(1796275381.217:12675136): arch=c000003e syscall=1 success=yes exit=1 a0=6 a1=7ffcf6b52f60 a2=1 a3=7ffcf6b52c77 items=0 ppid=13632 pid=13637 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4 comm=\"cron\" exe=\"/usr/sbin/cron\" key=(null)\n\
+type=PROCTITLE msg=audit(1796275381.217:12675136): proctitle=2F7573722F7362696E2F63726F6E002D66\n\
+type=USER_START msg=audit(1796275381.217:12675137): pid=13637 uid=0 auid=0 ses=4 msg='op=PAM:session_open grantors=pam_loginuid,pam_env,pam_env,pam_permit,pam_unix,pam_limits acct=\"root\" exe=\"/usr/sbin/cron\" hostname=? addr=? terminal=cron res=success'\n";
+
+    #[test]
+    fn a_login_names_its_process_session_and_parent_and_user_start_follows() {
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        assert!(feed(&mut a, CRON_LOGIN, Instant::now()).is_empty());
+        let changes: Vec<SessionChange> = a.take_sessions().collect();
+        assert_eq!(
+            changes,
+            [
+                SessionChange::Login(Login {
+                    pid: 13637,
+                    ses: 4,
+                    ppid: Some(13632),
+                    comm: Some(b"cron".to_vec()),
+                }),
+                SessionChange::PamOpened { pid: 13637 },
+            ]
+        );
+        assert_eq!(a.stats().logins, 1);
+        // A login that failed, or unset the session, changes nothing.
+        let failed = CRON_LOGIN.replace("ses=4 res=1", "ses=4 res=0");
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        feed(&mut a, &failed, Instant::now());
+        assert_eq!(
+            a.take_sessions().collect::<Vec<_>>(),
+            [SessionChange::PamOpened { pid: 13637 }]
+        );
+    }
+
     #[test]
     fn setsid_is_a_session_start_not_an_exec() {
         let setsid = "type=SYSCALL msg=audit(1700000000.200:50): arch=c000003e syscall=112 success=yes exit=4242 a0=0 a1=0 a2=0 a3=0 items=0 ppid=4241 pid=4242 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm=\"setsid\" exe=\"/usr/bin/setsid\" key=\"mapwatch\"\ntype=EOE msg=audit(1700000000.200:50):\n";
         let mut a = Assembler::new(Duration::from_secs(1), 16);
         assert!(feed(&mut a, setsid, Instant::now()).is_empty());
-        let sessions: Vec<SessionStart> = a.take_sessions().collect();
+        let sessions: Vec<SessionChange> = a.take_sessions().collect();
         assert_eq!(
             sessions,
-            [SessionStart {
+            [SessionChange::Setsid(SessionStart {
                 pid: 4242,
-                ppid: 4241
-            }]
+                ppid: 4241,
+                comm: Some(b"setsid".to_vec()),
+            })]
         );
         assert_eq!(a.stats().session_starts, 1);
         assert_eq!(a.stats().exec_events, 0);

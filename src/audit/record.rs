@@ -19,6 +19,8 @@ use std::fmt;
 pub struct RecordType(pub u16);
 
 impl RecordType {
+    pub const LOGIN: Self = Self(1006);
+    pub const USER_START: Self = Self(1105);
     pub const SYSCALL: Self = Self(1300);
     pub const PATH: Self = Self(1302);
     pub const CONFIG_CHANGE: Self = Self(1305);
@@ -30,7 +32,7 @@ impl RecordType {
     pub const REPLACE: Self = Self(1329);
 
     /// Names auditd writes in logs; `UNKNOWN[N]` covers the rest.
-    const NAMES: [(&'static [u8], RecordType); 9] = [
+    const NAMES: [(&'static [u8], RecordType); 11] = [
         (b"SYSCALL", Self::SYSCALL),
         (b"PATH", Self::PATH),
         (b"CONFIG_CHANGE", Self::CONFIG_CHANGE),
@@ -40,6 +42,8 @@ impl RecordType {
         (b"OBJ_PID", Self::OBJ_PID),
         (b"PROCTITLE", Self::PROCTITLE),
         (b"REPLACE", Self::REPLACE),
+        (b"LOGIN", Self::LOGIN),
+        (b"USER_START", Self::USER_START),
     ];
 
     /// Parses a log-form type name. Names this crate never uses map to

@@ -11,12 +11,17 @@
 //! is sshd and it is not sshd itself (`sshd`), when its parent is a container
 //! runtime (`container`), or when its parent is pid 1 (`init`). Every other
 //! process inherits its parent's entry leader. Unknown when the chain breaks;
-//! replaying a log, whose history starts somewhere, the session leader
-//! nearest to the break stands in, with type `unknown`.
+//! replaying a log, whose history starts somewhere: above a process that
+//! opened an audit login session, the service that forked it (type `init`,
+//! as cron's daemon or sshd's listener is live); elsewhere the session
+//! leader nearest to the break stands in, with type `unknown`. A leader
+//! found through what the table inferred says how
+//! ([`super::history::Inferences`]).
 
 use smallvec::SmallVec;
 use std::time::Instant;
 
+use super::history::Inferences;
 use super::stat::TtyKind;
 use super::table::{Process, ProcessTable};
 use crate::audit::record::Serial;
@@ -67,6 +72,8 @@ pub struct EntryLeader {
     pub pid: u32,
     pub name: Name,
     pub kind: EntryType,
+    /// How the log's silences were filled to find it (history only).
+    pub inferred: Inferences,
 }
 
 /// Ancestry longer than this is treated as a loop (a corrupt table).
@@ -99,12 +106,15 @@ pub struct LeaderResolver<'t> {
 }
 
 /// A copy of what a leader decision needs about one process.
+#[derive(Clone)]
 struct Node {
     pid: u32,
     ppid: u32,
     sid: Option<u32>,
     tty: TtyKind,
     name: Name,
+    opened_session: bool,
+    inferred: Inferences,
 }
 
 impl<'t> LeaderResolver<'t> {
@@ -142,6 +152,8 @@ impl<'t> LeaderResolver<'t> {
             sid: process.sid,
             tty: process.tty.unwrap_or(TtyKind::None),
             name: Name::from_slice(leader_name(process, Some(pid) == exec_pid, window)),
+            opened_session: process.opened_session,
+            inferred: process.inferred,
         })
     }
 
@@ -189,38 +201,42 @@ impl<'t> LeaderResolver<'t> {
 
     /// `process.entry_leader` with its `entry_meta.type`.
     pub fn entry_leader(&mut self, pid: u32) -> Option<EntryLeader> {
+        let mut walk = Walk::default();
         let mut current = pid;
-        let mut nearest_session_leader = None;
         for _ in 0..MAX_DEPTH {
             if current == 0 {
                 return None;
             }
             let Some(node) = self.node(current) else {
-                return nearest_session_leader
-                    .filter(|_| self.table.is_history())
-                    .map(|node| leader(node, EntryType::Unknown));
+                return self
+                    .table
+                    .is_history()
+                    .then(|| walk.beyond_history(current))
+                    .flatten();
             };
+            walk.inferred |= node.inferred;
             if current == 1 {
-                return Some(leader(node, EntryType::Init));
+                return Some(walk.leader(node, EntryType::Init));
             }
             if current == 2 || node.ppid == 2 {
                 return Some(if node.sid == Some(current) {
-                    leader(node, EntryType::Kthread)
+                    walk.leader(node, EntryType::Kthread)
                 } else {
                     EntryLeader {
                         pid: 2,
                         name: Name::from_slice(b"kthreadd"),
                         kind: EntryType::Kthread,
+                        inferred: Inferences::NONE,
                     }
                 });
             }
             current = node.ppid;
-            if node.sid == Some(node.pid) {
-                if let Some(kind) = self.session_entry_type(&node) {
-                    return Some(leader(node, kind));
-                }
-                nearest_session_leader.get_or_insert(node);
+            if node.sid == Some(node.pid)
+                && let Some(kind) = self.session_entry_type(&node)
+            {
+                return Some(walk.leader(node, kind));
             }
+            walk.passed(node);
         }
         None
     }
@@ -260,11 +276,51 @@ fn is_sshd(name: &[u8]) -> bool {
     name == b"sshd" || name == b"sshd-session"
 }
 
-fn leader(node: Node, kind: EntryType) -> EntryLeader {
-    EntryLeader {
-        pid: node.pid,
-        name: node.name,
-        kind,
+/// What a walk up the ancestry has passed on its way to the entry leader.
+#[derive(Default)]
+struct Walk {
+    nearest_session_leader: Option<Node>,
+    /// The last process passed.
+    last: Option<Node>,
+    inferred: Inferences,
+}
+
+impl Walk {
+    fn passed(&mut self, node: Node) {
+        if node.sid == Some(node.pid) && self.nearest_session_leader.is_none() {
+            self.nearest_session_leader = Some(node.clone());
+        }
+        self.last = Some(node);
+    }
+
+    fn leader(self, node: Node, kind: EntryType) -> EntryLeader {
+        EntryLeader {
+            pid: node.pid,
+            name: node.name,
+            kind,
+            inferred: self.inferred,
+        }
+    }
+
+    /// The entry leader when the log's history ends at `unknown`: the
+    /// service that forked a session's opener (a fork runs its parent's
+    /// program), or the nearest session leader, of unknown type.
+    fn beyond_history(self, unknown: u32) -> Option<EntryLeader> {
+        if let Some(opener) = self.last.filter(|last| last.opened_session) {
+            return Some(EntryLeader {
+                pid: unknown,
+                name: opener.name,
+                kind: EntryType::Init,
+                inferred: self.inferred | Inferences::SERVICE,
+            });
+        }
+        let inferred = self.inferred;
+        self.nearest_session_leader.map(|node| EntryLeader {
+            pid: node.pid,
+            name: node.name,
+            kind: EntryType::Unknown,
+            inferred,
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 //! cheap predicates cost no procfs walk.
 
 pub mod at_read;
+pub mod history;
 pub mod host;
 pub mod leader;
 pub mod live;
@@ -117,6 +118,11 @@ impl<'t> EventContext<'t> {
     /// True when the entry leader was asked for and could not be resolved.
     pub fn entry_leader_unresolved(&self) -> bool {
         matches!(self.entry_leader, Some(None))
+    }
+
+    /// Whether the entry leader, if resolved, was found by inference.
+    pub fn entry_leader_inferred(&self) -> bool {
+        matches!(&self.entry_leader, Some(Some(e)) if !e.inferred.is_empty())
     }
 
     pub fn session_leader(&mut self) -> Option<&Related> {

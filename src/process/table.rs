@@ -13,16 +13,17 @@
 //!
 //! A table built [`ProcessTable::from_history`] (replaying a recorded log)
 //! never reads procfs, whose processes are not the log's: it knows only what
-//! the log's exec and setsid events say, with a fork inheriting its parent's
-//! session and a new ppid (other than init's, which adopts orphans) meaning
-//! a new process under a reused pid.
+//! the log's exec, setsid and login events say, with a fork inheriting its
+//! parent's session and a new ppid (other than init's, which adopts
+//! orphans) meaning a new process under a reused pid; where the log is
+//! silent, [`super::history`] infers sessions and unseen parents.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::history::{self, AuditSessions, Inferences, Pam, ParentFacts};
 use super::stat::{ProcStat, TtyKind, read_stat, tty_kind};
-use crate::audit::assemble::ExecEvent;
-use crate::audit::assemble::SessionStart;
+use crate::audit::assemble::{ExecEvent, Login, SessionStart};
 use crate::audit::execve::Argv;
 use crate::audit::record::{AuditTimestamp, Serial};
 
@@ -95,6 +96,15 @@ pub struct Process {
     pub args: Option<Argv>,
     pub cwd: Option<Vec<u8>>,
     pub euid: Option<u32>,
+    /// Its audit login session (`ses`), as its last record said.
+    pub ses: Option<u32>,
+    /// It set its login uid (LOGIN): it opened audit session `ses`.
+    pub opened_session: bool,
+    /// Where it stands in the PAM session of its audit session.
+    pub pam: Pam,
+    /// What of it the table inferred rather than read from a record or
+    /// procfs (history only).
+    pub inferred: Inferences,
     /// procfs was read for what no exec event said (exe, args, cwd): once
     /// per process, even where procfs could not say.
     pub completed_from_procfs: bool,
@@ -123,6 +133,10 @@ impl Process {
             args: None,
             cwd: None,
             euid: None,
+            ses: None,
+            opened_session: false,
+            pam: Pam::Unknown,
+            inferred: Inferences::NONE,
             completed_from_procfs: false,
             seen_alive: None,
             gone_since: None,
@@ -149,6 +163,8 @@ pub struct ProcessTable {
     stats: TableStats,
     /// False when replaying a log: procfs describes other processes.
     procfs: bool,
+    /// Audit login sessions opened in the log (history only).
+    sessions: AuditSessions,
 }
 
 impl ProcessTable {
@@ -160,6 +176,7 @@ impl ProcessTable {
             grace,
             stats: TableStats::default(),
             procfs: true,
+            sessions: AuditSessions::default(),
         }
     }
 
@@ -286,10 +303,17 @@ impl ProcessTable {
             if self.entries.remove(&event.pid).is_some() {
                 self.stats.pid_reuse += 1;
             }
+            if self.is_history() {
+                self.infer_unseen_parent(event.ppid, event.ses, now);
+            }
             self.make_room();
             let process = self.forked(event.pid, event.ppid, now);
             self.entries.insert(event.pid, Box::new(process));
         }
+        let started = self
+            .is_history()
+            .then(|| self.inferred_session(event, same_process))
+            .flatten();
         let Some(process) = self.entries.get_mut(&event.pid) else {
             return;
         };
@@ -306,8 +330,16 @@ impl ProcessTable {
             process.name_before_exec = Some(before);
         }
         process.ppid = event.ppid;
-        if let Some(tty) = &event.tty {
-            process.tty = Some(tty_kind_of_name(tty));
+        // The record's `tty=` is the controlling terminal at the exec,
+        // `(none)` included.
+        process.tty = Some(event.tty.as_deref().map_or(TtyKind::None, tty_kind_of_name));
+        process.ses = event.ses;
+        if let Some(inference) = started {
+            process.sid = Some(event.pid);
+            process.inferred |= inference;
+            if let (true, Some(ses)) = (inference == Inferences::LAUNCHER, event.ses) {
+                self.sessions.started_shell(ses, event.pid);
+            }
         }
         process.renamed_at = Some(now);
         process.exec_began = event
@@ -320,25 +352,120 @@ impl ProcessTable {
     }
 
     /// A process seen for the first time: a fork of `ppid`, so it ran its
-    /// parent's program before any exec, in its parent's session.
+    /// parent's program before any exec, in its parent's sessions.
     fn forked(&self, pid: u32, ppid: u32, now: Instant) -> Process {
         let parent = self.entries.get(&ppid);
         let mut process = Process::new(pid, ppid, now);
-        process.name_before_exec = parent.map(|p| p.name.clone());
-        process.sid = parent.and_then(|p| p.sid);
-        process.tty = parent.and_then(|p| p.tty);
+        if let Some(parent) = parent {
+            process.name_before_exec = Some(parent.name.clone());
+            process.sid = parent.sid;
+            process.tty = parent.tty;
+            process.ses = parent.ses;
+            process.pam = parent.pam;
+        }
         process
+    }
+
+    /// Whether the process of an exec event leads a session no record
+    /// started, and why ([`history::new_session`]).
+    fn inferred_session(&self, event: &ExecEvent, same_process: bool) -> Option<Inferences> {
+        let process = self.entries.get(&event.pid)?;
+        let parent = self.entries.get(&event.ppid).map(|p| ParentFacts {
+            name: &p.name,
+            pam: p.pam,
+        });
+        // Called before the exec is recorded: a fresh fork still runs its
+        // parent's program.
+        let program_before = if same_process {
+            Some(process.name.as_slice())
+        } else {
+            process.name_before_exec.as_deref()
+        };
+        history::new_session(
+            program_before,
+            !same_process,
+            event.ppid,
+            parent,
+        )
+    }
+
+    /// A parent the log never saw exec, of a process of an audit session
+    /// opened in the log: a fork of the session's shell, or before the
+    /// session had one, of its opener (sshd's unprivileged child, which
+    /// forks the session's shell, never execs).
+    fn infer_unseen_parent(&mut self, ppid: u32, ses: Option<u32>, now: Instant) {
+        if ppid <= 1 || self.entries.contains_key(&ppid) {
+            return;
+        }
+        let Some(session) = ses.and_then(|ses| self.sessions.get(ses)) else {
+            return;
+        };
+        let Some(template) = session
+            .shell
+            .filter(|shell| self.entries.contains_key(shell))
+            .or(Some(session.opener))
+            .and_then(|pid| self.entries.get(&pid))
+        else {
+            return;
+        };
+        let mut parent = self.forked(ppid, template.pid, now);
+        parent.name = template.name.clone();
+        parent.inferred |= Inferences::AUDIT_SESSION;
+        self.make_room();
+        self.entries.insert(ppid, Box::new(parent));
+    }
+
+    /// Records a LOGIN: `login.pid` set its login uid, opening audit
+    /// session `login.ses` for itself and what it forks from now on.
+    pub fn record_login(&mut self, login: Login, now: Instant) {
+        let ppid = login.ppid.unwrap_or(0);
+        self.first_seen_without_exec(login.pid, ppid, login.comm, now);
+        if let Some(process) = self.entries.get_mut(&login.pid) {
+            process.ses = Some(login.ses);
+            process.opened_session = true;
+            process.pam = Pam::Opening;
+            process.touched = now;
+        }
+        if self.is_history() {
+            self.sessions.open(login.ses, login.pid);
+        }
+    }
+
+    /// Adds a process first seen in a record other than its exec's: a
+    /// fork, which runs its parent's program, unless its parent is init,
+    /// which adopts orphans (a daemon's setsid after its parent exited):
+    /// then, and when the parent is unknown, its `comm` names it.
+    fn first_seen_without_exec(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        comm: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        if self.entries.contains_key(&pid) {
+            return;
+        }
+        self.make_room();
+        let mut process = self.forked(pid, ppid, now);
+        process.name = match process.name_before_exec.take() {
+            Some(parent) if ppid > 1 => parent,
+            _ => comm.unwrap_or_default(),
+        };
+        self.entries.insert(pid, Box::new(process));
+    }
+
+    /// Records a USER_START: `pid`'s PAM session is open.
+    pub fn record_pam_opened(&mut self, pid: u32) {
+        if let Some(process) = self.entries.get_mut(&pid)
+            && process.pam == Pam::Opening
+        {
+            process.pam = Pam::Open;
+        }
     }
 
     /// Records a setsid: `pid` leads a session of its own from now on.
     pub fn record_session_start(&mut self, session: SessionStart, now: Instant) {
-        if !self.entries.contains_key(&session.pid) {
-            self.make_room();
-            let mut process = self.forked(session.pid, session.ppid, now);
-            // Before an exec, a fork is its parent's program.
-            process.name = process.name_before_exec.take().unwrap_or_default();
-            self.entries.insert(session.pid, Box::new(process));
-        }
+        self.first_seen_without_exec(session.pid, session.ppid, session.comm, now);
         if let Some(process) = self.entries.get_mut(&session.pid) {
             process.sid = Some(session.pid);
             // setsid detaches from the controlling terminal.
@@ -594,6 +721,7 @@ mod tests {
             SessionStart {
                 pid: me + 1,
                 ppid: me,
+                comm: Some(b"setsid".to_vec()),
             },
             now,
         );

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod auditd;
 pub mod elastic;
+pub mod logins;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
