@@ -19,6 +19,7 @@ use crate::sink::OutputConfig;
 use crate::sink::metrics::MetricsConfig;
 use crate::sink::syslog::SyslogConfig;
 use crate::source::fanotify::FanotifyConfig;
+use crate::source::log::PluginConfig;
 use crate::source::netlink::AuditConfig;
 
 pub const DEFAULT_PATH: &str = "/etc/mapwatch/mapwatch.toml";
@@ -34,6 +35,7 @@ pub struct Config {
     pub syslog: SyslogConfig,
     pub metrics: MetricsConfig,
     pub rules: RulesConfig,
+    pub plugin: PluginConfig,
     /// Global exceptions: a match of any rule is suppressed when one holds.
     pub exceptions: Vec<ExceptionSpec>,
     /// The text the configuration was read from (for error positions).

@@ -9,6 +9,7 @@
 //! through the `emit` callback, in the order it is decided. Malformed
 //! records are counted and logged (sampled), never fatal.
 
+use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,11 +117,14 @@ pub struct Detector {
     /// Other hosts' records (`node=NAME`, from an auditd that aggregates):
     /// one detector of their own history per node, never this machine's
     /// procfs or fanotify.
-    nodes: Vec<(Vec<u8>, Detector)>,
+    nodes: FxHashMap<Box<[u8]>, Detector>,
     /// What a node's detector is made with (with this detector's rules);
     /// `None` in a node's detector, which takes every record it is given.
     node_config: Option<Box<Config>>,
 }
+
+/// The host of an aggregation server's records that carry no `node=`.
+pub const UNNAMED_NODE: &str = "unnamed-node";
 
 /// How long after a step that a call may follow the audit records are
 /// read as they come (no pacing): an injector attaches and pokes within
@@ -161,7 +165,7 @@ impl Detector {
             sequences: Sequences::build(&rules),
             calls_waiting: VecDeque::new(),
             calls_awaited: None,
-            nodes: Vec::new(),
+            nodes: FxHashMap::default(),
             node_config: Some(Box::new(config.clone())),
             rules,
         }
@@ -180,11 +184,26 @@ impl Detector {
     /// its host.
     fn for_node(config: &Config, rules: RuleSet, log_events: bool, node: &[u8]) -> Self {
         Detector {
+            node_config: None,
+            ..Self::for_another_host(config, rules, log_events, node)
+        }
+    }
+
+    /// A detector of an aggregation server's feed (`[plugin] aggregator`):
+    /// every record is another host's, each node's in a detector of its
+    /// own; records without `node=` (a sender without `name_format`) are
+    /// this one's, of a host named [`UNNAMED_NODE`].
+    pub fn for_aggregated_feed(config: &Config, rules: RuleSet, log_events: bool) -> Self {
+        Self::for_another_host(config, rules, log_events, UNNAMED_NODE.as_bytes())
+    }
+
+    fn for_another_host(config: &Config, rules: RuleSet, log_events: bool, name: &[u8]) -> Self {
+        Detector {
             host: HostInfo {
-                name: crate::alert::escape_bytes(node).into_owned(),
+                name: crate::alert::escape_bytes(name).into_owned(),
                 kernel: String::new(),
             },
-            node_config: None,
+            users: UserNames::of_another_host(),
             ..Self::for_recorded_log(config, rules, log_events)
         }
     }
@@ -199,21 +218,19 @@ impl Detector {
         if node == self.host.name.as_bytes() {
             return self;
         }
-        let at = match self.nodes.iter().position(|(n, _)| n.as_slice() == node) {
-            Some(at) => at,
-            None => {
-                let rules = self.rules.clone();
-                let detector = Detector::for_node(config, rules, self.log_events, node);
-                self.nodes.push((node.to_vec(), detector));
-                self.nodes.len() - 1
-            }
-        };
-        &mut self.nodes[at].1
+        // Looked up before it is made: a node's name is copied once.
+        if !self.nodes.contains_key(node) {
+            let detector = Detector::for_node(config, self.rules.clone(), self.log_events, node);
+            self.nodes.insert(node.into(), detector);
+        }
+        self.nodes
+            .get_mut(node)
+            .expect("inserted above when missing")
     }
 
     /// How many other hosts' records came, and each one's detector.
     pub fn nodes(&self) -> impl Iterator<Item = &Detector> {
-        self.nodes.iter().map(|(_, d)| d)
+        self.nodes.values()
     }
 
     pub fn serial_stats(&self) -> SerialStats {
@@ -476,7 +493,7 @@ impl Detector {
     /// Rules reloaded on SIGHUP take effect from the next event.
     /// Partial sequences are dropped with the rules they belonged to.
     pub fn set_rules(&mut self, rules: RuleSet) {
-        for (_, node) in &mut self.nodes {
+        for node in self.nodes.values_mut() {
             node.set_rules(rules.clone());
         }
         self.sequences = Sequences::build(&rules);
@@ -581,7 +598,7 @@ impl Detector {
 
     /// Events whose EOE never came, once their time is up.
     pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(Alert)) {
-        for (_, node) in &mut self.nodes {
+        for node in self.nodes.values_mut() {
             node.on_tick(now, emit);
         }
         self.serials.expire(now);
@@ -595,7 +612,7 @@ impl Detector {
 
     /// End of input: every event still held is evaluated.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
-        for (_, node) in &mut self.nodes {
+        for node in self.nodes.values_mut() {
             node.flush(emit);
         }
         self.serials.finish();
@@ -643,7 +660,7 @@ impl Detector {
     }
 
     pub fn prune(&mut self, now: Instant) {
-        for (_, node) in &mut self.nodes {
+        for node in self.nodes.values_mut() {
             node.prune(now);
         }
         self.table.prune(now);

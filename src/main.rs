@@ -195,7 +195,11 @@ fn main() -> ExitCode {
             };
             if plugin {
                 return run(RunOptions {
-                    feed: Feed::AuditdPlugin,
+                    feed: if config.plugin.aggregator {
+                        Feed::AggregatorPlugin
+                    } else {
+                        Feed::AuditdPlugin
+                    },
                     config,
                     foreground: false,
                     format: format.unwrap_or(OutputFormat::Json),

@@ -22,7 +22,7 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     let _audit = AuditStateGuard::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let auditd = Auditd::start(dir.path());
-    add_test_rule(&["-a", "always,exit", "-F", "arch=b64", "-S", "kill"]);
+    let _rules = add_test_rule(&["-a", "always,exit", "-F", "arch=b64", "-S", "kill"]);
     let rules_before = snapshot().rules;
 
     let run = dir.path().join("mapwatch");

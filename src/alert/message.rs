@@ -190,6 +190,7 @@ mod tests {
             pid: 800,
             name: b"sshd"[..].into(),
             kind: EntryType::Sshd,
+            inferred: Default::default(),
         };
         let message = alert_message(
             "Suspicious /proc/maps Discovery",

@@ -227,7 +227,10 @@ enum Kind {
         address: Option<u64>,
     },
     /// A LOGIN record: `pid` is now audit session `ses`.
-    Login { pid: u32, ses: u32 },
+    Login {
+        pid: u32,
+        ses: u32,
+    },
 }
 
 #[derive(Default)]

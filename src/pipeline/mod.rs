@@ -46,6 +46,15 @@ pub enum Feed {
     Kernel,
     /// auditd's dispatcher, on stdin (`mapwatch replay -` as an auditd plugin).
     AuditdPlugin,
+    /// The dispatcher of an auditd that aggregates other hosts' records
+    /// (`[plugin] aggregator`): no audit rules, no procfs, no fanotify.
+    AggregatorPlugin,
+}
+
+impl Feed {
+    fn is_plugin(self) -> bool {
+        matches!(self, Feed::AuditdPlugin | Feed::AggregatorPlugin)
+    }
 }
 
 /// Options of `mapwatch run` (and of the auditd plugin).
@@ -100,20 +109,26 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
     service_signals()
         .thread_block()
         .map_err(std::io::Error::from)?;
+    match options.feed {
+        Feed::AggregatorPlugin => run_aggregator(options),
+        Feed::Kernel | Feed::AuditdPlugin => run_on_this_host(options),
+    }
+}
+
+/// The service on this host's audit records: kernel or auditd's feed.
+fn run_on_this_host(options: RunOptions) -> Result<(), RunError> {
     let config = &options.config;
     let mut detector = Detector::new(config, options.rules.clone(), options.verbose);
     let seeded = detector.seed_process_table()?;
     let session_options = config.audit.session_options();
-    let (session, records) = match options.feed {
-        Feed::Kernel => {
-            let (session, socket) =
-                AuditSession::start(&session_options).map_err(RunError::Audit)?;
-            (session, Records::Kernel(socket))
-        }
-        Feed::AuditdPlugin => (
+    let (session, records) = if options.feed == Feed::Kernel {
+        let (session, socket) = AuditSession::start(&session_options).map_err(RunError::Audit)?;
+        (session, Records::Kernel(socket))
+    } else {
+        (
             AuditSession::start_for_plugin().map_err(RunError::Audit)?,
             Records::Stdin,
-        ),
+        )
     };
     if session.stale_rules_removed > 0 {
         tracing::warn!(
@@ -135,13 +150,37 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
         }
     }
     crate::privileges::drop_unneeded().map_err(RunError::Io)?;
-    let started = Started {
-        detector,
-        session,
-        records,
-        proc_watch,
-        seeded,
-    };
+    spawn_pipeline(
+        Started {
+            detector,
+            session: Some(session),
+            records,
+            proc_watch,
+            seeded,
+        },
+        options,
+    )
+}
+
+/// The plugin of an aggregation server: another host's records only, so
+/// nothing of this host's kernel audit, procfs or fanotify is touched.
+fn run_aggregator(options: RunOptions) -> Result<(), RunError> {
+    let detector =
+        Detector::for_aggregated_feed(&options.config, options.rules.clone(), options.verbose);
+    crate::privileges::drop_unneeded().map_err(RunError::Io)?;
+    spawn_pipeline(
+        Started {
+            detector,
+            session: None,
+            records: Records::Stdin,
+            proc_watch: None,
+            seeded: 0,
+        },
+        options,
+    )
+}
+
+fn spawn_pipeline(started: Started, options: RunOptions) -> Result<(), RunError> {
     let pipeline = std::thread::Builder::new()
         .name("mapwatch".into())
         .spawn(move || serve(started, options))?;
@@ -155,7 +194,8 @@ pub fn run(options: RunOptions) -> Result<(), RunError> {
 /// What `run` sets up before the pipeline thread takes over.
 struct Started {
     detector: Detector,
-    session: AuditSession,
+    /// `None` for an aggregation server's plugin, which has no rules.
+    session: Option<AuditSession>,
     records: Records,
     proc_watch: Option<ProcWatch>,
     seeded: usize,
@@ -180,7 +220,8 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     .map_err(std::io::Error::from)?;
     let mut readers = Readers::start(records, proc_watch, &config, &mut detector)?;
     let agent = AgentInfo {
-        mode: match (options.feed, session.beside_daemon) {
+        mode: match (options.feed, session.as_ref().and_then(|s| s.beside_daemon)) {
+            (Feed::AggregatorPlugin, _) => "aggregator",
             (Feed::AuditdPlugin, _) => "plugin",
             (Feed::Kernel, Some(_)) => "multicast",
             (Feed::Kernel, None) => "unicast",
@@ -195,7 +236,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
         metrics.as_ref().map(|m| m.metrics.clone()),
     )?;
     let poller = watch_sources(&readers, &signals)?;
-    log_ready(&session, &options, seeded, readers.confirms_reads());
+    log_ready(session.as_ref(), &options, seeded, readers.confirms_reads());
     notify_systemd(b"READY=1");
 
     let early = std::mem::take(&mut readers.early);
@@ -243,7 +284,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     readers.order_queued_execs(&mut detector);
                     match drained {
                         Drained::Open => {}
-                        Drained::Ended if options.feed == Feed::AuditdPlugin => {
+                        Drained::Ended if options.feed.is_plugin() => {
                             break 'serve "end of the auditd feed";
                         }
                         Drained::Ended => break 'serve "reader stopped",
@@ -301,8 +342,10 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             tracing::error!("reading audit records: {e}");
             break 'serve "reader stopped";
         }
-        if detector.take_rules_touched() {
-            reinstall_removed_rules(&mut session);
+        if detector.take_rules_touched()
+            && let Some(session) = session.as_mut()
+        {
+            reinstall_removed_rules(session);
         }
         let now = Instant::now();
         let due = schedule.tick(now);
@@ -318,7 +361,9 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             detector.prune(now);
         }
         if due.health {
-            gauges.poll_kernel_lost(&mut session);
+            if let Some(session) = session.as_mut() {
+                gauges.poll_kernel_lost(session);
+            }
             gauges.report_losses(&mut detector, &mut outlet);
             if let Some(output) = &metrics {
                 gauges.publish(&detector, &outlet, &output.metrics, &agent);
@@ -328,11 +373,21 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             gauges.report_stats(&detector, &mut outlet);
         }
     };
-    tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
-    // The last count of losses comes after the last rule change: deleting
-    // rules under a full backlog loses their CONFIG_CHANGE records too.
-    let stopped = session.stop();
-    gauges.set_final_kernel_lost(stopped.lost_since_start);
+    let restored = match session {
+        Some(session) => {
+            tracing::info!("{stop_signal}: removing audit rules and restoring the audit status");
+            // The last count of losses comes after the last rule change:
+            // deleting rules under a full backlog loses their CONFIG_CHANGE
+            // records too.
+            let stopped = session.stop();
+            gauges.set_final_kernel_lost(stopped.lost_since_start);
+            stopped.restored
+        }
+        None => {
+            tracing::info!("{stop_signal}: stopping");
+            Ok(())
+        }
+    };
     // What was already queued still gets evaluated.
     if let Some(socket) = readers.inline.as_mut()
         && let Err(e) = socket.drain(&mut detector, &mut outlet)
@@ -356,7 +411,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
     if sink.join().is_err() {
         tracing::error!("the sink thread panicked");
     }
-    stopped.restored.map_err(RunError::Io)
+    restored.map_err(RunError::Io)
 }
 
 /// The sink thread and the outlet that feeds it.
@@ -402,8 +457,14 @@ fn watch_sources(readers: &Readers, signals: &SignalFd) -> std::io::Result<Epoll
     Ok(poller)
 }
 
-fn log_ready(session: &AuditSession, options: &RunOptions, seeded: usize, confirms_reads: bool) {
-    let how = match (options.feed, session.beside_daemon) {
+fn log_ready(
+    session: Option<&AuditSession>,
+    options: &RunOptions,
+    seeded: usize,
+    confirms_reads: bool,
+) {
+    let how = match (options.feed, session.and_then(|s| s.beside_daemon)) {
+        (Feed::AggregatorPlugin, _) => "reading the feed of an aggregating audit daemon on stdin as its plugin: every record is another host's".to_owned(),
         (Feed::AuditdPlugin, daemon) => format!(
             "reading the feed of the audit daemon (pid {}) on stdin as its plugin",
             daemon.unwrap_or(0)
@@ -418,7 +479,7 @@ fn log_ready(session: &AuditSession, options: &RunOptions, seeded: usize, confir
     };
     tracing::info!(
         "ready: {how}, {} audit rules installed, {} detection rules, {} processes known, read confirmation {}",
-        session.rules_installed,
+        session.map_or(0, |s| s.rules_installed),
         options.rules.rules.len(),
         seeded,
         if confirms_reads { "on" } else { "off" }

@@ -185,10 +185,6 @@ impl AuditSessions {
             session.shell = Some(pid);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
 }
 
 #[cfg(test)]
@@ -235,7 +231,7 @@ mod tests {
         for ses in 0..(AuditSessions::MAX as u32 + 10) {
             sessions.open(ses, ses + 1);
         }
-        assert_eq!(sessions.len(), AuditSessions::MAX);
+        assert_eq!(sessions.by_id.len(), AuditSessions::MAX);
         assert_eq!(sessions.get(0), None);
         sessions.started_shell(20, 99);
         assert_eq!(

@@ -28,10 +28,23 @@ impl HostInfo {
 pub struct UserNames {
     cache: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
+    /// The ids are another host's (an aggregated node's): this host's
+    /// account database does not name them.
+    other_host: bool,
 }
 
 impl UserNames {
+    pub fn of_another_host() -> Self {
+        UserNames {
+            other_host: true,
+            ..Self::default()
+        }
+    }
+
     pub fn name(&mut self, uid: u32) -> Option<&str> {
+        if self.other_host {
+            return None;
+        }
         self.cache
             .entry(uid)
             .or_insert_with(|| {
@@ -44,6 +57,9 @@ impl UserNames {
     }
 
     pub fn group_name(&mut self, gid: u32) -> Option<&str> {
+        if self.other_host {
+            return None;
+        }
         self.groups
             .entry(gid)
             .or_insert_with(|| {

@@ -335,8 +335,11 @@ impl ProcessTable {
         process.tty = Some(event.tty.as_deref().map_or(TtyKind::None, tty_kind_of_name));
         process.ses = event.ses;
         if let Some(inference) = started {
-            process.sid = Some(event.pid);
-            process.inferred |= inference;
+            // A recorded setsid already said so.
+            if process.sid != Some(event.pid) {
+                process.sid = Some(event.pid);
+                process.inferred |= inference;
+            }
             if let (true, Some(ses)) = (inference == Inferences::LAUNCHER, event.ses) {
                 self.sessions.started_shell(ses, event.pid);
             }
@@ -381,12 +384,7 @@ impl ProcessTable {
         } else {
             process.name_before_exec.as_deref()
         };
-        history::new_session(
-            program_before,
-            !same_process,
-            event.ppid,
-            parent,
-        )
+        history::new_session(program_before, !same_process, event.ppid, parent)
     }
 
     /// A parent the log never saw exec, of a process of an audit session

@@ -14,9 +14,21 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Deserialize;
+
 use super::RecordBatch;
 use super::SourceStats;
 use super::queue::Sender;
+
+/// `[plugin]`: mapwatch as an auditd plugin (`mapwatch replay -`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// The auditd is an aggregation server (`local_events = no`, records
+    /// from other hosts' au-remote): every record is another host's, so
+    /// mapwatch adds no audit rules and never asks this host's procfs.
+    pub aggregator: bool,
+}
 
 /// The longest line kept whole; auditd's own limit is 8 KiB (MAX_AUDIT_MESSAGE_LENGTH).
 pub const MAX_LINE: usize = 64 * 1024;

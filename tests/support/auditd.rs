@@ -19,7 +19,8 @@ pub struct AuditdSetup<'a> {
     /// False for an aggregation server: it takes no records from the
     /// kernel, only from its network listener.
     pub local_events: bool,
-    /// Listen for other hosts' auditd (au-remote) on 127.0.0.1:PORT.
+    /// Listen for other hosts' auditd (au-remote) on PORT, and hand
+    /// their records to the plugins (`distribute_network`).
     pub tcp_listen_port: Option<u16>,
 }
 
@@ -36,7 +37,7 @@ impl Default for AuditdSetup<'_> {
 }
 
 /// A running `auditd -n` with its configuration and log in a directory of
-/// ours; stopped (and the test's audit rules removed) when dropped.
+/// ours; stopped when dropped.
 pub struct Auditd {
     child: Child,
     pub dir: PathBuf,
@@ -68,7 +69,7 @@ impl Auditd {
         let plugins = dir.join("plugins.d");
         std::fs::create_dir_all(&plugins).expect("plugin dir");
         if let Some(plugin) = setup.plugin {
-            write_root_only(&plugins.join("mapwatch.conf"), plugin);
+            write_root_only(&plugins.join("plugin.conf"), plugin);
         }
         write_root_only(&dir.join("auditd.conf"), &config(setup, &log, &plugins));
         // Kept for diagnostics (auditd itself gives its plugins /dev/null).
@@ -137,13 +138,31 @@ impl Auditd {
 
 impl Drop for Auditd {
     fn drop(&mut self) {
-        remove_test_rules();
         self.terminate();
     }
 }
 
+/// The audit rules a test added (keyed [`TEST_KEY`]), removed when dropped.
+#[must_use = "the rules are removed when this is dropped"]
+pub struct TestRules(());
+
+impl Drop for TestRules {
+    fn drop(&mut self) {
+        let _ = Command::new("auditctl")
+            .args(["-D", "-k", TEST_KEY])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Adds an audit rule keyed [`TEST_KEY`] (`auditctl -a` arguments).
-pub fn add_test_rule(args: &[&str]) {
+pub fn add_test_rule(args: &[&str]) -> TestRules {
+    add_keyed(args);
+    TestRules(())
+}
+
+fn add_keyed(args: &[&str]) {
     require_program("auditctl", "auditd");
     let status = Command::new("auditctl")
         .args(args)
@@ -158,23 +177,29 @@ pub fn add_test_rule(args: &[&str]) {
 /// backlog for bursts (a login's PAM records come at once; the kernel
 /// drops records past it). [`super::AuditStateGuard`] restores the
 /// backlog limit.
-pub fn add_execve_only_rules() {
+pub fn add_execve_only_rules() -> TestRules {
     let status = Command::new("auditctl")
         .args(["-b", "8192"])
         .stdout(Stdio::null())
         .status()
         .expect("auditctl -b");
     assert!(status.success(), "auditctl -b 8192 failed");
-    add_test_rule(&["-a", "always,exit", "-F", "arch=b64", "-S", "execve,execveat"]);
-    add_test_rule(&["-a", "always,exit", "-F", "arch=b32", "-S", "execve,execveat"]);
-}
-
-pub fn remove_test_rules() {
-    let _ = Command::new("auditctl")
-        .args(["-D", "-k", TEST_KEY])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    add_keyed(&[
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b32",
+        "-S",
+        "execve,execveat",
+    ]);
+    add_test_rule(&[
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "execve,execveat",
+    ])
 }
 
 pub fn write_root_only(path: &Path, text: &str) {
@@ -190,8 +215,10 @@ fn config(setup: &AuditdSetup<'_>, log: &Path, plugins: &Path) -> String {
         None => "name_format = NONE\n".to_owned(),
     };
     let listen = match setup.tcp_listen_port {
-        Some(port) => format!("tcp_listen_port = {port}\ntcp_listen_queue = 5\n"),
-        None => String::new(),
+        Some(port) => format!(
+            "tcp_listen_port = {port}\ntcp_listen_queue = 5\ntcp_client_ports = 1-65535\ndistribute_network = yes\n"
+        ),
+        None => "distribute_network = no\n".to_owned(),
     };
     format!(
         "local_events = {local}\nwrite_logs = yes\nlog_file = {log}\nlog_group = root\nlog_format = {format}\n\
@@ -199,7 +226,7 @@ fn config(setup: &AuditdSetup<'_>, log: &Path, plugins: &Path) -> String {
          max_log_file = 50\nnum_logs = 2\npriority_boost = 0\nmax_log_file_action = ROTATE\nspace_left = 75\n\
          space_left_action = IGNORE\nadmin_space_left = 50\nadmin_space_left_action = IGNORE\ndisk_full_action = IGNORE\n\
          disk_error_action = IGNORE\nuse_libwrap = no\ntcp_max_per_addr = 1\ntcp_client_max_idle = 0\n\
-         transport = TCP\ndistribute_network = no\nq_depth = 2000\noverflow_action = SYSLOG\nmax_restarts = 10\nplugin_dir = {plugins}\n\
+         transport = TCP\nq_depth = 2000\noverflow_action = SYSLOG\nmax_restarts = 10\nplugin_dir = {plugins}\n\
          end_of_event_timeout = 2\n",
         local = yes_no(setup.local_events),
         log = log.display(),
