@@ -3,8 +3,9 @@
 # audit log of at least 1,000,000 records (made here: auditd with
 # log_format RAW and mapwatch's rules, during an exec storm of /bin/true
 # and `cat /proc/<pid>/maps`). Both read the log from a file on one core;
-# the figure is records per second of wall time (and CPU time). Run as
-# root:
+# the figure is records per second of wall time (and CPU time). Then the
+# same log as eight hosts' records, through mapwatch as an aggregation
+# server's auditd plugin and as a replayed file. Run as root:
 #
 #   bash bench/replay.sh [RECORDS]         (default: 1000000)
 source "$(dirname "$0")/lib.sh"
@@ -61,3 +62,24 @@ mw_rate=$(awk -v n="$records" -v t="$mw_wall" 'BEGIN { printf "%.0f", n / t }')
 la_rate=$(awk -v n="$records" -v t="$la_wall" 'BEGIN { printf "%.0f", n / t }')
 echo "| mapwatch replay | $mw_wall | $mw_cpu | $mw_rate | $(awk -v a="$mw_rate" -v b="$la_rate" 'BEGIN { printf "%.1f×", a / b }') |"
 echo "| laurel | $la_wall | $la_cpu | $la_rate | 1.0× |"
+
+# The aggregation server: the same records as eight hosts' (node=host-1 ...
+# node=host-8, in eight consecutive parts of the log, as a central auditd
+# writes what au-remote sends), fed on stdin to mapwatch as the plugin of
+# that auditd (`[plugin] aggregator = true`: the live service, every
+# record another host's), and replayed as a file.
+awk -v n="$records" '{ printf "node=host-%d %s\n", int((NR - 1) * 8 / n) + 1, $0 }' "$work/1m.log" > "$work/1m-nodes.log"
+printf '[plugin]\naggregator = true\n[output]\njson_file = "/dev/null"\n[log]\nstats_interval_secs = 0\n' > "$work/aggregator.toml"
+chmod 600 "$work/aggregator.toml"
+plugin_run() { timed taskset -c 1 sh -c "'$bin' replay --config '$work/aggregator.toml' < '$work/1m-nodes.log'"; }
+nodes_run() { timed taskset -c 1 "$bin" replay --config "$work/empty.toml" "$work/1m-nodes.log"; }
+read -r pl_wall pl_cpu <<< "$(best plugin_run)"
+read -r nd_wall nd_cpu <<< "$(best nodes_run)"
+node_alerts=$("$bin" replay --config "$work/empty.toml" "$work/1m-nodes.log" 2> /dev/null | wc -l)
+echo
+echo "The same records as 8 hosts' ($node_alerts alerts):"
+echo
+echo "| mapwatch | wall s (best of 3) | CPU s | records/s (wall) |"
+echo "| --- | ---: | ---: | ---: |"
+echo "| aggregator plugin (stdin, live service) | $pl_wall | $pl_cpu | $(awk -v n="$records" -v t="$pl_wall" 'BEGIN { printf "%.0f", n / t }') |"
+echo "| replay of the file | $nd_wall | $nd_cpu | $(awk -v n="$records" -v t="$nd_wall" 'BEGIN { printf "%.0f", n / t }') |"
