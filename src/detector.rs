@@ -687,6 +687,9 @@ impl Detector {
         self.events = events;
         let calls: Vec<MemoryAccess> = self.assembler.take_memory_accesses().collect();
         for call in calls {
+            if let Some(names) = &call.caller.id_names {
+                self.users.learn(names);
+            }
             self.evaluate_call(&call, now, emit);
         }
     }
@@ -768,6 +771,9 @@ impl Detector {
     }
 
     fn evaluate(&mut self, event: ExecEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if let Some(names) = &event.id_names {
+            self.users.learn(names);
+        }
         self.table.record_exec(&event, now);
         if self.correlator.is_some() {
             self.unordered_execs.push(event.pid);

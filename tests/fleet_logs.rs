@@ -387,6 +387,16 @@ fn replaying_an_enriched_log_with_a_node_name_and_ausearch_raw_gives_what_live_g
     let config = replay_config(dir.path(), &rules);
     let (replayed, summary) = replay(&config, &log);
     assert_replay_is_live(&recorded, &replayed, &summary);
+    // Another host's users, named as that host named them (ENRICHED).
+    for alert in recorded.of_logins(&replayed) {
+        let twin = recorded
+            .live
+            .iter()
+            .find(|l| identity(l) == identity(alert))
+            .expect("paired above");
+        assert!(twin["user"]["name"].is_string(), "{twin:#}");
+        assert_eq!(alert["user"], twin["user"], "{alert:#}");
+    }
     assert!(
         replayed
             .iter()

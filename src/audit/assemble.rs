@@ -63,6 +63,8 @@ pub struct ExecEvent {
     /// The path given to execve (PATH item 0's name), not the resolved
     /// executable.
     pub path: Option<Vec<u8>>,
+    /// What an ENRICHED log names the ids by (the writing host's names).
+    pub id_names: Option<Box<IdNames>>,
     /// False when the event was flushed without its EOE record.
     pub complete: bool,
 }
@@ -74,6 +76,24 @@ pub struct SessionStart {
     pub ppid: u32,
     pub comm: Option<Vec<u8>>,
 }
+
+/// The names auditd gave a SYSCALL record's ids in an ENRICHED log: its
+/// lookups on the host that wrote the record, which may not be this one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdNames {
+    pub users: Vec<(u32, Vec<u8>)>,
+    pub groups: Vec<(u32, Vec<u8>)>,
+}
+
+/// The ids whose names an ENRICHED SYSCALL record gives, by the raw
+/// field's name and the translation's.
+const USER_IDS: [(&[u8], &[u8]); 4] = [
+    (b"auid", b"AUID"),
+    (b"uid", b"UID"),
+    (b"euid", b"EUID"),
+    (b"suid", b"SUID"),
+];
+const GROUP_IDS: [(&[u8], &[u8]); 3] = [(b"gid", b"GID"), (b"egid", b"EGID"), (b"sgid", b"SGID")];
 
 /// A change of the sessions a process belongs to, in the log's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -484,6 +504,8 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
                 pending.syscall = Some(event);
                 return;
             }
+            let mut event = event;
+            event.id_names = id_names(record, &event);
             let low = |arg: Option<u64>| arg.map(|v| v as u32);
             let kind = match event.arch {
                 Some(arch) if is_exec(arch, event.syscall) => Kind::Exec,
@@ -521,6 +543,39 @@ fn add_record(pending: &mut Pending, record: &Record<'_>) {
         }
         _ => {}
     }
+}
+
+/// The names of an ENRICHED record's ids; `None` for other records.
+fn id_names(record: &Record<'_>, event: &ExecEvent) -> Option<Box<IdNames>> {
+    let mut enriched = record.enrichment().peekable();
+    enriched.peek()?;
+    let mut names = IdNames::default();
+    let ids = &event.ids;
+    let id_of = |raw: &[u8]| match raw {
+        b"auid" => event.auid,
+        b"uid" => ids.uid,
+        b"euid" => ids.euid,
+        b"suid" => ids.suid,
+        b"gid" => ids.gid,
+        b"egid" => ids.egid,
+        b"sgid" => ids.sgid,
+        _ => None,
+    };
+    for (key, value) in enriched {
+        let Some(name) = value.untrusted().map(|n| n.into_owned()) else {
+            continue;
+        };
+        if let Some((raw, _)) = USER_IDS.iter().find(|(_, k)| *k == key)
+            && let Some(id) = id_of(raw)
+        {
+            names.users.push((id, name));
+        } else if let Some((raw, _)) = GROUP_IDS.iter().find(|(_, k)| *k == key)
+            && let Some(id) = id_of(raw)
+        {
+            names.groups.push((id, name));
+        }
+    }
+    Some(Box::new(names))
 }
 
 /// What a memory call is about: ptrace's `(request, pid, addr)`, or
@@ -822,6 +877,30 @@ type=USER_START msg=audit(1796275381.217:12675137): pid=13637 uid=0 auid=0 ses=4
             a.take_sessions().collect::<Vec<_>>(),
             [SessionChange::PamOpened { pid: 13637 }]
         );
+    }
+
+    #[test]
+    fn an_enriched_syscall_record_names_its_ids_as_the_writing_host_did() {
+        let enriched = "node=fleet-node-7 type=SYSCALL msg=audit(1796276440.269:12706534): arch=c000003e syscall=59 success=yes exit=0 a0=7ffc9de03790 a1=7ffc9de03b28 a2=7ffc9de03b40 a3=691916c3c86fa29b items=1 ppid=29875 pid=29902 auid=1000 uid=1002 gid=1003 euid=0 suid=1002 fsuid=1002 egid=1003 sgid=1003 fsgid=1003 tty=(none) ses=3 comm=\"cat\" exe=\"/usr/bin/cat\" key=\"exec\"\x1dARCH=x86_64 SYSCALL=execve AUID=\"alice\" UID=\"mapwatch-fleet\" GID=\"fleet\" EUID=\"root\" SUID=\"mapwatch-fleet\" FSUID=\"mapwatch-fleet\" EGID=\"fleet\" SGID=\"fleet\" FSGID=\"fleet\"\nnode=fleet-node-7 type=PROCTITLE msg=audit(1796276440.269:12706534): proctitle=636174\n";
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        let events = feed(&mut a, enriched, Instant::now());
+        let names = events[0].id_names.as_deref().expect("names");
+        let name = |list: &[(u32, Vec<u8>)], id: u32| {
+            list.iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, n)| String::from_utf8_lossy(n).into_owned())
+        };
+        assert_eq!(name(&names.users, 1000).as_deref(), Some("alice"));
+        assert_eq!(name(&names.users, 1002).as_deref(), Some("mapwatch-fleet"));
+        assert_eq!(name(&names.users, 0).as_deref(), Some("root"));
+        assert_eq!(name(&names.groups, 1003).as_deref(), Some("fleet"));
+        // A RAW line has none.
+        let raw = enriched.replace(
+            "\x1dARCH=x86_64 SYSCALL=execve AUID=\"alice\" UID=\"mapwatch-fleet\" GID=\"fleet\" EUID=\"root\" SUID=\"mapwatch-fleet\" FSUID=\"mapwatch-fleet\" EGID=\"fleet\" SGID=\"fleet\" FSGID=\"fleet\"",
+            "",
+        );
+        let mut a = Assembler::new(Duration::from_secs(1), 16);
+        assert!(feed(&mut a, &raw, Instant::now())[0].id_names.is_none());
     }
 
     #[test]

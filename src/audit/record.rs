@@ -5,7 +5,8 @@
 //! the bytes. Two framings are accepted: the log form
 //! (`[node=N ]type=NAME msg=audit(SEC.MSEC:SERIAL): k=v ...`) and the netlink
 //! form (type from the netlink header, text starting at `audit(`). auditd's
-//! ENRICHED format appends `\x1d`-separated translations: they are ignored.
+//! ENRICHED format appends `\x1d`-separated translations: kept apart
+//! ([`Record::enrichment`]), never mixed with the kernel's fields.
 //! Values stay raw until a consumer asks for them as numbers or as
 //! attacker-controlled strings ([`Value::untrusted`]).
 
@@ -143,6 +144,8 @@ pub struct Record<'a> {
     pub rtype: RecordType,
     pub id: EventId,
     body: &'a [u8],
+    /// auditd's translations of an ENRICHED log line; empty otherwise.
+    enrichment: &'a [u8],
 }
 
 impl<'a> Record<'a> {
@@ -163,11 +166,15 @@ impl<'a> Record<'a> {
         // ENRICHED logs: everything after the first GS byte is auditd's
         // translation. The kernel never writes one (it hex-encodes any
         // value holding a control byte), so netlink records skip this scan.
-        let body = match memchr(0x1d, record.body) {
-            Some(gs) => &record.body[..gs],
-            None => record.body,
+        let (body, enrichment) = match memchr(0x1d, record.body) {
+            Some(gs) => (&record.body[..gs], &record.body[gs + 1..]),
+            None => (record.body, &record.body[..0]),
         };
-        Ok(Record { body, ..record })
+        Ok(Record {
+            body,
+            enrichment,
+            ..record
+        })
     }
 
     /// Parses the netlink form: the type comes from `nlmsg_type`.
@@ -183,7 +190,12 @@ impl<'a> Record<'a> {
             Some(parsed) => parsed,
             None => header_with_error(inner)?,
         };
-        Ok(Record { rtype, id, body })
+        Ok(Record {
+            rtype,
+            id,
+            body,
+            enrichment: &body[..0],
+        })
     }
     /// The `key=value` fields in order of appearance.
     pub fn fields(&self) -> Fields<'a> {
@@ -193,6 +205,14 @@ impl<'a> Record<'a> {
     /// The first field named `key`.
     pub fn get(&self, key: &[u8]) -> Option<Value<'a>> {
         self.fields().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The fields auditd added to an ENRICHED line (`UID="root" ...`, its
+    /// lookups on the host that wrote it); none for other lines.
+    pub fn enrichment(&self) -> Fields<'a> {
+        Fields {
+            rest: self.enrichment,
+        }
     }
 }
 

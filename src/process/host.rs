@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::audit::assemble::IdNames;
+
 /// Facts about this host, gathered once at start.
 #[derive(Clone, Debug)]
 pub struct HostInfo {
@@ -29,7 +31,8 @@ pub struct UserNames {
     cache: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
     /// The ids are another host's (an aggregated node's): this host's
-    /// account database does not name them.
+    /// account database does not name them; only that host's own names,
+    /// from ENRICHED records, do.
     other_host: bool,
 }
 
@@ -41,9 +44,25 @@ impl UserNames {
         }
     }
 
+    /// Takes the names an ENRICHED record gives its ids, for another
+    /// host's ids only: that host named them; this host's own are looked
+    /// up here.
+    pub fn learn(&mut self, names: &IdNames) {
+        if !self.other_host {
+            return;
+        }
+        let text = |name: &[u8]| Some(String::from_utf8_lossy(name).into_owned());
+        for (uid, name) in &names.users {
+            self.cache.insert(*uid, text(name));
+        }
+        for (gid, name) in &names.groups {
+            self.groups.insert(*gid, text(name));
+        }
+    }
+
     pub fn name(&mut self, uid: u32) -> Option<&str> {
         if self.other_host {
-            return None;
+            return self.cache.get(&uid).and_then(Option::as_deref);
         }
         self.cache
             .entry(uid)
@@ -58,7 +77,7 @@ impl UserNames {
 
     pub fn group_name(&mut self, gid: u32) -> Option<&str> {
         if self.other_host {
-            return None;
+            return self.groups.get(&gid).and_then(Option::as_deref);
         }
         self.groups
             .entry(gid)
