@@ -7,8 +7,8 @@ mod support;
 use std::process::Command;
 
 use support::{
-    AuditStateGuard, BIN, Target, audit_lock, mapwatch, require_program, require_root, snapshot,
-    stderr_of,
+    AuditStateGuard, BIN, SEED_ID, Target, audit_lock, mapwatch, require_program, require_root,
+    snapshot, stderr_of,
 };
 
 #[test]
@@ -421,4 +421,89 @@ fn as_auditds_plugin_another_nodes_processes_are_never_read_from_local_procfs() 
         alert["mapwatch"]["read"].is_null(),
         "no local read confirms it: {alert:#}"
     );
+}
+
+#[test]
+fn replay_never_reads_this_hosts_procfs_for_a_logs_pid() {
+    // A local process, alive through the replay, whose pid a log's exec
+    // and ptrace call use: its environment and name are not the log's.
+    let local = Command::new("sleep")
+        .arg("600")
+        .env("MAPWATCH_LOCAL_ONLY", "1")
+        .spawn()
+        .expect("sleep");
+    let pid = local.id();
+    let mut local = KillOnDrop(local);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules_d = dir.path().join("rules.d");
+    std::fs::create_dir(&rules_d).expect("rules.d");
+    let seed = include_str!("../rules/proc_maps_discovery.toml");
+    let start = seed.find("query = '''").expect("the seed's query");
+    let end = start + seed[start + 11..].find("'''").expect("its end") + 14;
+    let with_query = |id: &str, query: &str| {
+        format!(
+            "{}query = '''\n{query}\n'''{}",
+            &seed[..start],
+            &seed[end..]
+        )
+        .replace(SEED_ID, id)
+    };
+    std::fs::write(
+        rules_d.join("env.toml"),
+        with_query(
+            "7d1f1c1e-0b7e-4c55-9a57-1e1b1f0c0a01",
+            "process where event.action == \"exec\" and process.env_vars : \"MAPWATCH_LOCAL_ONLY=*\"",
+        ),
+    )
+    .expect("env rule");
+    std::fs::write(
+        rules_d.join("target.toml"),
+        with_query(
+            "7d1f1c1e-0b7e-4c55-9a57-1e1b1f0c0a02",
+            "api where event.action == \"ptrace\" and mapwatch.target.name == \"sleep\"",
+        ),
+    )
+    .expect("target rule");
+    let config = dir.path().join("mapwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rules]\nshipped = false\ndirectories = [\"{}\"]\n",
+            rules_d.display()
+        ),
+    )
+    .expect("config");
+    let log = format!(
+        "type=SYSCALL msg=audit(1700000000.001:1): arch=c000003e syscall=59 success=yes exit=0 a0=0 a1=0 a2=0 a3=0 items=1 ppid=1 pid={pid} auid=1000 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=3 comm=\"env\" exe=\"/usr/bin/env\" key=\"exec\"\n\
+         type=EXECVE msg=audit(1700000000.001:1): argc=1 a0=\"env\"\n\
+         type=PROCTITLE msg=audit(1700000000.001:1): proctitle=656E76\n\
+         type=SYSCALL msg=audit(1700000000.002:2): arch=c000003e syscall=101 success=yes exit=0 a0=10 a1={pid:x} a2=0 a3=0 items=0 ppid=1 pid=4000000 auid=1000 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=3 comm=\"inject\" exe=\"/tmp/inject\" key=\"mapwatch\"\n\
+         type=PROCTITLE msg=audit(1700000000.002:2): proctitle=696E6A656374\n"
+    );
+    let path = dir.path().join("audit.log");
+    std::fs::write(&path, log).expect("log");
+    let out = Command::new(BIN)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(&path)
+        .output()
+        .expect("mapwatch replay");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "a log's pid was read from this host's procfs: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The local process was there all along.
+    assert!(local.0.try_wait().expect("sleep").is_none());
+    let _ = &mut local;
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

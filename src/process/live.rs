@@ -92,6 +92,15 @@ impl LiveProcess {
         }
     }
 
+    /// Another host's process (a log's, a node's): this host's procfs
+    /// holds some other process under its pid, so nothing is read.
+    pub fn elsewhere(pid: u32) -> Self {
+        LiveProcess {
+            exists: Some(false),
+            ..Self::new(pid)
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -174,21 +183,7 @@ impl LiveProcess {
         }
         let pid = self.pid;
         self.environ
-            .get_or_insert_with(|| {
-                use std::io::Read;
-                let file = procfs::open(pid, "environ").ok()?;
-                // Most environments fit: one read, no regrowth.
-                let mut raw = Vec::with_capacity(TYPICAL_ENVIRON);
-                file.take(MAX_ENVIRON as u64).read_to_end(&mut raw).ok()?;
-                let trimmed = raw.strip_suffix(b"\0").unwrap_or(&raw);
-                Some(
-                    trimmed
-                        .split(|b| *b == 0)
-                        .filter(|v| !v.is_empty())
-                        .collect::<Vec<_>>()
-                        .into(),
-                )
-            })
+            .get_or_insert_with(|| read_environ(pid))
             .as_ref()
     }
 
@@ -224,6 +219,35 @@ fn parse_credentials(status: &[u8]) -> Option<Credentials> {
         egid: Some(egid),
         sgid: Some(sgid),
     })
+}
+
+/// `KEY=VALUE` strings of `/proc/<pid>/environ`, up to [`MAX_ENVIRON`]
+/// bytes; `None` when the process is gone. An exec rule asks this of
+/// every exec it cannot decide otherwise, so it costs an open, one read
+/// and a close: procfs copies as much of the environment as a read asks
+/// for, so a read that leaves the buffer unfilled has reached its end.
+pub fn read_environ(pid: u32) -> Option<Argv> {
+    use std::io::Read;
+    let mut file = procfs::open(pid, "environ").ok()?;
+    let mut raw = vec![0; TYPICAL_ENVIRON];
+    let mut len = 0;
+    loop {
+        let read = file.read(&mut raw[len..]).ok()?;
+        len += read;
+        if read == 0 || len < raw.len() || raw.len() == MAX_ENVIRON {
+            break;
+        }
+        raw.resize((raw.len() * 2).min(MAX_ENVIRON), 0);
+    }
+    let environ = &raw[..len];
+    let trimmed = environ.strip_suffix(b"\0").unwrap_or(environ);
+    Some(
+        trimmed
+            .split(|b| *b == 0)
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .into(),
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::audit::execve::Argv;
 use crate::process::EventContext;
 use crate::process::at_read::{Basis, Reader};
 use crate::process::host::{HostInfo, UserNames};
-use crate::process::live::LiveProcess;
+use crate::process::live::{LiveProcess, read_environ};
 use crate::process::relative::Relation;
 use crate::process::stat::TtyKind;
 use crate::process::table::Program;
@@ -264,10 +264,13 @@ impl Event for ExecFields<'_, '_> {
             }
             Field::ProcessInteractive => one(visit, Some(Scalar::Boolean(event.tty.is_some()))),
             Field::ProcessEnvVars => {
+                // A log has no environment, and this host's procfs holds
+                // other processes than the log's.
+                let live = !self.ctx.table().is_history();
                 let pid = event.pid;
                 let environ = self
                     .environ
-                    .get_or_insert_with(|| LiveProcess::new(pid).environ().cloned());
+                    .get_or_insert_with(|| live.then(|| read_environ(pid)).flatten());
                 each(visit, environ.as_ref())
             }
             // The program this exec replaced in the same process (none for
@@ -377,9 +380,14 @@ impl<'c, 't> ActFields<'c, 't> {
         host: &'c HostInfo,
         users: &'c mut UserNames,
     ) -> Self {
+        let process = if ctx.table().is_history() {
+            LiveProcess::elsewhere
+        } else {
+            LiveProcess::new
+        };
         ActFields {
-            actor: LiveProcess::new(act.actor()),
-            target: LiveProcess::new(act.target()),
+            actor: process(act.actor()),
+            target: process(act.target()),
             act,
             ctx,
             host,
