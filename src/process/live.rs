@@ -182,9 +182,7 @@ impl LiveProcess {
             return None;
         }
         let pid = self.pid;
-        self.environ
-            .get_or_insert_with(|| read_environ(pid))
-            .as_ref()
+        self.environ.get_or_insert_with(|| environ_of(pid)).as_ref()
     }
 
     /// The effective uid (owner of `/proc/<pid>`).
@@ -223,10 +221,19 @@ fn parse_credentials(status: &[u8]) -> Option<Credentials> {
 
 /// `KEY=VALUE` strings of `/proc/<pid>/environ`, up to [`MAX_ENVIRON`]
 /// bytes; `None` when the process is gone. An exec rule asks this of
-/// every exec it cannot decide otherwise, so it costs an open, one read
-/// and a close: procfs copies as much of the environment as a read asks
-/// for, so a read that leaves the buffer unfilled has reached its end.
+/// every exec it cannot decide otherwise, most of them gone by then: a
+/// gone process costs one `kill(pid, 0)`, a live one an open, one read
+/// and a close (procfs copies as much of the environment as a read asks
+/// for, so a read that leaves the buffer unfilled has reached its end).
 pub fn read_environ(pid: u32) -> Option<Argv> {
+    if !procfs::exists(pid) {
+        return None;
+    }
+    environ_of(pid)
+}
+
+/// [`read_environ`] of a process known to exist.
+fn environ_of(pid: u32) -> Option<Argv> {
     use std::io::Read;
     let mut file = procfs::open(pid, "environ").ok()?;
     let mut raw = vec![0; TYPICAL_ENVIRON];
