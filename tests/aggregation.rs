@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::auditd::{Auditd, AuditdSetup, add_execve_only_rules, write_root_only};
+use support::auditd::{
+    Auditd, AuditdSetup, add_execve_only_rules, shipped_plugin, write_root_only,
+};
 use support::logins::free_port;
 use support::*;
 
@@ -76,32 +78,14 @@ fn mapwatch_plugin(dir: &Path, alerts: &Path) -> String {
             alerts.display()
         ),
     );
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/auditd/mapwatch.conf"),
-    )
-    .expect("packaging/auditd/mapwatch.conf");
-    shipped
-        .replace("active = no", "active = yes")
-        .replace("path = /usr/sbin/mapwatch", &format!("path = {BIN}"))
-        .replace(
-            "args = replay -",
-            &format!("args = replay --config={}", config.display()),
-        )
-}
-
-fn documents(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
-        .collect()
+    shipped_plugin(&config)
 }
 
 /// Waits for the central mapwatch's seed alert on `maps`.
 fn wait_for_alert(alerts: &Path, maps: &str, central: &Auditd) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(alert) = documents(alerts)
+        if let Some(alert) = json_documents(alerts)
             .into_iter()
             .find(|a| a["rule"]["id"] == SEED_ID && a["file"]["path"] == maps)
         {
@@ -110,7 +94,7 @@ fn wait_for_alert(alerts: &Path, maps: &str, central: &Auditd) -> Value {
         assert!(
             Instant::now() < deadline,
             "no alert on {maps} from the central mapwatch; its alerts: {:#?}\ncentral auditd's stderr:\n{}\nthe central log has it: {}",
-            documents(alerts)
+            json_documents(alerts)
                 .iter()
                 .map(|a| a["file"]["path"].clone())
                 .collect::<Vec<_>>(),

@@ -7,12 +7,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::auditd::{Auditd, add_test_rule, write_root_only};
+use support::auditd::{Auditd, add_test_rule, shipped_plugin, write_root_only};
 use support::*;
 
 #[test]
@@ -77,15 +76,6 @@ fn beside_auditd_in_auto_mode_everything_is_detected_and_auditd_keeps_its_own() 
     assert_eq!(mapwatch_rule_count(), 0, "mapwatch's rules removed");
 }
 
-/// The JSON documents of a file, one per line.
-fn documents(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
-        .collect()
-}
-
 fn exec_alerts(docs: &[Value]) -> Vec<Value> {
     docs.iter()
         .filter(|d| d["event"]["action"] == "exec")
@@ -119,19 +109,7 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
         &config,
         &format!("[output]\njson_file = \"{}\"\n", alerts_file.display()),
     );
-    // The shipped plugin config, made active and pointed at this build.
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/auditd/mapwatch.conf"),
-    )
-    .expect("packaging/auditd/mapwatch.conf");
-    assert!(shipped.contains("\nargs = replay -\n") && shipped.contains("\nformat = string\n"));
-    let plugin = shipped
-        .replace("active = no", "active = yes")
-        .replace("path = /usr/sbin/mapwatch", &format!("path = {BIN}"))
-        .replace(
-            "args = replay -",
-            &format!("args = replay --config={}", config.display()),
-        );
+    let plugin = shipped_plugin(&config);
     let auditd = Auditd::start_with_plugin(dir.path(), Some(&plugin));
     let stderr_path = dir.path().join("auditd.stderr");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -148,18 +126,18 @@ fn as_an_auditd_plugin_the_same_alerts_and_replaying_auditd_log_gives_them_again
 
     let runs = run_spine_scenarios(&run);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while exec_alerts(&documents(&alerts_file)).len() < 2 * SHELLS.len() {
+    while exec_alerts(&json_documents(&alerts_file)).len() < 2 * SHELLS.len() {
         assert!(
             Instant::now() < deadline,
             "plugin alerts: {:#?}\nstderr:\n{}",
-            documents(&alerts_file),
+            json_documents(&alerts_file),
             std::fs::read_to_string(&stderr_path).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Anything late (a duplicate) would show here.
     std::thread::sleep(Duration::from_millis(500));
-    let live = documents(&alerts_file);
+    let live = json_documents(&alerts_file);
     let live_execs = exec_alerts(&live);
     assert_spine_alerts(&runs, &live_execs);
     assert_eq!(live_execs.len(), 2 * SHELLS.len(), "{live:#?}");

@@ -7,8 +7,8 @@ mod support;
 use std::process::Command;
 
 use support::{
-    AuditStateGuard, BIN, SEED_ID, Target, audit_lock, mapwatch, require_program, require_root,
-    snapshot, stderr_of,
+    AuditStateGuard, BIN, KillOnDrop, Target, audit_lock, mapwatch, require_program, require_root,
+    seed_rule_with, snapshot, stderr_of,
 };
 
 #[test]
@@ -354,14 +354,10 @@ fn as_auditds_plugin_another_nodes_processes_are_never_read_from_local_procfs() 
     // parent with no history cannot give.
     let rules_d = dir.path().join("rules.d");
     std::fs::create_dir(&rules_d).expect("rules.d");
-    let seed = include_str!("../rules/proc_maps_discovery.toml");
-    let (head, rest) = seed.split_once("query = '''").expect("a query");
-    let (_, tail) = rest.split_once("'''").expect("its end");
-    let any_cat = format!("{head}query = '''\nprocess where process.name == \"cat\"\n'''{tail}")
-        .replace(
-            "2f95540c-923e-4f57-9dae-de30169c68b9",
-            "5e8f43a1-0a3e-4d55-9c2a-3b1f7a9d2c10",
-        );
+    let any_cat = seed_rule_with(
+        "5e8f43a1-0a3e-4d55-9c2a-3b1f7a9d2c10",
+        "process where process.name == \"cat\"",
+    );
     std::fs::write(rules_d.join("any_cat.toml"), any_cat).expect("rule");
     std::fs::write(
         &config,
@@ -437,20 +433,9 @@ fn replay_never_reads_this_hosts_procfs_for_a_logs_pid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_d = dir.path().join("rules.d");
     std::fs::create_dir(&rules_d).expect("rules.d");
-    let seed = include_str!("../rules/proc_maps_discovery.toml");
-    let start = seed.find("query = '''").expect("the seed's query");
-    let end = start + seed[start + 11..].find("'''").expect("its end") + 14;
-    let with_query = |id: &str, query: &str| {
-        format!(
-            "{}query = '''\n{query}\n'''{}",
-            &seed[..start],
-            &seed[end..]
-        )
-        .replace(SEED_ID, id)
-    };
     std::fs::write(
         rules_d.join("env.toml"),
-        with_query(
+        seed_rule_with(
             "7d1f1c1e-0b7e-4c55-9a57-1e1b1f0c0a01",
             "process where event.action == \"exec\" and process.env_vars : \"MAPWATCH_LOCAL_ONLY=*\"",
         ),
@@ -458,7 +443,7 @@ fn replay_never_reads_this_hosts_procfs_for_a_logs_pid() {
     .expect("env rule");
     std::fs::write(
         rules_d.join("target.toml"),
-        with_query(
+        seed_rule_with(
             "7d1f1c1e-0b7e-4c55-9a57-1e1b1f0c0a02",
             "api where event.action == \"ptrace\" and mapwatch.target.name == \"sleep\"",
         ),
@@ -497,13 +482,4 @@ fn replay_never_reads_this_hosts_procfs_for_a_logs_pid() {
     // The local process was there all along.
     assert!(local.0.try_wait().expect("sleep").is_none());
     let _ = &mut local;
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -24,19 +24,10 @@ use support::*;
 const PROBE_ID: &str = "5b0f8b4e-6a43-4d1e-9a57-1e1b1f0c0a11";
 
 fn write_probe_rule(dir: &Path) {
-    let seed = include_str!("../rules/proc_maps_discovery.toml");
-    let start = seed.find("query = '''").expect("the seed's query");
-    let end = start
-        + seed[start + 11..]
-            .find("'''")
-            .expect("the seed query's end")
-        + 14;
-    let probe = format!(
-        "{}query = '''\nprocess where event.action == \"exec\" and process.args : \"/proc/*/maps\"\n'''{}",
-        &seed[..start],
-        &seed[end..]
+    let probe = seed_rule_with(
+        PROBE_ID,
+        "process where event.action == \"exec\" and process.args : \"/proc/*/maps\"",
     )
-    .replace(SEED_ID, PROBE_ID)
     .replace(
         "name = \"Suspicious /proc/maps Discovery\"",
         "name = \"probe: any exec naming a map\"",
@@ -207,15 +198,6 @@ fn run_logins(user: &TestUser) -> Logins {
     );
     wait_for_files(&[&one, &two]);
     Logins { target_maps: maps }
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Records the logins with auditd set up as `setup`, mapwatch live beside

@@ -234,3 +234,23 @@ fn config(setup: &AuditdSetup<'_>, log: &Path, plugins: &Path) -> String {
         plugins = plugins.display(),
     )
 }
+
+/// The shipped auditd plugin config, made active, pointed at this build
+/// and at the mapwatch configuration `config`.
+pub fn shipped_plugin(config: &Path) -> String {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/auditd/mapwatch.conf"),
+    )
+    .expect("packaging/auditd/mapwatch.conf");
+    assert!(shipped.contains("\nargs = replay -\n") && shipped.contains("\nformat = string\n"));
+    shipped
+        .replace("active = no", "active = yes")
+        .replace(
+            "path = /usr/sbin/mapwatch",
+            &format!("path = {}", super::BIN),
+        )
+        .replace(
+            "args = replay -",
+            &format!("args = replay --config={}", config.display()),
+        )
+}

@@ -779,3 +779,31 @@ pub fn inject_script(dir: &Path) -> std::path::PathBuf {
     std::fs::write(&script, INJECT).expect("write the script");
     script
 }
+
+/// The shipped seed rule with another `rule_id` and query: a test rule in
+/// Elastic's format.
+pub fn seed_rule_with(rule_id: &str, query: &str) -> String {
+    let seed = include_str!("../../rules/proc_maps_discovery.toml");
+    let (head, rest) = seed.split_once("query = '''").expect("the seed's query");
+    let (_, tail) = rest.split_once("'''").expect("the seed query's end");
+    format!("{head}query = '''\n{query}\n'''{tail}").replace(SEED_ID, rule_id)
+}
+
+/// The JSON documents of a file, one per line.
+pub fn json_documents(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect()
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
