@@ -455,6 +455,7 @@ impl Detector {
         let read = ReadEvent {
             pid: query.pid,
             target,
+            target_ns_pid: None,
             layout: Layout::Maps,
             access: Access::Read,
             path,
@@ -1006,6 +1007,7 @@ mod tests {
         ReadEvent {
             pid: INJECTOR,
             target: TARGET,
+            target_ns_pid: None,
             layout: Layout::Maps,
             access: Access::Read,
             path: format!("/proc/{TARGET}/maps").into_bytes(),

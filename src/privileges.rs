@@ -5,7 +5,10 @@
 //! exists, [`drop_unneeded`] leaves the process with `CAP_AUDIT_CONTROL`
 //! (status polls; removing its rules at exit), `CAP_SYS_PTRACE` and
 //! `CAP_DAC_READ_SEARCH` (other processes' /proc links), and nothing else,
-//! in every set; threads created afterwards inherit that. [`check_trusted`]
+//! in every set; threads created afterwards inherit that. With fanotify
+//! on, `CAP_SYS_ADMIN` stays permitted but not effective: a procfs mounted
+//! after start (a container's) is marked by [`with_effective`], which
+//! raises it in the calling thread for that one call. [`check_trusted`]
 //! refuses, when running as root, a configuration or rule file that anyone
 //! but root could have written. [`eperm_cause`] tells an operator which of
 //! the two usual refusers said EPERM to a call: a missing capability, or a
@@ -24,26 +27,49 @@ const KEPT: [Capability; 3] = [
     Capability::CAP_DAC_READ_SEARCH,
 ];
 
-/// Drops every capability but [`KEPT`] from this thread's sets (threads
-/// spawned afterwards inherit them). Bounding-set drops are best effort:
-/// under systemd the unit's `CapabilityBoundingSet=` already did it.
-pub fn drop_unneeded() -> io::Result<()> {
+/// What marks a procfs with fanotify; kept permitted (not effective) while
+/// procfs instances are watched.
+pub const MARKING: Capability = Capability::CAP_SYS_ADMIN;
+
+/// Drops every capability but [`KEPT`] (and, when `marking`, [`MARKING`]
+/// from the effective set only) from this thread's sets (threads spawned
+/// afterwards inherit them). Bounding-set drops are best effort: under
+/// systemd the unit's `CapabilityBoundingSet=` already did it.
+pub fn drop_unneeded(marking: bool) -> io::Result<()> {
     let current = caps::read(None, CapSet::Permitted).map_err(io::Error::other)?;
     let kept: CapsHashSet = KEPT
         .iter()
         .copied()
         .filter(|c| current.contains(c))
         .collect();
-    let gone: Vec<Capability> = current.difference(&kept).copied().collect();
+    let mut permitted = kept.clone();
+    if marking && current.contains(&MARKING) {
+        permitted.insert(MARKING);
+    }
+    let gone: Vec<Capability> = current.difference(&permitted).copied().collect();
     caps::clear(None, CapSet::Ambient).map_err(io::Error::other)?;
     caps::clear(None, CapSet::Inheritable).map_err(io::Error::other)?;
     caps::set(None, CapSet::Effective, &kept).map_err(io::Error::other)?;
-    caps::set(None, CapSet::Permitted, &kept).map_err(io::Error::other)?;
+    caps::set(None, CapSet::Permitted, &permitted).map_err(io::Error::other)?;
     for cap in &gone {
         let _ = caps::drop(None, CapSet::Bounding, *cap);
     }
-    tracing::debug!("capabilities kept: {kept:?}; dropped {}", gone.len());
+    tracing::debug!(
+        "capabilities kept: {kept:?}, permitted {permitted:?}; dropped {}",
+        gone.len()
+    );
     Ok(())
+}
+
+/// Runs `f` with `cap` effective in this thread (and only for `f`): a
+/// capability kept permitted for one call.
+pub fn with_effective<T>(cap: Capability, f: impl FnOnce() -> T) -> T {
+    let raised = !has_effective(cap) && caps::raise(None, CapSet::Effective, cap).is_ok();
+    let result = f();
+    if raised {
+        let _ = caps::drop(None, CapSet::Effective, cap);
+    }
+    result
 }
 
 /// Whether this process holds `cap` in its effective set.

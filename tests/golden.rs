@@ -176,6 +176,7 @@ fn detect_with_reads() -> Vec<Value> {
             let read = ReadEvent {
                 pid: reader,
                 target: maps_owner(path.as_bytes(), reader).expect("reads.txt: maps paths"),
+                target_ns_pid: None,
                 layout: mapwatch::process::proc_path::Layout::Maps,
                 access: mapwatch::source::fanotify::Access::Read,
                 path: path.into_bytes(),

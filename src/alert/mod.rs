@@ -443,7 +443,21 @@ pub fn build_act(fields: &mut ActFields<'_, '_>, inputs: &AlertInputs<'_>) -> Al
     let act = fields.act;
     let (actor, target) = (act.actor(), act.target());
     let target_name = fields.target.comm().map(<[u8]>::to_vec);
-    let target_obj = Some(live_target_object(&mut fields.target, fields.users));
+    let mut target_obj = live_target_object(&mut fields.target, fields.users);
+    // Pids as the actor's pid namespace gives them, where it is not the host's.
+    let actor_ns = fields.actor_namespace_pid();
+    let target_ns_pid = match act {
+        Act::File(read) => read.target_ns_pid,
+        Act::Call(..) => None,
+    }
+    .or_else(|| {
+        let (target_ns, pid) = fields.target.namespace_pid()?;
+        (Some(target_ns) == actor_ns.map(|(ns, _)| ns)).then_some(pid)
+    });
+    if let Some(pid) = target_ns_pid.filter(|_| actor_ns.is_some()) {
+        target_obj["ns_pid"] = json!(pid);
+    }
+    let target_obj = Some(target_obj);
     let executable = fields.executable().map(<[u8]>::to_vec);
     let cwd = fields.cwd().map(<[u8]>::to_vec);
     let euid = fields.uid();
@@ -534,8 +548,13 @@ pub fn build_act(fields: &mut ActFields<'_, '_>, inputs: &AlertInputs<'_>) -> Al
     if let Some(id) = act_event_id(act) {
         alert.document["event"]["id"] = json!(id);
     }
+    if let Some((_, pid)) = actor_ns {
+        alert.document["mapwatch"]["process"] = json!({ "ns_pid": pid });
+    }
     match act {
         Act::File(read) => {
+            // What the file is, whatever the path the reader took to it.
+            alert.document["file"]["name"] = json!(read.layout.name());
             let mut facts = json!({
                 "confirmed": true,
                 "paths": [text(&read.path)],

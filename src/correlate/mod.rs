@@ -438,6 +438,7 @@ mod tests {
         ReadEvent {
             pid,
             target: maps_owner(path.as_bytes(), pid).expect("a maps path"),
+            target_ns_pid: None,
             layout: crate::process::proc_path::Layout::Maps,
             access: crate::source::fanotify::Access::Read,
             path: path.as_bytes().to_vec(),

@@ -110,7 +110,7 @@ fn loss_counters(
     detector: &Detector,
     gauges: &Gauges,
     outlet: &Outlet,
-) -> [(&'static str, u64); 13] {
+) -> [(&'static str, u64); 15] {
     let (source, watch) = (&gauges.source, &gauges.watch);
     let correlator = detector.correlator_stats().unwrap_or_default();
     [
@@ -130,6 +130,15 @@ fn loss_counters(
             watch.dropped.load(Ordering::Relaxed),
         ),
         ("events_evicted", detector.assembler_stats().evicted),
+        // Procfs instances mounted and not watched: over `max_procfs`, or
+        // refused by the kernel (at its limit of marks).
+        (
+            "procfs_unwatched",
+            watch.procfs_unwatched.load(Ordering::Relaxed),
+        ),
+        // Reads of a layout file of another pid namespace's procfs whose
+        // process was gone before its host pid was found.
+        ("unplaced_reads", watch.unplaced.load(Ordering::Relaxed)),
         // A read whose reader was gone before anything but its pid was known.
         ("unattributed_reads", detector.stats().unattributed_reads),
         // Read proof that never settled: the fanotify reader fell behind.
@@ -176,6 +185,10 @@ fn stats_counters(
         ("alerts", d.alerts),
         ("alerts_suppressed", outlet.limiter.suppressed_total),
         ("unresolved_entry_leaders", d.unresolved_entry_leaders),
+        (
+            "procfs_instances_watched",
+            watch.procfs_watched.load(Ordering::Relaxed),
+        ),
         ("proc_events", watch.events.load(Ordering::Relaxed)),
         ("maps_reads", watch.maps_events.load(Ordering::Relaxed)),
         ("unresolved_reads", watch.unresolved.load(Ordering::Relaxed)),

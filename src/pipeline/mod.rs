@@ -149,7 +149,7 @@ fn run_on_this_host(options: RunOptions) -> Result<(), RunError> {
             ),
         }
     }
-    crate::privileges::drop_unneeded().map_err(RunError::Io)?;
+    crate::privileges::drop_unneeded(proc_watch.is_some()).map_err(RunError::Io)?;
     spawn_pipeline(
         Started {
             detector,
@@ -167,7 +167,7 @@ fn run_on_this_host(options: RunOptions) -> Result<(), RunError> {
 fn run_aggregator(options: RunOptions) -> Result<(), RunError> {
     let detector =
         Detector::for_aggregated_feed(&options.config, options.rules.clone(), options.verbose);
-    crate::privileges::drop_unneeded().map_err(RunError::Io)?;
+    crate::privileges::drop_unneeded(false).map_err(RunError::Io)?;
     spawn_pipeline(
         Started {
             detector,
@@ -226,7 +226,6 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
             (Feed::Kernel, Some(_)) => "multicast",
             (Feed::Kernel, None) => "unicast",
         },
-        procfs_watched: usize::from(readers.confirms_reads()),
     };
     let metrics = MetricsOutput::start(&config.metrics, &agent)?;
     let (sink, mut outlet) = start_sink(

@@ -38,7 +38,7 @@ pub(super) fn open_proc_watch(config: &FanotifyConfig) -> Option<ProcWatch> {
         );
         return None;
     }
-    ProcWatch::open()
+    ProcWatch::open(config)
         .inspect_err(|why| tracing::warn!("running without read confirmation: {why}"))
         .ok()
 }

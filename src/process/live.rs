@@ -105,6 +105,18 @@ impl LiveProcess {
         self.pid
     }
 
+    /// Its pid namespace and its pid there, when that is not the host's.
+    pub fn namespace_pid(&mut self) -> Option<(u64, u32)> {
+        if !self.exists() {
+            return None;
+        }
+        let ns = super::pid_ns::pid_namespace_of(self.pid)?;
+        if Some(ns) == super::pid_ns::host_namespace() {
+            return None;
+        }
+        Some((ns, super::pid_ns::own_namespace_pid(self.pid)?))
+    }
+
     /// Whether there is a process to read: asked once, with a check that
     /// costs a tenth of procfs's failed lookup, since most processes an
     /// exec event names are gone by the time it is evaluated.

@@ -31,7 +31,13 @@ pub struct ProcFile<'p> {
 impl<'p> ProcFile<'p> {
     /// The process file `path` names, if it names one.
     pub fn parse(path: &'p [u8]) -> Option<Self> {
-        let rest = path.strip_prefix(b"/proc/")?;
+        Self::parse_in_procfs(path.strip_prefix(b"/proc")?)
+    }
+
+    /// The process file a path from a procfs's own root (`/42/maps`)
+    /// names, if it names one.
+    pub fn parse_in_procfs(path: &'p [u8]) -> Option<Self> {
+        let rest = path.strip_prefix(b"/")?;
         let mut parts = rest.split(|b| *b == b'/');
         let owner = match parts.next()? {
             b"self" | b"thread-self" => Owner::Opener,
@@ -106,17 +112,20 @@ impl Layout {
     }
 }
 
-/// Whose layout file `path` is, and which, when `opener` opens it.
-pub fn layout_owner(path: &[u8], opener: u32) -> Option<(u32, Layout)> {
-    // Most procfs reads fanotify reports are of other files (`ps` reads
-    // stat, status, cmdline): those are refused by their last letters,
-    // unparsed.
-    if !(path.ends_with(b"maps")
+/// Whether the last letters of `path` can be a layout file's name. Most
+/// procfs reads fanotify reports are of other files (`ps` reads stat,
+/// status, cmdline): those are refused by this, unparsed.
+pub fn may_name_layout(path: &[u8]) -> bool {
+    path.ends_with(b"maps")
         || path.ends_with(b"_rollup")
         || path.ends_with(b"/pagemap")
         || path.ends_with(b"/map_files")
-        || path.ends_with(b"/mem"))
-    {
+        || path.ends_with(b"/mem")
+}
+
+/// Whose layout file `path` is, and which, when `opener` opens it.
+pub fn layout_owner(path: &[u8], opener: u32) -> Option<(u32, Layout)> {
+    if !may_name_layout(path) {
         return None;
     }
     let file = ProcFile::parse(path)?;

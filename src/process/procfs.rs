@@ -32,8 +32,9 @@ pub fn base() -> &'static str {
 }
 
 /// The same directory as an fd, which `openat` walks from: no path through
-/// `/proc/self/fd` at every open.
-fn root() -> std::io::Result<BorrowedFd<'static>> {
+/// `/proc/self/fd` at every open; also what paths through a process's root
+/// (`<pid>/root/...`) are walked from.
+pub fn root() -> std::io::Result<BorrowedFd<'static>> {
     static HOST: OnceLock<Option<OwnedFd>> = OnceLock::new();
     if let Some((mount, _)) = PRIVATE.get() {
         return Ok(mount.as_fd());
@@ -103,6 +104,40 @@ pub fn owner(pid: u32) -> std::io::Result<u32> {
     let mut buf = [0u8; 64];
     let path = relative(pid, "", &mut buf)?;
     Ok(fstatat(root()?, path, AtFlags::empty())?.st_uid)
+}
+
+/// The pids in the base: every live process (thread group). A pid reused
+/// since it was listed looks alive to whoever keeps the list.
+pub fn pids() -> std::io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir(base())?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()))
+}
+
+/// The whole of `<base>/<pid>/<name>`.
+pub fn read_all(pid: u32, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open(pid, name)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `<pid>/root<path>`, relative to [`root`]: `path` (absolute) as the
+/// process `pid` sees it, in its mount namespace and under its root.
+pub fn through_root(pid: u32, path: &[u8]) -> Vec<u8> {
+    let mut out = format!("{pid}/root").into_bytes();
+    out.extend_from_slice(path);
+    out
+}
+
+/// The target of the link at `path`, relative to [`root`] (a path through
+/// another process's root: [`through_root`]).
+pub fn read_link_path(path: &[u8]) -> std::io::Result<Vec<u8>> {
+    Ok(readlinkat(root()?, path)?.into_vec())
+}
+
+/// The status of the file at `path`, relative to [`root`].
+pub fn stat_path(path: &[u8]) -> std::io::Result<nix::sys::stat::FileStat> {
+    Ok(fstatat(root()?, path, AtFlags::empty())?)
 }
 
 /// Reads `<base>/<pid>/<name>` into `buf` (the start of it, if longer);

@@ -643,8 +643,7 @@ fn tty_kind_of_name(name: &[u8]) -> TtyKind {
 /// made looks alive here; lookups and execs compare start times and replace
 /// such entries.
 fn live_pids() -> std::io::Result<impl Iterator<Item = u32>> {
-    Ok(std::fs::read_dir(super::procfs::base())?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()))
+    super::procfs::pids()
 }
 
 #[cfg(test)]

@@ -397,6 +397,11 @@ impl<'c, 't> ActFields<'c, 't> {
     }
 
     /// `process.name`: the name the actor was exec'd as, else its comm.
+    /// The actor's pid namespace and its pid there, when not the host's.
+    pub fn actor_namespace_pid(&mut self) -> Option<(u64, u32)> {
+        self.actor.namespace_pid()
+    }
+
     pub fn name(&mut self) -> Option<&[u8]> {
         match (&self.known.name, self.act) {
             (Some(name), _) => Some(name),

@@ -50,13 +50,20 @@ use super::queue::Sender;
 use crate::audit::record::Serial;
 use crate::process::at_read::AtRead;
 use crate::process::live::thread_group;
-use crate::process::proc_path::{Layout, layout_owner};
+use crate::process::mountinfo::Dev;
+use crate::process::pid_ns::{PidNamespaces, pid_namespace_of};
+use crate::process::proc_path::{Layout, may_name_layout};
+use crate::process::procfs;
+use crate::process::procfs_instances::{Instances, ScanOutcome};
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
 /// `-errno` in `fd` instead of failing the read.
 const FAN_REPORT_FD_ERROR: u32 = 0x0000_2000;
 const FAN_Q_OVERFLOW: u64 = 0x0000_4000;
 const METADATA_LEN: usize = 24;
+/// The longest path of a read's file resolved: a container's procfs
+/// seen through its root's mount point is a long one.
+const PATH_BUF: usize = 512;
 /// How long the reader lets events accumulate after a batch, when events
 /// come closer than [`DENSE`].
 const COALESCE: Duration = Duration::from_millis(2);
@@ -74,6 +81,10 @@ pub struct FanotifyConfig {
     pub confirm_window_ms: u64,
     /// How long a read waits for its exec event before the file rules see it, ms.
     pub hold_ms: u64,
+    /// How often every mount namespace is looked at for procfs mounts, ms.
+    pub procfs_scan_ms: u64,
+    /// Procfs superblocks watched at most (each is a fanotify mark).
+    pub max_procfs: usize,
 }
 
 impl Default for FanotifyConfig {
@@ -82,6 +93,8 @@ impl Default for FanotifyConfig {
             enabled: true,
             confirm_window_ms: 250,
             hold_ms: 100,
+            procfs_scan_ms: 1000,
+            max_procfs: 4096,
         }
     }
 }
@@ -95,6 +108,12 @@ impl FanotifyConfig {
         if self.hold_ms == 0 {
             return Some(("hold_ms", "greater than 0"));
         }
+        if !(100..=60_000).contains(&self.procfs_scan_ms) {
+            return Some(("procfs_scan_ms", "between 100 and 60000"));
+        }
+        if !(1..=65_536).contains(&self.max_procfs) {
+            return Some(("max_procfs", "between 1 and 65536"));
+        }
         None
     }
 }
@@ -104,14 +123,20 @@ impl FanotifyConfig {
 pub struct ReadEvent {
     /// The reader (thread group id).
     pub pid: u32,
-    /// The process whose map was read.
+    /// The process whose map was read (host pid).
     pub target: u32,
+    /// Its pid in the procfs the file was read through, when that is
+    /// another pid namespace's (a container's): what the reader named it.
+    pub target_ns_pid: Option<u32>,
     /// Which of its layout files.
     pub layout: Layout,
     /// A read, or (of `mem`) a write.
     pub access: Access,
     /// The file as the kernel names it: `/proc/<pid>/maps` or
-    /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved).
+    /// `/proc/<pid>/task/<tid>/maps` (`self` already resolved), or through
+    /// whatever mount the reader took (`/host/proc/...`, a bind mount); for
+    /// a procfs of another mount namespace, relative to that namespace's
+    /// root.
     pub path: Vec<u8>,
     /// When the read(2) that took it off the queue returned: the read
     /// happened before, by as long as the thread was late.
@@ -225,11 +250,26 @@ pub struct WatchStats {
     pub unresolved: AtomicU64,
     pub overflows: AtomicU64,
     pub dropped: AtomicU64,
+    /// Reads of a layout file whose process has no host pid mapwatch can
+    /// find (a thread named at the top of another namespace's procfs, a
+    /// process of a namespace nested in it).
+    pub unplaced: AtomicU64,
+    /// Procfs superblocks watched, as of the last scan.
+    pub procfs_watched: AtomicU64,
+    /// Procfs superblocks found and not watched (each counted once): over
+    /// `max_procfs`, or refused by the kernel (at its limit of marks).
+    pub procfs_unwatched: AtomicU64,
 }
 
 /// The fanotify group with its /proc mark.
 pub struct ProcWatch {
     group: Fanotify,
+    /// What every procfs mark asks for.
+    mask: MaskFlags,
+    /// The superblock marked at start (the host's procfs).
+    host_dev: Option<Dev>,
+    scan_every: Duration,
+    max_procfs: usize,
     reads_begun: Arc<AtomicU64>,
     asked: Arc<EventFd>,
 }
@@ -271,7 +311,7 @@ pub const HOST_PROC: &str = "/proc/1/root/proc";
 impl ProcWatch {
     /// Sets up the group and its mark on the host's procfs ([`HOST_PROC`];
     /// this process's `/proc` where pid 1's root can't be followed).
-    pub fn open() -> Result<ProcWatch, String> {
+    pub fn open(config: &FanotifyConfig) -> Result<ProcWatch, String> {
         let base = InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC;
         let file_flags = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
         let with_fd_errors = Fanotify::init(
@@ -326,9 +366,20 @@ impl ProcWatch {
             })?;
         let asked = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
             .map_err(|e| format!("eventfd for the fanotify reader: {e}"))?;
-        tracing::info!("watching reads of memory maps on {proc}");
+        tracing::info!(
+            "watching reads of memory maps on {proc}, and on every other procfs mounted (looked for every {} ms)",
+            config.procfs_scan_ms
+        );
+        let host_dev = nix::sys::stat::stat(proc).ok().map(|st| Dev {
+            major: nix::sys::stat::major(st.st_dev) as u32,
+            minor: nix::sys::stat::minor(st.st_dev) as u32,
+        });
         Ok(ProcWatch {
             group,
+            mask,
+            host_dev,
+            scan_every: Duration::from_millis(config.procfs_scan_ms),
+            max_procfs: config.max_procfs,
             reads_begun: Arc::new(AtomicU64::new(0)),
             asked: Arc::new(asked),
         })
@@ -394,7 +445,7 @@ fn refused(call: &str, e: Errno) -> String {
 
 /// Resolves an event's fd to its path, in `buf`, relative to an open
 /// `/proc/self/fd` (saves walking `/proc/self` for every event).
-fn fd_path<'b>(fd_dir: &OwnedFd, fd: RawFd, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+fn fd_path<'b>(fd_dir: &OwnedFd, fd: RawFd, buf: &'b mut [u8; PATH_BUF]) -> Option<&'b [u8]> {
     let mut link = [0u8; 16];
     let mut digits = [0u8; 10];
     let mut start = digits.len();
@@ -432,19 +483,201 @@ fn close(fd: RawFd) {
     let _ = nix::unistd::close(fd);
 }
 
+/// Which process's file an event's file is: every procfs watched, its
+/// mounts, and other pid namespaces' pids, kept by the reader thread.
+struct Placer<'w> {
+    watch: &'w ProcWatch,
+    instances: Instances,
+    namespaces: PidNamespaces,
+    host_ns: Option<u64>,
+    next_scan: Instant,
+}
+
+/// Whose layout file a read was of.
+enum Placement {
+    /// Not a layout file (or not a file of a procfs watched).
+    Other,
+    /// A layout file of a process with no host pid to be found.
+    Unplaced,
+    Found {
+        target: u32,
+        target_ns_pid: Option<u32>,
+        layout: Layout,
+    },
+}
+
+impl<'w> Placer<'w> {
+    fn new(watch: &'w ProcWatch) -> Self {
+        let host_ns = pid_namespace_of(std::process::id());
+        let mut instances = Instances::new(watch.max_procfs);
+        if let Some(dev) = watch.host_dev {
+            instances.adopt(dev, host_ns);
+        }
+        Placer {
+            watch,
+            instances,
+            namespaces: PidNamespaces::default(),
+            host_ns,
+            next_scan: Instant::now(),
+        }
+    }
+
+    /// Looks at every mount namespace when it is time to.
+    fn scan_if_due(&mut self, now: Instant, stats: &WatchStats) {
+        if now < self.next_scan {
+            return;
+        }
+        let watch = self.watch;
+        let outcome = self.instances.scan(&mut |path| mark(watch, path));
+        self.next_scan = now + watch.scan_every;
+        stats
+            .procfs_watched
+            .store(self.instances.watched() as u64, Ordering::Relaxed);
+        self.note(outcome, stats);
+    }
+
+    fn note(&self, outcome: ScanOutcome, stats: &WatchStats) {
+        let unwatched = outcome.refused + outcome.over_capacity;
+        stats
+            .procfs_unwatched
+            .fetch_add(u64::from(unwatched), Ordering::Relaxed);
+        if unwatched > 0 {
+            tracing::warn!(
+                "{} procfs instance(s) not watched ({} over fanotify.max_procfs = {}, {} refused by the kernel): reads through them are not seen",
+                unwatched,
+                outcome.over_capacity,
+                self.watch.max_procfs,
+                outcome.refused
+            );
+        }
+        if outcome.added > 0 || outcome.gone > 0 {
+            tracing::debug!(
+                "procfs instances: {} new, {} gone, {} watched",
+                outcome.added,
+                outcome.gone,
+                self.instances.watched()
+            );
+        }
+    }
+
+    /// The time until the next scan.
+    fn until_scan(&self) -> Duration {
+        self.next_scan.saturating_duration_since(Instant::now())
+    }
+
+    /// Whose layout file the open file `fd`, at `path`, read by `reader`,
+    /// is.
+    fn place(&mut self, fd: RawFd, path: &[u8], reader: u32, stats: &WatchStats) -> Placement {
+        if !may_name_layout(path) && !self.instances.has_file_mounts() {
+            return Placement::Other;
+        }
+        let Some((dev, mount_id)) = mount_of(fd) else {
+            return Placement::Other;
+        };
+        if !self.instances.knows_mount(mount_id, dev) {
+            // Mounted since the last scan: the reader's namespace has it.
+            let watch = self.watch;
+            let outcome = self
+                .instances
+                .learn(reader, &mut |path| mark(watch, path));
+            self.note(outcome, stats);
+        }
+        let Some(placed) = self.instances.place(dev, mount_id, path) else {
+            tracing::debug!(
+                "not placed: {} on mount {mount_id} of {dev:?}",
+                String::from_utf8_lossy(path)
+            );
+            return Placement::Other;
+        };
+        let foreign = placed.pid_ns.is_some() && placed.pid_ns != self.host_ns;
+        let target = match (foreign, placed.pid_ns) {
+            (true, Some(ns)) => self.namespaces.host_pid(ns, placed.pid, reader, Instant::now()),
+            // A thread's directory at the top of procfs names its process.
+            _ if placed.maybe_thread => Some(thread_group(placed.pid).unwrap_or(placed.pid)),
+            _ => Some(placed.pid),
+        };
+        match target {
+            Some(target) => Placement::Found {
+                target,
+                target_ns_pid: foreign.then_some(placed.pid),
+                layout: placed.layout,
+            },
+            None => {
+                tracing::debug!(
+                    "no host pid for pid {} of pid namespace {:?} (read by {reader}, host namespace {:?})",
+                    placed.pid,
+                    placed.pid_ns,
+                    self.host_ns
+                );
+                Placement::Unplaced
+            }
+        }
+    }
+}
+
+/// Marks the procfs at `path` (relative to the procfs mapwatch reads) as
+/// the host's is marked.
+fn mark(watch: &ProcWatch, path: &[u8]) -> nix::Result<()> {
+    let dir = procfs::root().map_err(|_| Errno::ENOENT)?;
+    crate::privileges::with_effective(crate::privileges::MARKING, || {
+        watch.group.mark(
+            MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+            watch.mask,
+            dir,
+            Some(path),
+        )
+    })
+}
+
+/// The superblock and mount of an open file (`statx`; the mount's id
+/// since Linux 5.8, 0 before: then only whole procfs mounts are placed).
+fn mount_of(fd: RawFd) -> Option<(Dev, u32)> {
+    const STATX_MNT_ID: u32 = 0x1000;
+    // SAFETY: an all-zero statx is a valid value of the plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open fd the event handed us; the empty path with
+    // AT_EMPTY_PATH names it; `stx` is writable and sized for statx.
+    let rc = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let mount_id = if stx.stx_mask & STATX_MNT_ID != 0 {
+        u32::try_from(stx.stx_mnt_id).unwrap_or(0)
+    } else {
+        0
+    };
+    Some((
+        Dev {
+            major: stx.stx_dev_major,
+            minor: stx.stx_dev_minor,
+        },
+        mount_id,
+    ))
+}
+
 /// Parses one read() worth of events into the batch: maps reads, and
 /// reads that could not be resolved.
+#[allow(clippy::too_many_arguments)]
 fn parse_events(
     buf: &[u8],
     fd_dir: &OwnedFd,
     own_pid: u32,
+    placer: &mut Placer<'_>,
     stats: &WatchStats,
     out: &mut ReadBatch,
     seen: Instant,
     taken_by: u64,
 ) {
     let mut offset = 0;
-    let mut path_buf = [0u8; 256];
+    let mut path_buf = [0u8; PATH_BUF];
     let mut index = 0u32;
     while offset + METADATA_LEN <= buf.len() {
         let m = &buf[offset..];
@@ -485,21 +718,32 @@ fn parse_events(
             }
             continue;
         }
-        let path = fd_path(fd_dir, fd, &mut path_buf);
-        close(fd);
-        let Some((path, (target, layout))) = path.and_then(|p| Some((p, layout_owner(p, pid)?)))
-        else {
-            continue;
+        let path_len = fd_path(fd_dir, fd, &mut path_buf).map(<[u8]>::len);
+        let placement = match path_len {
+            Some(len) => placer.place(fd, &path_buf[..len], pid, stats),
+            None => Placement::Other,
         };
+        close(fd);
+        let (target, target_ns_pid, layout) = match placement {
+            Placement::Other => continue,
+            // Most often a process's read of its own map, both gone
+            // already: counted, as nothing says whose map it was.
+            Placement::Unplaced => {
+                stats.unplaced.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Placement::Found {
+                target,
+                target_ns_pid,
+                layout,
+            } => (target, target_ns_pid, layout),
+        };
+        let path = &path_buf[..path_len.unwrap_or(0)];
         // The reader first, before it can exec another program or be
-        // reaped; not for a read of its own map by its pid (`self`).
+        // reaped; not for a read of its own map.
         let reader = (target != pid)
             .then(|| AtRead::take(pid).map(Box::new))
             .flatten();
-        // `/proc/<tid>/maps` is the map of the thread's process. Asked at
-        // once: a thread that read its own map is often gone soon after.
-        let target = thread_group(target).unwrap_or(target);
-        let reader = reader.filter(|_| target != pid);
         let write = write && layout == Layout::Mem;
         if !read && !write {
             if layout != Layout::Maps {
@@ -520,6 +764,7 @@ fn parse_events(
             out.reads.push(ReadEvent {
                 pid,
                 target,
+                target_ns_pid,
                 layout,
                 access,
                 path: path.to_vec(),
@@ -565,7 +810,9 @@ fn read_loop(
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_wake: Option<Instant> = None;
     let mut dense_streak = 0u32;
+    let mut placer = Placer::new(watch);
     loop {
+        placer.scan_if_due(Instant::now(), stats);
         let mut batch = ReadBatch {
             reads: Vec::new(),
             opens: Vec::new(),
@@ -574,9 +821,10 @@ fn read_loop(
         };
         let mut any = false;
         let mut asked = false;
-        // Waits for the first event (or an ask); then drains what is queued
-        // until a look at a known moment finds the queue empty.
-        let mut wait = PollTimeout::NONE;
+        // Waits for the first event (or an ask, or the next scan); then
+        // drains what is queued until a look at a known moment finds the
+        // queue empty.
+        let mut wait = timeout(placer.until_scan());
         let drained_until = loop {
             let looked = Instant::now();
             let ready = match wait_for_events(watch, wait) {
@@ -588,6 +836,12 @@ fn read_loop(
             if !ready.events {
                 if wait == PollTimeout::ZERO {
                     break looked;
+                }
+                if !ready.asked {
+                    // Nothing came before the next scan was due.
+                    placer.scan_if_due(Instant::now(), stats);
+                    wait = timeout(placer.until_scan());
+                    continue;
                 }
                 // Woken by an ask alone, at no known moment: look again.
                 wait = PollTimeout::ZERO;
@@ -605,6 +859,7 @@ fn read_loop(
                         &buf[..len],
                         fd_dir,
                         own_pid,
+                        &mut placer,
                         stats,
                         &mut batch,
                         seen,
@@ -656,6 +911,12 @@ fn read_loop(
             }
         }
     }
+}
+
+/// A poll timeout of at least `wait` (rounded up to a millisecond).
+fn timeout(wait: Duration) -> PollTimeout {
+    let ms = wait.as_micros().div_ceil(1000);
+    PollTimeout::try_from(i32::try_from(ms).unwrap_or(i32::MAX)).unwrap_or(PollTimeout::MAX)
 }
 
 /// What a wait found: events queued, an ask (taken, so it is answered once).
@@ -724,7 +985,9 @@ mod tests {
             .expect("/proc/self/fd")
             .into();
         let now = Instant::now();
-        parse_events(&buf, &fd_dir, 1, &stats, &mut out, now, 1);
+        let watch = ProcWatch::open(&FanotifyConfig::default()).expect("a fanotify group");
+        let mut placer = Placer::new(&watch);
+        parse_events(&buf, &fd_dir, 1, &mut placer, &stats, &mut out, now, 1);
         assert!(out.reads.is_empty());
         // The reader of a file gone with its process is still named.
         assert_eq!(

@@ -113,7 +113,6 @@ impl MetricsConfig {
 pub struct AgentInfo {
     /// `unicast` (the audit daemon), `multicast` (beside one) or `plugin`.
     pub mode: &'static str,
-    pub procfs_watched: usize,
 }
 
 /// Latency buckets, seconds: sub-millisecond to a few seconds.
@@ -122,11 +121,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// Stats counters that are levels, not totals.
-const GAUGES: [&str; 4] = [
+const GAUGES: [&str; 5] = [
     "events_in_flight",
     "processes",
     "sequence_partials",
     "nodes",
+    "procfs_instances_watched",
 ];
 
 /// The registry and every metric in it.
@@ -220,14 +220,6 @@ impl Metrics {
                 "Connections to this endpoint closed unanswered because both workers were busy.",
             ),
         )?;
-        let procfs_watched = registered(
-            &registry,
-            IntGauge::new(
-                "procfs_instances_watched",
-                "procfs instances whose reads fanotify reports.",
-            ),
-        )?;
-        procfs_watched.set(info.procfs_watched as i64);
         let start_time = registered(
             &registry,
             IntGauge::new("start_time_seconds", "When the agent started, Unix time."),
@@ -309,7 +301,6 @@ impl Metrics {
             "mode": info.mode,
             "uptime_seconds": self.started.elapsed().as_secs(),
             "rules": rules,
-            "procfs_instances_watched": info.procfs_watched,
             "healthy": verdict.healthy,
             "reason": verdict.reason,
             "counters": counters.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<String, Value>>(),
