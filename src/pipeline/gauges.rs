@@ -110,7 +110,7 @@ fn loss_counters(
     detector: &Detector,
     gauges: &Gauges,
     outlet: &Outlet,
-) -> [(&'static str, u64); 15] {
+) -> [(&'static str, u64); 14] {
     let (source, watch) = (&gauges.source, &gauges.watch);
     let correlator = detector.correlator_stats().unwrap_or_default();
     [
@@ -136,9 +136,7 @@ fn loss_counters(
             "procfs_unwatched",
             watch.procfs_unwatched.load(Ordering::Relaxed),
         ),
-        // Reads of a layout file of another pid namespace's procfs whose
-        // process was gone before its host pid was found.
-        ("unplaced_reads", watch.unplaced.load(Ordering::Relaxed)),
+
         // A read whose reader was gone before anything but its pid was known.
         ("unattributed_reads", detector.stats().unattributed_reads),
         // Read proof that never settled: the fanotify reader fell behind.
@@ -192,6 +190,10 @@ fn stats_counters(
         ("proc_events", watch.events.load(Ordering::Relaxed)),
         ("maps_reads", watch.maps_events.load(Ordering::Relaxed)),
         ("unresolved_reads", watch.unresolved.load(Ordering::Relaxed)),
+        // Reads of a layout file of another pid namespace's procfs whose
+        // process was gone before its host pid was found: most are a
+        // short-lived process's read of its own map.
+        ("unplaced_reads", watch.unplaced.load(Ordering::Relaxed)),
         ("confirmed", c.confirmed),
         ("unconfirmed", c.unconfirmed),
         ("file_events", c.file_events),

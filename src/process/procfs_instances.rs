@@ -83,6 +83,8 @@ pub struct Instances {
     /// them): not tried again, nor counted again, while they are mounted.
     refused: FxHashSet<Dev>,
     refused_seen: FxHashSet<Dev>,
+    /// Superblocks marked in this scan.
+    marked_now: usize,
 }
 
 /// Marks a superblock through a path relative to [`procfs::root`].
@@ -98,6 +100,7 @@ impl Instances {
             capacity,
             refused: FxHashSet::default(),
             refused_seen: FxHashSet::default(),
+            marked_now: 0,
         }
     }
 
@@ -130,6 +133,7 @@ impl Instances {
     pub fn scan(&mut self, marker: &mut Marker<'_>) -> ScanOutcome {
         self.generation += 1;
         self.refused_seen.clear();
+        self.marked_now = 0;
         let mut outcome = ScanOutcome::default();
         let mut namespaces = FxHashSet::default();
         let Ok(pids) = procfs::pids() else {
@@ -208,18 +212,24 @@ impl Instances {
                 seen: generation,
             },
         );
-        if let Some(instance) = self.instances.get_mut(&line.dev) {
-            instance.seen = generation;
+        // Marked once per scan: a device number is reused by the next
+        // superblock soon after one goes, so a known number is no proof
+        // that this superblock is the one marked (marking it again is a
+        // no-op for the kernel).
+        if self
+            .instances
+            .get(&line.dev)
+            .is_some_and(|i| i.seen == generation)
+        {
             return;
         }
-        if self.refused.contains(&line.dev) {
-            self.refused_seen.insert(line.dev);
-            return;
-        }
-        if self.instances.len() >= self.capacity {
-            outcome.over_capacity += 1;
-            self.refused.insert(line.dev);
-            self.refused_seen.insert(line.dev);
+        // Counted once while it stays unwatched.
+        let counted = self.refused.contains(&line.dev);
+        self.refused_seen.insert(line.dev);
+        if self.marked_now >= self.capacity {
+            if !counted {
+                outcome.over_capacity += 1;
+            }
             return;
         }
         let path = procfs::through_root(pid, &line.point);
@@ -228,21 +238,36 @@ impl Instances {
             return;
         }
         if let Err(e) = marker(&path) {
-            outcome.refused += 1;
-            self.refused.insert(line.dev);
-            self.refused_seen.insert(line.dev);
+            if !counted {
+                outcome.refused += 1;
+            }
             tracing::debug!(
-                "fanotify refused a mark on the procfs at {} of pid {pid}: {e}",
+                "fanotify refused a mark on the procfs at {:?} of pid {pid}: {e}",
                 String::from_utf8_lossy(&line.point)
             );
             return;
         }
+        self.refused_seen.remove(&line.dev);
         let mut ns_link = path;
         ns_link.extend_from_slice(b"/1/ns/pid");
         let pid_ns = procfs::read_link_path(&ns_link)
             .ok()
             .and_then(|l| namespace_inode(&l))
             .or_else(|| pid_namespace_of(pid));
+        let new = self
+            .instances
+            .get(&line.dev)
+            .is_none_or(|i| i.pid_ns != pid_ns);
+        if new {
+            tracing::info!(
+                "watching the procfs at {:?} in the mount namespace of pid {pid} (device {}:{})",
+                String::from_utf8_lossy(&line.point),
+                line.dev.major,
+                line.dev.minor
+            );
+            outcome.added += 1;
+        }
+        self.marked_now += 1;
         self.instances.insert(
             line.dev,
             Instance {
@@ -250,7 +275,6 @@ impl Instances {
                 seen: generation,
             },
         );
-        outcome.added += 1;
     }
 
     /// Which process's file the file at `path` (as the kernel names it),
