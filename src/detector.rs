@@ -25,7 +25,7 @@ use crate::audit::serial::{SerialStats, SerialTracker};
 use crate::config::Config;
 use crate::correlate::sequence::{Hit, MAX_ANCESTORS, SequenceStats, Sequences};
 use crate::correlate::{Correlator, CorrelatorStats, Settle};
-use crate::maps::maps_args;
+use crate::maps::{maps_args, to_host_pids};
 use crate::process::at_read::{self, AtRead, Basis};
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::live;
@@ -822,7 +822,8 @@ impl Detector {
         if matched.is_empty() && hits.is_empty() {
             return;
         }
-        let maps = maps_args(event, !ctx.table().is_history());
+        let mut maps = maps_args(event, !ctx.table().is_history());
+        to_host_pids(&mut maps, event, ctx.table(), now);
         if !hits.is_empty() {
             let facts = Arc::new(alert::exec_step(event));
             let hits = hits

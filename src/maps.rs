@@ -16,7 +16,10 @@
 
 use std::sync::LazyLock;
 
+use std::time::Instant;
+
 use crate::audit::assemble::ExecEvent;
+use crate::process::ProcessTable;
 use crate::process::live::thread_group;
 use crate::process::proc_path::maps_owner;
 use crate::rule::wildcard::Wildcard;
@@ -28,6 +31,28 @@ pub struct MapsArg {
     /// `None` when the path can't name a real maps file (e.g. `/PROC/1/MAPS`
     /// matches the rule's case-insensitive pattern but no file).
     pub target: Option<u32>,
+    /// The target's pid as the argument gave it, when the reader's `/proc`
+    /// is another pid namespace's (a container's): `target` is then the
+    /// host pid it names.
+    pub target_ns_pid: Option<u32>,
+}
+
+/// Turns targets the arguments name in another pid namespace's procfs
+/// (the reader's `/proc` in a container) into host pids. A target not
+/// found there (gone) is no target.
+pub fn to_host_pids(maps: &mut [MapsArg], event: &ExecEvent, table: &mut ProcessTable, now: Instant) {
+    let named = |m: &MapsArg| m.target.is_some_and(|t| t != event.pid);
+    if !maps.iter().any(named) {
+        return;
+    }
+    let Some(ns) = table.foreign_procfs_namespace(event.pid, event.ppid) else {
+        return;
+    };
+    for arg in maps.iter_mut().filter(|m| named(m)) {
+        let local = arg.target;
+        arg.target = local.and_then(|l| table.host_pid(ns, l, now));
+        arg.target_ns_pid = local;
+    }
 }
 
 /// `/proc/*/maps`, case-insensitively, as the seed rule matches it.
@@ -56,6 +81,7 @@ pub fn maps_args(event: &ExecEvent, procfs: bool) -> Vec<MapsArg> {
                     .as_deref()
                     .and_then(|a| maps_owner(a, event.pid))
                     .map(|pid| procfs.then(|| thread_group(pid)).flatten().unwrap_or(pid)),
+                target_ns_pid: None,
             });
         }
     }

@@ -26,7 +26,8 @@ use crate::audit::assemble::MemoryAccess;
 use crate::audit::execve::Argv;
 use crate::audit::record::EventId;
 use crate::maps::MapsArg;
-use crate::process::EventContext;
+use crate::process::container::Container;
+use crate::process::{EventContext, ProcessTable};
 use crate::process::host::{HostInfo, UserNames};
 use crate::process::leader::{EntryLeader, Related};
 use crate::process::live::LiveProcess;
@@ -266,6 +267,7 @@ fn document(
 ) -> Alert {
     let rule = inputs.rule;
     let (process, parent, entry_leader) = process_object(subject, ctx, users);
+    let container = ctx.table().container_of(subject.pid, subject.ppid);
     let mut mapwatch = Map::new();
     insert_some(&mut mapwatch, "audit", action.audit);
     insert_some(&mut mapwatch, "target", action.target);
@@ -317,6 +319,9 @@ fn document(
     }
     if let Some(user) = user_object(subject.euid, users) {
         document["user"] = user;
+    }
+    if let Some(container) = container {
+        document["container"] = container_object(&container);
     }
     if let Some(path) = action.file_path {
         let name = path.rsplit(|b| *b == b'/').next().unwrap_or_default();
@@ -397,7 +402,13 @@ pub fn build(
     insert_some(&mut audit, "session", event.ses.map(|s| json!(s)));
     insert_some(&mut audit, "login_uid", event.auid.map(|a| json!(a)));
     audit.insert("complete".into(), json!(event.complete));
-    let target = target.map(|pid| target_object(pid, event, ctx, users));
+    let mut target = target.map(|pid| target_object(pid, event, ctx, users));
+    if let Some(target) = target.as_mut() {
+        if let Some(ns_pid) = maps.and_then(|m| m.target_ns_pid) {
+            target["ns_pid"] = json!(ns_pid);
+        }
+        add_target_container(target, ctx.table());
+    }
     let deed = match first_path {
         Some(path) => Deed::RanWith(path),
         None => Deed::RanCommand(event.argv.joined()),
@@ -457,6 +468,7 @@ pub fn build_act(fields: &mut ActFields<'_, '_>, inputs: &AlertInputs<'_>) -> Al
     if let Some(pid) = target_ns_pid.filter(|_| actor_ns.is_some()) {
         target_obj["ns_pid"] = json!(pid);
     }
+    add_target_container(&mut target_obj, fields.ctx.table());
     let target_obj = Some(target_obj);
     let executable = fields.executable().map(<[u8]>::to_vec);
     let cwd = fields.cwd().map(<[u8]>::to_vec);
@@ -652,6 +664,28 @@ pub fn now_rfc3339() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     rfc3339_millis(now.as_secs(), now.subsec_millis() as u16)
+}
+
+/// ECS `container`.
+fn container_object(container: &Container) -> Value {
+    let mut obj = Map::new();
+    obj.insert("id".into(), json!(container.id));
+    obj.insert("runtime".into(), json!(container.runtime));
+    insert_some(&mut obj, "name", container.name.as_ref().map(|n| json!(n)));
+    if let Some(image) = &container.image {
+        obj.insert("image".into(), json!({ "name": image }));
+    }
+    Value::Object(obj)
+}
+
+/// The target's container under `mapwatch.target.container`.
+fn add_target_container(target: &mut Value, table: &mut ProcessTable) {
+    let Some(pid) = target["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
+        return;
+    };
+    if let Some(container) = table.container_of(pid, None) {
+        target["container"] = container_object(&container);
+    }
 }
 
 fn live_target_object(target: &mut LiveProcess, users: &mut UserNames) -> Value {

@@ -90,7 +90,7 @@ const RUNTIME_PREFIXES: [&[u8]; 6] = [
     b"conmon",
 ];
 
-const CONTAINER_PARENT_PREFIXES: [&[u8]; 3] = [b"containerd-shim", b"runc", b"conmon"];
+const CONTAINER_PARENT_PREFIXES: [&[u8]; 4] = [b"containerd-shim", b"runc", b"crun", b"conmon"];
 
 /// Resolves leaders for one event; borrows the table mutably because lookups
 /// refresh it from procfs.

@@ -8,6 +8,7 @@
 //! cheap predicates cost no procfs walk.
 
 pub mod at_read;
+pub mod container;
 pub mod history;
 pub mod host;
 pub mod leader;

@@ -36,6 +36,15 @@ pub fn host_namespace() -> Option<u64> {
     *HOST.get_or_init(|| pid_namespace_of(std::process::id()))
 }
 
+/// The pid namespace whose pids the procfs at `/proc` under `pid`'s root
+/// gives (what its arguments' `/proc/<n>/...` name): a container's own,
+/// or the host's where `/proc` is the host's procfs (a chroot with `/proc`
+/// bound, `unshare -p` without a procfs of its own).
+pub fn procfs_namespace_at_root(pid: u32) -> Option<u64> {
+    let link = procfs::read_link_path(&procfs::through_root(pid, b"/proc/1/ns/pid")).ok()?;
+    namespace_inode(&link)
+}
+
 /// The pid namespace of a live process.
 pub fn pid_namespace_of(pid: u32) -> Option<u64> {
     namespace_inode(&procfs::read_link(pid, "ns/pid").ok()?)

@@ -21,7 +21,12 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use super::container::{Container, Containers};
 use super::history::{self, AuditSessions, Inferences, Pam, ParentFacts};
+use super::pid_ns::{PidNamespaces, host_namespace, procfs_namespace_at_root};
+use super::procfs;
 use super::stat::{ProcStat, TtyKind, read_stat, tty_kind};
 use crate::audit::assemble::{ExecEvent, Login, SessionStart};
 use crate::audit::execve::Argv;
@@ -165,6 +170,10 @@ pub struct ProcessTable {
     procfs: bool,
     /// Audit login sessions opened in the log (history only).
     sessions: AuditSessions,
+    /// Containers by cgroup path (live only).
+    containers: Containers,
+    /// Host pids of other pid namespaces' processes (live only).
+    namespaces: PidNamespaces,
 }
 
 impl ProcessTable {
@@ -177,6 +186,8 @@ impl ProcessTable {
             stats: TableStats::default(),
             procfs: true,
             sessions: AuditSessions::default(),
+            containers: Containers::default(),
+            namespaces: PidNamespaces::default(),
         }
     }
 
@@ -191,6 +202,37 @@ impl ProcessTable {
     /// True when the table knows only a log's history (no procfs).
     pub fn is_history(&self) -> bool {
         !self.procfs
+    }
+
+    /// The pid namespace of the procfs the live process `pid` (or, once it
+    /// is gone, its parent `ppid`) sees at `/proc`, when it is not the
+    /// host's: the namespace of the pids its arguments name.
+    pub fn foreign_procfs_namespace(&self, pid: u32, ppid: u32) -> Option<u64> {
+        if !self.procfs {
+            return None;
+        }
+        let ns = procfs_namespace_at_root(pid).or_else(|| procfs_namespace_at_root(ppid))?;
+        (Some(ns) != host_namespace()).then_some(ns)
+    }
+
+    /// The host pid of the process that is `local` in the pid namespace
+    /// `ns`.
+    pub fn host_pid(&mut self, ns: u64, local: u32, now: Instant) -> Option<u32> {
+        self.namespaces.host_pid(ns, local, 0, now)
+    }
+
+    /// The container the live process `pid` runs in, else the one its
+    /// parent `ppid` runs in (a short-lived reader is often gone by the
+    /// time its alert is built; a process stays in its container's
+    /// cgroup). Nothing for a log's processes.
+    pub fn container_of(&mut self, pid: u32, ppid: Option<u32>) -> Option<Arc<Container>> {
+        if !self.procfs {
+            return None;
+        }
+        if procfs::exists(pid) {
+            return self.containers.of_pid(pid);
+        }
+        self.containers.of_pid(ppid?)
     }
 
     fn read_stat(&self, pid: u32) -> Option<ProcStat> {

@@ -44,6 +44,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+use rustc_hash::FxHashSet;
 use serde::Deserialize;
 
 use super::queue::Sender;
@@ -491,6 +492,10 @@ struct Placer<'w> {
     namespaces: PidNamespaces,
     host_ns: Option<u64>,
     next_scan: Instant,
+    /// Mounts a read came through that no scan had seen, since
+    /// `unknown_since`: each makes one scan of its own per period.
+    unknown_mounts: FxHashSet<u32>,
+    unknown_since: Option<Instant>,
 }
 
 /// Whose layout file a read was of.
@@ -519,6 +524,8 @@ impl<'w> Placer<'w> {
             namespaces: PidNamespaces::default(),
             host_ns,
             next_scan: Instant::now(),
+            unknown_mounts: FxHashSet::default(),
+            unknown_since: None,
         }
     }
 
@@ -530,6 +537,10 @@ impl<'w> Placer<'w> {
         let watch = self.watch;
         let outcome = self.instances.scan(&mut |path| mark(watch, path));
         self.next_scan = now + watch.scan_every;
+        if self.unknown_since.is_none_or(|at| now.saturating_duration_since(at) >= watch.scan_every) {
+            self.unknown_mounts.clear();
+            self.unknown_since = Some(now);
+        }
         stats
             .procfs_watched
             .store(self.instances.watched() as u64, Ordering::Relaxed);
@@ -560,6 +571,15 @@ impl<'w> Placer<'w> {
         }
     }
 
+    /// A scan now: a read through a mount no namespace showed when last
+    /// looked at. Each such mount asks once per scan period (one never
+    /// attached anywhere, `open_tree(2)`'s, would ask at every read).
+    fn scan_soon(&mut self, stats: &WatchStats) {
+        let now = Instant::now();
+        self.next_scan = now;
+        self.scan_if_due(now, stats);
+    }
+
     /// The time until the next scan.
     fn until_scan(&self) -> Duration {
         self.next_scan.saturating_duration_since(Instant::now())
@@ -574,13 +594,24 @@ impl<'w> Placer<'w> {
         let Some((dev, mount_id)) = mount_of(fd) else {
             return Placement::Other;
         };
-        if !self.instances.knows_mount(mount_id, dev) {
-            // Mounted since the last scan: the reader's namespace has it.
+        // 0: a kernel before 5.8, whose statx has no mount id; then only
+        // whole procfs mounts are placed, by their path's last components.
+        if mount_id != 0 && !self.instances.knows_mount(mount_id, dev) {
+            // Mounted since the last scan: the reader's namespace has it,
+            // or (the reader gone) some namespace still does.
             let watch = self.watch;
             let outcome = self
                 .instances
                 .learn(reader, &mut |path| mark(watch, path));
             self.note(outcome, stats);
+            if !self.instances.knows_mount(mount_id, dev) && self.unknown_mounts.insert(mount_id)
+            {
+                self.scan_soon(stats);
+            }
+            if !self.instances.knows_mount(mount_id, dev) {
+                // A path alone would name whatever a bind mount's name says.
+                return Placement::Unplaced;
+            }
         }
         let Some(placed) = self.instances.place(dev, mount_id, path) else {
             tracing::debug!(
