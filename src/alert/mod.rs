@@ -457,15 +457,19 @@ pub fn build_act(fields: &mut ActFields<'_, '_>, inputs: &AlertInputs<'_>) -> Al
     let mut target_obj = live_target_object(&mut fields.target, fields.users);
     // Pids as the actor's pid namespace gives them, where it is not the host's.
     let actor_ns = fields.actor_namespace_pid();
-    let target_ns_pid = match act {
+    // A read through another pid namespace's procfs: the pid the reader
+    // named; else, for a live actor in a namespace of its own, the
+    // target's pid there.
+    let named = match act {
         Act::File(read) => read.target_ns_pid,
         Act::Call(..) => None,
-    }
-    .or_else(|| {
+    };
+    let target_ns_pid = named.or_else(|| {
+        let (actor_ns, _) = actor_ns?;
         let (target_ns, pid) = fields.target.namespace_pid()?;
-        (Some(target_ns) == actor_ns.map(|(ns, _)| ns)).then_some(pid)
+        (target_ns == actor_ns).then_some(pid)
     });
-    if let Some(pid) = target_ns_pid.filter(|_| actor_ns.is_some()) {
+    if let Some(pid) = target_ns_pid {
         target_obj["ns_pid"] = json!(pid);
     }
     add_target_container(&mut target_obj, fields.ctx.table());
