@@ -40,7 +40,12 @@ pub struct MapsArg {
 /// Turns targets the arguments name in another pid namespace's procfs
 /// (the reader's `/proc` in a container) into host pids. A target not
 /// found there (gone) is no target.
-pub fn to_host_pids(maps: &mut [MapsArg], event: &ExecEvent, table: &mut ProcessTable, now: Instant) {
+pub fn to_host_pids(
+    maps: &mut [MapsArg],
+    event: &ExecEvent,
+    table: &mut ProcessTable,
+    now: Instant,
+) {
     let named = |m: &MapsArg| m.target.is_some_and(|t| t != event.pid);
     if !maps.iter().any(named) {
         return;

@@ -66,7 +66,12 @@ impl Container {
         let _ = podman().args(["rm", "-f", "-t", "0", name]).output();
         let out = podman()
             .args(["run", "-d", "--name", name, "--network", "none"])
-            .args(["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"])
+            .args([
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=32768:32768",
+            ])
             .arg("--rootfs")
             .arg(rootfs)
             .args(["/bin/sh", "-c", script])
@@ -266,6 +271,16 @@ fn reads_inside_a_podman_container_name_the_container() {
         "{:#}",
         from_host[0]
     );
+    let schema: Value =
+        serde_json::from_str(include_str!("../docs/alert.schema.json")).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    for alert in &alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(alert)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{alert:#}");
+    }
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }

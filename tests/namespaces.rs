@@ -184,14 +184,30 @@ fn one_alert_for(name: &str, wrap: &[&str], setup: &str, read: &str, new_instanc
         mapwatch.stderr()
     );
     let alert = found[0];
-    assert_eq!(alert["mapwatch"]["read"]["confirmed"], true, "{name}: {alert:#}");
+    assert_eq!(
+        alert["mapwatch"]["read"]["confirmed"], true,
+        "{name}: {alert:#}"
+    );
     assert_eq!(alert["file"]["name"], "maps", "{name}: {alert:#}");
     assert_eq!(alert["process"]["name"], "cat", "{name}: {alert:#}");
-    assert_eq!(alert["mapwatch"]["target"]["name"], "sleep", "{name}: {alert:#}");
+    assert_eq!(
+        alert["mapwatch"]["target"]["name"], "sleep",
+        "{name}: {alert:#}"
+    );
     assert!(
         self_reads(&alerts, &sentinels).is_empty(),
         "{name}: a read of one's own map is no alert: {alerts:#?}"
     );
+    let schema: Value =
+        serde_json::from_str(include_str!("../docs/alert.schema.json")).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    for alert in &alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(alert)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}\n{alert:#}");
+    }
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{name}: {stderr}");
 }
@@ -390,7 +406,10 @@ fn ten_thousand_short_lived_pid_namespaces_leave_nothing_behind() {
         "cat /proc/$T/maps > /dev/null",
         marker,
     );
-    assert!(storm.wait().expect("storm").success(), "the first half of the storm failed");
+    assert!(
+        storm.wait().expect("storm").success(),
+        "the first half of the storm failed"
+    );
     let status = python(NAMESPACE_STORM, &["5000"]).status().expect("storm");
     assert!(status.success(), "the second half of the storm failed");
     let sibling = lives.sibling();
@@ -419,7 +438,10 @@ fn ten_thousand_short_lived_pid_namespaces_leave_nothing_behind() {
         mapwatch.stderr()
     );
     assert_eq!(marks_with_one, 2, "the living namespace's procfs is marked");
-    assert_eq!(marks_after, 1, "the host's procfs alone is marked at the end");
+    assert_eq!(
+        marks_after, 1,
+        "the host's procfs alone is marked at the end"
+    );
     // What 10,000 namespaces would leave, kept, is far above this: the
     // allowance is the allocator's and the detector's own warm-up.
     assert!(

@@ -136,7 +136,6 @@ fn loss_counters(
             "procfs_unwatched",
             watch.procfs_unwatched.load(Ordering::Relaxed),
         ),
-
         // A read whose reader was gone before anything but its pid was known.
         ("unattributed_reads", detector.stats().unattributed_reads),
         // Read proof that never settled: the fanotify reader fell behind.

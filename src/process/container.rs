@@ -36,7 +36,10 @@ pub struct Container {
 
 /// The runtime and id a cgroup path names, when it is a container's.
 pub fn from_cgroup(path: &[u8]) -> Option<(&'static str, String)> {
-    let parts: Vec<&[u8]> = path.split(|b| *b == b'/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&[u8]> = path
+        .split(|b| *b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
     for (at, part) in parts.iter().enumerate().rev() {
         let part = part.strip_suffix(b".scope").unwrap_or(part);
         let prefixed = [
@@ -220,12 +223,23 @@ mod tests {
             (format!("/system.slice/docker-{ID}.scope"), Some("docker")),
             (format!("/docker/{ID}"), Some("docker")),
             (
-                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"),
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"
+                ),
                 Some("containerd"),
             ),
-            (format!("/kubepods/besteffort/pod0f1e-22/{ID}"), Some("containerd")),
-            (format!("/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope"), Some("cri-o")),
-            (format!("/kubepods.slice/kubepods-pod1.slice/crio-conmon-{ID}.scope"), None),
+            (
+                format!("/kubepods/besteffort/pod0f1e-22/{ID}"),
+                Some("containerd"),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope"),
+                Some("cri-o"),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod1.slice/crio-conmon-{ID}.scope"),
+                None,
+            ),
             ("/user.slice/user-0.slice/session-3.scope".to_owned(), None),
             ("/".to_owned(), None),
         ];

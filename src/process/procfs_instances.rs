@@ -121,7 +121,6 @@ impl Instances {
         self.instances.len()
     }
 
-
     /// Whether any mount shows a single layout file: then a file's path
     /// alone cannot tell that it is one.
     pub fn has_file_mounts(&self) -> bool {

@@ -537,7 +537,10 @@ impl<'w> Placer<'w> {
         let watch = self.watch;
         let outcome = self.instances.scan(&mut |path| mark(watch, path));
         self.next_scan = now + watch.scan_every;
-        if self.unknown_since.is_none_or(|at| now.saturating_duration_since(at) >= watch.scan_every) {
+        if self
+            .unknown_since
+            .is_none_or(|at| now.saturating_duration_since(at) >= watch.scan_every)
+        {
             self.unknown_mounts.clear();
             self.unknown_since = Some(now);
         }
@@ -600,12 +603,9 @@ impl<'w> Placer<'w> {
             // Mounted since the last scan: the reader's namespace has it,
             // or (the reader gone) some namespace still does.
             let watch = self.watch;
-            let outcome = self
-                .instances
-                .learn(reader, &mut |path| mark(watch, path));
+            let outcome = self.instances.learn(reader, &mut |path| mark(watch, path));
             self.note(outcome, stats);
-            if !self.instances.knows_mount(mount_id, dev) && self.unknown_mounts.insert(mount_id)
-            {
+            if !self.instances.knows_mount(mount_id, dev) && self.unknown_mounts.insert(mount_id) {
                 self.scan_soon(stats);
             }
             if !self.instances.knows_mount(mount_id, dev) {
@@ -622,7 +622,9 @@ impl<'w> Placer<'w> {
         };
         let foreign = placed.pid_ns.is_some() && placed.pid_ns != self.host_ns;
         let target = match (foreign, placed.pid_ns) {
-            (true, Some(ns)) => self.namespaces.host_pid(ns, placed.pid, reader, Instant::now()),
+            (true, Some(ns)) => self
+                .namespaces
+                .host_pid(ns, placed.pid, reader, Instant::now()),
             // A thread's directory at the top of procfs names its process.
             _ if placed.maybe_thread => Some(thread_group(placed.pid).unwrap_or(placed.pid)),
             _ => Some(placed.pid),
