@@ -6,7 +6,11 @@
 # (user+sys, from /proc/<pid>/stat) as a share of one core, with the /proc
 # event rate fanotify saw. Run as root, with no other audit daemon:
 #
-#   bash bench/fanotify-ps.sh [SECONDS] [PS_RUNS_PER_SECOND]
+#   [INSTANCES=N] bash bench/fanotify-ps.sh [SECONDS] [PS_RUNS_PER_SECOND]
+#
+# INSTANCES=N (default 1) runs N-1 pid namespaces with a procfs of their own
+# (`unshare -pf --mount-proc`) beside the host's, all of which mapwatch
+# watches (and looks for every second).
 #
 # Defaults: 20 s, 15 ps runs/s (about 5,000 /proc opens/s on a machine with
 # ~70 processes; the output gives the measured rate). Use 0 for "as fast as
@@ -18,7 +22,12 @@ rate=${2:-15}
 cargo build --release --locked -q
 bin=target/release/mapwatch
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+namespaces=()
+trap 'for p in "${namespaces[@]}"; do kill -9 "$p" 2> /dev/null || true; done; rm -rf "$work"' EXIT
+for _ in $(seq 2 "${INSTANCES:-1}"); do
+    unshare -pf --mount-proc --kill-child sleep 1000000 &
+    namespaces+=("$!")
+done
 ticks=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -62,15 +71,17 @@ CONF
     events=$(grep -o 'proc_events=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
     local records
     records=$(grep -o ' records=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
-    awk -v m="$mode" -v t=$((after - before)) -v hz="$ticks" -v ns="$wall_ns" -v ev="${events:-0}" -v rec="${records:-0}" -v procs="$runs_before" 'BEGIN {
+    local watched
+    watched=$(grep -o 'procfs_instances_watched=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
+    awk -v m="$mode" -v t=$((after - before)) -v hz="$ticks" -v ns="$wall_ns" -v ev="${events:-0}" -v rec="${records:-0}" -v procs="$runs_before" -v watched="${watched:-0}" 'BEGIN {
         wall = ns / 1e9; cpu = t / hz
-        printf "| %-5s | %5.1f s | %6.2f s | %5.2f %% | %8.0f | %7.0f | %d |\n", m, wall, cpu, 100 * cpu / wall, ev / wall, rec / wall, procs
+        printf "| %-5s | %d | %5.1f s | %6.2f s | %5.2f %% | %8.0f | %7.0f | %d |\n", m, watched, wall, cpu, 100 * cpu / wall, ev / wall, rec / wall, procs
     }'
 }
 
 echo "kernel $(uname -r), $(nproc) CPUs, ${secs}s per mode, ps runs/s: ${rate} (0 = unpaced)"
 echo
-echo "| fanotify | wall | mapwatch CPU | share of one core | /proc events/s (fanotify) | audit records/s | processes |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| fanotify | procfs watched | wall | mapwatch CPU | share of one core | /proc events/s (fanotify) | audit records/s | processes |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 run true
 run false
