@@ -74,6 +74,17 @@ detects() { # WHEN: both rules fire for a fresh target
     new_target
     setsid -f bash -c "sleep 0.3; cat < /proc/$target/maps > /dev/null"
     check "$1: cat < /proc/PID/maps gives the extended rule's alert" wait_for 20 extended_alert || explain
+    # A pid namespace with a procfs of its own, mounted after the service
+    # started: watched from the service's next look (1 s), its pids named
+    # as the host's.
+    local marker=$((60000 + RANDOM))
+    setsid -f unshare -pf --mount-proc bash -c "sleep $marker & sleep 3; cat < /proc/\$!/maps > /dev/null; sleep 5"
+    check "$1: a new pid namespace's sibling process runs" wait_for 10 pgrep -f "^sleep $marker\$"
+    target=$(pgrep -f "^sleep $marker\$" | head -1)
+    check "$1: a read in a new pid namespace's own procfs gives the extended alert, in host pids" wait_for 30 namespaced_alert || explain
+}
+namespaced_alert() {
+    grep -F "\"$extended_id\"" "$alerts" 2>/dev/null | grep -F "\"pid\":$target," | grep -qF '"ns_pid":'
 }
 explain() { # what the alert file and the journal say about a failed check
     echo "--- alerts naming /proc/$target/maps:"
