@@ -38,6 +38,8 @@ pub struct ScanOutcome {
     pub refused: u32,
     /// Mount namespaces looked at.
     pub namespaces: u32,
+    /// Procfs mounts seen in them.
+    pub mounts: u32,
 }
 
 /// A procfs superblock being watched.
@@ -138,6 +140,10 @@ impl Instances {
         let Ok(pids) = procfs::pids() else {
             return outcome;
         };
+        // A chrooted process's mountinfo shows only what is under its root:
+        // a namespace is read through a process at its root, else through
+        // the first one found.
+        let mut chrooted_only: FxHashMap<u64, u32> = FxHashMap::default();
         for pid in pids {
             let Some(mnt_ns) = procfs::read_link(pid, "ns/mnt")
                 .ok()
@@ -145,15 +151,27 @@ impl Instances {
             else {
                 continue;
             };
-            // A chrooted process's mountinfo shows only what is under its
-            // root: the namespace is read through one at its root.
-            if namespaces.contains(&mnt_ns) || !at_namespace_root(pid) {
+            if namespaces.contains(&mnt_ns) {
                 continue;
             }
+            if !at_namespace_root(pid) {
+                chrooted_only.entry(mnt_ns).or_insert(pid);
+                continue;
+            }
+            namespaces.insert(mnt_ns);
+            chrooted_only.remove(&mnt_ns);
+            self.read_namespace(pid, marker, &mut outcome);
+        }
+        for (mnt_ns, pid) in chrooted_only {
             namespaces.insert(mnt_ns);
             self.read_namespace(pid, marker, &mut outcome);
         }
         outcome.namespaces = u32::try_from(namespaces.len()).unwrap_or(u32::MAX);
+        outcome.mounts = self
+            .mounts
+            .values()
+            .filter(|m| m.seen == self.generation)
+            .count() as u32;
         let generation = self.generation;
         self.mounts.retain(|_, m| m.seen == generation);
         let before = self.instances.len();
@@ -233,7 +251,13 @@ impl Instances {
         }
         let path = procfs::through_root(pid, &line.point);
         // The mount may have been replaced since mountinfo was read.
-        if dev_at(&path) != Some(line.dev) {
+        let found = dev_at(&path);
+        if found != Some(line.dev) {
+            tracing::debug!(
+                "the procfs at {:?} of pid {pid} is {:?} in mountinfo, {found:?} through its root: not marked now",
+                String::from_utf8_lossy(&line.point),
+                line.dev
+            );
             return;
         }
         if let Err(e) = marker(&path) {

@@ -496,6 +496,7 @@ struct Placer<'w> {
     /// `unknown_since`: each makes one scan of its own per period.
     unknown_mounts: FxHashSet<u32>,
     unknown_since: Option<Instant>,
+    scans: u64,
 }
 
 /// Whose layout file a read was of.
@@ -526,6 +527,7 @@ impl<'w> Placer<'w> {
             next_scan: Instant::now(),
             unknown_mounts: FxHashSet::default(),
             unknown_since: None,
+            scans: 0,
         }
     }
 
@@ -535,7 +537,17 @@ impl<'w> Placer<'w> {
             return;
         }
         let watch = self.watch;
+        let first = self.scans == 0;
         let outcome = self.instances.scan(&mut |path| mark(watch, path));
+        self.scans += 1;
+        if first {
+            tracing::info!(
+                "procfs: {} mount namespace(s) looked at, {} procfs mount(s), {} procfs instance(s) watched",
+                outcome.namespaces,
+                outcome.mounts,
+                self.instances.watched()
+            );
+        }
         self.next_scan = now + watch.scan_every;
         if self
             .unknown_since

@@ -87,8 +87,10 @@ namespaced_alert() {
     grep -F "\"$extended_id\"" "$alerts" 2>/dev/null | grep -F "\"pid\":$target," | grep -qF '"ns_pid":'
 }
 explain() { # what the alert file and the journal say about a failed check
-    echo "--- alerts naming /proc/$target/maps:"
-    grep -F "/proc/$target/maps" "$alerts" 2>/dev/null | cut -c1-1500
+    echo "--- alerts naming /proc/$target/maps or pid $target:"
+    grep -F -e "/proc/$target/maps" -e "\"pid\":$target" "$alerts" 2>/dev/null | cut -c1-1500
+    echo "--- the service's lines on procfs instances:"
+    journalctl -q --no-pager -u mapwatch | grep -i "procfs\|mount\|mark" | tail -30
     echo "--- the journal's last 40 lines but this test's own:"
     journalctl -q --no-pager -n 300 | grep -v "mapwatch-guest sh\[" | tail -40
     return 1
