@@ -43,8 +43,9 @@ impl Scenario {
         let d = dir.display();
         let script = format!(
             "{setup}\nsleep {marker} & T=$!\ntouch {d}/ready\n\
-             while [ ! -e {d}/go ]; do sleep 0.05; done\n\
-             {read}\ncat /proc/self/maps > /dev/null\ntouch {d}/done\n\
+             while [ ! -e {d}/go ] && [ ! -e {d}/end ]; do sleep 0.05; done\n\
+             if [ -e {d}/go ]; then {read}; cat /proc/self/maps > /dev/null; fi\n\
+             touch {d}/done\n\
              while [ ! -e {d}/end ]; do sleep 0.05; done\nkill $T\n"
         );
         let child = Command::new(wrap[0])
@@ -463,4 +464,45 @@ fn settled_marks(mapwatch: &Mapwatch, expected: usize) -> usize {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Beyond `max_procfs` (the host's procfs aside), a procfs found is not
+/// watched, and that is said:
+/// a `mapwatch.health` document counts it (`procfs_unwatched`).
+#[test]
+fn a_procfs_over_max_procfs_is_reported_not_watched() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start_with(dir.path(), "[fanotify]\nmax_procfs = 1\n");
+    // The host's procfs, marked at start, is not counted: two more go
+    // over a maximum of one.
+    let marker = 5000 + std::process::id() % 1000;
+    let scenarios: Vec<Scenario> = (0..2)
+        .map(|i| {
+            Scenario::start(
+                &["unshare", "-pf", "--mount-proc"],
+                "",
+                "cat /proc/$T/maps > /dev/null",
+                marker + i,
+            )
+        })
+        .collect();
+    let health = mapwatch.wait_for_alert("a health report of an unwatched procfs", |a| {
+        a["mapwatch"]["health"]["lost"]["procfs_unwatched"].as_u64() >= Some(1)
+    });
+    assert_eq!(health["event"]["dataset"], "mapwatch.health", "{health:#}");
+    assert!(
+        mapwatch.stderr().contains("not watched"),
+        "{}",
+        mapwatch.stderr()
+    );
+    assert_eq!(
+        marks_of(mapwatch.pid()),
+        2,
+        "the host's procfs and one more"
+    );
+    drop(scenarios);
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
 }

@@ -48,6 +48,9 @@ pub struct Instance {
     /// The pid namespace whose pids its directories are.
     pub pid_ns: Option<u64>,
     seen: u64,
+    /// Marked by the caller at start (the host's): kept, and not counted
+    /// against the capacity.
+    adopted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +117,7 @@ impl Instances {
             Instance {
                 pid_ns,
                 seen: self.generation,
+                adopted: true,
             },
         );
     }
@@ -175,7 +179,8 @@ impl Instances {
         let generation = self.generation;
         self.mounts.retain(|_, m| m.seen == generation);
         let before = self.instances.len();
-        self.instances.retain(|_, i| i.seen == generation);
+        self.instances
+            .retain(|_, i| i.seen == generation || i.adopted);
         outcome.gone = u32::try_from(before - self.instances.len()).unwrap_or(u32::MAX);
         std::mem::swap(&mut self.refused, &mut self.refused_seen);
         self.count_file_mounts();
@@ -233,17 +238,15 @@ impl Instances {
         // superblock soon after one goes, so a known number is no proof
         // that this superblock is the one marked (marking it again is a
         // no-op for the kernel).
-        if self
-            .instances
-            .get(&line.dev)
-            .is_some_and(|i| i.seen == generation)
-        {
+        let known = self.instances.get(&line.dev);
+        if known.is_some_and(|i| i.seen == generation) {
             return;
         }
+        let adopted = known.is_some_and(|i| i.adopted);
         // Counted once while it stays unwatched.
         let counted = self.refused.contains(&line.dev);
         self.refused_seen.insert(line.dev);
-        if self.marked_now >= self.capacity {
+        if self.marked_now >= self.capacity && !adopted {
             if !counted {
                 outcome.over_capacity += 1;
             }
@@ -290,12 +293,15 @@ impl Instances {
             );
             outcome.added += 1;
         }
-        self.marked_now += 1;
+        if !adopted {
+            self.marked_now += 1;
+        }
         self.instances.insert(
             line.dev,
             Instance {
                 pid_ns,
                 seen: generation,
+                adopted,
             },
         );
     }
@@ -401,6 +407,7 @@ mod tests {
                 Instance {
                     pid_ns: Some(u64::from(dev.minor)),
                     seen: 0,
+                    adopted: false,
                 },
             );
         }
