@@ -8,6 +8,9 @@
 #
 #   [INSTANCES=N] bash bench/fanotify-ps.sh [SECONDS] [PS_RUNS_PER_SECOND]
 #
+# BIN=PATH runs that binary instead of this tree's release build (A/B of
+# two builds with one script); MODES="true" skips the run without fanotify.
+#
 # INSTANCES=N (default 1) runs N-1 pid namespaces with a procfs of their own
 # (`unshare -pf --mount-proc`) beside the host's, all of which mapwatch
 # watches (and looks for every second).
@@ -19,8 +22,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 rate=${2:-15}
-cargo build --release --locked -q
-bin=target/release/mapwatch
+if [ -n "${BIN:-}" ]; then
+    bin=$BIN
+else
+    cargo build --release --locked -q
+    bin=target/release/mapwatch
+fi
 work=$(mktemp -d)
 namespaces=()
 trap 'for p in "${namespaces[@]}"; do kill -9 "$p" 2> /dev/null || true; done; rm -rf "$work"' EXIT
@@ -72,7 +79,8 @@ CONF
     local records
     records=$(grep -o ' records=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
     local watched
-    watched=$(grep -o 'procfs_instances_watched=[0-9]*' "$work/$mode.log" | tail -1 | cut -d= -f2)
+    # Builds before issue 15 have no such gauge.
+    watched=$( (grep -o 'procfs_instances_watched=[0-9]*' "$work/$mode.log" || true) | tail -1 | cut -d= -f2)
     awk -v m="$mode" -v t=$((after - before)) -v hz="$ticks" -v ns="$wall_ns" -v ev="${events:-0}" -v rec="${records:-0}" -v procs="$runs_before" -v watched="${watched:-0}" 'BEGIN {
         wall = ns / 1e9; cpu = t / hz
         printf "| %-5s | %d | %5.1f s | %6.2f s | %5.2f %% | %8.0f | %7.0f | %d |\n", m, watched, wall, cpu, 100 * cpu / wall, ev / wall, rec / wall, procs
@@ -83,5 +91,6 @@ echo "kernel $(uname -r), $(nproc) CPUs, ${secs}s per mode, ps runs/s: ${rate} (
 echo
 echo "| fanotify | procfs watched | wall | mapwatch CPU | share of one core | /proc events/s (fanotify) | audit records/s | processes |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-run true
-run false
+for mode in ${MODES:-true false}; do
+    run "$mode"
+done

@@ -290,6 +290,56 @@ fn a_bind_mount_of_proc() {
     );
 }
 
+/// One maps file bound under another name (`stat`), after mapwatch last
+/// looked at the mounts: the file, not its name, is what counts, and that
+/// read hides none of the file's later reads by its own name.
+#[test]
+fn a_maps_file_bound_under_another_name() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No scan until long after the reads: only the read itself can make
+    // mapwatch look at the new mount.
+    let mapwatch = Mapwatch::start_with(dir.path(), "[fanotify]\nprocfs_scan_ms = 60000\n");
+    let mnt = mount_dir();
+    let f = mnt.path().join("stat");
+    std::fs::write(&f, b"").expect("the mount point");
+    let f = f.display();
+    let marker = 6500 + std::process::id() % 1000;
+    let scenario = Scenario::start(
+        &["unshare", "-m"],
+        "",
+        &format!(
+            "mount --bind /proc/$T/maps {f} && cat < {f} > /dev/null; umount {f}; head -c 1 /proc/$T/maps > /dev/null"
+        ),
+        marker,
+    );
+    let sibling = scenario.sibling();
+    scenario.go();
+    mapwatch.sync();
+    drop(scenario);
+    let alerts = mapwatch.alerts();
+    let mut readers: Vec<&str> = about(&alerts, sibling)
+        .into_iter()
+        .filter(|a| a["rule"]["id"] == EXTENDED_ID)
+        .inspect(|a| {
+            assert_eq!(a["mapwatch"]["read"]["confirmed"], true, "{a:#}");
+            assert_eq!(a["file"]["name"], "maps", "{a:#}");
+        })
+        .filter_map(|a| a["process"]["name"].as_str())
+        .collect();
+    readers.sort_unstable();
+    assert_eq!(
+        readers,
+        ["cat", "head"],
+        "one extended-rule alert each for the read through the bound file and the later read: {}\nstderr:\n{}",
+        brief(alerts.iter()),
+        mapwatch.stderr()
+    );
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}
+
 /// Bound at a directory named like another pid: the mount's root, not the
 /// path, says whose map it is.
 #[test]

@@ -200,6 +200,14 @@ impl Instances {
         self.mounts.get(&id).is_some_and(|m| m.dev == dev)
     }
 
+    /// Whether the mount `id` of `dev` is known and rooted at a directory:
+    /// a path through it ends in the file's own name.
+    pub fn names_files_by_path(&self, id: u32, dev: Dev) -> bool {
+        self.mounts
+            .get(&id)
+            .is_some_and(|m| m.dev == dev && !root_is_a_file(&m.root))
+    }
+
     fn count_file_mounts(&mut self) {
         self.file_mounts = self
             .mounts

@@ -3,7 +3,9 @@
 //! `smaps_rollup`, `numa_maps`, `pagemap`, a listing of `map_files/`,
 //! `mem`: [`Layout`]).
 //!
-//! Contract: one filesystem mark on the host's procfs, notification class,
+//! Contract: a filesystem mark on every procfs instance the machine has
+//! mounted (the host's at start, the others as a scan of every mount
+//! namespace finds them: [`crate::process::procfs_instances`]), notification class,
 //! `FAN_ACCESS` on files and directories (a read is what confirms; see
 //! ARCHITECTURE.md; listing a directory is its read), `FAN_MODIFY` (a
 //! write into `mem`: [`Access`]) and
@@ -11,8 +13,10 @@
 //! `ioctl(PROCMAP_QUERY)` needs: [`MapOpen`]), read by a
 //! thread of its own. Each event's reader pid
 //! is checked first (our own reads of /proc are dropped without a syscall);
-//! then the event's fd is resolved to its path into a stack buffer and
-//! closed, and only paths that name a layout file
+//! then the event's file is identified by one statx (a file already known
+//! to be no layout file is closed there: [`crate::source::procfs_file`]),
+//! its fd resolved to its path into a stack buffer and closed, and only
+//! files the mount and path place as a layout file
 //! ([`crate::process::proc_path`]) leave as [`ReadEvent`]s, with the pid
 //! whose file it is, in batches, through a bounded channel (a full channel
 //! drops and counts). An event whose file's process has already exited
@@ -56,6 +60,7 @@ use crate::process::pid_ns::{PidNamespaces, pid_namespace_of};
 use crate::process::proc_path::{Layout, may_name_layout};
 use crate::process::procfs;
 use crate::process::procfs_instances::{Instances, ScanOutcome};
+use crate::source::procfs_file::{NotLayout, ProcfsFile};
 
 /// Since Linux 6.13: an event whose file can't be opened for us carries
 /// `-errno` in `fd` instead of failing the read.
@@ -497,6 +502,9 @@ struct Placer<'w> {
     unknown_mounts: FxHashSet<u32>,
     unknown_since: Option<Instant>,
     scans: u64,
+    /// Files whose path said they are no layout file: a reread of one
+    /// costs no readlink.
+    not_layout: NotLayout,
 }
 
 /// Whose layout file a read was of.
@@ -528,6 +536,7 @@ impl<'w> Placer<'w> {
             unknown_mounts: FxHashSet::default(),
             unknown_since: None,
             scans: 0,
+            not_layout: NotLayout::default(),
         }
     }
 
@@ -602,13 +611,29 @@ impl<'w> Placer<'w> {
 
     /// Whose layout file the open file `fd`, at `path`, read by `reader`,
     /// is.
-    fn place(&mut self, fd: RawFd, path: &[u8], reader: u32, stats: &WatchStats) -> Placement {
-        if !may_name_layout(path) && !self.instances.has_file_mounts() {
-            return Placement::Other;
+    fn place(
+        &mut self,
+        file: &ProcfsFile,
+        path: &[u8],
+        reader: u32,
+        stats: &WatchStats,
+    ) -> Placement {
+        let (dev, mount_id) = (file.dev, file.mount_id);
+        let layout_name = may_name_layout(path);
+        if !layout_name {
+            // Through a mount rooted at a directory, a path's last name is
+            // the file's own, which no mount made later changes.
+            if self.instances.names_files_by_path(mount_id, dev) {
+                self.not_layout.remember(file);
+                return Placement::Other;
+            }
+            // A mount no scan has seen may be a file's bind mount under any
+            // name: looked at below.
+            let known = mount_id == 0 || self.instances.knows_mount(mount_id, dev);
+            if known && !self.instances.has_file_mounts() {
+                return Placement::Other;
+            }
         }
-        let Some((dev, mount_id)) = mount_of(fd) else {
-            return Placement::Other;
-        };
         // 0: a kernel before 5.8, whose statx has no mount id; then only
         // whole procfs mounts are placed, by their path's last components.
         if mount_id != 0 && !self.instances.knows_mount(mount_id, dev) {
@@ -622,7 +647,11 @@ impl<'w> Placer<'w> {
             }
             if !self.instances.knows_mount(mount_id, dev) {
                 // A path alone would name whatever a bind mount's name says.
-                return Placement::Unplaced;
+                return if layout_name {
+                    Placement::Unplaced
+                } else {
+                    Placement::Other
+                };
             }
         }
         let Some(placed) = self.instances.place(dev, mount_id, path) else {
@@ -672,40 +701,6 @@ fn mark(watch: &ProcWatch, path: &[u8]) -> nix::Result<()> {
             Some(path),
         )
     })
-}
-
-/// The superblock and mount of an open file (`statx`; the mount's id
-/// since Linux 5.8, 0 before: then only whole procfs mounts are placed).
-fn mount_of(fd: RawFd) -> Option<(Dev, u32)> {
-    const STATX_MNT_ID: u32 = 0x1000;
-    // SAFETY: an all-zero statx is a valid value of the plain C struct.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is an open fd the event handed us; the empty path with
-    // AT_EMPTY_PATH names it; `stx` is writable and sized for statx.
-    let rc = unsafe {
-        libc::statx(
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    let mount_id = if stx.stx_mask & STATX_MNT_ID != 0 {
-        u32::try_from(stx.stx_mnt_id).unwrap_or(0)
-    } else {
-        0
-    };
-    Some((
-        Dev {
-            major: stx.stx_dev_major,
-            minor: stx.stx_dev_minor,
-        },
-        mount_id,
-    ))
 }
 
 /// Parses one read() worth of events into the batch: maps reads, and
@@ -763,10 +758,14 @@ fn parse_events(
             }
             continue;
         }
-        let path_len = fd_path(fd_dir, fd, &mut path_buf).map(<[u8]>::len);
-        let placement = match path_len {
-            Some(len) => placer.place(fd, &path_buf[..len], pid, stats),
-            None => Placement::Other,
+        let file = ProcfsFile::of(fd).filter(|file| !placer.not_layout.contains(file));
+        let path_len = file
+            .as_ref()
+            .and_then(|_| fd_path(fd_dir, fd, &mut path_buf))
+            .map(<[u8]>::len);
+        let placement = match (file, path_len) {
+            (Some(file), Some(len)) => placer.place(&file, &path_buf[..len], pid, stats),
+            _ => Placement::Other,
         };
         close(fd);
         let (target, target_ns_pid, layout) = match placement {

@@ -8,6 +8,7 @@ pub mod fanotify;
 pub mod log;
 pub mod netlink;
 pub mod pacing;
+pub mod procfs_file;
 pub mod queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
