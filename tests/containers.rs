@@ -127,30 +127,6 @@ fn pid_of(pattern: &str) -> u32 {
     pids[0]
 }
 
-/// Waits until mapwatch watches the procfs of `pid`'s mount namespace.
-fn wait_for_instance_of(mapwatch: &Mapwatch, pid: u32) {
-    let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
-    let wanted = ns(pid).expect("the container's mount namespace");
-    let deadline = Instant::now() + STEP;
-    loop {
-        let stderr = mapwatch.stderr();
-        let watched = stderr
-            .lines()
-            .filter(|l| l.contains("watching the procfs at"))
-            .filter_map(|l| l.split("mount namespace of pid ").nth(1))
-            .filter_map(|rest| rest.split(' ').next()?.parse::<u32>().ok())
-            .any(|n| ns(n).as_ref() == Some(&wanted));
-        if watched {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the container's procfs was not watched within {STEP:?}:\n{stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The test's alerts by reader name and target pid.
 fn by(alerts: &[Value], reader: &str, target: u32) -> Vec<Value> {
     alerts
@@ -202,7 +178,7 @@ fn reads_inside_a_podman_container_name_the_container() {
         .trim()
         .parse()
         .expect("a pid");
-    wait_for_instance_of(&mapwatch, sibling);
+    wait_for_procfs_of(&mapwatch, sibling);
     std::fs::write(host_meet.join("go"), b"").expect("go");
     wait_for(&host_meet.join("done"));
     // The host reads a container process's map.

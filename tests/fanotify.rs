@@ -1231,3 +1231,112 @@ fn a_hundred_thousand_layout_reads_with_no_write_keep_the_chain_state_bounded() 
         "VmHWM {peak} KiB after {started} first steps: over the 20 MiB steady target"
     );
 }
+
+/// The inode numbers of the marks in `pid`'s fanotify group that ignore
+/// reads (`ignored_mask` with `FAN_ACCESS`), from its fdinfo.
+fn ignored_inodes(pid: u32) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("mapwatch's fds");
+    for fd in fds.map_while(Result::ok) {
+        if std::fs::read_link(fd.path())
+            .unwrap_or_default()
+            .as_os_str()
+            != "anon_inode:[fanotify]"
+        {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .expect("fdinfo");
+        let field = |line: &str, name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+        };
+        return info
+            .lines()
+            .filter(|l| l.starts_with("fanotify ino:"))
+            .filter(|l| field(l, "ignored_mask:").is_some_and(|m| m & 1 != 0))
+            .filter_map(|l| field(l, "ino:"))
+            .collect();
+    }
+    panic!("mapwatch has no fanotify fd")
+}
+
+/// `ps` and `top` reread the same few files of every process: a file that
+/// is no layout file is reported once, then an evictable ignore mark keeps
+/// the kernel from reporting it again, and goes with the process. A maps
+/// file is never ignored.
+#[test]
+fn files_that_are_no_layout_file_are_ignored_until_their_process_goes() {
+    let _lock = audit_lock();
+    let _audit = AuditStateGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapwatch = Mapwatch::start(dir.path());
+    let mut sleepers: Vec<KillOnDrop> = (0..100)
+        .map(|_| KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep")))
+        .collect();
+    let files: Vec<String> = sleepers
+        .iter()
+        .flat_map(|s| ["stat", "status"].map(|f| format!("/proc/{}/{f}", s.0.id())))
+        .collect();
+    let status = Command::new("cat")
+        .args(&files)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("cat");
+    assert!(status.success());
+    let maps = format!("/proc/{}/maps", sleepers[0].0.id());
+    let status = Command::new("cat")
+        .arg(&maps)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("cat");
+    assert!(status.success());
+    // The sentinel's read comes after these in the queue.
+    mapwatch.sync();
+    let inode = |path: &String| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("a sleeper's file"))
+    };
+    let inodes: Vec<u64> = files.iter().map(inode).collect();
+    let ignored = ignored_inodes(mapwatch.pid());
+    let missing: Vec<&String> = files
+        .iter()
+        .zip(&inodes)
+        .filter(|(_, ino)| !ignored.contains(ino))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(missing.is_empty(), "not ignored: {missing:?}");
+    assert!(
+        !ignored.contains(&inode(&maps)),
+        "a maps file must never be ignored"
+    );
+    let alerts = mapwatch.alerts();
+    assert!(
+        alerts.iter().any(|a| a["rule"]["id"] == EXTENDED_ID
+            && a["mapwatch"]["target"]["pid"] == sleepers[0].0.id()),
+        "the maps read still raises its alert: {}",
+        brief(alerts.iter())
+    );
+    // Gone with their processes: nothing left behind.
+    for sleeper in &mut sleepers {
+        let _ = sleeper.0.kill();
+        let _ = sleeper.0.wait();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ignored = ignored_inodes(mapwatch.pid());
+        let left = inodes.iter().filter(|i| ignored.contains(i)).count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} ignore marks of gone processes' files left after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, stderr) = mapwatch.terminate();
+    assert!(status.success(), "{stderr}");
+}

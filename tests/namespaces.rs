@@ -110,35 +110,6 @@ impl Drop for Scenario {
     }
 }
 
-/// The mount namespace of a live process.
-fn mount_namespace(pid: u32) -> Option<std::path::PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
-}
-
-/// Waits until mapwatch says it watches a procfs of `pid`'s mount
-/// namespace ("... in the mount namespace of pid N ...").
-fn wait_for_instance_of(mapwatch: &Mapwatch, pid: u32) {
-    let wanted = mount_namespace(pid).expect("the sibling's mount namespace");
-    let deadline = Instant::now() + STEP;
-    loop {
-        let stderr = mapwatch.stderr();
-        let watched = stderr
-            .lines()
-            .filter(|l| l.contains("watching the procfs at"))
-            .filter_map(|l| l.split("mount namespace of pid ").nth(1))
-            .filter_map(|rest| rest.split(' ').next()?.parse::<u32>().ok())
-            .any(|n| mount_namespace(n).as_ref() == Some(&wanted));
-        if watched {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no procfs of pid {pid}'s mount namespace watched within {STEP:?}:\n{stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Alerts (any rule) whose target is `pid`.
 fn about(alerts: &[Value], pid: u32) -> Vec<&Value> {
     alerts
@@ -170,7 +141,7 @@ fn one_alert_for(name: &str, wrap: &[&str], setup: &str, read: &str, new_instanc
     let scenario = Scenario::start(wrap, setup, read, marker);
     let sibling = scenario.sibling();
     if new_instance {
-        wait_for_instance_of(&mapwatch, sibling);
+        wait_for_procfs_of(&mapwatch, sibling);
     }
     scenario.go();
     let sentinels = mapwatch.sync();
@@ -402,28 +373,6 @@ for _ in range(int(sys.argv[1])):
         sys.exit("a namespace failed: %d" % os.waitstatus_to_exitcode(status))
 "#;
 
-/// The fanotify marks mapwatch's group holds, from its fd's fdinfo.
-fn marks_of(pid: u32) -> usize {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("mapwatch's fds");
-    for fd in fds.map_while(Result::ok) {
-        let link = std::fs::read_link(fd.path()).unwrap_or_default();
-        if link.as_os_str() != "anon_inode:[fanotify]" {
-            continue;
-        }
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        ))
-        .expect("fdinfo");
-        // One line per mark; the first line, the group's flags, is none.
-        return info
-            .lines()
-            .filter(|l| l.starts_with("fanotify ") && l.contains(" mflags:"))
-            .count();
-    }
-    panic!("mapwatch has no fanotify fd")
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
@@ -464,7 +413,7 @@ fn ten_thousand_short_lived_pid_namespaces_leave_nothing_behind() {
     let status = python(NAMESPACE_STORM, &["5000"]).status().expect("storm");
     assert!(status.success(), "the second half of the storm failed");
     let sibling = lives.sibling();
-    wait_for_instance_of(&mapwatch, sibling);
+    wait_for_procfs_of(&mapwatch, sibling);
     let marks_with_one = settled_marks(&mapwatch, 2);
     let rss_with_one = rss_kib(mapwatch.pid());
     lives.go();
@@ -508,7 +457,7 @@ fn ten_thousand_short_lived_pid_namespaces_leave_nothing_behind() {
 fn settled_marks(mapwatch: &Mapwatch, expected: usize) -> usize {
     let deadline = Instant::now() + STEP;
     loop {
-        let marks = marks_of(mapwatch.pid());
+        let marks = fanotify_marks(mapwatch.pid()).filesystems;
         if marks == expected || Instant::now() > deadline {
             return marks;
         }
@@ -548,7 +497,7 @@ fn a_procfs_over_max_procfs_is_reported_not_watched() {
         mapwatch.stderr()
     );
     assert_eq!(
-        marks_of(mapwatch.pid()),
+        fanotify_marks(mapwatch.pid()).filesystems,
         2,
         "the host's procfs and one more"
     );

@@ -293,8 +293,14 @@ impl Instances {
             .get(&line.dev)
             .is_none_or(|i| i.pid_ns != pid_ns);
         if new {
+            // The namespace by its own name too: the pid may be gone soon
+            // (a `mount` that read through what it mounted).
+            let mount_ns = procfs::read_link_path(format!("{pid}/ns/mnt").as_bytes())
+                .ok()
+                .and_then(|l| namespace_inode(&l))
+                .map_or_else(|| "?".to_owned(), |n| n.to_string());
             tracing::info!(
-                "watching the procfs at {:?} in the mount namespace of pid {pid} (device {}:{})",
+                "watching the procfs at {:?} in the mount namespace mnt:[{mount_ns}] of pid {pid} (device {}:{})",
                 String::from_utf8_lossy(&line.point),
                 line.dev.major,
                 line.dev.minor

@@ -505,12 +505,17 @@ struct Placer<'w> {
     /// Files whose path said they are no layout file: a reread of one
     /// costs no readlink.
     not_layout: NotLayout,
+    /// Whether the kernel takes evictable ignore marks (5.19+).
+    ignore_marks: bool,
 }
 
 /// Whose layout file a read was of.
 enum Placement {
     /// Not a layout file (or not a file of a procfs watched).
     Other,
+    /// Known by its own name, through a mount rooted at a directory, to be
+    /// no layout file while its inode lives.
+    NotLayout,
     /// A layout file of a process with no host pid to be found.
     Unplaced,
     Found {
@@ -537,6 +542,7 @@ impl<'w> Placer<'w> {
             unknown_since: None,
             scans: 0,
             not_layout: NotLayout::default(),
+            ignore_marks: true,
         }
     }
 
@@ -604,6 +610,37 @@ impl<'w> Placer<'w> {
         self.scan_if_due(now, stats);
     }
 
+    /// Stops the kernel reporting the file open at `fd`, which is no
+    /// layout file: `ps` and `top` reread the same few files of every
+    /// process, and each event costs the kernel a file opened for us. An
+    /// evictable ignore mark goes with the inode, so a process gone leaves
+    /// nothing behind. Where the kernel refuses one (before 5.19; out of
+    /// marks), the file's rereads still cost one statx each.
+    fn ignore(&mut self, fd: RawFd, file: &ProcfsFile, of_file: bool) {
+        self.not_layout.remember(file);
+        // A directory's ignore mask would speak for its children too.
+        if !of_file || !self.ignore_marks {
+            return;
+        }
+        let flags = MarkFlags::FAN_MARK_ADD
+            | MarkFlags::FAN_MARK_IGNORED_MASK
+            | MarkFlags::FAN_MARK_IGNORED_SURV_MODIFY
+            | MarkFlags::FAN_MARK_EVICTABLE;
+        let mask = self.watch.mask & !MaskFlags::FAN_ONDIR;
+        // SAFETY: `fd` is the event's open fd, closed only after this call.
+        let file_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Err(e) = self
+            .watch
+            .group
+            .mark(flags, mask, file_fd, None::<&std::path::Path>)
+        {
+            tracing::info!(
+                "procfs files that are no layout file stay reported, one statx each ({e} on an evictable ignore mark)"
+            );
+            self.ignore_marks = false;
+        }
+    }
+
     /// The time until the next scan.
     fn until_scan(&self) -> Duration {
         self.next_scan.saturating_duration_since(Instant::now())
@@ -624,8 +661,7 @@ impl<'w> Placer<'w> {
             // Through a mount rooted at a directory, a path's last name is
             // the file's own, which no mount made later changes.
             if self.instances.names_files_by_path(mount_id, dev) {
-                self.not_layout.remember(file);
-                return Placement::Other;
+                return Placement::NotLayout;
             }
             // A mount no scan has seen may be a file's bind mount under any
             // name: looked at below.
@@ -767,9 +803,12 @@ fn parse_events(
             (Some(file), Some(len)) => placer.place(&file, &path_buf[..len], pid, stats),
             _ => Placement::Other,
         };
+        if let (Placement::NotLayout, Some(file)) = (&placement, &file) {
+            placer.ignore(fd, file, of_file);
+        }
         close(fd);
         let (target, target_ns_pid, layout) = match placement {
-            Placement::Other => continue,
+            Placement::Other | Placement::NotLayout => continue,
             // Most often a process's read of its own map, both gone
             // already: counted, as nothing says whose map it was.
             Placement::Unplaced => {

@@ -807,3 +807,57 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The marks of a process's fanotify group, from its fdinfo.
+pub struct FanotifyMarks {
+    /// Filesystem marks: one per procfs instance watched.
+    pub filesystems: usize,
+    /// Inode marks: the ignore marks of files that are no layout file.
+    pub inodes: usize,
+}
+
+/// The marks of `pid`'s (mapwatch's) fanotify group.
+pub fn fanotify_marks(pid: u32) -> FanotifyMarks {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("mapwatch's fds");
+    for fd in fds.map_while(Result::ok) {
+        let link = std::fs::read_link(fd.path()).unwrap_or_default();
+        if link.as_os_str() != "anon_inode:[fanotify]" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .expect("fdinfo");
+        // One line per mark, its kind first; the group's flags are none.
+        let count = |kind: &str| info.lines().filter(|l| l.starts_with(kind)).count();
+        return FanotifyMarks {
+            filesystems: count("fanotify sdev:"),
+            inodes: count("fanotify ino:"),
+        };
+    }
+    panic!("mapwatch has no fanotify fd")
+}
+
+/// Waits (30 s at most) until mapwatch says it watches a procfs of `pid`'s
+/// mount namespace ("... in the mount namespace mnt:[N] of pid ...").
+pub fn wait_for_procfs_of(mapwatch: &Mapwatch, pid: u32) {
+    let wanted = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .unwrap_or_else(|e| panic!("the mount namespace of pid {pid}: {e}"));
+    let wanted = format!("namespace {} of pid", wanted.display());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stderr = mapwatch.stderr();
+        if stderr
+            .lines()
+            .any(|l| l.contains("watching the procfs at") && l.contains(&wanted))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no procfs of pid {pid}'s mount namespace watched within 30 s:\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
