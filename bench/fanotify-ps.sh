@@ -30,12 +30,25 @@ else
 fi
 work=$(mktemp -d)
 namespaces=()
-trap 'for p in "${namespaces[@]}"; do kill -9 "$p" 2> /dev/null || true; done; rm -rf "$work"' EXIT
+# Waited for, so the next run starts with none of them left.
+trap 'for p in "${namespaces[@]}"; do kill -9 "$p" 2> /dev/null || true; done; wait "${namespaces[@]}" 2> /dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 2 "${INSTANCES:-1}"); do
     unshare -pf --mount-proc --kill-child sleep 1000000 &
     namespaces+=("$!")
 done
 ticks=$(getconf CLK_TCK)
+# Until the namespaces of a previous run are gone (a pid namespace's end
+# takes a while), so each run's `ps` sees the same processes.
+for _ in $(seq 100); do
+    if [ "$(pgrep -c -x -f 'sleep 1000000')" -le $((${INSTANCES:-1} - 1)) ] &&
+        ! ps -eo stat=,comm= | grep -q '^Z.* sleep$'; then
+        break
+    fi
+    sleep 0.1
+done
+# /proc opens of one `ps aux` now, counted once with strace: the load is
+# given in opens/s (fanotify's events say less once files are ignored).
+opens_per_ps=$(strace -f -qq -e trace=openat -o /dev/stdout ps aux 2> /dev/null | grep -c '"/proc/' || true)
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
@@ -81,16 +94,17 @@ CONF
     local watched
     # Builds before issue 15 have no such gauge.
     watched=$( (grep -o 'procfs_instances_watched=[0-9]*' "$work/$mode.log" || true) | tail -1 | cut -d= -f2)
-    awk -v m="$mode" -v t=$((after - before)) -v hz="$ticks" -v ns="$wall_ns" -v ev="${events:-0}" -v rec="${records:-0}" -v procs="$runs_before" -v watched="${watched:-0}" 'BEGIN {
+    awk -v opens="$opens_per_ps" -v rate="$rate" -v m="$mode" -v t=$((after - before)) -v hz="$ticks" -v ns="$wall_ns" -v ev="${events:-0}" -v rec="${records:-0}" -v procs="$runs_before" -v watched="${watched:-0}" 'BEGIN {
         wall = ns / 1e9; cpu = t / hz
-        printf "| %-5s | %d | %5.1f s | %6.2f s | %5.2f %% | %8.0f | %7.0f | %d |\n", m, watched, wall, cpu, 100 * cpu / wall, ev / wall, rec / wall, procs
+        load = rate > 0 ? sprintf("%.0f", opens * rate) : "-"
+        printf "| %-5s | %d | %s | %5.1f s | %6.2f s | %5.2f %% | %8.0f | %7.0f | %d |\n", m, watched, load, wall, cpu, 100 * cpu / wall, ev / wall, rec / wall, procs
     }'
 }
 
 echo "kernel $(uname -r), $(nproc) CPUs, ${secs}s per mode, ps runs/s: ${rate} (0 = unpaced)"
 echo
-echo "| fanotify | procfs watched | wall | mapwatch CPU | share of one core | /proc events/s (fanotify) | audit records/s | processes |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| fanotify | procfs watched | /proc opens/s (ps) | wall | mapwatch CPU | share of one core | /proc events/s (fanotify) | audit records/s | processes |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for mode in ${MODES:-true false}; do
     run "$mode"
 done
