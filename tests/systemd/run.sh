@@ -210,8 +210,15 @@ for suite in "${suites[@]}"; do
     mke2fs -q -t ext4 -O ^orphan_file -L payload -d "$payload" "$results"
     console=$work/console-$suite.log
     start=$(date +%s)
-    # shellcheck disable=SC2086 # $accel is several options
-    timeout --foreground "$guest_timeout" qemu-system-x86_64 $accel -smp 2 -m 2048 \
+    # Linux 7.2 (sid, 2026-12) oopses at boot under multi-threaded TCG (an
+    # int3 left by its boot-time code patching, hit by the other vCPU);
+    # one TCG thread boots it. The older kernels keep both threads.
+    guest_accel=$accel
+    if [ "${release%%.*}" -ge 7 ]; then
+        guest_accel=${accel/thread=multi/thread=single}
+    fi
+    # shellcheck disable=SC2086 # $guest_accel is several options
+    timeout --foreground "$guest_timeout" qemu-system-x86_64 $guest_accel -smp 2 -m 2048 \
         -nodefaults -display none -no-reboot -serial "file:$console" \
         -kernel "$boot/vmlinuz-$release" -initrd "$boot/initrd.img-$release" \
         -append "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4 systemd.show_status=0" \
