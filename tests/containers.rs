@@ -247,16 +247,7 @@ fn reads_inside_a_podman_container_name_the_container() {
         "{:#}",
         from_host[0]
     );
-    let schema: Value =
-        serde_json::from_str(include_str!("../docs/alert.schema.json")).expect("schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    for alert in &alerts {
-        let errors: Vec<String> = validator
-            .iter_errors(alert)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{errors:#?}\n{alert:#}");
-    }
+    assert_follow_schema(&alerts, "a container's alerts");
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{stderr}");
 }

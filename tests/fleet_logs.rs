@@ -298,16 +298,7 @@ fn assert_replay_is_live(recorded: &Recorded, replayed: &[Value], summary: &str)
     );
     assert!(summary.contains("(0 malformed)"), "{summary}");
     assert!(summary.contains(" 0 unresolved entry leaders"), "{summary}");
-    let schema: Value =
-        serde_json::from_str(include_str!("../docs/alert.schema.json")).expect("schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    for alert in replayed {
-        let errors: Vec<String> = validator
-            .iter_errors(alert)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{errors:#?}\n{alert:#}");
-    }
+    assert_follow_schema(replayed, "replayed alerts");
     assert!(
         replayed_execs
             .iter()

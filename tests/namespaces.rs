@@ -170,16 +170,7 @@ fn one_alert_for(name: &str, wrap: &[&str], setup: &str, read: &str, new_instanc
         self_reads(&alerts, &sentinels).is_empty(),
         "{name}: a read of one's own map is no alert: {alerts:#?}"
     );
-    let schema: Value =
-        serde_json::from_str(include_str!("../docs/alert.schema.json")).expect("schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    for alert in &alerts {
-        let errors: Vec<String> = validator
-            .iter_errors(alert)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{name}: {errors:#?}\n{alert:#}");
-    }
+    assert_follow_schema(&alerts, name);
     let (status, stderr) = mapwatch.terminate();
     assert!(status.success(), "{name}: {stderr}");
 }

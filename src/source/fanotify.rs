@@ -655,7 +655,7 @@ impl<'w> Placer<'w> {
         reader: u32,
         stats: &WatchStats,
     ) -> Placement {
-        let (dev, mount_id) = (file.dev, file.mount_id);
+        let (dev, mount_id) = (file.dev(), file.mount_id);
         let layout_name = may_name_layout(path);
         if !layout_name {
             // Through a mount rooted at a directory, a path's last name is

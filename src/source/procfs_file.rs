@@ -24,17 +24,16 @@ const CAPACITY: usize = 65_536;
 /// The open procfs file behind an event's fd.
 #[derive(Clone, Copy, Debug)]
 pub struct ProcfsFile {
-    /// The procfs instance (superblock).
-    pub dev: Dev,
     /// The mount it was opened through; 0 on kernels before 5.8, whose
     /// statx has no mount id.
     pub mount_id: u32,
     identity: Identity,
 }
 
+/// Superblock, inode number and change time: one file while its inode lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Identity {
-    dev: (u32, u32),
+    dev: Dev,
     ino: u64,
     ctime: (i64, u32),
 }
@@ -67,17 +66,21 @@ impl ProcfsFile {
             0
         };
         Some(ProcfsFile {
-            dev: Dev {
-                major: stx.stx_dev_major,
-                minor: stx.stx_dev_minor,
-            },
             mount_id,
             identity: Identity {
-                dev: (stx.stx_dev_major, stx.stx_dev_minor),
+                dev: Dev {
+                    major: stx.stx_dev_major,
+                    minor: stx.stx_dev_minor,
+                },
                 ino: stx.stx_ino,
                 ctime: (stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec),
             },
         })
+    }
+
+    /// The procfs instance (superblock).
+    pub fn dev(&self) -> Dev {
+        self.identity.dev
     }
 
     /// True where the kernel gave the inode number and change time, the

@@ -861,3 +861,18 @@ pub fn wait_for_procfs_of(mapwatch: &Mapwatch, pid: u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Asserts that every alert follows the published schema
+/// (docs/alert.schema.json).
+pub fn assert_follow_schema<'a>(alerts: impl IntoIterator<Item = &'a Value>, context: &str) {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/alert.schema.json")).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    for alert in alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(alert)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{context}: {errors:#?}\n{alert:#}");
+    }
+}
