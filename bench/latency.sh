@@ -16,6 +16,7 @@ sed 's/^max_signals = 100$/max_signals = 1000000/' rules/proc_maps_discovery.tom
 cat > "$dir/mapwatch.toml" << CONF
 [audit]
 state_file = "$dir/state.json"
+${AUDIT_TOML:-}
 [log]
 stats_interval_secs = 0
 [rules]

@@ -111,9 +111,10 @@ pub struct Detector {
     /// sequences once every read queued before then is known, so a read
     /// made before a call is never taken as made after it.
     calls_waiting: VecDeque<(Vec<StepHit>, Arc<StepFacts>, Instant)>,
-    /// A sequence's next step may be a call: until when the audit records
-    /// are wanted as they come ([`Detector::take_calls_awaited`]).
-    calls_awaited: Option<Instant>,
+    /// Until when the audit records are wanted as they come, not on the
+    /// pacing's interval ([`Detector::take_records_wanted`]): a sequence's
+    /// next step may be a call, or a read's exec may still be on its way.
+    records_wanted: Option<Instant>,
     /// Other hosts' records (`node=NAME`, from an auditd that aggregates):
     /// one detector of their own history per node, never this machine's
     /// procfs or fanotify.
@@ -123,6 +124,11 @@ pub struct Detector {
     node_config: Option<Box<Config>>,
 }
 
+/// The later of the two moments.
+fn want_records_until(wanted: &mut Option<Instant>, until: Instant) {
+    *wanted = Some(until).max(*wanted);
+}
+
 /// The host of an aggregation server's records that carry no `node=`.
 pub const UNNAMED_NODE: &str = "unnamed-node";
 
@@ -130,6 +136,13 @@ pub const UNNAMED_NODE: &str = "unnamed-node";
 /// read as they come (no pacing): an injector attaches and pokes within
 /// moments of reading the map.
 const CALLS_AWAITED_FOR: Duration = Duration::from_secs(2);
+
+/// How long after a read of another process's layout file the audit
+/// records are read as they come: the reader's exec, which the read
+/// confirms, can reach the socket after the read reached fanotify (the
+/// kernel's audit thread sends records when it is scheduled), and would
+/// otherwise wait for the next poll. As long as reads are held.
+const EXEC_AWAITED_AFTER_READ: Duration = Duration::from_millis(100);
 
 /// A step an event matched, with the event's alert for the step's rule
 /// when the step is its last.
@@ -164,7 +177,7 @@ impl Detector {
             rules_touched: false,
             sequences: Sequences::build(&rules),
             calls_waiting: VecDeque::new(),
-            calls_awaited: None,
+            records_wanted: None,
             nodes: FxHashMap::default(),
             node_config: Some(Box::new(config.clone())),
             rules,
@@ -286,6 +299,9 @@ impl Detector {
     /// A read (or write) seen: a sequence step at once, then to the
     /// correlator (exec alerts it confirms, file events after the hold).
     fn take_read(&mut self, read: ReadEvent, now: Instant, emit: &mut dyn FnMut(Alert)) {
+        if read.target != read.pid {
+            want_records_until(&mut self.records_wanted, now + EXEC_AWAITED_AFTER_READ);
+        }
         if self.sequences.wants(Category::File) {
             self.read_as_step(&read, now, emit);
         }
@@ -304,7 +320,7 @@ impl Detector {
             users,
             sequences,
             stats,
-            calls_awaited,
+            records_wanted,
             ..
         } = self;
         let taken = taken_of(read);
@@ -318,7 +334,7 @@ impl Detector {
             return;
         }
         if hits.iter().any(|hit| sequences.call_may_follow(hit)) {
-            *calls_awaited = Some(now + CALLS_AWAITED_FOR);
+            want_records_until(records_wanted, now + CALLS_AWAITED_FOR);
         }
         let facts = Arc::new(alert::act_step(&mut fields, wall_ms(read.seen, now)));
         let hits = act_hits(hits, &mut fields, sequences, rules, host, read.seen);
@@ -502,10 +518,10 @@ impl Detector {
         self.rules = rules;
     }
 
-    /// Until when the audit records are wanted at once, if a step just
-    /// seen may be followed by a call (cleared by the call).
-    pub fn take_calls_awaited(&mut self) -> Option<Instant> {
-        self.calls_awaited.take()
+    /// Until when the audit records are wanted at once, if a read just
+    /// seen may wait for its exec or a step for a call.
+    pub fn take_records_wanted(&mut self) -> Option<Instant> {
+        self.records_wanted.take()
     }
 
     pub fn sequence_stats(&self) -> SequenceStats {
@@ -1070,6 +1086,41 @@ mod tests {
             alerts.push(a)
         });
         assert_eq!(chains(&alerts), 1, "{alerts:#?}");
+    }
+
+    /// A read of another process's map may come before its reader's exec
+    /// reaches the socket: the records are then wanted as they come for a
+    /// while, not on the pacing's interval. A read of one's own map asks
+    /// for nothing (glibc reads it at every program's start).
+    #[test]
+    fn a_read_of_another_process_map_wants_records_at_once_and_a_read_of_ones_own_does_not() {
+        // No sequence rule, whose step would want the records for longer.
+        let mut config = Config::default();
+        config.rules.directories.clear();
+        let mut rules = config.load_rules().expect("shipped rules load");
+        rules.rules.retain(|rule| rule.event_step().is_some());
+        let mut detector = Detector::for_recorded_log(&config, rules, false);
+        detector.confirm_reads(Duration::from_millis(250), Duration::from_millis(100));
+        let t0 = Instant::now();
+        let own = ReadEvent {
+            target: INJECTOR,
+            path: b"/proc/self/maps".to_vec(),
+            ..map_read(t0)
+        };
+        let batch = |read| ReadBatch {
+            reads: vec![read],
+            opens: Vec::new(),
+            unresolved: Vec::new(),
+            drained_until: t0,
+        };
+        detector.on_reads(batch(own), t0, &mut |_| {});
+        assert_eq!(detector.take_records_wanted(), None);
+        detector.on_reads(batch(map_read(t0)), t0, &mut |_| {});
+        assert_eq!(
+            detector.take_records_wanted(),
+            Some(t0 + EXEC_AWAITED_AFTER_READ)
+        );
+        assert_eq!(detector.take_records_wanted(), None, "taken once");
     }
 
     /// A read queued after the call was processed is no step before it.

@@ -63,6 +63,33 @@ impl Argv {
         self.ends.push(self.bytes.len());
     }
 
+    /// The non-empty strings of a NUL-separated list (`/proc/PID/environ`,
+    /// `cmdline`), in place: the list's own buffer becomes the joined
+    /// bytes, so reading one costs no copy and no growth.
+    pub fn from_nul_separated(mut list: Vec<u8>) -> Argv {
+        let mut ends = Vec::with_capacity(list.iter().filter(|b| **b == 0).count() + 1);
+        let mut write = 0;
+        let mut start = 0;
+        while start < list.len() {
+            let end = list[start..]
+                .iter()
+                .position(|b| *b == 0)
+                .map_or(list.len(), |at| start + at);
+            if end > start {
+                if !ends.is_empty() {
+                    list[write] = b' ';
+                    write += 1;
+                }
+                list.copy_within(start..end, write);
+                write += end - start;
+                ends.push(write);
+            }
+            start = end + 1;
+        }
+        list.truncate(write);
+        Argv { bytes: list, ends }
+    }
+
     /// The separator before an argument that is not the first.
     fn start_argument(&mut self) {
         if !self.ends.is_empty() {
@@ -304,6 +331,22 @@ mod tests {
             builder.add_record(&record);
         }
         builder.finish()
+    }
+
+    #[test]
+    fn a_nul_separated_list_keeps_its_non_empty_strings_in_order() {
+        for (list, want) in [
+            (&b"A=1\0B=2\0"[..], &["A=1", "B=2"][..]),
+            (b"\0\0A=1\0\0B=\0", &["A=1", "B="]),
+            (b"LAST=no-nul", &["LAST=no-nul"]),
+            (b"", &[]),
+            (b"\0", &[]),
+        ] {
+            let argv = Argv::from_nul_separated(list.to_vec());
+            let want: Vec<&[u8]> = want.iter().map(|s| s.as_bytes()).collect();
+            assert_eq!(argv, Argv::from(want.iter().copied()), "{list:?}");
+            assert_eq!(argv.joined(), want.join(&b' ').as_slice());
+        }
     }
 
     fn args(argv: &Argv) -> Vec<Vec<u8>> {

@@ -300,7 +300,7 @@ fn serve(started: Started, options: RunOptions) -> Result<(), RunError> {
                     let drained = readers.reads.drain(|reads| {
                         detector.on_reads(reads, Instant::now(), &mut |a| outlet.emit(a))
                     });
-                    if let Some(until) = detector.take_calls_awaited()
+                    if let Some(until) = detector.take_records_wanted()
                         && let Some(socket) = readers.inline.as_mut()
                         && let Err(e) =
                             socket.stay_prompt(until, &poller, &mut detector, &mut outlet)

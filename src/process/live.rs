@@ -258,15 +258,8 @@ fn environ_of(pid: u32) -> Option<Argv> {
         }
         raw.resize((raw.len() * 2).min(MAX_ENVIRON), 0);
     }
-    let environ = &raw[..len];
-    let trimmed = environ.strip_suffix(b"\0").unwrap_or(environ);
-    Some(
-        trimmed
-            .split(|b| *b == 0)
-            .filter(|v| !v.is_empty())
-            .collect::<Vec<_>>()
-            .into(),
-    )
+    raw.truncate(len);
+    Some(Argv::from_nul_separated(raw))
 }
 
 #[cfg(test)]

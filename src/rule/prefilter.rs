@@ -31,6 +31,7 @@
 use std::ops::ControlFlow;
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::dfa::DFA;
 use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{Input, MatchKind};
 use rustc_hash::FxHashMap;
@@ -79,17 +80,74 @@ struct Scan {
     differ: Vec<(Vec<u8>, Span)>,
     /// Likewise for ASCII-lowercased values and literals.
     equal_folded: FxHashMap<Vec<u8>, Span>,
-    /// The runs, searched together. A contiguous NFA, by its own type:
-    /// a DFA is faster while in cache, but at a tenth of its size the NFA
-    /// is what an exec evaluated every millisecond finds in cache
-    /// (measured: 24.4 -> 17.5 µs per exec in the exec storm with Elastic's
-    /// corpus); and not behind `AhoCorasick`'s `dyn`, so each transition
-    /// is inlined.
-    runs: Option<NFA>,
+    /// The runs, searched together.
+    runs: Option<Runs>,
     /// Per run (the automaton's pattern): the needs it meets.
     run_meets: Vec<Span>,
     /// Needs with a case-insensitive alternative on this field.
     folded: Vec<u32>,
+}
+
+/// A field's runs as one automaton, by its own type (not behind
+/// `AhoCorasick`'s `dyn`, so each transition is inlined): a DFA, unless it
+/// would be very large, then a contiguous NFA (a tenth of the size, each
+/// byte a few more steps). With Elastic's corpus every field's is a DFA:
+/// 3.2 MB in all, the largest `process.args` and `process.command_line`
+/// at 1.3 MB each against 97 and 119 KB as NFAs; the corpus on
+/// `sh -c "make -j2 all"` in 2.8 µs instead of 4.1 (in cache), on `ls`
+/// 1.7 instead of 2.1, for 6 MB more resident memory (11.7 -> 17.6 MB)
+/// and no change in the exec storm at 50 ms batches (19.1 against 19.0
+/// µs per exec, 7 rounds). At 10 ms batches, where every batch found the
+/// automata cold, the NFAs had cost 17.5 µs per exec against 24.4.
+#[derive(Clone, Debug)]
+enum Runs {
+    Dfa(DFA),
+    Nfa(NFA),
+}
+
+/// An NFA at most this large is made a DFA (5–14 times its size): a
+/// corpus several times Elastic's keeps its largest fields' automata
+/// under a few MB each.
+const MAX_NFA_FOR_DFA: usize = 128 * 1024;
+
+impl Runs {
+    /// `None` only if the automaton cannot be built, which does not happen
+    /// for runs this few and short.
+    fn build(runs: &[Vec<u8>]) -> Option<Runs> {
+        let nfa = NFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(runs)
+            .ok()?;
+        if nfa.memory_usage() > MAX_NFA_FOR_DFA {
+            return Some(Runs::Nfa(nfa));
+        }
+        DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(runs)
+            .ok()
+            .map(Runs::Dfa)
+    }
+
+    /// Calls `hit` with the index of each run found in `text`.
+    fn each_hit(&self, text: &[u8], hit: impl FnMut(usize)) {
+        match self {
+            Runs::Dfa(dfa) => each_hit(dfa, text, hit),
+            Runs::Nfa(nfa) => each_hit(nfa, text, hit),
+        }
+    }
+}
+
+fn each_hit(automaton: &impl Automaton, text: &[u8], mut hit: impl FnMut(usize)) {
+    let input = Input::new(text);
+    let mut state = OverlappingState::start();
+    // Unanchored, no limits: the search cannot fail.
+    while automaton.try_find_overlapping(&input, &mut state).is_ok()
+        && let Some(found) = state.get_match()
+    {
+        hit(found.pattern().as_usize());
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -266,16 +324,11 @@ impl Prefilter {
             let runs = if b.runs.is_empty() {
                 None
             } else {
-                let nfa = NFA::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&b.runs);
-                // Never fails for runs this few and short; without the
-                // automaton, no rule is skipped.
-                let Ok(nfa) = nfa else {
+                // Without the automaton, no rule is skipped.
+                let Some(runs) = Runs::build(&b.runs) else {
                     return Prefilter::default();
                 };
-                Some(nfa)
+                Some(runs)
             };
             let spans = |prefilter: &mut Prefilter, map: FxHashMap<Vec<u8>, Vec<u32>>| {
                 map.into_iter()
@@ -323,7 +376,16 @@ impl Prefilter {
         let Some(needs) = self.rules.get(rule) else {
             return true;
         };
-        needs.of(&self.ids).iter().all(|&need| {
+        let needs = needs.of(&self.ids);
+        // A need on fields already looked at is decided for free: one
+        // that failed refuses the rule before any other field is read.
+        if needs
+            .iter()
+            .any(|&need| self.need_scans[need as usize] & !found.scanned == 0 && !found.has(need))
+        {
+            return false;
+        }
+        needs.iter().all(|&need| {
             let mut unscanned = self.need_scans[need as usize] & !found.scanned;
             while unscanned != 0 {
                 self.scan(unscanned.trailing_zeros() as usize, event, found);
@@ -362,14 +424,9 @@ impl Prefilter {
                 }
             }
             if let Some(runs) = &scan.runs {
-                let input = Input::new(text);
-                let mut state = OverlappingState::start();
-                // Unanchored, no limits: the search cannot fail.
-                while runs.try_find_overlapping(&input, &mut state).is_ok()
-                    && let Some(hit) = state.get_match()
-                {
-                    found.meet_all(scan.run_meets[hit.pattern().as_usize()].of(&self.ids));
-                }
+                runs.each_hit(text, |run| {
+                    found.meet_all(scan.run_meets[run].of(&self.ids))
+                });
             }
             ControlFlow::Continue(())
         });

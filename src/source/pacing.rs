@@ -11,15 +11,20 @@
 //! drops them for that: the socket's buffer and the backlog hold seconds of
 //! a storm. A read of a memory map needs its exec at once: the socket is
 //! read then ([`Pacing::read_early`]) and wakes the pipeline again, so the
-//! rest of an exec still on its way comes without waiting for a poll. A
-//! sequence that waits for a call (a map read, then a ptrace poke) asks
-//! for records at once for a while ([`Pacing::stay_prompt`]): no polling
-//! until then.
+//! rest of an exec still on its way comes without waiting for a poll. When
+//! records are wanted as they come for a while ([`Pacing::stay_prompt`]:
+//! after a read of another process's map, whose exec can reach the socket
+//! after the read reached fanotify, and while a sequence waits for a
+//! call), there is no polling until then.
 //!
 //! Why: on a virtual machine a wake-up costs more than parsing an exec
-//! event, and at a few hundred execs per second nearly every exec gets one.
-//! An interval of 10 ms took mapwatch from 13.9–25.1 to 10.2–13.8 µs of CPU
-//! per exec at 500 exec/s (BENCHMARKS.md).
+//! event (the switch, and often the teardown of an exited program's
+//! address space, which the kernel charges to whoever runs next), and at a
+//! few hundred execs per second nearly every exec gets one. An interval of
+//! 10 ms took mapwatch from 13.9–25.1 to 10.2–13.8 µs of CPU per exec at
+//! 500 exec/s; 50 ms (the default since) from 20.9 to 15.3 µs at 1,000
+//! exec/s, and from 28.0 to 18.8 µs with Elastic's 189 rules loaded, whose
+//! data each batch finds cold (BENCHMARKS.md).
 
 use std::time::{Duration, Instant};
 
