@@ -6,6 +6,8 @@
 # Reports p50/p99/max. Run as root on an otherwise idle machine:
 #
 #   bash bench/latency.sh [POSITIVES] [STORM_RATE]     (default: 500 1000)
+#
+# AUDIT_TOML="poll_interval_ms = 10" sets keys of mapwatch's [audit] table.
 source "$(dirname "$0")/lib.sh"
 positives=${1:-500}
 rate=${2:-1000}

@@ -68,12 +68,14 @@ describe_machine() {
 }
 
 # $1/mapwatch.toml: the service's defaults, with its state, alerts and no
-# stats line under $1, and the TOML in $2 (more tables) appended.
+# stats line under $1, keys of [audit] from $AUDIT_TOML (say,
+# "poll_interval_ms = 10"), and the TOML in $2 (more tables) appended.
 write_config() {
     mkdir -p "$1"
     cat > "$1/mapwatch.toml" << CONF
 [audit]
 state_file = "$1/state.json"
+${AUDIT_TOML:-}
 [log]
 stats_interval_secs = 0
 [output]
