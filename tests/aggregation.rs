@@ -33,6 +33,9 @@ fn central_setup(plugin: &str, port: u16) -> AuditdSetup<'_> {
 /// au-remote, as audispd-plugins ships it, reading a configuration of
 /// the test's: it only reads /etc/audit/audisp-remote.conf, so it runs in
 /// a mount namespace of its own where the test's file is bound there.
+/// Each record is retried for up to a minute (the defaults, 3 tries in 5
+/// s, can be spent before a busy machine has the central auditd
+/// listening again, and the record is then dropped by au-remote).
 fn au_remote_plugin(dir: &Path, port: u16) -> String {
     require_program("audisp-remote", "audispd-plugins");
     require_program("unshare", "util-linux");
@@ -41,7 +44,7 @@ fn au_remote_plugin(dir: &Path, port: u16) -> String {
         &config,
         &format!(
             "remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\nmode = immediate\nqueue_depth = 10240\n\
-             format = managed\nnetwork_retry_time = 1\nmax_tries_per_record = 3\nmax_time_per_record = 5\n\
+             format = managed\nnetwork_retry_time = 1\nmax_tries_per_record = 100\nmax_time_per_record = 60\n\
              heartbeat_timeout = 0\nnetwork_failure_action = syslog\nremote_ending_action = reconnect\n\
              disk_low_action = ignore\ndisk_full_action = warn_once\ndisk_error_action = warn_once\n\
              generic_error_action = syslog\ngeneric_warning_action = syslog\nqueue_error_action = stop\n\

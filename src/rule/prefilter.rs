@@ -11,7 +11,8 @@
 //! each one's longest); a `regex` needs the runs the pattern fixes
 //! ([`super::regexp_runs`]); an `and` needs what each of its terms needs;
 //! an `or` needs one of what each branch needs (with two branches, each
-//! pairing of their two best needs). `not`, ranges, null tests and
+//! pairing of their two best needs; then, up to the fourth, every
+//! branch's k-th best together). `not`, ranges, null tests and
 //! functions need nothing, nor do runs of one byte (in nearly every
 //! value) other than whitespace (rare in names and paths, and what
 //! masquerading puts in them). Comparisons on fields whose value is the
@@ -52,6 +53,8 @@ const MAX_FIELDS: usize = 64;
 const MIN_RUN: usize = 2;
 /// Needs of each branch of a two-branch `or` paired with the other's.
 const PAIRED_NEEDS: usize = 2;
+/// Needs of each branch of an `or` that are looked at, at most.
+const MAX_OR_DEPTH: usize = 4;
 /// Longest literal a case-insensitive equality is looked up with (the
 /// value is lowercased on the stack).
 const MAX_FOLDED: usize = 256;
@@ -94,8 +97,8 @@ struct Scan {
 /// byte a few more steps). With Elastic's corpus every field's is a DFA:
 /// 3.2 MB in all, the largest `process.args` and `process.command_line`
 /// at 1.3 MB each against 97 and 119 KB as NFAs; the corpus on
-/// `sh -c "make -j2 all"` in 2.8 µs instead of 4.1 (in cache), on `ls`
-/// 1.7 instead of 2.1, for 6 MB more resident memory (11.7 -> 17.6 MB)
+/// `sh -c "make -j2 all"` in 2.8 µs instead of 4.1 (in cache), on `cat`
+/// 2.6 instead of 3.0, for 6 MB more resident memory (11.7 -> 17.7 MB)
 /// and no change in the exec storm at 50 ms batches (19.1 against 19.0
 /// µs per exec, 7 rounds). At 10 ms batches, where every batch found the
 /// automata cold, the NFAs had cost 17.5 µs per exec against 24.4.
@@ -460,24 +463,41 @@ fn needs_of(expr: &Expr) -> Vec<Drawn> {
         Expr::Or(terms) => {
             // Whichever branch holds meets all its needs: a need made of
             // one need of each branch is met. Two branches (the set-uid
-            // rules' real and effective ids) pair their two best needs.
-            let kept = if terms.len() == 2 { PAIRED_NEEDS } else { 1 };
-            let mut merged = vec![Drawn::new()];
+            // rules' real and effective ids) pair their two best needs;
+            // then the k-th best of every branch (its last where it has
+            // fewer) make one more, so that a branch's weaker needs still
+            // count (`process.name in (shells)` and `process.args ==
+            // "-c"` are met by every `sh -c`, the run that follows is not).
+            let mut branches = Vec::with_capacity(terms.len());
             for term in terms {
                 let mut needs = needs_of(term);
                 if needs.is_empty() {
                     return Vec::new();
                 }
                 needs.sort_by_key(|need| std::cmp::Reverse(selectivity(need)));
-                needs.truncate(kept);
+                branches.push(needs);
+            }
+            let kept = if terms.len() == 2 { PAIRED_NEEDS } else { 1 };
+            let mut merged = vec![Drawn::new()];
+            for needs in &branches {
                 merged = merged
                     .iter()
                     .flat_map(|so_far| {
                         needs
                             .iter()
+                            .take(kept)
                             .map(move |need| [so_far.as_slice(), need].concat())
                     })
                     .collect();
+            }
+            let deepest = branches.iter().map(Vec::len).max().unwrap_or(0);
+            for k in kept..deepest.min(MAX_OR_DEPTH) {
+                merged.push(
+                    branches
+                        .iter()
+                        .flat_map(|needs| needs[k.min(needs.len() - 1)].iter().cloned())
+                        .collect(),
+                );
             }
             merged
         }
@@ -813,6 +833,9 @@ mod tests {
                 "/usr/bin/cat",
                 &["cat", "/etc/hosts", "/proc/1/smaps"][..],
             ),
+            // A shell's `-c` meets the first needs of many branches for
+            // shells; their later needs must still be looked at.
+            ("1000", "/usr/bin/sh", &["sh", "-c", "make -j2 all"][..]),
         ] {
             let name = exe.rsplit('/').next().unwrap_or(exe);
             let doc = json!({
