@@ -63,9 +63,9 @@ impl Argv {
         self.ends.push(self.bytes.len());
     }
 
-    /// The non-empty strings of a NUL-separated list (`/proc/PID/environ`,
-    /// `cmdline`), in place: the list's own buffer becomes the joined
-    /// bytes, so reading one costs no copy and no growth.
+    /// The non-empty strings of a NUL-separated list (`/proc/PID/environ`),
+    /// in place: the list's own buffer becomes the joined bytes, so
+    /// reading one costs no copy and no growth.
     pub fn from_nul_separated(mut list: Vec<u8>) -> Argv {
         let mut ends = Vec::with_capacity(list.iter().filter(|b| **b == 0).count() + 1);
         let mut write = 0;
