@@ -28,14 +28,8 @@ else
     cargo build --release --locked -q
     bin=target/release/mapwatch
 fi
-work=$(mktemp -d)
-namespaces=()
-# Waited for, so the next run starts with none of them left.
-trap 'for p in "${namespaces[@]}"; do kill -9 "$p" 2> /dev/null || true; done; wait "${namespaces[@]}" 2> /dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 2 "${INSTANCES:-1}"); do
-    unshare -pf --mount-proc --kill-child sleep 1000000 &
-    namespaces+=("$!")
-done
+source bench/procfs-namespaces.sh
+start_procfs_namespaces "${INSTANCES:-1}"
 ticks=$(getconf CLK_TCK)
 # Until the namespaces of a previous run are gone (a pid namespace's end
 # takes a while), so each run's `ps` sees the same processes.

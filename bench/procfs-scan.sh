@@ -14,13 +14,8 @@ secs=${2:-30}
 rounds=${3:-2}
 cargo build --release --locked -q
 bin=$PWD/target/release/mapwatch
-work=$(mktemp -d)
-namespaces=()
-trap 'for p in "${namespaces[@]}"; do kill -9 "$p" 2> /dev/null || true; done; wait 2> /dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 2 "$instances"); do
-    unshare -pf --mount-proc --kill-child sleep 1000000 &
-    namespaces+=("$!")
-done
+source bench/procfs-namespaces.sh
+start_procfs_namespaces "$instances"
 sleep 2
 echo "kernel $(uname -r), $(nproc) CPUs, $instances procfs instances, ${secs}s idle per run, CLK_TCK $(getconf CLK_TCK)"
 echo

@@ -22,9 +22,9 @@
 //! address space, which the kernel charges to whoever runs next), and at a
 //! few hundred execs per second nearly every exec gets one. An interval of
 //! 10 ms took mapwatch from 13.9–25.1 to 10.2–13.8 µs of CPU per exec at
-//! 500 exec/s; 50 ms (the default since) from 20.9 to 15.3 µs at 1,000
-//! exec/s, and from 28.0 to 18.8 µs with Elastic's 189 rules loaded, whose
-//! data each batch finds cold (BENCHMARKS.md).
+//! 500 exec/s; 50 ms (the default since) from 20.2 to 14.2 µs at 1,000
+//! exec/s, and from 29.2 to 18.8 µs with Elastic's 189 rules loaded, whose
+//! data each batch finds cold (`bench/exec-storm.sh`, BENCHMARKS.md).
 
 use std::time::{Duration, Instant};
 
